@@ -1,0 +1,84 @@
+"""``SampleGridMonitor``: a fixed-latent image grid every N epochs, as PNG and in every image logger."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torchvision.utils import make_grid, save_image
+
+from facegan.images import to_unit
+
+log = logging.getLogger(__name__)
+
+
+class SampleGridMonitor(L.Callback):
+    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs``.
+
+    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to every logger that takes
+    images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images seen) and
+    ``TensorBoardLogger`` (``add_image``). Only global rank 0 writes; every rank samples (the
+    generator is identical on all ranks), so nothing waits on rank 0.
+
+    Args:
+        every_n_epochs: epochs between grids (a grid is also written after the last epoch).
+        num_images: images in the grid, at most the module's ``num_samples`` fixed latents.
+        nrow: images per grid row; ``None`` -> a square-ish grid.
+        key: name of the image in the loggers.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 64, nrow: int | None = None, key: str = "samples"
+    ):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"SampleGridMonitor: `every_n_epochs` must be >= 1, but got {every_n_epochs}")
+        if num_images < 1:
+            raise ValueError(f"SampleGridMonitor: `num_images` must be >= 1, but got {num_images}")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.nrow = nrow or max(1, int(num_images**0.5))
+        self.key = key
+        self.last_path: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not callable(getattr(pl_module, "sample", None)) or not hasattr(pl_module, "sample_z"):
+            raise TypeError(
+                "SampleGridMonitor: the LightningModule needs `sample(z=...)` and a `sample_z` buffer"
+            )
+        available = pl_module.sample_z.shape[0]
+        if self.num_images > available:
+            raise ValueError(
+                f"SampleGridMonitor: `num_images` ({self.num_images}) exceeds the module's fixed latents "
+                f"({available}); raise --model.num_samples or lower num_images"
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = trainer.current_epoch + 1 >= (trainer.max_epochs or -1) > 0
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last:
+            self.write_grid(trainer, pl_module)
+
+    @torch.no_grad()
+    def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere)."""
+        images = pl_module.sample(z=pl_module.sample_z[: self.num_images])
+        if not trainer.is_global_zero:
+            return None
+        grid = make_grid(to_unit(images).cpu(), nrow=self.nrow, padding=2)  # (3, H, W) in [0, 1]
+        epoch, kimg = trainer.current_epoch, float(pl_module.images_seen) / 1000.0
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"epoch={epoch:04d}-kimg={kimg:.1f}.png"
+        save_image(grid, path)
+        caption = f"epoch {epoch}, {kimg:.1f} kimg"
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=self.key, images=[grid], caption=[caption], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(self.key, grid, trainer.global_step)
+        log.info("SampleGridMonitor: wrote %s", path)
+        self.last_path = path
+        return path

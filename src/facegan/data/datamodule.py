@@ -1,0 +1,289 @@
+"""``FaceDataModule``: faces for training, from a folder, a zip, the CelebA layout or built in."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from facegan.data.procedural import ProceduralFaces
+from facegan.data.sources import (
+    CELEBA_IMAGES,
+    CELEBA_PARTITION,
+    FaceImageDataset,
+    FolderSource,
+    ZipSource,
+    collate_images,
+    read_partition,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "procedural", "folder", "celeba", "zip")
+SPLITS = ("train", "val", "test")
+
+
+class _Flipped(Dataset):
+    """Random horizontal flips over a dataset of ``(3, S, S)`` tensors."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.dataset[index]
+        return image.flip(-1) if torch.rand(()) < 0.5 else image
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        """Batched path (the DataLoader calls it when present): render together, flip each."""
+        getitems = getattr(self.dataset, "__getitems__", None)
+        images = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        flips = (torch.rand(len(images)) < 0.5).tolist()
+        return [image.flip(-1) if flip else image for image, flip in zip(images, flips, strict=True)]
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Face images as ``(B, 3, S, S)`` float batches in ``[-1, 1]``.
+
+    Args:
+        root: where the images are. ``None`` -> the built-in procedural faces (no download). A
+            folder of images (searched recursively), a ``.zip`` of images, or a CelebA folder
+            holding ``img_align_celeba/`` or ``img_align_celeba.zip`` (read without extraction)
+            and optionally ``list_eval_partition.txt`` (train/val/test).
+        source: ``"auto"`` detects the kind from ``root``; or force ``"procedural"``,
+            ``"folder"``, ``"celeba"``, ``"zip"``.
+        image_size: side of the square training images in pixels.
+        batch_size: images per batch (the last incomplete training batch is dropped).
+        crop_size: side of the central square cropped before resizing; ``None`` crops to the
+            shorter side (178 px on aligned CelebA: the usual convention, 89 px on half-size copies).
+        flip: random horizontal flips of training images.
+        val_fraction: share of images held out for validation when there is no partition file.
+        test_fraction: share held out for testing when there is no partition file.
+        split_seed: seed of that random split.
+        num_procedural: number of procedural training faces (an epoch).
+        procedural_seed: seed of the procedural faces (val/test use seed + 1 / + 2).
+        skip_bad_images: skip unreadable images with a warning and a count instead of failing.
+        num_workers: loader worker processes; ``None`` -> one per spare core, at most 8.
+        pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        source: Literal["auto", "procedural", "folder", "celeba", "zip"] = "auto",
+        image_size: int = 64,
+        batch_size: int = 64,
+        crop_size: int | None = None,
+        flip: bool = True,
+        val_fraction: float = 0.02,
+        test_fraction: float = 0.02,
+        split_seed: int = 0,
+        num_procedural: int = 8192,
+        procedural_seed: int = 0,
+        skip_bad_images: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if source not in SOURCES:
+            raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {source!r}")
+        if image_size < 8:
+            raise ValueError(f"FaceDataModule: `image_size` must be >= 8, but got {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"FaceDataModule: `batch_size` must be >= 1, but got {batch_size}")
+        if crop_size is not None and crop_size < 1:
+            raise ValueError(
+                f"FaceDataModule: `crop_size` must be a positive integer or null, got {crop_size}"
+            )
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"FaceDataModule: `{name}` must be in [0, 1), but got {value}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ValueError(
+                "FaceDataModule: `val_fraction` + `test_fraction` must leave images for training"
+            )
+        self.root = root
+        self.source = source
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.datasets: dict[str, Dataset] = {}
+        self.kind: str | None = None  # resolved source kind, after setup()
+
+    # ------------------------------------------------------------------------------------ setup
+    def _resolve(self) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
+        """Return ``(kind, image source, partition file or None)`` for ``root``/``source``."""
+        if self.root is None:
+            if self.source not in ("auto", "procedural"):
+                raise ValueError(f"FaceDataModule: source={self.source!r} needs `root` (a path)")
+            return "procedural", None, None
+        if self.source == "procedural":
+            raise ValueError("FaceDataModule: source='procedural' takes no `root`; unset one of them")
+        root = Path(self.root).expanduser()
+        expected = (
+            "expected a folder of images (jpg, png, webp, bmp), a .zip of images, or a CelebA folder "
+            f"holding {CELEBA_IMAGES}/ or {CELEBA_IMAGES}.zip (and optionally {CELEBA_PARTITION})"
+        )
+        if not root.exists():
+            raise FileNotFoundError(
+                f"FaceDataModule: `root` {str(root)!r} does not exist; {expected}. Leave `root` unset "
+                "to train on the built-in procedural faces."
+            )
+        if root.is_dir():
+            partition = root / CELEBA_PARTITION
+            if (root / CELEBA_IMAGES).is_dir():
+                celeba: FolderSource | ZipSource = FolderSource(root / CELEBA_IMAGES)
+            elif (root / f"{CELEBA_IMAGES}.zip").is_file():
+                celeba = self._zip(root / f"{CELEBA_IMAGES}.zip", celeba_prefix=True)
+            elif root.name == CELEBA_IMAGES and (root.parent / CELEBA_PARTITION).is_file():
+                celeba, partition = FolderSource(root), root.parent / CELEBA_PARTITION
+            elif self.source == "celeba":
+                raise FileNotFoundError(f"FaceDataModule: source='celeba' but {str(root)!r}: {expected}")
+            else:
+                if self.source == "zip":
+                    raise ValueError(f"FaceDataModule: source='zip' but `root` {str(root)!r} is a folder")
+                return "folder", FolderSource(root), None
+            if self.source not in ("auto", "celeba"):
+                raise ValueError(
+                    f"FaceDataModule: `root` {str(root)!r} has the CelebA layout; use source='celeba' or 'auto'"
+                )
+            return "celeba", celeba, partition if partition.is_file() else None
+        if not zipfile.is_zipfile(root):
+            raise ValueError(
+                f"FaceDataModule: `root` {str(root)!r} is a file but not a zip archive; {expected}"
+            )
+        if self.source == "folder":
+            raise ValueError(f"FaceDataModule: source='folder' but `root` {str(root)!r} is a zip file")
+        partition = root.parent / CELEBA_PARTITION
+        if root.name == f"{CELEBA_IMAGES}.zip" and self.source != "zip":
+            return "celeba", self._zip(root, celeba_prefix=True), partition if partition.is_file() else None
+        return "zip", self._zip(root), None
+
+    @staticmethod
+    def _zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
+        try:
+            source = ZipSource(path)
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"FaceDataModule: cannot open zip archive {str(path)!r}: {error}") from error
+        prefix = f"{CELEBA_IMAGES}/"
+        if celeba_prefix and any(name.startswith(prefix) for name in source.names):
+            source.names = [name for name in source.names if name.startswith(prefix)]
+        return source
+
+    def _split(self, source: FolderSource | ZipSource, partition: Path | None) -> dict[str, list[int]]:
+        if partition is not None:
+            splits = read_partition(partition)
+            indices: dict[str, list[int]] = {split: [] for split in SPLITS}
+            unlisted = 0
+            for i, name in enumerate(source.names):
+                split = splits.get(name.rsplit("/", 1)[-1])
+                if split is None:
+                    unlisted += 1
+                else:
+                    indices[split].append(i)
+            if unlisted:
+                log.warning("%d images are not listed in %s and are not used", unlisted, partition)
+            return indices
+        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        n_val = int(round(len(source) * self.hparams.val_fraction))
+        n_test = int(round(len(source) * self.hparams.test_fraction))
+        return {
+            "val": sorted(order[:n_val].tolist()),
+            "test": sorted(order[n_val : n_val + n_test].tolist()),
+            "train": sorted(order[n_val + n_test :].tolist()),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        kind, source, partition = self._resolve()
+        self.kind = kind
+        if source is None:
+            n_held_out = max(self.batch_size, int(round(hp.num_procedural * hp.val_fraction)))
+            train: Dataset = ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed)
+            self.datasets = {
+                "train": _Flipped(train) if hp.flip else train,
+                "val": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 1),
+                "test": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 2),
+            }
+        else:
+            if len(source) == 0:
+                raise FileNotFoundError(
+                    f"FaceDataModule: no images found in {self.root!r} (kind {kind!r}); expected files ending "
+                    "in .jpg, .jpeg, .png, .webp or .bmp"
+                )
+            for split, indices in self._split(source, partition).items():
+                self.datasets[split] = FaceImageDataset(
+                    source,
+                    indices,
+                    self.image_size,
+                    crop_size=hp.crop_size,
+                    flip=hp.flip and split == "train",
+                    skip_bad_images=hp.skip_bad_images,
+                )
+        n_train = len(self.datasets["train"])  # type: ignore[arg-type]
+        if n_train < self.batch_size:
+            raise ValueError(
+                f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
+                f"({n_train} images from {self.root or 'procedural faces'}); lower --data.batch_size"
+            )
+        sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
+        log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
+
+    # ------------------------------------------------------------------------------ dataloaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
+            raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
+        workers = self.hparams.num_workers
+        if workers is None:
+            workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+        pin = self.hparams.pin_memory
+        if pin is None:
+            accelerator = getattr(getattr(self, "trainer", None), "accelerator", None)
+            pin = type(accelerator).__name__ == "CUDAAccelerator"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,  # constant training batch size (BatchNorm); evaluation sees every image
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+            collate_fn=collate_images,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if len(self.datasets.get("val", [])) == 0 and self.datasets:  # type: ignore[arg-type]
+            log.warning("FaceDataModule: no validation images in %s; validation is skipped", self.root)
+            return []
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    @property
+    def skipped_images(self) -> int:
+        """Images skipped as unreadable so far (all workers), with ``skip_bad_images=True``."""
+        return sum(ds.skipped.value for ds in self.datasets.values() if isinstance(ds, FaceImageDataset))
+
+    def teardown(self, stage: str) -> None:
+        if self.skipped_images:
+            log.warning("FaceDataModule: %d unreadable images were skipped", self.skipped_images)

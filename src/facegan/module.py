@@ -1,0 +1,227 @@
+"""``FaceGAN``: the LightningModule that trains a generator against a discriminator.
+
+Manual optimization, one iteration per batch (Lightning docs, "manual optimization" GAN recipe):
+
+1. ``fake = G(z)`` once per batch;
+2. discriminator update on ``real`` and ``fake.detach()`` (only D's parameters receive gradients);
+3. every ``n_disc_steps`` batches, a generator update on the *same* ``fake`` through the freshly
+   updated D (D's parameters are frozen by ``toggle_optimizer``, so only G changes).
+
+``sample()`` is the one way callbacks and tools get images out of the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from facegan.losses import get_losses
+from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_stats
+
+
+class FaceGAN(L.LightningModule):
+    """A GAN that learns to draw faces.
+
+    Args:
+        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px) or ``"keras"`` (the
+            Keras DCGAN face example at 128 px).
+        image_size: side of the square images in pixels (linked to the data module in the CLI).
+        latent_dim: size of the latent vector ``z``.
+        g_channels: ``dcgan`` only: width of G's last hidden layer (doubles towards 4x4);
+            ``None`` means the paper's 64. The ``keras`` widths are fixed.
+        d_channels: ``dcgan`` only: width of D's first layer; ``None`` means 64.
+        loss: ``"nonsaturating"`` (BCE on logits) or ``"hinge"``.
+        label_noise: nonsaturating loss only: add ``label_noise * U(0, 1)`` to D's targets
+            (0.05 in the Keras example); 0 disables it.
+        g_lr: generator Adam learning rate.
+        d_lr: discriminator Adam learning rate.
+        g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
+        d_betas: discriminator Adam betas.
+        adam_eps: Adam epsilon for both optimizers (Keras uses 1e-7).
+        n_disc_steps: discriminator updates per generator update.
+        num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
+        sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
+        bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
+            before sampling (see :func:`facegan.networks.recompute_batchnorm_stats`).
+
+    Example:
+        >>> gan = FaceGAN(image_size=32, g_channels=8, d_channels=8)
+        >>> gan.sample(4).shape
+        torch.Size([4, 3, 32, 32])
+    """
+
+    def __init__(
+        self,
+        arch: Literal["dcgan", "keras"] = "dcgan",
+        image_size: int = 64,
+        latent_dim: int = 128,
+        g_channels: int | None = None,
+        d_channels: int | None = None,
+        loss: Literal["nonsaturating", "hinge"] = "nonsaturating",
+        label_noise: float = 0.0,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        g_betas: tuple[float, float] = (0.5, 0.999),
+        d_betas: tuple[float, float] = (0.5, 0.999),
+        adam_eps: float = 1e-8,
+        n_disc_steps: int = 1,
+        num_samples: int = 64,
+        sample_seed: int = 0,
+        bn_stat_batches: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if arch == "keras" and (g_channels is not None or d_channels is not None):
+            raise ValueError(
+                "FaceGAN: `g_channels`/`d_channels` set the dcgan widths; the 'keras' architecture has "
+                "fixed widths, so leave them unset (null)"
+            )
+        if n_disc_steps < 1:
+            raise ValueError(f"FaceGAN: `n_disc_steps` must be an integer >= 1, but got {n_disc_steps}")
+        if label_noise < 0:
+            raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {label_noise}")
+        if num_samples < 1:
+            raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {num_samples}")
+        self.net_config = NetworkConfig(
+            arch=arch,
+            image_size=image_size,
+            latent_dim=latent_dim,
+            g_channels=64 if g_channels is None else g_channels,
+            d_channels=64 if d_channels is None else d_channels,
+        )
+        self.generator, self.discriminator = build_networks(self.net_config)
+        self.d_loss_fn, self.g_loss_fn = get_losses(loss)
+        if label_noise and loss != "nonsaturating":
+            raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
+
+        seeded = torch.Generator().manual_seed(sample_seed)
+        # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
+        self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
+        # Training progress in images shown to D (StyleGAN's kimg); persistent, so resumes keep it.
+        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+        self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
+        self._bn_stats_at_step: int | None = None  # global_step at which G's BN stats were recomputed
+
+    # ------------------------------------------------------------------------------- sampling
+    @property
+    def sampling_generator(self) -> torch.nn.Module:
+        """The generator used for images that leave the model (grids, FID, export)."""
+        return self.generator
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
+        """Generate images in ``[-1, 1]``, shape ``(n, 3, S, S)``, without gradients.
+
+        ``z`` (``(n, latent_dim)``) fixes the latents; otherwise ``n`` fresh ones are drawn. The
+        generator runs in eval mode with BatchNorm "standing statistics" recomputed from the current
+        weights (once per training step), so an image depends on its latent only, not on the rest of
+        the batch, and matches what training-mode batch statistics produce.
+        """
+        if z is None:
+            if n is None:
+                raise ValueError("FaceGAN.sample: pass `n` (number of images) or `z` (latents)")
+            z = torch.randn(n, self.hparams.latent_dim, device=self.device)
+        elif z.ndim != 2 or z.shape[1] != self.hparams.latent_dim:
+            raise ValueError(
+                f"FaceGAN.sample: `z` must have shape (n, {self.hparams.latent_dim}), got {tuple(z.shape)}"
+            )
+        generator = self.sampling_generator
+        if self._bn_stats_at_step != self.global_step:
+            recompute_batchnorm_stats(
+                generator,
+                self.hparams.latent_dim,
+                num_batches=self.hparams.bn_stat_batches,
+                batch_size=64,
+                seed=self.hparams.sample_seed,
+            )
+            self._bn_stats_at_step = self.global_step
+        was_training = generator.training
+        generator.eval()
+        try:
+            z = z.to(self.device)
+            images = torch.cat([generator(chunk) for chunk in z.split(batch_size)])
+        finally:
+            generator.train(was_training)
+        return images.float().clamp_(-1.0, 1.0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["facegan"] = {"d_updates": self.d_updates}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.d_updates = checkpoint.get("facegan", {}).get("d_updates", 0)
+        self._bn_stats_at_step = None
+
+    # ------------------------------------------------------------------------------- training
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=hp.g_betas, eps=hp.adam_eps)
+        opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=hp.d_lr, betas=hp.d_betas, eps=hp.adam_eps
+        )
+        return [opt_g, opt_d]
+
+    @staticmethod
+    def _images(batch: Any) -> Tensor:
+        """Accept a tensor batch, or ``(images, labels...)`` from a user's own dataset."""
+        return batch[0] if isinstance(batch, list | tuple) else batch
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = self._images(batch)  # (B, 3, S, S) in [-1, 1]
+        if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
+            return
+        opt_g, opt_d = self.optimizers()
+        z = torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
+        fake = self.generator(z)  # (B, 3, S, S); graph kept for the generator update
+
+        # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
+        self.toggle_optimizer(opt_d)
+        real_logits = self.discriminator(real)  # (B,)
+        fake_logits = self.discriminator(fake.detach())  # (B,)
+        d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self.images_seen += real.shape[0]
+        self.d_updates += 1
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True)
+        self.log_dict(
+            {
+                "train/d_real": torch.sigmoid(real_logits.detach()).mean(),  # D's P(real) on reals
+                "train/d_fake": torch.sigmoid(fake_logits.detach()).mean(),  # D's P(real) on fakes
+                "train/kimg": self.images_seen.float() / 1000.0,
+            }
+        )
+
+        # Generator: the same fake through the updated D, D frozen.
+        if self.d_updates % self.hparams.n_disc_steps == 0:
+            self.toggle_optimizer(opt_g)
+            g_loss = self.g_loss_fn(self.discriminator(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+
+    # ----------------------------------------------------------------------- validation / test
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        real = self._images(batch)
+        fake = self.sample(z=torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
+        self.log_dict(
+            {
+                f"{prefix}/d_real": torch.sigmoid(self.discriminator(real)).mean(),
+                f"{prefix}/d_fake": torch.sigmoid(self.discriminator(fake)).mean(),
+            },
+            batch_size=real.shape[0],
+        )
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """``val/d_real``: D's P(real) on held-out reals; far below ``train/d_real`` means D overfits."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
