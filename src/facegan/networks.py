@@ -155,7 +155,8 @@ class KerasGenerator(nn.Module):
             nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(256, 512, 4, 2, 1),  # (N, 512, 128, 128)
             nn.LeakyReLU(0.2),
-            nn.Conv2d(512, 3, 4, 1, padding="same"),  # (N, 3, 128, 128); pads 1 before, 2 after, as TF
+            nn.ZeroPad2d((1, 2, 1, 2)),  # TF "same" for an even kernel: 1 before, 2 after
+            nn.Conv2d(512, 3, 4, 1),  # (N, 3, 128, 128)
         )
         _keras_init(self)
 

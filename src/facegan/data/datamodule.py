@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -278,6 +279,54 @@ class FaceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def real_dataset(self, split: str = "train") -> Dataset:
+        """The images of ``split`` exactly as preprocessed for training but never flipped (for FID)."""
+        if split not in SPLITS:
+            raise ValueError(f"FaceDataModule: `split` must be one of {SPLITS}, but got {split!r}")
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        if isinstance(dataset, _Flipped):
+            return dataset.dataset
+        if isinstance(dataset, FaceImageDataset) and dataset.flip:
+            return FaceImageDataset(
+                dataset.source,
+                dataset.indices,
+                dataset.image_size,
+                dataset.crop_size,
+                False,
+                dataset.skip_bad_images,
+            )
+        return dataset
+
+    def fingerprint(self, split: str = "train") -> dict[str, Any]:
+        """What identifies the images of ``split``: a cache key for statistics computed from them.
+
+        Covers the source (kind, resolved path, every file name with its size and modification time,
+        or the procedural seed and count), the split and the preprocessing.
+        """
+        dataset = self.real_dataset(split)
+        key: dict[str, Any] = {"kind": self.kind, "split": split, "image_size": self.image_size}
+        if isinstance(dataset, ProceduralFaces):
+            key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)
+            return key
+        assert isinstance(dataset, FaceImageDataset)
+        source = dataset.source
+        digest = hashlib.sha256()
+        if isinstance(source, ZipSource):
+            stat = source.path.stat()
+            digest.update(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update("\n".join(source.names[i] for i in dataset.indices).encode())
+        else:
+            for i in dataset.indices:
+                path = source.root / source.names[i]
+                stat = path.stat()
+                digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        key.update(
+            files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=self.hparams.crop_size
+        )
+        return key
 
     @property
     def skipped_images(self) -> int:

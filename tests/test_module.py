@@ -1,0 +1,154 @@
+import lightning as L
+import pytest
+import torch
+
+from facegan import FaceDataModule, FaceGAN
+
+
+def tiny_gan(**kwargs) -> FaceGAN:
+    return FaceGAN(**{"image_size": 32, "latent_dim": 16, "g_channels": 8, "d_channels": 8, **kwargs})
+
+
+def tiny_data(**kwargs) -> FaceDataModule:
+    return FaceDataModule(
+        **{"image_size": 32, "batch_size": 8, "num_procedural": 64, "num_workers": 0, **kwargs}
+    )
+
+
+def tiny_trainer(**kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+class StepRecorder(L.Callback):
+    """Records, for every optimizer step, which networks' parameters it changed."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, bool, bool]] = []
+
+    def on_train_start(self, trainer, pl_module):
+        nets = {"G": pl_module.generator, "D": pl_module.discriminator}
+        for name, optimizer in zip(("G", "D"), trainer.optimizers, strict=True):
+            snapshot = {}
+
+            def pre(opt, args, kwargs, snapshot=snapshot):
+                for key, net in nets.items():
+                    snapshot[key] = [p.detach().clone() for p in net.parameters()]
+
+            def post(opt, args, kwargs, name=name, snapshot=snapshot):
+                changed = {
+                    key: any(
+                        not torch.equal(a, b) for a, b in zip(snapshot[key], net.parameters(), strict=True)
+                    )
+                    for key, net in nets.items()
+                }
+                self.steps.append((name, changed["G"], changed["D"]))
+
+            optimizer.register_step_pre_hook(pre)
+            optimizer.register_step_post_hook(post)
+
+
+def test_each_update_changes_only_its_own_network_and_both_step_every_batch():
+    torch.manual_seed(0)
+    recorder = StepRecorder()
+    tiny_trainer(callbacks=[recorder]).fit(tiny_gan(), tiny_data())
+    # One D update (changes D only), then one G update (changes G only), per batch.
+    assert recorder.steps == [("D", False, True), ("G", True, False)] * 3
+
+
+def test_n_disc_steps_updates_generator_every_nth_batch():
+    recorder = StepRecorder()
+    gan = tiny_gan(n_disc_steps=2)
+    tiny_trainer(callbacks=[recorder], limit_train_batches=4).fit(gan, tiny_data())
+    assert [name for name, _, _ in recorder.steps] == ["D", "D", "G", "D", "D", "G"]
+    assert gan.d_updates == 4
+
+
+def test_training_logs_losses_d_outputs_and_images_seen():
+    gan = tiny_gan()
+    trainer = tiny_trainer()
+    trainer.fit(gan, tiny_data())
+    metrics = trainer.callback_metrics
+    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/kimg"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    assert 0.0 <= metrics["train/d_real"] <= 1.0 and 0.0 <= metrics["train/d_fake"] <= 1.0
+    assert gan.images_seen.item() == 3 * 8
+    assert metrics["train/kimg"].item() == pytest.approx(0.024)
+    assert trainer.global_step == 6  # Lightning counts optimizer steps: one D + one G per batch
+
+
+def test_validation_and_test_report_d_outputs_on_held_out_faces():
+    gan, data = tiny_gan(), tiny_data()
+    trainer = tiny_trainer(limit_val_batches=2, limit_test_batches=2)
+    (val,) = trainer.validate(gan, data, verbose=False)
+    (test,) = trainer.test(gan, data, verbose=False)
+    assert set(val) == {"val/d_real", "val/d_fake"} and set(test) == {"test/d_real", "test/d_fake"}
+
+
+def test_sample_is_per_image_deterministic_without_grad_and_in_range():
+    gan = tiny_gan()
+    z = torch.randn(16, 16)
+    images = gan.sample(z=z)
+    assert images.shape == (16, 3, 32, 32) and not images.requires_grad
+    assert images.min() >= -1 and images.max() <= 1
+    # Eval-mode BatchNorm: an image depends on its own latent only, not on the rest of the batch.
+    torch.testing.assert_close(gan.sample(z=z[:4]), images[:4])
+    torch.testing.assert_close(gan.sample(z=z, batch_size=5), images)
+    assert gan.sample(3).shape == (3, 3, 32, 32)
+    assert gan.generator.training  # sample() restores the mode it found
+
+
+def test_sample_matches_training_mode_images_after_training():
+    """Grids and FID use sample(); its images must be as good as the batch-statistics ones of training."""
+    torch.manual_seed(0)
+    gan = tiny_gan(g_lr=2e-3)  # fast-moving weights: the running statistics lag far behind
+    tiny_trainer(limit_train_batches=8).fit(gan, tiny_data())
+    z = torch.randn(512, 16)
+    with torch.no_grad():
+        training_mode = gan.generator.train()(z)
+        lagging = gan.generator.eval()(z)  # plain eval(): momentum-0.1 running statistics
+        gan.generator.train()
+    sampled = gan.sample(z=z)
+    error_sampled = (sampled - training_mode).abs().mean().item()
+    error_lagging = (lagging - training_mode).abs().mean().item()
+    assert error_sampled < 0.02
+    assert error_sampled < 0.5 * error_lagging
+
+
+def test_sample_rejects_wrong_latents():
+    gan = tiny_gan()
+    with pytest.raises(ValueError, match=r"`z` must have shape \(n, 16\), got \(2, 8\)"):
+        gan.sample(z=torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="pass `n`"):
+        gan.sample()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "keras", "image_size": 128, "g_channels": 32}, "fixed widths"),
+        ({"n_disc_steps": 0}, r"`n_disc_steps` must be an integer >= 1, but got 0"),
+        ({"loss": "hinge", "label_noise": 0.05}, "label_noise"),
+        ({"image_size": 48}, r"`image_size` must be one of \(32, 64, 128\)"),
+    ],
+)
+def test_bad_settings_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FaceGAN(**kwargs)
+
+
+def test_keras_recipe_trains_one_step_with_label_noise():
+    recorder = StepRecorder()
+    gan = FaceGAN(arch="keras", image_size=128, g_lr=1e-4, d_lr=1e-4, label_noise=0.05, adam_eps=1e-7)
+    data = FaceDataModule(image_size=128, batch_size=2, num_procedural=4, num_workers=0)
+    tiny_trainer(callbacks=[recorder], limit_train_batches=1).fit(gan, data)
+    assert recorder.steps == [("D", False, True), ("G", True, False)]

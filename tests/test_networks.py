@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+from facegan.networks import (
+    SUPPORTED_SIZES,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    NetworkConfig,
+    build_networks,
+    recompute_batchnorm_stats,
+)
+
+# Parameter counts of the Keras DCGAN face example at 128 px, from the Keras formulas
+# (Conv2D / Conv2DTranspose: k*k*c_in*c_out + c_out; Dense: n_in*n_out + n_out).
+KERAS_D_PARAMS = (
+    (4 * 4 * 3 * 64 + 64) + (4 * 4 * 64 * 128 + 128) + (4 * 4 * 128 * 128 + 128) + (16 * 16 * 128 + 1)
+)
+KERAS_G_PARAMS = (
+    (128 * 16 * 16 * 128 + 16 * 16 * 128)
+    + (4 * 4 * 128 * 128 + 128)
+    + (4 * 4 * 128 * 256 + 256)
+    + (4 * 4 * 256 * 512 + 512)
+    + (4 * 4 * 512 * 3 + 3)
+)
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_keras_parameter_counts_equal_the_keras_model():
+    assert KERAS_D_PARAMS == 429_377 and KERAS_G_PARAMS == 7_136_131
+    g, d = build_networks(NetworkConfig(arch="keras", image_size=128, latent_dim=128))
+    assert count(g) == KERAS_G_PARAMS
+    assert count(d) == KERAS_D_PARAMS
+
+
+@pytest.mark.parametrize(
+    ("arch", "size"), [(arch, size) for arch, sizes in SUPPORTED_SIZES.items() for size in sizes]
+)
+def test_shapes_and_ranges(arch, size):
+    torch.manual_seed(0)
+    g, d = build_networks(
+        NetworkConfig(arch=arch, image_size=size, latent_dim=16, g_channels=8, d_channels=8)
+    )
+    images = g(torch.randn(3, 16))
+    assert images.shape == (3, 3, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert images.std() > 0  # not a constant output
+    logits = d(images)
+    assert logits.shape == (3,)
+    assert torch.isfinite(logits).all()
+
+
+def test_dcgan_widths_double_towards_4x4_and_follow_radford_init():
+    g = DCGANGenerator(image_size=64, latent_dim=100, channels=64)
+    d = DCGANDiscriminator(image_size=64, channels=64)
+    g_convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    d_convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in g_convs] == [512, 256, 128, 64, 3]
+    assert [m.out_channels for m in d_convs] == [64, 128, 256, 512, 1]
+    # The paper's published DCGAN-64 sizes (latent 100, no biases): 3.58 M and 2.77 M parameters.
+    assert count(g) == 3_576_704 and count(d) == 2_765_568
+    weights = torch.cat([m.weight.flatten() for m in g_convs + d_convs])
+    assert abs(weights.std().item() - 0.02) < 0.001
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in list(d.net)[:2])  # no BN on D's input layer
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "stylegan"}, r"`arch` must be one of \('dcgan', 'keras'\), but got 'stylegan'"),
+        (
+            {"arch": "dcgan", "image_size": 48},
+            r"`image_size` must be one of \(32, 64, 128\) for arch='dcgan'",
+        ),
+        ({"arch": "keras", "image_size": 64}, r"`image_size` must be one of \(128,\) for arch='keras'"),
+        ({"latent_dim": 0}, r"`latent_dim` must be a positive integer, but got 0"),
+    ],
+)
+def test_bad_network_config_names_the_setting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkConfig(**kwargs)
+
+
+def test_standing_statistics_match_training_mode_and_leave_global_rng_alone():
+    torch.manual_seed(0)
+    g = DCGANGenerator(image_size=32, latent_dim=16, channels=8)
+    with torch.no_grad():  # make the running statistics stale, as fast-changing training does
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.fill_(0.5)
+                m.running_var.fill_(4.0)
+    z = torch.randn(512, 16)
+    with torch.no_grad():
+        train_out = g.train()(z)
+        stale = g.eval()(z)
+        state = torch.get_rng_state()
+        recompute_batchnorm_stats(g, 16, num_batches=16, batch_size=64, seed=1)
+        assert torch.equal(torch.get_rng_state(), state)
+        standing = g.eval()(z)
+    stale_err = (stale - train_out).abs().mean()
+    standing_err = (standing - train_out).abs().mean()
+    assert standing_err < 0.1 * stale_err
+    assert standing_err < 0.01
