@@ -1,0 +1,62 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegan.cli import main
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses_and_instantiates(config, tmp_path):
+    args = ["fit", "--config", str(config), "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+
+
+def test_print_config_shows_every_part(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    out = capsys.readouterr().out
+    for key in ("model:", "arch: dcgan", "data:", "image_size: 64", "samples:", "checkpoint:", "trainer:"):
+        assert key in out
+
+
+def test_image_size_is_linked_from_data_to_model():
+    cli = main(["fit", "--config", str(REPO / "configs/debug.yaml"), "--data.image_size", "32", "--trainer.max_epochs",
+                "0", "--trainer.logger", "false"])
+    assert cli.model.hparams.image_size == 32 and cli.datamodule.image_size == 32
+    assert cli.model.sample(2).shape == (2, 3, 32, 32)
+
+
+def test_fit_with_debug_overlay_runs_end_to_end_in_a_subprocess(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    grids = sorted((run / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["state_dict"]["images_seen"].item() == 2 * 3 * 8
+    assert checkpoint["global_step"] == 2 * 3 * 2  # a D and a G step per batch
+    assert "inception" not in " ".join(checkpoint["state_dict"])
+    assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
+
+
+def test_resume_from_last_checkpoint_continues_counters(tmp_path):
+    common = ["fit", "--config", str(REPO / "configs/debug.yaml"), "--trainer.default_root_dir", str(tmp_path)]
+    main([*common, "--trainer.max_epochs", "1"])
+    last = Path(tmp_path) / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    cli = main([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
+    assert cli.model.images_seen.item() == 2 * 3 * 8
+    assert cli.trainer.global_step == 12
