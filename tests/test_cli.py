@@ -29,8 +29,19 @@ def test_print_config_shows_every_part(capsys):
 
 
 def test_image_size_is_linked_from_data_to_model():
-    cli = main(["fit", "--config", str(REPO / "configs/debug.yaml"), "--data.image_size", "32", "--trainer.max_epochs",
-                "0", "--trainer.logger", "false"])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/debug.yaml"),
+            "--data.image_size",
+            "32",
+            "--trainer.max_epochs",
+            "0",
+            "--trainer.logger",
+            "false",
+        ]
+    )
     assert cli.model.hparams.image_size == 32 and cli.datamodule.image_size == 32
     assert cli.model.sample(2).shape == (2, 3, 32, 32)
 
@@ -39,7 +50,11 @@ def test_fit_with_debug_overlay_runs_end_to_end_in_a_subprocess(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
@@ -54,7 +69,13 @@ def test_fit_with_debug_overlay_runs_end_to_end_in_a_subprocess(tmp_path):
 
 
 def test_resume_from_last_checkpoint_continues_counters(tmp_path):
-    common = ["fit", "--config", str(REPO / "configs/debug.yaml"), "--trainer.default_root_dir", str(tmp_path)]
+    common = [
+        "fit",
+        "--config",
+        str(REPO / "configs/debug.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     main([*common, "--trainer.max_epochs", "1"])
     last = Path(tmp_path) / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     cli = main([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])

@@ -1,5 +1,6 @@
-"""Callbacks that observe a FaceGAN run: sample grids (and, later, FID)."""
+"""Callbacks that observe a FaceGAN run: sample grids and FID."""
 
+from facegan.callbacks.fid import FIDMonitor
 from facegan.callbacks.samples import SampleGridMonitor
 
-__all__ = ["SampleGridMonitor"]
+__all__ = ["FIDMonitor", "SampleGridMonitor"]

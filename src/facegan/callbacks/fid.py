@@ -1,0 +1,316 @@
+"""``FIDMonitor``: FID of ``pl_module.sample()`` against real-image statistics cached on disk."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from facegan.data.sources import collate_images
+from facegan.images import to_uint8
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+CACHE_FORMAT = 1  # bump when cached statistics change meaning (image conversion, subset rule, ...)
+_REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, remembered per ``(path, size, mtime)`` (0.3 s for the Inception weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FIDMonitor(L.Callback):
+    """Fréchet Inception Distance of generated images, logged as ``val/fid`` and ``val/fid_seconds``.
+
+    Wraps torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
+    resize, network in float32, statistics in float64) fed with :func:`facegan.images.to_uint8` images.
+    Generated images come from ``pl_module.sample(z=...)`` on fixed latents. Real statistics come from
+    ``trainer.datamodule.real_dataset(split)`` once, cached on disk under a key of
+    ``datamodule.fingerprint(split)``, the image count and the feature extractor, so later evaluations,
+    runs and resumes only pay for the generated half.
+
+    Epoch results are logged with ``pl_module.log`` in ``on_train_epoch_end``, so
+    ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees them when it saves at train epoch end (its
+    default with no validation or one validation per epoch; else give it ``save_on_train_epoch_end=True``).
+    ``every_n_kimg`` and fit-end results go to ``trainer.loggers``. Under DDP each rank generates its
+    share of the latents and every rank calls ``compute()``, which all-reduces the statistics.
+
+    Args:
+        num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
+            suits CPUs, where Inception runs at about 4.5 images/s on 2 cores.
+        num_real: real images (evenly spaced over the split) behind the statistics; ``None`` -> the
+            whole split, at most :attr:`REAL_CAP` (10,000). Paid once, then read from the cache.
+        every_n_epochs: evaluate after every N-th training epoch; 0 disables epoch evaluations.
+        every_n_kimg: also evaluate whenever ``pl_module.images_seen`` passes a multiple of this many
+            thousand images; ``None`` disables it.
+        at_fit_end: evaluate when training ends, unless already done at that step.
+        split: data module split of the real images (``"train"``, ``"val"`` or ``"test"``).
+        batch_size: images per generator / Inception batch.
+        seed: seed of the fixed latents, identical across evaluations, runs and resumes.
+        weights_path: the Inception weights file ``weights-inception-2015-12-05-6726825d.pth``;
+            ``None`` -> ``$FACEGAN_FID_WEIGHTS``, then ``$TORCH_HOME/hub/checkpoints/`` (where
+            torchmetrics downloads it when online).
+        cache_dir: folder of the real-statistics cache; ``None`` -> ``$FACEGAN_CACHE/fid``, else
+            ``~/.cache/facegan/fid``.
+    """
+
+    REAL_CAP = 10_000
+
+    def __init__(
+        self,
+        num_fake: int = 1000,
+        num_real: int | None = None,
+        every_n_epochs: int = 1,
+        every_n_kimg: float | None = None,
+        at_fit_end: bool = True,
+        split: str = "train",
+        batch_size: int = 64,
+        seed: int = 0,
+        weights_path: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        for ok, name, allowed, value in (
+            (num_fake >= 2, "num_fake", "an integer >= 2", num_fake),
+            (num_real is None or num_real >= 2, "num_real", "null or an integer >= 2", num_real),
+            (every_n_epochs >= 0, "every_n_epochs", "an integer >= 0 (0 disables)", every_n_epochs),
+            (every_n_kimg is None or every_n_kimg > 0, "every_n_kimg", "null or > 0", every_n_kimg),
+            (batch_size >= 1, "batch_size", "an integer >= 1", batch_size),
+            (isinstance(split, str) and split != "", "split", "'train', 'val' or 'test'", split),
+        ):
+            if not ok:
+                raise ValueError(f"FIDMonitor: `{name}` must be {allowed}, but got {value!r}")
+        self.num_fake, self.num_real, self.split, self.batch_size = num_fake, num_real, split, batch_size
+        self.every_n_epochs, self.every_n_kimg, self.at_fit_end = every_n_epochs, every_n_kimg, at_fit_end
+        self.seed, self.weights_path, self.cache_dir = seed, weights_path, cache_dir
+        self.metric: FrechetInceptionDistance | None = None  # never a child of the LightningModule
+        self.history: list[dict[str, Any]] = []  # per evaluation: epoch, step, kimg, fid, seconds
+        self.last_fid: float | None = None
+        self.cache_path: Path | None = None  # real-statistics file (global rank 0)
+        self.cache_hit: bool | None = None  # whether setup found it there
+        self._extractor: dict[str, Any] = {}
+        self._real_digest: str | None = None
+        self._latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU
+        self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if not (hasattr(datamodule, "real_dataset") and hasattr(datamodule, "fingerprint")):
+            raise TypeError(
+                "FIDMonitor: the data module must provide `real_dataset(split)` (un-flipped (3, S, S) images "
+                "in [-1, 1]) and `fingerprint(split)` (a JSON-able cache key), as FaceDataModule does; got "
+                f"{type(datamodule).__name__}"
+            )
+        hparams = getattr(pl_module, "hparams", {})
+        if not hasattr(pl_module, "sample") or "latent_dim" not in hparams:
+            raise TypeError("FIDMonitor: the LightningModule needs `sample(z=...)` and `hparams.latent_dim`")
+        if self.every_n_kimg and not hasattr(pl_module, "images_seen"):
+            raise TypeError(
+                "FIDMonitor: `every_n_kimg` needs an `images_seen` counter on the LightningModule"
+            )
+        if self.num_fake < trainer.world_size:
+            raise ValueError(f"FIDMonitor: `num_fake` must be >= the {trainer.world_size} processes")
+        if self.metric is None:
+            self.metric = self._build_metric()
+        self.metric.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
+        seeded = torch.Generator().manual_seed(self.seed)
+        self._latents = torch.randn(self.num_fake, hparams["latent_dim"], generator=seeded)
+        if trainer.is_global_zero:
+            self._prepare_real(datamodule)
+        else:  # real statistics live on rank 0 only: compute() sums every rank's states
+            self._set_real(None)
+        trainer.strategy.barrier("FIDMonitor.setup")
+
+    def _build_metric(self) -> FrechetInceptionDistance:
+        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+        path = self.weights_path or os.environ.get("FACEGAN_FID_WEIGHTS") or None
+        path = str(Path(path).expanduser()) if path else (str(hub_file) if hub_file.is_file() else None)
+        try:
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{path!r} is not a file")
+            metric = FrechetInceptionDistance(
+                feature=2048,
+                reset_real_features=False,  # reset() clears the generated half only
+                normalize=False,  # uint8 input
+                antialias=False,  # the TensorFlow resize behind published FIDs
+                feature_extractor_weights_path=path,  # None: torchmetrics downloads to hub_file
+            )
+        except ModuleNotFoundError:
+            raise
+        except Exception as error:  # no network (URLError), missing or corrupt file, ...
+            raise RuntimeError(
+                f"FIDMonitor: cannot load the FID Inception weights {WEIGHTS_FILE} ({error}). Offline, give "
+                "the file with FIDMonitor(weights_path=...), the FACEGAN_FID_WEIGHTS environment variable, "
+                f"or put it in $TORCH_HOME/hub/checkpoints/ (here {hub_file.parent})."
+            ) from error
+        path = path or (str(hub_file) if hub_file.is_file() else None)  # None -> it was downloaded
+        weights: Any = "torchmetrics-default"
+        if path:
+            stat = Path(path).stat()
+            weights = {"sha256": _sha256(path, stat.st_size, stat.st_mtime_ns), "size": stat.st_size}
+        self._extractor = {"feature": 2048, "antialias": False, "weights": weights}
+        return metric
+
+    def _prepare_real(self, datamodule: Any) -> None:
+        """Put the real statistics into the metric: from the cache, or computed and then cached."""
+        metric = self.metric
+        assert metric is not None
+        try:
+            dataset = datamodule.real_dataset(self.split)
+        except ValueError as error:
+            raise ValueError(f"FIDMonitor: `split` {self.split!r} is not usable: {error}") from error
+        available = len(dataset)
+        n = min(available, self.num_real or self.REAL_CAP)
+        if n < 2:
+            raise ValueError(f"FIDMonitor: the {self.split!r} split has {available} images; FID needs >= 2")
+        if (self.num_real or 0) > available:
+            log.warning(
+                "FIDMonitor: num_real=%d but split %r has %d images", self.num_real, self.split, available
+            )
+        key = {"format": CACHE_FORMAT, "data": datamodule.fingerprint(self.split), "num_real": n}
+        key.update(subset="i*len//num_real", extractor=self._extractor)
+        blob = json.dumps(key, sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        if digest == self._real_digest:
+            return  # already in the metric (fit() called again)
+        env = os.environ.get("FACEGAN_CACHE")
+        root = self.cache_dir or (str(Path(env) / "fid") if env else "~/.cache/facegan/fid")
+        self.cache_path = Path(root).expanduser() / f"real-{digest}.pt"
+        stats = None
+        if self.cache_path.is_file():
+            try:
+                stats = torch.load(self.cache_path, map_location="cpu", weights_only=True)
+                stats = stats if stats["key"] == blob else None
+            except Exception as error:  # truncated or foreign file: recompute
+                log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", self.cache_path, error)
+        self.cache_hit = stats is not None
+        if stats is None:
+            start = time.perf_counter()
+            self._set_real(None)
+            indices = [i * available // n for i in range(n)]  # evenly spaced, distinct
+            loader = DataLoader(
+                Subset(dataset, indices), batch_size=self.batch_size, collate_fn=collate_images
+            )
+            with torch.no_grad():
+                for images in loader:  # (B, 3, S, S) in [-1, 1]; B < batch_size if images were skipped
+                    if len(images):
+                        metric.update(to_uint8(images.to(metric.device)), real=True)
+            stats = {"key": blob, **{name: getattr(metric, name).cpu() for name in _REAL_STATES}}
+            log.info("FIDMonitor: real statistics of %d images in %.1f s", n, time.perf_counter() - start)
+            tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
+            try:
+                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(stats, tmp)
+                os.replace(tmp, self.cache_path)  # atomic: readers see no file or the whole file
+            except OSError as error:
+                log.warning("FIDMonitor: could not write the cache %s (%s)", self.cache_path, error)
+                tmp.unlink(missing_ok=True)
+        self._set_real([stats[name] for name in _REAL_STATES])
+        self._real_digest = digest
+        log.info(
+            "FIDMonitor: real statistics cache %s: %s", "hit" if self.cache_hit else "miss", self.cache_path
+        )
+
+    def _set_real(self, stats: list[torch.Tensor] | None) -> None:
+        """Set the metric's real states to ``(features sum, cov sum, count)``; ``None`` -> zeros."""
+        assert self.metric is not None
+        for i, name in enumerate(_REAL_STATES):
+            value = torch.zeros_like(getattr(self.metric, name)) if stats is None else stats[i]
+            setattr(self.metric, name, value.to(self.metric.device, getattr(self.metric, name).dtype))
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Compute the FID now (call it on every rank), append it to :attr:`history` and return that."""
+        if self.metric is None or self._latents is None:
+            raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
+        start = time.perf_counter()
+        self.metric.to(pl_module.device)
+        self.metric.reset()  # the generated half only (reset_real_features=False)
+        latents = torch.tensor_split(self._latents, trainer.world_size)[trainer.global_rank]  # this rank's
+        sample = cast(Any, pl_module).sample
+        with torch.no_grad():
+            for z in latents.split(self.batch_size):
+                self.metric.update(to_uint8(sample(z=z, batch_size=self.batch_size)), real=False)
+            fid = float(self.metric.compute())  # on every rank: all-reduces the states
+        self.metric.reset()
+        seen = getattr(pl_module, "images_seen", None)
+        entry = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "kimg": None if seen is None else float(seen) / 1000.0,
+            "fid": fid,
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(entry)
+        self.last_fid = fid
+        log.info("FIDMonitor: FID %.4f at step %d (%.1f s)", fid, entry["step"], entry["seconds"])
+        return entry
+
+    def _evaluated_at(self, step: int) -> dict[str, Any] | None:
+        return self.history[-1] if self.history and self.history[-1]["step"] == step else None
+
+    @staticmethod
+    def _to_loggers(trainer: L.Trainer, entry: dict[str, Any]) -> None:
+        # Lightning logs at batches stepped, not at global_step (which counts both optimizers' steps)
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics({"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}, step=step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_kimg:
+            interval = max(1, round(self.every_n_kimg * 1000))
+            self._next_images = (int(cast(Any, pl_module).images_seen) // interval + 1) * interval
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.every_n_kimg:
+            return
+        seen = int(cast(Any, pl_module).images_seen)
+        due = seen >= self._next_images
+        if trainer.world_size > 1:  # all ranks must agree: compute() is collective
+            due = trainer.strategy.reduce_boolean_decision(due, all=False)
+        if due:
+            interval = max(1, round(self.every_n_kimg * 1000))
+            self._next_images = (seen // interval + 1) * interval
+            self._to_loggers(trainer, self.evaluate(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            entry = self._evaluated_at(trainer.global_step) or self.evaluate(trainer, pl_module)
+            pl_module.log("val/fid", entry["fid"], prog_bar=True, sync_dist=False)
+            pl_module.log("val/fid_seconds", entry["seconds"], sync_dist=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_fit_end and self._evaluated_at(trainer.global_step) is None:
+            self._to_loggers(trainer, self.evaluate(trainer, pl_module))
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(split=self.split, num_fake=self.num_fake, seed=self.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Only the history: the Inception network and the metric states never enter checkpoints."""
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        self.last_fid = self.history[-1]["fid"] if self.history else None
