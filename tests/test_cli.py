@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from facegan import FaceGAN
 from facegan.cli import main
 from tests.conftest import REPO
 
@@ -18,6 +20,11 @@ def test_every_config_parses_and_instantiates(config, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 0
+    # The model section must also construct (print_config only type-checks it).
+    settings = yaml.safe_load(config.read_text())
+    if "model" in settings and "arch" in settings["model"]:
+        model = FaceGAN(**settings["model"], image_size=settings["data"]["image_size"])
+        assert model.hparams.arch == settings["model"]["arch"]
 
 
 def test_print_config_shows_every_part(capsys):
