@@ -10,12 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
 from facegan.callbacks import SampleGridMonitor
 from facegan.data import FaceDataModule
 from facegan.module import FaceGAN
+
+
+class SaveAndLogConfig(SaveConfigCallback):
+    """Save ``config.yaml`` in the log folder (as LightningCLI does) and make the fully resolved
+    config the W&B run config, so every run's dashboard shows exactly what produced it."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if loggers:
+            config = yaml.safe_load(self.parser.dump(self.config))
+            config.pop("config", None)  # the paths of the --config files, not settings
+            for logger in loggers:
+                logger.experiment.config.update(config, allow_val_change=True)
 
 
 class FaceGANCLI(LightningCLI):
@@ -58,6 +74,7 @@ def main(args: list[str] | None = None) -> FaceGANCLI:
         args=args,
         trainer_defaults=trainer_defaults,
         seed_everything_default=0,
+        save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )

@@ -7,6 +7,14 @@ Manual optimization, one iteration per batch (Lightning docs, "manual optimizati
 3. every ``n_disc_steps`` batches, a generator update on the *same* ``fake`` through the freshly
    updated D (D's parameters are frozen by ``toggle_optimizer``, so only G changes).
 
+Under DDP, Lightning wraps the whole module (G and D) in one ``DistributedDataParallel``, whose
+reducer expects every parameter to receive a gradient in every backward pass. A GAN's D backward
+never reaches G and its G backward never updates D, hence the well-known "parameters that were not
+used in producing loss" failure (and ``find_unused_parameters=True`` only papers over it with a graph
+search per backward). ``FaceGAN`` instead does what a plain PyTorch GAN does with one DDP wrapper per
+network: it switches the whole-module reducer off for its training step and all-reduces (averages)
+exactly the gradients of the player that is about to step, right before ``opt.step()``.
+
 ``sample()`` is the one way callbacks and tools get images out of the model.
 """
 
@@ -16,7 +24,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from facegan.losses import get_losses
 from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_stats
@@ -106,6 +116,38 @@ class FaceGAN(L.LightningModule):
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
         self._bn_stats_at_step: int | None = None  # global_step at which G's BN stats were recomputed
 
+    # ---------------------------------------------------------------------------- distributed
+    def _world_size(self) -> int:
+        trainer = self._trainer  # None outside a Trainer (e.g. a user's own loop)
+        return trainer.world_size if trainer is not None else 1
+
+    def _disable_ddp_reducer(self) -> None:
+        """Stop the whole-module DDP wrapper from reducing gradients (see the module docstring)."""
+        trainer = self._trainer
+        wrapper = getattr(trainer.strategy, "model", None) if trainer is not None else None
+        if isinstance(wrapper, DistributedDataParallel):
+            wrapper.require_backward_grad_sync = False  # Lightning's pre_backward then skips the reducer
+
+    def _average_gradients(self, optimizer: Any) -> None:
+        """All-reduce (mean over processes) the gradients of ``optimizer``'s parameters, in one flat buffer."""
+        if self._world_size() < 2 or not (dist.is_available() and dist.is_initialized()):
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+            grad.copy_(synced)
+
+    def _broadcast_buffers(self) -> None:
+        """Give every process rank 0's buffers (BatchNorm statistics), as DDP's ``broadcast_buffers`` does."""
+        if self._world_size() < 2 or not (dist.is_available() and dist.is_initialized()):
+            return
+        for buffer in self.buffers():
+            dist.broadcast(buffer, src=0)
+
     # ------------------------------------------------------------------------------- sampling
     @property
     def sampling_generator(self) -> torch.nn.Module:
@@ -174,6 +216,7 @@ class FaceGAN(L.LightningModule):
         if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
             return
         opt_g, opt_d = self.optimizers()
+        self._disable_ddp_reducer()
         z = torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
         fake = self.generator(z)  # (B, 3, S, S); graph kept for the generator update
 
@@ -184,9 +227,10 @@ class FaceGAN(L.LightningModule):
         d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
+        self._average_gradients(opt_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        self.images_seen += real.shape[0]
+        self.images_seen += real.shape[0] * self._world_size()  # every process sees its own batch
         self.d_updates += 1
         self.log("train/d_loss", d_loss.detach(), prog_bar=True)
         self.log_dict(
@@ -203,11 +247,18 @@ class FaceGAN(L.LightningModule):
             g_loss = self.g_loss_fn(self.discriminator(fake))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
+            self._average_gradients(opt_g)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             self.log("train/g_loss", g_loss.detach(), prog_bar=True)
 
     # ----------------------------------------------------------------------- validation / test
+    def on_validation_start(self) -> None:
+        self._broadcast_buffers()  # D's BatchNorm statistics drift apart per process in training
+
+    def on_test_start(self) -> None:
+        self._broadcast_buffers()
+
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real = self._images(batch)
         fake = self.sample(z=torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))

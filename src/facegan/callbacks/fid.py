@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from facegan.callbacks.common import logger_step
 from facegan.data.sources import collate_images
 from facegan.images import to_uint8
 
@@ -269,8 +270,7 @@ class FIDMonitor(L.Callback):
 
     @staticmethod
     def _to_loggers(trainer: L.Trainer, entry: dict[str, Any]) -> None:
-        # Lightning logs at batches stepped, not at global_step (which counts both optimizers' steps)
-        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        step = logger_step(trainer)
         for logger in trainer.loggers:
             logger.log_metrics({"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}, step=step)
 

@@ -10,9 +10,25 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from facegan.callbacks.common import logger_step, run_dir
 from facegan.images import to_unit
 
 log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
+    """``pl_module.sample(z=z)`` with the work split over the processes; all of it on every process."""
+    world = trainer.world_size
+    if world < 2:
+        return pl_module.sample(z=z)
+    shares = torch.tensor_split(z, world)
+    mine = pl_module.sample(z=shares[trainer.global_rank])
+    longest = max(len(share) for share in shares)
+    padded = mine.new_zeros((longest, *mine.shape[1:]))
+    padded[: len(mine)] = mine
+    gathered = trainer.strategy.all_gather(padded)  # (world, longest, 3, S, S)
+    return torch.cat([gathered[rank, : len(share)] for rank, share in enumerate(shares)])
 
 
 class SampleGridMonitor(L.Callback):
@@ -20,8 +36,8 @@ class SampleGridMonitor(L.Callback):
 
     The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to every logger that takes
     images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images seen) and
-    ``TensorBoardLogger`` (``add_image``). Only global rank 0 writes; every rank samples (the
-    generator is identical on all ranks), so nothing waits on rank 0.
+    ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
+    latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
 
     Args:
         every_n_epochs: epochs between grids (a grid is also written after the last epoch).
@@ -64,21 +80,21 @@ class SampleGridMonitor(L.Callback):
     @torch.no_grad()
     def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
         """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere)."""
-        images = pl_module.sample(z=pl_module.sample_z[: self.num_images])
+        images = gather_samples(trainer, pl_module, pl_module.sample_z[: self.num_images])
         if not trainer.is_global_zero:
             return None
         grid = make_grid(to_unit(images).cpu(), nrow=self.nrow, padding=2)  # (3, H, W) in [0, 1]
         epoch, kimg = trainer.current_epoch, float(pl_module.images_seen) / 1000.0
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch={epoch:04d}-kimg={kimg:.1f}.png"
         save_image(grid, path)
         caption = f"epoch {epoch}, {kimg:.1f} kimg"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=self.key, images=[grid], caption=[caption], step=trainer.global_step)
+                logger.log_image(key=self.key, images=[grid], caption=[caption], step=logger_step(trainer))
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(self.key, grid, trainer.global_step)
+                logger.experiment.add_image(self.key, grid, logger_step(trainer))
         log.info("SampleGridMonitor: wrote %s", path)
         self.last_path = path
         return path

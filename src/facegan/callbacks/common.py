@@ -1,0 +1,34 @@
+"""Helpers shared by facegan's callbacks: where a run's files go and at which step loggers record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning itself logs metrics at: batches that stepped, not ``global_step``.
+
+    Under manual optimization ``global_step`` counts every optimizer step (two per GAN iteration), so
+    images logged at ``global_step`` would run ahead of the metrics, and W&B drops any later log
+    with a smaller step.
+    """
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run folder: where ``ModelCheckpoint`` puts ``checkpoints/`` for the first logger.
+
+    ``<save_dir>/<name>/<version>`` (``lightning_logs/version_3`` for TensorBoard/CSV,
+    ``<save_dir>/<project>/<run id>`` for W&B); ``default_root_dir`` without a logger.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    if isinstance(logger, TensorBoardLogger | CSVLogger):
+        return Path(logger.log_dir)
+    save_dir = logger.save_dir or trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(save_dir) / str(logger.name) / version

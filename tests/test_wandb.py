@@ -1,0 +1,86 @@
+"""The `configs/wandb.yaml` overlay with W&B really running offline: what the run folder recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from facegan.cli import main
+from tests.conftest import FID_WEIGHTS, REPO
+from tests.wandb_records import config, history
+
+wandb = pytest.importorskip("wandb")
+
+
+def fid_overlay(path: Path, **fid_args) -> Path:
+    """A config that replaces the overlay's callbacks with a FIDMonitor sized for tests."""
+    settings = {
+        "num_fake": 8,
+        "num_real": 16,
+        "batch_size": 8,
+        "every_n_epochs": 1,
+        "weights_path": str(FID_WEIGHTS),
+    }
+    callback = {"class_path": "facegan.FIDMonitor", "init_args": {**settings, **fid_args}}
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    return path
+
+
+def test_wandb_overlay_parses_to_a_wandb_logger_and_fid_monitor(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs/wandb.yaml"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
+    assert printed["trainer"]["logger"]["init_args"]["project"] == "facegan"
+    assert [cb["class_path"] for cb in printed["trainer"]["callbacks"]] == ["facegan.FIDMonitor"]
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID Inception weights not found at {FID_WEIGHTS}")
+def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cli = main(
+            [
+                "fit",
+                "--config", str(REPO / "configs/debug.yaml"),
+                "--config", str(REPO / "configs/wandb.yaml"),
+                "--config", str(fid_overlay(tmp_path / "fid.yaml")),
+                "--model.latent_dim", "64",
+            ]
+        )  # fmt: skip
+        run_id = cli.trainer.logger.version
+        wandb.finish()  # the CLI process would do this at exit
+    finally:
+        torch.set_num_threads(threads)
+
+    runs = list((tmp_path / "lightning_logs/wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].name.endswith(run_id)
+    records = runs[0] / f"run-{run_id}.wandb"
+    rows = history(records)
+    fids = [row["val/fid"] for row in rows if "val/fid" in row]
+    assert len(fids) == 2 and all(value > 0 for value in fids)  # one per epoch (debug: 2 epochs)
+    assert fids == pytest.approx([entry["fid"] for entry in cli.trainer.callbacks[0].history])
+    assert any("val/fid_seconds" in row for row in rows)
+    for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/kimg"):
+        assert any(key in row for row in rows), key
+    images = [row for row in rows if row.get("samples/_type") == "images/separated"]
+    assert [row["samples/captions"] for row in images] == [["epoch 0, 0.0 kimg"], ["epoch 1, 0.0 kimg"]]
+    for row in images:
+        assert (runs[0] / "files" / row["samples/filenames"][0]).is_file()
+    # The resolved config (every setting, not only the module's hyperparameters) is the run config.
+    recorded = config(records)
+    assert recorded["model"]["latent_dim"] == 64 and recorded["data"]["batch_size"] == 8
+    assert recorded["trainer"]["max_epochs"] == 2 and "samples" in recorded and "checkpoint" in recorded
+    # Checkpoints and the local grids share one run folder: <save_dir>/<project>/<run id>/.
+    run_folder = tmp_path / "lightning_logs/facegan" / run_id
+    assert sorted(p.name for p in (run_folder / "samples").iterdir()) == [
+        "epoch=0000-kimg=0.0.png",
+        "epoch=0001-kimg=0.0.png",
+    ]
+    assert (run_folder / "checkpoints/last.ckpt").is_file()
