@@ -33,6 +33,9 @@ def test_print_config_shows_every_part(capsys):
     out = capsys.readouterr().out
     for key in ("model:", "arch: dcgan", "data:", "image_size: 64", "samples:", "checkpoint:", "trainer:"):
         assert key in out
+    model = yaml.safe_load(out)["model"]  # the CPU-friendly defaults of `python -m facegan fit`
+    assert (model["g_channels"], model["d_channels"], model["augment"]) == (32, 32, "color,translation")
+    assert model["g_lr"] == model["d_lr"] == 2e-4
 
 
 def test_image_size_is_linked_from_data_to_model():

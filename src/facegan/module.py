@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from facegan.augment import diff_augment, parse_policy
 from facegan.losses import get_losses
 from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_stats
 
@@ -52,6 +53,9 @@ class FaceGAN(L.LightningModule):
         d_betas: discriminator Adam betas.
         adam_eps: Adam epsilon for both optimizers (Keras uses 1e-7).
         n_disc_steps: discriminator updates per generator update.
+        augment: DiffAugment policy applied to every image D sees in training, real and fake, and
+            to the fakes G is trained through: comma-separated names from ``"color"``,
+            ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.augment`).
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
         bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
@@ -78,6 +82,7 @@ class FaceGAN(L.LightningModule):
         d_betas: tuple[float, float] = (0.5, 0.999),
         adam_eps: float = 1e-8,
         n_disc_steps: int = 1,
+        augment: str = "",
         num_samples: int = 64,
         sample_seed: int = 0,
         bn_stat_batches: int = 16,
@@ -96,6 +101,7 @@ class FaceGAN(L.LightningModule):
             raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {label_noise}")
         if num_samples < 1:
             raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {num_samples}")
+        self.augment_policy = parse_policy(augment)
         self.net_config = NetworkConfig(
             arch=arch,
             image_size=image_size,
@@ -206,6 +212,10 @@ class FaceGAN(L.LightningModule):
         )
         return [opt_g, opt_d]
 
+    def _augment(self, images: Tensor) -> Tensor:
+        """What D sees in training: ``images`` through the DiffAugment policy (if any)."""
+        return diff_augment(images, self.augment_policy) if self.augment_policy else images
+
     @staticmethod
     def _images(batch: Any) -> Tensor:
         """Accept a tensor batch, or ``(images, labels...)`` from a user's own dataset."""
@@ -222,8 +232,8 @@ class FaceGAN(L.LightningModule):
 
         # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
         self.toggle_optimizer(opt_d)
-        real_logits = self.discriminator(real)  # (B,)
-        fake_logits = self.discriminator(fake.detach())  # (B,)
+        real_logits = self.discriminator(self._augment(real))  # (B,)
+        fake_logits = self.discriminator(self._augment(fake.detach()))  # (B,)
         d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
@@ -244,7 +254,7 @@ class FaceGAN(L.LightningModule):
         # Generator: the same fake through the updated D, D frozen.
         if self.d_updates % self.hparams.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.discriminator(fake))
+            g_loss = self.g_loss_fn(self.discriminator(self._augment(fake)))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             self._average_gradients(opt_g)
