@@ -1,9 +1,45 @@
-"""facegan: GANs that draw faces, as a PyTorch Lightning plug-in."""
+"""facegan: GANs that draw faces, as a PyTorch Lightning plug-in.
 
-from facegan.callbacks import FIDMonitor, SampleGridMonitor
-from facegan.data import FaceDataModule
-from facegan.module import FaceGAN
+The names below are imported on first use, so ``facegan.load_generator`` (an exported generator)
+works in an environment without Lightning, torchmetrics or W&B.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["FIDMonitor", "FaceDataModule", "FaceGAN", "SampleGridMonitor", "__version__"]
+_EXPORTS = {
+    "FaceGAN": "facegan.module",
+    "FaceDataModule": "facegan.data",
+    "FIDMonitor": "facegan.callbacks",
+    "SampleGridMonitor": "facegan.callbacks",
+    "export_generator": "facegan.export",
+    "load_generator": "facegan.export",
+}
+
+__all__ = [
+    "FIDMonitor",
+    "FaceDataModule",
+    "FaceGAN",
+    "SampleGridMonitor",
+    "__version__",
+    "export_generator",
+    "load_generator",
+]
+
+if TYPE_CHECKING:
+    from facegan.callbacks import FIDMonitor, SampleGridMonitor
+    from facegan.data import FaceDataModule
+    from facegan.export import export_generator, load_generator
+    from facegan.module import FaceGAN
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facegan' has no attribute {name!r}")

@@ -48,14 +48,19 @@ class NetworkConfig:
                 raise ValueError(f"`{name}` must be a positive integer, but got {value!r}")
 
 
+def build_generator(config: NetworkConfig) -> nn.Module:
+    """The generator of ``config``, freshly initialised (``.latent_dim`` tells its input size)."""
+    if config.arch == "dcgan":
+        return DCGANGenerator(config.image_size, config.latent_dim, config.g_channels)
+    return KerasGenerator(config.latent_dim)
+
+
 def build_networks(config: NetworkConfig) -> tuple[nn.Module, nn.Module]:
     """Return ``(generator, discriminator)`` for ``config``, freshly initialised."""
+    generator = build_generator(config)
     if config.arch == "dcgan":
-        return (
-            DCGANGenerator(config.image_size, config.latent_dim, config.g_channels),
-            DCGANDiscriminator(config.image_size, config.d_channels),
-        )
-    return KerasGenerator(config.latent_dim), KerasDiscriminator()
+        return generator, DCGANDiscriminator(config.image_size, config.d_channels)
+    return generator, KerasDiscriminator()
 
 
 # --------------------------------------------------------------------------------------- DCGAN

@@ -1,0 +1,159 @@
+"""`python -m facegan generate|export`, `load_generator`, and loading files without running their code."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from facegan import FaceGAN, load_generator
+from facegan.export import CheckpointError, load_checkpoint, model_from_checkpoint
+from facegan.tools import main, slerp, truncated_normal
+from tests.conftest import REPO
+from tests.test_module import tiny_data, tiny_gan, tiny_trainer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> pathlib.Path:
+    """A checkpoint of a tiny, briefly trained FaceGAN (32 px, DCGAN with BatchNorm)."""
+    torch.manual_seed(0)
+    gan = tiny_gan()
+    trainer = tiny_trainer(limit_train_batches=2)
+    trainer.fit(gan, tiny_data())
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def read(path) -> torch.Tensor:
+    return torch.from_numpy(__import__("numpy").asarray(Image.open(path).convert("RGB")).copy())
+
+
+def test_generate_grid_is_reproducible_by_seed(ckpt, tmp_path):
+    main(["generate", "--ckpt", str(ckpt), "--num", "9", "--out", str(tmp_path / "a.png"), "--device", "cpu"])
+    main(["generate", "--ckpt", str(ckpt), "--num", "9", "--out", str(tmp_path / "b.png")])
+    main(["generate", "--ckpt", str(ckpt), "--num", "9", "--out", str(tmp_path / "c.png"), "--seed", "1"])
+    a, b, c = read(tmp_path / "a.png"), read(tmp_path / "b.png"), read(tmp_path / "c.png")
+    assert a.shape == (2 + 3 * 34, 2 + 3 * 34, 3)  # 3x3 grid of 32 px images, 2 px padding
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_generate_folder_writes_one_png_per_image_matching_sample(ckpt, tmp_path):
+    main(
+        ["generate", "--ckpt", str(ckpt), "--num", "5", "--batch-size", "2", "--out", str(tmp_path / "faces")]
+    )
+    files = sorted((tmp_path / "faces").iterdir())
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+    model = model_from_checkpoint(ckpt)
+    z = truncated_normal(5, model.hparams.latent_dim, None, torch.Generator().manual_seed(0))
+    expected = ((model.sample(z=z) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    for file, image in zip(files, expected, strict=True):
+        assert torch.equal(read(file), image)
+
+
+def test_truncation_bounds_every_latent_entry():
+    z = truncated_normal(500, 16, 0.5, torch.Generator().manual_seed(0))
+    assert z.abs().max() <= 0.5 and z.std() > 0.2
+    with pytest.raises(ValueError, match="truncation"):
+        truncated_normal(2, 2, 0.0, torch.Generator())
+
+
+def test_slerp_ends_and_norm():
+    a, b = torch.randn(3, 8), torch.randn(3, 8)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-5) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    unit = slerp(a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True), 0.5)
+    assert torch.allclose(unit.norm(dim=1), torch.ones(3), atol=1e-5)  # stays on the sphere
+
+
+def test_interpolate_writes_a_looping_gif(ckpt, tmp_path):
+    out = tmp_path / "walk.gif"
+    main(["generate", "--ckpt", str(ckpt), "--num", "4", "--interpolate", "3", "--out", str(out)])
+    gif = Image.open(out)
+    assert gif.n_frames == 4 * 3 and gif.size == (2 + 2 * 34, 2 + 2 * 34)
+    with pytest.raises(SystemExit):
+        main(["generate", "--ckpt", str(ckpt), "--interpolate", "3", "--out", str(tmp_path / "x.png")])
+
+
+def test_export_holds_the_generator_only_and_reloads_without_lightning(ckpt, tmp_path):
+    main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "export")])
+    tensors = load_file(tmp_path / "export/generator.safetensors")
+    model = model_from_checkpoint(ckpt)
+    assert set(tensors) == set(model.generator.state_dict())  # no discriminator, optimizer or metric
+    config = json.loads((tmp_path / "export/config.json").read_text())
+    assert (config["arch"], config["image_size"], config["latent_dim"]) == ("dcgan", 32, 16)
+    generator = load_generator(tmp_path / "export")
+    z = torch.randn(6, 16)
+    with torch.no_grad():
+        assert torch.allclose(generator(z), model.sample(z=z), atol=1e-6)
+    # Without Lightning: a fresh interpreter that refuses to import it.
+    code = (
+        "import sys; sys.modules['lightning'] = None; sys.modules['pytorch_lightning'] = None\n"
+        "import torch\nfrom facegan.export import load_generator\n"
+        f"g = load_generator({str(tmp_path / 'export')!r})\nprint(tuple(g(torch.randn(2, 16)).shape))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "(2, 3, 32, 32)", result.stderr[-2000:]
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="not loaded .loading it could execute code"):
+        load_checkpoint(evil)
+    for command in ("generate", "export"):
+        result = subprocess.run(
+            [sys.executable, "-m", "facegan", command, "--ckpt", str(evil), "--out", str(tmp_path / "o")],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and "could execute code" in result.stderr
+    assert not marker.exists()
+
+
+def test_foreign_truncated_and_tampered_files_fail_clearly(ckpt, tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.ckpt")
+    with pytest.raises(CheckpointError, match="not a FaceGAN checkpoint"):
+        load_checkpoint(tmp_path / "foreign.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(tmp_path / "cut.ckpt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+    export = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(export)])
+    weights = export / "generator.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:200])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_generator(export)
+    weights.write_bytes(good)
+    config = json.loads((export / "config.json").read_text())
+    (export / "config.json").write_text(json.dumps({**config, "g_channels": 16}))
+    with pytest.raises(CheckpointError, match="does not match the config"):
+        load_generator(export)
+    (export / "config.json").write_text(json.dumps({**config, "arch": "stylegan9"}))
+    with pytest.raises(CheckpointError, match="`arch` must be one of"):
+        load_generator(export)
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_generator(tmp_path)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_sample_latents(ckpt):
+    model = model_from_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    assert isinstance(model, FaceGAN) and not model.training
