@@ -84,3 +84,23 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
         "epoch=0001-kimg=0.0.png",
     ]
     assert (run_folder / "checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID Inception weights not found at {FID_WEIGHTS}")
+def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
+    configs = ["--config", str(REPO / "configs/debug.yaml"), "--config", str(REPO / "configs/wandb.yaml")]
+    configs += ["--config", str(fid_overlay(tmp_path / "fid.yaml", num_fake=2, num_real=2))]
+    first = main(["fit", *configs, "--trainer.max_epochs", "1"])
+    run_id = first.trainer.logger.version
+    wandb.finish()
+    second = main(["fit", *configs, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert second.trainer.logger.version == run_id
+    wandb.finish()
+    runs = sorted((tmp_path / "lightning_logs/wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(run_id) for run in runs)  # one W&B run, two sessions
+    resumed = history(runs[1] / f"run-{run_id}.wandb")
+    assert any(row.get("epoch") == 1 for row in resumed)
+    grids = sorted(p.name for p in (tmp_path / "lightning_logs/facegan" / run_id / "samples").iterdir())
+    assert grids == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]

@@ -8,17 +8,21 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from facegan.callbacks import SampleGridMonitor
 from facegan.data import FaceDataModule
 from facegan.module import FaceGAN
+
+log = logging.getLogger(__name__)
 
 
 class SaveAndLogConfig(SaveConfigCallback):
@@ -35,7 +39,31 @@ class SaveAndLogConfig(SaveConfigCallback):
 
 
 class FaceGANCLI(LightningCLI):
-    """LightningCLI with facegan's defaults: checkpoints, sample grids, one ``image_size``."""
+    """LightningCLI with facegan's defaults: checkpoints, sample grids, one ``image_size``.
+
+    ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the configured logger's runs, and a
+    resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
+    """
+
+    def before_fit(self) -> None:
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        if ckpt_path == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is None:
+                raise ValueError(
+                    f"--ckpt_path last: no last.ckpt under {run_root(self.trainer)}/*/checkpoints/; start "
+                    "without --ckpt_path, or give the checkpoint's path"
+                )
+            config["ckpt_path"] = ckpt_path = str(found)
+        elif ckpt_path in ("best", "hpc", "registry"):
+            return
+        elif not Path(ckpt_path).is_file():
+            raise ValueError(f"--ckpt_path {ckpt_path!r} does not exist or is not a file")
+        version = continue_run(self.trainer, Path(ckpt_path))
+        log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -64,6 +92,47 @@ class FaceGANCLI(LightningCLI):
                 "model.augment": "color,translation",
             }
         )
+
+
+def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The newest ``last.ckpt`` among the runs of the trainer's first logger (or its root dir)."""
+    root = run_root(trainer)
+    candidates = list(root.glob("*/checkpoints/last.ckpt")) if trainer.loggers else []
+    candidates += (
+        [root / "checkpoints" / "last.ckpt"] if (root / "checkpoints" / "last.ckpt").is_file() else []
+    )
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def run_root(trainer: L.Trainer) -> Path:
+    """``<save_dir>/<name>``: the folder holding one sub-folder per run of the first logger."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
+
+
+def continue_run(trainer: L.Trainer, ckpt_path: Path) -> str | None:
+    """Make the first logger continue the run that wrote ``ckpt_path`` (same folder, same W&B run).
+
+    Applies when the checkpoint lies in ``<save_dir>/<name>/<version>/checkpoints/`` of that logger;
+    returns the version (run id) continued, or ``None`` (the resumed training then starts a new run).
+    """
+    if not trainer.loggers or ckpt_path.parent.name != "checkpoints":
+        return None
+    run_folder = ckpt_path.parent.parent
+    if run_folder.parent.resolve() != run_root(trainer).resolve():
+        return None
+    version = run_folder.name
+    logger = trainer.loggers[0]
+    if isinstance(logger, WandbLogger):
+        logger._id = version
+        logger._wandb_init.update(id=version, resume="allow")
+    elif isinstance(logger, TensorBoardLogger | CSVLogger):
+        logger._version = version
+    else:
+        return None
+    return version
 
 
 def main(args: list[str] | None = None) -> FaceGANCLI:

@@ -20,17 +20,42 @@ exactly the gradients of the player that is about to step, right before ``opt.st
 
 from __future__ import annotations
 
+import random
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from facegan.augment import diff_augment, parse_policy
 from facegan.losses import get_losses
 from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_stats
+
+
+def _rng_states() -> dict[str, Any]:
+    """This process's random states (torch CPU and CUDA, Python, NumPy) as tensors and plain types."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
 class FaceGAN(L.LightningModule):
@@ -197,11 +222,19 @@ class FaceGAN(L.LightningModule):
         return images.float().clamp_(-1.0, 1.0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["facegan"] = {"d_updates": self.d_updates}
+        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": _rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.d_updates = checkpoint.get("facegan", {}).get("d_updates", 0)
+        state = checkpoint.get("facegan", {})
+        self.d_updates = state.get("d_updates", 0)
         self._bn_stats_at_step = None
+        trainer = self._trainer
+        if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            # Resuming a fit: continue the random streams (latents, data order, flips, dropout) where
+            # the checkpoint left them, so N/2 steps + resume + N/2 steps equals N steps straight. Set
+            # here, before the first training iterator draws its shuffle seed (Lightning's sanity
+            # check runs with its RNG isolated); `FaceGAN.load_from_checkpoint` leaves the RNG alone.
+            _set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -1,0 +1,61 @@
+"""Resuming: `fit --ckpt_path last` continues exactly (bit-identical weights) and in the same run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facegan.cli import main
+from tests.conftest import REPO
+
+DEBUG = str(REPO / "configs/debug.yaml")
+
+
+def fit(*args: str):
+    return main(["fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false", *args])
+
+
+def state(path):
+    checkpoint = torch.load(path, weights_only=True)
+    return checkpoint["state_dict"], checkpoint["optimizer_states"], checkpoint["facegan"]["d_updates"]
+
+
+def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch):
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    monkeypatch.chdir(tmp_path / "straight")
+    fit("--trainer.max_epochs", "2")
+    monkeypatch.chdir(tmp_path / "resumed")
+    fit("--trainer.max_epochs", "1")
+    cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+
+    assert cli.trainer.current_epoch == 2 and int(cli.model.images_seen) == 2 * 3 * 8
+    weights, optimizers, d_updates = state(
+        tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt"
+    )
+    weights2, optimizers2, d_updates2 = state(
+        tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt"
+    )
+    assert d_updates == d_updates2 == 6
+    for name, value in weights.items():
+        assert torch.equal(value, weights2[name]), name  # generator, discriminator, sample_z, images_seen
+    for opt, opt2 in zip(optimizers, optimizers2, strict=True):
+        for key, slot in opt["state"].items():
+            assert all(torch.equal(slot[k], opt2["state"][key][k]) for k in slot)
+    # The resumed run kept writing into its own folder: no second version, both epochs' grids there.
+    run = tmp_path / "resumed/lightning_logs"
+    assert [p.name for p in run.iterdir()] == ["version_0"]
+    assert sorted(p.name for p in (run / "version_0/samples").iterdir()) == [
+        "epoch=0000-kimg=0.0.png",
+        "epoch=0001-kimg=0.0.png",
+    ]
+
+
+def test_ckpt_path_last_without_a_checkpoint_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"--ckpt_path last: no last.ckpt under .*lightning_logs/\*/checkpoints/"
+    ):
+        fit("--ckpt_path", "last")
+    with pytest.raises(ValueError, match="does not exist"):
+        fit("--ckpt_path", str(tmp_path / "nope.ckpt"))
