@@ -14,11 +14,12 @@ from typing import Any
 
 import lightning as L
 import yaml
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from facegan.callbacks import SampleGridMonitor
+from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, SampleGridMonitor
 from facegan.data import FaceDataModule
 from facegan.module import FaceGAN
 
@@ -44,6 +45,15 @@ class FaceGANCLI(LightningCLI):
     ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the configured logger's runs, and a
     resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
     """
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if not any(isinstance(callback, CheckpointOnInterrupt) for callback in trainer.callbacks):
+            trainer.callbacks.append(CheckpointOnInterrupt())
+        return trainer
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]

@@ -1,0 +1,76 @@
+"""Checkpoints survive: a kill during a save leaves the previous one readable; Ctrl-C and SIGTERM
+save a resumable `last.ckpt` before the process exits."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from facegan.callbacks import AtomicCheckpointIO
+from facegan.export import load_checkpoint
+from tests.conftest import REPO
+
+KILL_DURING_SAVE = """
+import io, os, signal, sys, torch
+from facegan.callbacks import AtomicCheckpointIO
+path = sys.argv[1]
+real_save = torch.save
+def dying_save(obj, file, *args, **kwargs):
+    buffer = io.BytesIO()
+    real_save(obj, buffer)
+    file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # half written ...
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)                          # ... and the process dies
+torch.save = dying_save
+AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "hyper_parameters": {}}, path)
+"""
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, path
+    )
+    before = path.read_bytes()
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(path)], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.zeros(1000))
+    # the interrupted write is a hidden temporary next to it, never the checkpoint's own name
+    assert [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"][0].startswith(".last.ckpt.")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig):
+    command = [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml")]
+    command += ["--trainer.max_epochs", "100000", "--trainer.limit_val_batches", "0"]
+    command += ["--checkpoint.every_n_epochs", "1000", "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "lightning_logs/version_0/samples"
+    deadline = time.time() + 120
+    while not (metrics.is_dir() and len(list(metrics.iterdir())) >= 2) and time.time() < deadline:
+        time.sleep(0.2)  # training is under way once two epochs' grids exist
+    assert process.poll() is None, process.stderr.read()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    found = re.search(r"(Ctrl-C|SIGTERM) at step (\d+): saved (\S+last\.ckpt)", stderr)
+    assert found, stderr[-3000:]
+    checkpoint = load_checkpoint(found.group(3))
+    assert checkpoint["global_step"] == int(found.group(2)) >= 4
+    resumed = subprocess.run(
+        [*command[:6], "--trainer.max_epochs", str(checkpoint["epoch"] + 2), "--ckpt_path", "last"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
