@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, SampleGridMonitor
+from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
 from facegan.data import FaceDataModule
 from facegan.module import FaceGAN
 
@@ -85,6 +85,7 @@ class FaceGANCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.image_size")  # set once: --data.image_size
         parser.add_lightning_class_args(SampleGridMonitor, "samples")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(DivergenceMonitor, "divergence")  # --divergence.action warn
         parser.set_defaults(
             {
                 # Every epoch; `last.ckpt` always points at the newest state for --ckpt_path last.

@@ -1,0 +1,97 @@
+"""``DivergenceMonitor``: stop (or warn) when losses stop being finite or the discriminator collapses."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Any, Literal
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by :class:`DivergenceMonitor` with ``action="stop"``; no checkpoint is written after it."""
+
+
+class DivergenceMonitor(L.Callback):
+    """Watch ``train/d_loss``, ``train/g_loss``, ``train/d_real`` and ``train/d_fake`` every ``check_every`` batches.
+
+    - A non-finite loss means the weights are already damaged.
+    - A collapsed discriminator: over the last ``window`` checks, the mean of ``train/d_real`` is at
+      least ``d_real_max`` and the mean of ``train/d_fake`` at most ``d_fake_min`` (D separates real
+      from fake perfectly, G gets no useful gradient and rarely recovers).
+
+    ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint;
+    raising (rather than asking the Trainer to stop) means no checkpoint of the damaged state is
+    written over it. ``action="warn"`` logs the same message once per kind and carries on.
+    Reading the metrics costs one host sync per check, hence ``check_every``.
+    """
+
+    def __init__(
+        self,
+        action: Literal["stop", "warn"] = "stop",
+        check_every: int = 10,
+        window: int = 50,
+        d_real_max: float = 0.99,
+        d_fake_min: float = 0.01,
+    ) -> None:
+        if action not in ("stop", "warn"):
+            raise ValueError(f"DivergenceMonitor: `action` must be 'stop' or 'warn', but got {action!r}")
+        if check_every < 1 or window < 1:
+            raise ValueError("DivergenceMonitor: `check_every` and `window` must be integers >= 1")
+        if not (0.0 < d_fake_min < d_real_max < 1.0):
+            raise ValueError(
+                "DivergenceMonitor: need 0 < d_fake_min < d_real_max < 1, got "
+                f"d_fake_min={d_fake_min}, d_real_max={d_real_max}"
+            )
+        self.action, self.check_every, self.window = action, check_every, window
+        self.d_real_max, self.d_fake_min = d_real_max, d_fake_min
+        self._recent: deque[tuple[float, float]] = deque(maxlen=window)
+        self._warned: set[str] = set()
+
+    def _last_good_checkpoint(self, trainer: L.Trainer) -> str:
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and (
+                callback.last_model_path or callback.best_model_path
+            ):
+                return callback.last_model_path or callback.best_model_path
+        return "none written yet"
+
+    def _fail(self, trainer: L.Trainer, kind: str, detail: str) -> None:
+        message = (
+            f"DivergenceMonitor: {detail} at step {trainer.global_step} (epoch {trainer.current_epoch}). "
+            f"Last good checkpoint: {self._last_good_checkpoint(trainer)}. Try a lower learning rate, "
+            "--model.augment color,translation, or more data; DivergenceMonitor(action='warn') only warns."
+        )
+        if self.action == "stop":
+            raise TrainingDiverged(message)
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (batch_idx + 1) % self.check_every:
+            return
+        metrics = trainer.callback_metrics
+        for key in ("train/d_loss", "train/g_loss"):
+            if key in metrics and not math.isfinite(float(metrics[key])):
+                self._fail(trainer, "nonfinite", f"{key} is {float(metrics[key])}")
+                return
+        if "train/d_real" in metrics and "train/d_fake" in metrics:
+            self._recent.append((float(metrics["train/d_real"]), float(metrics["train/d_fake"])))
+            if len(self._recent) == self.window:
+                d_real = sum(r for r, _ in self._recent) / self.window
+                d_fake = sum(f for _, f in self._recent) / self.window
+                if d_real >= self.d_real_max and d_fake <= self.d_fake_min:
+                    self._fail(
+                        trainer,
+                        "collapse",
+                        f"the discriminator collapsed (mean train/d_real {d_real:.4f} >= {self.d_real_max}, "
+                        f"train/d_fake {d_fake:.4f} <= {self.d_fake_min} over the last {self.window} checks)",
+                    )

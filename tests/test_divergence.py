@@ -1,0 +1,58 @@
+"""DivergenceMonitor: a non-finite loss or a collapsed discriminator stops training (or warns), and
+the last good checkpoint stays intact."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from facegan.callbacks import DivergenceMonitor, TrainingDiverged
+from facegan.export import load_checkpoint
+from tests.test_module import tiny_data, tiny_gan, tiny_trainer
+
+
+class PoisonDiscriminator(L.Callback):
+    """Blow D's weights up to NaN at the start of epoch 1 (what a diverging update does)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                next(pl_module.discriminator.parameters()).fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = tiny_trainer(
+        max_epochs=3,
+        callbacks=[PoisonDiscriminator(), DivergenceMonitor(check_every=1), checkpoint],
+        enable_checkpointing=True,
+    )
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.fit(tiny_gan(), tiny_data())
+    last = tmp_path / "last.ckpt"
+    assert f"train/d_loss is nan at step 8 (epoch 1). Last good checkpoint: {last}" in str(error.value)
+    good = load_checkpoint(last)
+    assert good["epoch"] == 0 and all(torch.isfinite(t).all() for t in good["state_dict"].values())
+
+
+def test_collapsed_discriminator_is_detected_and_warn_only_carries_on(caplog):
+    torch.manual_seed(0)
+    gan = tiny_gan(g_lr=0.0, d_lr=2e-3)  # G frozen: D learns to separate and wins
+    monitor = DivergenceMonitor(action="warn", check_every=1, window=10)
+    with caplog.at_level(logging.WARNING, logger="facegan.callbacks.divergence"):
+        tiny_trainer(max_epochs=8, limit_train_batches=8, callbacks=[monitor]).fit(gan, tiny_data())
+    messages = [r.message for r in caplog.records if "collapsed" in r.message]
+    assert len(messages) == 1  # warned once, training went on to the end
+    assert "mean train/d_real" in messages[0] and "Last good checkpoint: none written yet" in messages[0]
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="`action` must be 'stop' or 'warn'"):
+        DivergenceMonitor(action="ignore")
+    with pytest.raises(ValueError, match="d_fake_min < d_real_max"):
+        DivergenceMonitor(d_real_max=0.1, d_fake_min=0.5)
