@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,32 @@ def fid_overlay(path: Path, **fid_args) -> Path:
     callback = {"class_path": "facegan.FIDMonitor", "init_args": {**settings, **fid_args}}
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
     return path
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID Inception weights not found at {FID_WEIGHTS}")
+def test_resume_continues_the_same_wandb_run(tmp_path):
+    """Two processes, as a user runs them: fit, then fit --ckpt_path last. First in this file: once
+    this test process has used W&B itself, its W&B service also serves the child processes."""
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "FACEGAN_CACHE": str(tmp_path / "cache"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    command = [sys.executable, "-m", "facegan", "fit", "--trainer.enable_progress_bar", "false"]
+    command += ["--config", str(REPO / "configs/debug.yaml"), "--config", str(REPO / "configs/wandb.yaml")]
+    command += ["--config", str(fid_overlay(tmp_path / "fid.yaml", num_fake=2, num_real=2))]
+    for extra in (["--trainer.max_epochs", "1"], ["--trainer.max_epochs", "2", "--ckpt_path", "last"]):
+        result = subprocess.run([*command, *extra], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "lightning_logs/wandb").glob("offline-run-*"))
+    run_ids = {run.name.rsplit("-", 1)[1] for run in runs}
+    assert len(runs) == 2 and len(run_ids) == 1  # one W&B run, two sessions
+    run_id = run_ids.pop()
+    resumed = history(runs[1] / f"run-{run_id}.wandb")
+    assert any(row.get("epoch") == 1 for row in resumed)
+    grids = sorted(p.name for p in (tmp_path / "lightning_logs/facegan" / run_id / "samples").iterdir())
+    assert grids == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]
 
 
 def test_wandb_overlay_parses_to_a_wandb_logger_and_fid_monitor(capsys):
@@ -84,23 +113,3 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
         "epoch=0001-kimg=0.0.png",
     ]
     assert (run_folder / "checkpoints/last.ckpt").is_file()
-
-
-@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID Inception weights not found at {FID_WEIGHTS}")
-def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
-    configs = ["--config", str(REPO / "configs/debug.yaml"), "--config", str(REPO / "configs/wandb.yaml")]
-    configs += ["--config", str(fid_overlay(tmp_path / "fid.yaml", num_fake=2, num_real=2))]
-    first = main(["fit", *configs, "--trainer.max_epochs", "1"])
-    run_id = first.trainer.logger.version
-    wandb.finish()
-    second = main(["fit", *configs, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
-    assert second.trainer.logger.version == run_id
-    wandb.finish()
-    runs = sorted((tmp_path / "lightning_logs/wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(run.name.endswith(run_id) for run in runs)  # one W&B run, two sessions
-    resumed = history(runs[1] / f"run-{run_id}.wandb")
-    assert any(row.get("epoch") == 1 for row in resumed)
-    grids = sorted(p.name for p in (tmp_path / "lightning_logs/facegan" / run_id / "samples").iterdir())
-    assert grids == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,12 @@ class FaceGANCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if not any(isinstance(callback, CheckpointOnInterrupt) for callback in trainer.callbacks):
             trainer.callbacks.append(CheckpointOnInterrupt())
+        for logger in trainer.loggers:
+            # W&B draws run ids from Python's `random`, which seed_everything has just seeded: every run
+            # would get the same id (and clash with, or overwrite, the previous run). Draw it from the OS.
+            if isinstance(logger, WandbLogger) and logger._id is None and logger._experiment is None:
+                logger._id = secrets.token_hex(4)
+                logger._wandb_init["id"] = logger._id
         return trainer
 
     def before_fit(self) -> None:
