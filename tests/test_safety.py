@@ -54,9 +54,9 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig):
     command += ["--checkpoint.every_n_epochs", "1000", "--trainer.enable_progress_bar", "false"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "lightning_logs/version_0/samples"
+    grids = tmp_path / "lightning_logs/version_0/samples"
     deadline = time.time() + 120
-    while not (metrics.is_dir() and len(list(metrics.iterdir())) >= 2) and time.time() < deadline:
+    while not (grids.is_dir() and len(list(grids.iterdir())) >= 2) and time.time() < deadline:
         time.sleep(0.2)  # training is under way once two epochs' grids exist
     assert process.poll() is None, process.stderr.read()
     process.send_signal(sig)

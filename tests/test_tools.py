@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,7 +33,7 @@ def ckpt(tmp_path_factory) -> pathlib.Path:
 
 
 def read(path) -> torch.Tensor:
-    return torch.from_numpy(__import__("numpy").asarray(Image.open(path).convert("RGB")).copy())
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy())
 
 
 def test_generate_grid_is_reproducible_by_seed(ckpt, tmp_path):
@@ -88,6 +89,9 @@ def test_export_holds_the_generator_only_and_reloads_without_lightning(ckpt, tmp
     config = json.loads((tmp_path / "export/config.json").read_text())
     assert (config["arch"], config["image_size"], config["latent_dim"]) == ("dcgan", 32, 16)
     generator = load_generator(tmp_path / "export")
+    main(["generate", "--ckpt", str(tmp_path / "export"), "--num", "4", "--out", str(tmp_path / "e.png")])
+    main(["generate", "--ckpt", str(ckpt), "--num", "4", "--out", str(tmp_path / "c.png")])
+    assert torch.equal(read(tmp_path / "e.png"), read(tmp_path / "c.png"))  # export == checkpoint
     z = torch.randn(6, 16)
     with torch.no_grad():
         assert torch.allclose(generator(z), model.sample(z=z), atol=1e-6)

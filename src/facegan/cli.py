@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
+from facegan.callbacks.common import run_root
 from facegan.data import FaceDataModule
 from facegan.module import FaceGAN
 
@@ -115,19 +116,8 @@ class FaceGANCLI(LightningCLI):
 def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
     """The newest ``last.ckpt`` among the runs of the trainer's first logger (or its root dir)."""
     root = run_root(trainer)
-    candidates = list(root.glob("*/checkpoints/last.ckpt")) if trainer.loggers else []
-    candidates += (
-        [root / "checkpoints" / "last.ckpt"] if (root / "checkpoints" / "last.ckpt").is_file() else []
-    )
+    candidates = [*root.glob("*/checkpoints/last.ckpt"), *root.glob("checkpoints/last.ckpt")]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def run_root(trainer: L.Trainer) -> Path:
-    """``<save_dir>/<name>``: the folder holding one sub-folder per run of the first logger."""
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
 
 
 def continue_run(trainer: L.Trainer, ckpt_path: Path) -> str | None:

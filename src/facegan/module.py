@@ -37,7 +37,11 @@ from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_
 
 
 def _rng_states() -> dict[str, Any]:
-    """This process's random states (torch CPU and CUDA, Python, NumPy) as tensors and plain types."""
+    """This process's random states (torch CPU and CUDA, Python, NumPy) as tensors and plain types.
+
+    Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
+    ``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way.
+    """
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -152,6 +156,9 @@ class FaceGAN(L.LightningModule):
         trainer = self._trainer  # None outside a Trainer (e.g. a user's own loop)
         return trainer.world_size if trainer is not None else 1
 
+    def _distributed(self) -> bool:
+        return self._world_size() > 1 and dist.is_available() and dist.is_initialized()
+
     def _disable_ddp_reducer(self) -> None:
         """Stop the whole-module DDP wrapper from reducing gradients (see the module docstring)."""
         trainer = self._trainer
@@ -161,7 +168,7 @@ class FaceGAN(L.LightningModule):
 
     def _average_gradients(self, optimizer: Any) -> None:
         """All-reduce (mean over processes) the gradients of ``optimizer``'s parameters, in one flat buffer."""
-        if self._world_size() < 2 or not (dist.is_available() and dist.is_initialized()):
+        if not self._distributed():
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads:
@@ -174,7 +181,7 @@ class FaceGAN(L.LightningModule):
 
     def _broadcast_buffers(self) -> None:
         """Give every process rank 0's buffers (BatchNorm statistics), as DDP's ``broadcast_buffers`` does."""
-        if self._world_size() < 2 or not (dist.is_available() and dist.is_initialized()):
+        if not self._distributed():
             return
         for buffer in self.buffers():
             dist.broadcast(buffer, src=0)

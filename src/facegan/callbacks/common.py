@@ -18,6 +18,14 @@ def logger_step(trainer: L.Trainer) -> int:
     return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
 
 
+def run_root(trainer: L.Trainer) -> Path:
+    """``<save_dir>/<name>`` of the first logger: the folder holding one sub-folder per run."""
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
+
+
 def run_dir(trainer: L.Trainer) -> Path:
     """The run folder: where ``ModelCheckpoint`` puts ``checkpoints/`` for the first logger.
 
@@ -29,6 +37,5 @@ def run_dir(trainer: L.Trainer) -> Path:
     logger = trainer.loggers[0]
     if isinstance(logger, TensorBoardLogger | CSVLogger):
         return Path(logger.log_dir)
-    save_dir = logger.save_dir or trainer.default_root_dir
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(save_dir) / str(logger.name) / version
+    return run_root(trainer) / version
