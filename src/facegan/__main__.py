@@ -12,5 +12,9 @@ if __name__ == "__main__":
         tools_main()
     else:
         from facegan.cli import main
+        from facegan.data.sources import BadImageError, error_message
 
-        main()
+        try:
+            main()
+        except BadImageError as error:  # one clear line, not a loader worker's traceback
+            sys.exit(f"facegan: error: {error_message(error)}")

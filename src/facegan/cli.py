@@ -143,8 +143,11 @@ def continue_run(trainer: L.Trainer, ckpt_path: Path) -> str | None:
     return version
 
 
-def main(args: list[str] | None = None) -> FaceGANCLI:
-    """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data)."""
+def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
+    """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data).
+
+    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand).
+    """
     trainer_defaults: dict[str, Any] = {"max_epochs": 100, "log_every_n_steps": 10}
     return FaceGANCLI(
         FaceGAN,
@@ -155,4 +158,5 @@ def main(args: list[str] | None = None) -> FaceGANCLI:
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        run=run,
     )

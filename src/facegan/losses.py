@@ -55,6 +55,17 @@ def hinge_g_loss(fake_logits: Tensor) -> Tensor:
     return -fake_logits.mean()
 
 
+def r1_penalty(real: Tensor, real_logits: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): mean over the batch of ``|d logit / d real|^2``, differentiable.
+
+    ``real`` must require grad and ``real_logits`` must come from it; the graph is kept
+    (``create_graph=True``) so that the penalty itself can be back-propagated into D. Compute it
+    in float32: under a float16 autocast the squared input gradients overflow or underflow.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
+
+
 def get_losses(
     name: str,
 ) -> tuple[Callable[[Tensor, Tensor, float], Tensor], Callable[[Tensor], Tensor]]:

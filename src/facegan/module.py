@@ -15,11 +15,19 @@ search per backward). ``FaceGAN`` instead does what a plain PyTorch GAN does wit
 network: it switches the whole-module reducer off for its training step and all-reduces (averages)
 exactly the gradients of the player that is about to step, right before ``opt.step()``.
 
+Options that make the faces better (each off by default, each a constructor argument):
+``augment`` (DiffAugment of everything D sees), ``ema_kimg`` (an EMA copy of G that is what leaves
+the model: grids, FID, export), ``r1_gamma`` (lazy R1 penalty on reals), ``spectral_norm`` (D) and
+``arch="resnet"`` (SNGAN's ResNet pair). Mixed precision (``Trainer(precision="bf16-mixed")`` or
+``"16-mixed"``) works with all of them: D's logits and the losses are float32, and R1 runs outside
+autocast in float32.
+
 ``sample()`` is the one way callbacks and tools get images out of the model.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any, Literal
 
@@ -32,8 +40,9 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from facegan.augment import diff_augment, parse_policy
-from facegan.losses import get_losses
-from facegan.networks import NetworkConfig, build_networks, recompute_batchnorm_stats
+from facegan.ema import ema_beta, update_ema
+from facegan.losses import get_losses, r1_penalty
+from facegan.networks import SPECTRAL_NORM_DEFAULT, NetworkConfig, build_networks, recompute_batchnorm_stats
 
 
 def _rng_states() -> dict[str, Any]:
@@ -66,13 +75,15 @@ class FaceGAN(L.LightningModule):
     """A GAN that learns to draw faces.
 
     Args:
-        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px) or ``"keras"`` (the
-            Keras DCGAN face example at 128 px).
+        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px), ``"keras"`` (the
+            Keras DCGAN face example at 128 px) or ``"resnet"`` (SNGAN's ResNet, 32/64/128 px).
         image_size: side of the square images in pixels (linked to the data module in the CLI).
         latent_dim: size of the latent vector ``z``.
-        g_channels: ``dcgan`` only: width of G's last hidden layer (doubles towards 4x4);
-            ``None`` means the paper's 64. The ``keras`` widths are fixed.
-        d_channels: ``dcgan`` only: width of D's first layer; ``None`` means 64.
+        g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
+            ``None`` means the papers' 64. The ``keras`` widths are fixed.
+        d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
+        spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
+            BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
         loss: ``"nonsaturating"`` (BCE on logits) or ``"hinge"``.
         label_noise: nonsaturating loss only: add ``label_noise * U(0, 1)`` to D's targets
             (0.05 in the Keras example); 0 disables it.
@@ -85,6 +96,15 @@ class FaceGAN(L.LightningModule):
         augment: DiffAugment policy applied to every image D sees in training, real and fake, and
             to the fakes G is trained through: comma-separated names from ``"color"``,
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.augment`).
+        r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
+            StyleGAN2-ADA uses 0.0002 * S^2 / batch (about 0.1 at 64 px and batch 64) as a start.
+        r1_every: lazy regularization: compute R1 every ``r1_every`` discriminator updates and
+            scale it by ``r1_every`` (StyleGAN2: 16), so it costs 1/16 of a D forward-backward.
+        ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at
+            batch 32); ``None`` trains without one. With an EMA, grids, FID, ``generate`` and
+            ``export`` use it.
+        ema_rampup: cap the half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA:
+            0.05); ``None`` disables the ramp-up.
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
         bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
@@ -98,7 +118,7 @@ class FaceGAN(L.LightningModule):
 
     def __init__(
         self,
-        arch: Literal["dcgan", "keras"] = "dcgan",
+        arch: Literal["dcgan", "keras", "resnet"] = "dcgan",
         image_size: int = 64,
         latent_dim: int = 128,
         g_channels: int | None = None,
@@ -112,6 +132,11 @@ class FaceGAN(L.LightningModule):
         adam_eps: float = 1e-8,
         n_disc_steps: int = 1,
         augment: str = "",
+        spectral_norm: bool | None = None,
+        r1_gamma: float = 0.0,
+        r1_every: int = 16,
+        ema_kimg: float | None = None,
+        ema_rampup: float | None = 0.05,
         num_samples: int = 64,
         sample_seed: int = 0,
         bn_stat_batches: int = 16,
@@ -130,6 +155,15 @@ class FaceGAN(L.LightningModule):
             raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {label_noise}")
         if num_samples < 1:
             raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {num_samples}")
+        if r1_gamma < 0 or r1_every < 1:
+            raise ValueError(
+                f"FaceGAN: `r1_gamma` must be >= 0 and `r1_every` an integer >= 1, but got "
+                f"r1_gamma={r1_gamma}, r1_every={r1_every}"
+            )
+        if ema_kimg is not None and ema_kimg <= 0:
+            raise ValueError(f"FaceGAN: `ema_kimg` must be > 0 or null (no EMA), but got {ema_kimg}")
+        if ema_rampup is not None and ema_rampup <= 0:
+            raise ValueError(f"FaceGAN: `ema_rampup` must be > 0 or null, but got {ema_rampup}")
         self.augment_policy = parse_policy(augment)
         self.net_config = NetworkConfig(
             arch=arch,
@@ -137,8 +171,13 @@ class FaceGAN(L.LightningModule):
             latent_dim=latent_dim,
             g_channels=64 if g_channels is None else g_channels,
             d_channels=64 if d_channels is None else d_channels,
+            spectral_norm=SPECTRAL_NORM_DEFAULT.get(arch, False) if spectral_norm is None else spectral_norm,
         )
         self.generator, self.discriminator = build_networks(self.net_config)
+        # The EMA generator: a frozen copy, never optimized, never in DDP's reducer; in checkpoints.
+        self.generator_ema: torch.nn.Module | None = None
+        if ema_kimg is not None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.d_loss_fn, self.g_loss_fn = get_losses(loss)
         if label_noise and loss != "nonsaturating":
             raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
@@ -149,6 +188,7 @@ class FaceGAN(L.LightningModule):
         # Training progress in images shown to D (StyleGAN's kimg); persistent, so resumes keep it.
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
+        self._images_seen_host = 0  # images_seen as a Python int, set at train start
         self._bn_stats_at_step: int | None = None  # global_step at which G's BN stats were recomputed
 
     # ---------------------------------------------------------------------------- distributed
@@ -189,8 +229,8 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- sampling
     @property
     def sampling_generator(self) -> torch.nn.Module:
-        """The generator used for images that leave the model (grids, FID, export)."""
-        return self.generator
+        """The generator used for images that leave the model (grids, FID, export): the EMA one if any."""
+        return self.generator if self.generator_ema is None else self.generator_ema
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
@@ -244,6 +284,9 @@ class FaceGAN(L.LightningModule):
             _set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        self._images_seen_host = int(self.images_seen)  # one device sync per fit, none per step
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=hp.g_betas, eps=hp.adam_eps)
@@ -255,6 +298,16 @@ class FaceGAN(L.LightningModule):
     def _augment(self, images: Tensor) -> Tensor:
         """What D sees in training: ``images`` through the DiffAugment policy (if any)."""
         return diff_augment(images, self.augment_policy) if self.augment_policy else images
+
+    def _logits(self, images: Tensor) -> Tensor:
+        """D's float32 logits ``(B,)`` of augmented ``images`` (losses stay float32 under autocast)."""
+        return self.discriminator(self._augment(images)).float()
+
+    def _r1(self, real: Tensor) -> Tensor:
+        """R1 penalty on ``real`` through the augmentation, in float32 with autocast off."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            real = real.detach().float().requires_grad_(True)
+            return r1_penalty(real, self._logits(real))
 
     @staticmethod
     def _images(batch: Any) -> Tensor:
@@ -272,15 +325,22 @@ class FaceGAN(L.LightningModule):
 
         # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
         self.toggle_optimizer(opt_d)
-        real_logits = self.discriminator(self._augment(real))  # (B,)
-        fake_logits = self.discriminator(self._augment(fake.detach()))  # (B,)
+        real_logits = self._logits(real)  # (B,)
+        fake_logits = self._logits(fake.detach())  # (B,)
         d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
+        d_total = d_loss
+        hp = self.hparams
+        if hp.r1_gamma > 0 and self.d_updates % hp.r1_every == 0:  # lazy R1: every k-th step, times k
+            r1 = self._r1(real)
+            d_total = d_loss + (0.5 * hp.r1_gamma * hp.r1_every) * r1
+            self.log("train/r1", r1.detach())
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
+        self.manual_backward(d_total)
         self._average_gradients(opt_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         self.images_seen += real.shape[0] * self._world_size()  # every process sees its own batch
+        self._images_seen_host += real.shape[0] * self._world_size()  # the same, without a device sync
         self.d_updates += 1
         self.log("train/d_loss", d_loss.detach(), prog_bar=True)
         self.log_dict(
@@ -294,12 +354,16 @@ class FaceGAN(L.LightningModule):
         # Generator: the same fake through the updated D, D frozen.
         if self.d_updates % self.hparams.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.discriminator(self._augment(fake)))
+            g_loss = self.g_loss_fn(self._logits(fake))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             self._average_gradients(opt_g)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
+            if self.generator_ema is not None:
+                batch = real.shape[0] * self._world_size() * hp.n_disc_steps  # images since last update
+                beta = ema_beta(batch, hp.ema_kimg, self._images_seen_host, hp.ema_rampup)
+                update_ema(self.generator_ema, self.generator, beta)
             self.log("train/g_loss", g_loss.detach(), prog_bar=True)
 
     # ----------------------------------------------------------------------- validation / test

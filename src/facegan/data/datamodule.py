@@ -316,13 +316,14 @@ class FaceDataModule(L.LightningDataModule):
         digest = hashlib.sha256()
         if isinstance(source, ZipSource):
             stat = source.path.stat()
-            digest.update(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(os.fsencode(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"))
             digest.update("\n".join(source.names[i] for i in dataset.indices).encode())
         else:
             for i in dataset.indices:
                 path = source.root / source.names[i]
                 stat = path.stat()
-                digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+                # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
+                digest.update(os.fsencode(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n"))
         key.update(
             files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=self.hparams.crop_size
         )

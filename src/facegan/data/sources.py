@@ -31,6 +31,19 @@ class BadImageError(RuntimeError):
     """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
 
 
+def error_message(error: BaseException) -> str:
+    """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
+
+    An exception raised in a loader worker reaches the main process re-created with the message
+    "Caught X in DataLoader worker process N. Original Traceback ...: X: <message>".
+    """
+    text = str(error)
+    marker = f"{type(error).__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
 def _is_image_name(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     # Skip hidden files and macOS resource forks ("._x.jpg", "__MACOSX/"), which are not images.

@@ -1,0 +1,193 @@
+"""Bad data, swept: each kind of broken file gets a clear error naming it, or a counted skip."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from facegan.data import BadImageError
+from tests.test_datamodule import data, face, write_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    face(width=64, height=64).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def bomb_png() -> bytes:
+    """A 100-byte PNG whose header claims 30000x30000 pixels (a decompression bomb's size)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    ihdr = bytearray(png[12:29])  # b"IHDR" + 13 bytes of header data
+    ihdr[4:12] = struct.pack(">II", 30000, 30000)
+    png[12:29] = ihdr
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))  # a valid chunk checksum
+    return bytes(png)
+
+
+BAD_FILES = {
+    "truncated.jpg": lambda: jpeg_bytes()[: len(jpeg_bytes()) // 2],
+    "zero_bytes.jpg": lambda: b"",
+    "text.jpg": lambda: b"name,age\nada,36\n",
+    "bomb.png": bomb_png,
+}
+
+
+def folder_with(tmp_path: Path, bad_name: str, content: bytes) -> Path:
+    write_images(tmp_path, ["good1.png", "good2.png", "good3.png"])
+    (tmp_path / bad_name).write_bytes(content)
+    return tmp_path
+
+
+def only_train(root: Path, **kwargs):
+    dm = data(root, val_fraction=0.0, test_fraction=0.0, batch_size=4, flip=False, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_each_bad_file_fails_naming_it_or_is_skipped_and_counted(name, tmp_path):
+    root = folder_with(tmp_path, name, BAD_FILES[name]())
+    with pytest.raises(BadImageError, match=rf"cannot read image .*{name}: .*skip_bad_images"):
+        list(only_train(root).train_dataloader())
+    dm = only_train(root, skip_bad_images=True)
+    with pytest.warns(UserWarning, match=rf"skipped: cannot read image .*{name}"):
+        batches = list(dm.train_dataloader())
+    assert [b.shape for b in batches] == [(3, 3, 16, 16)]
+    assert dm.skipped_images == 1
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    root = folder_with(tmp_path, "bomb.png", bomb_png())
+    dm = only_train(root)
+    index = dm.datasets["train"].source.names.index("bomb.png")
+    with pytest.raises(BadImageError, match=r"bomb\.png: DecompressionBombError: .*900000000 pixels"):
+        dm.datasets["train"].load(index)
+
+
+def test_symlink_loops_neither_hang_nor_crash(tmp_path):
+    write_images(tmp_path, ["good1.png", "sub/good2.png"])
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # folder loop: not followed
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")  # file loop: a -> b -> a
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True)
+    assert dm.datasets["train"].source.names == ["a.jpg", "b.jpg", "good1.png", "sub/good2.png"]
+    with pytest.warns(UserWarning, match=r"a\.jpg: .*Too many levels of symbolic links"):
+        batches = list(dm.train_dataloader())
+    assert sum(len(b) for b in batches) == 2 and dm.skipped_images == 2
+    with pytest.raises(BadImageError, match=r"cannot read image .*a\.jpg: OSError: .*symbolic links"):
+        only_train(tmp_path, batch_size=2).datasets["train"].load(0)
+
+
+def test_non_utf8_file_names_load_and_are_named_in_errors(tmp_path):
+    good = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8, surrogate-escaped by Python
+    bad = os.fsdecode(b"na\xefve.jpg")
+    write_images(tmp_path, [good, "good2.png"])
+    (tmp_path / bad).write_bytes(b"not an image")
+    dm = only_train(tmp_path, batch_size=2)
+    dataset = dm.datasets["train"]
+    assert dataset[dataset.source.names.index(good)].shape == (3, 16, 16)
+    assert len(dm.fingerprint("train")["files"]) == 64  # hashes the names' bytes without failing
+    with pytest.raises(BadImageError, match="cannot read image .*na\udcefve.jpg") as info:
+        dataset.load(dataset.source.names.index(bad))
+    assert "na\\udcefve.jpg" in str(info.value).encode("utf-8", "backslashreplace").decode()
+
+
+UNREADABLE_CHECK = """
+import sys
+from facegan import FaceDataModule
+from facegan.data import BadImageError
+dm = FaceDataModule(root=sys.argv[1], image_size=16, batch_size=2, num_workers=0, val_fraction=0.0,
+                    test_fraction=0.0)
+dm.setup("fit")
+try:
+    list(dm.train_dataloader())
+except BadImageError as error:
+    print(error)
+"""
+
+
+def test_file_without_read_permission_fails_naming_it(tmp_path):
+    folder = Path(tempfile.mkdtemp(prefix="facegan-perm-"))  # world-readable: also for `nobody`
+    try:
+        folder.chmod(0o755)
+        write_images(folder, ["good.png", "locked.png"])
+        (folder / "good.png").chmod(0o644)
+        (folder / "locked.png").chmod(0o000)
+        if os.geteuid() != 0:
+            with pytest.raises(BadImageError, match=r"locked\.png: PermissionError"):
+                list(only_train(folder, batch_size=2).train_dataloader())
+            return
+        # root reads any file: check as the unprivileged user `nobody`, in a subprocess.
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", UNREADABLE_CHECK, str(folder)], user=65534, group=65534,
+                env=env, capture_output=True, text=True, timeout=120, cwd="/",
+            )  # fmt: skip
+        except PermissionError as error:
+            pytest.skip(f"cannot run a process as nobody here: {error}")
+        if "Permission denied" in result.stderr and "locked" not in result.stderr:
+            pytest.skip(f"nobody cannot run this Python: {result.stderr[-300:]}")
+        assert "cannot read image" in result.stdout and "locked.png: PermissionError" in result.stdout, (
+            result.stdout + result.stderr
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fit(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_image_in_a_loader_worker_ends_the_cli_with_one_clear_line(tmp_path):
+    images = folder_with(tmp_path / "faces", "truncated.jpg", BAD_FILES["truncated.jpg"]())
+    common = ["--data.root", str(images), "--data.num_workers", "1", "--data.batch_size", "2",
+              "--data.val_fraction", "0", "--data.test_fraction", "0", "--data.image_size", "32"]  # fmt: skip
+    result = fit(common, tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("facegan: error: cannot read image ") and "truncated.jpg" in last, result.stderr
+    assert "skip_bad_images" in last
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+    # With skipping on, the same data trains, warning about the file.
+    result = fit([*common, "--data.skip_bad_images", "true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "truncated.jpg" in result.stderr
+
+
+CONFIG_MISTAKES = {
+    "unknown architecture": (["--model.arch", "stylegan9"], "arch", "'dcgan', 'keras', 'resnet'"),
+    "unsupported image_size": (["--data.image_size", "48"], "image_size", "(32, 64, 128)"),
+    "batch larger than data": (["--data.batch_size", "100"], "batch_size", "larger than the training set"),
+    "num_fake < 2": (
+        ["--trainer.callbacks+=facegan.FIDMonitor", "--trainer.callbacks.num_fake", "1"],
+        "num_fake",
+        "an integer >= 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", CONFIG_MISTAKES)
+def test_config_mistakes_fail_before_training_naming_setting_and_allowed_values(mistake, tmp_path):
+    args, setting, allowed = CONFIG_MISTAKES[mistake]
+    result = fit([*args, "--trainer.default_root_dir", str(tmp_path)], tmp_path)
+    assert result.returncode != 0
+    assert setting in result.stderr and allowed in result.stderr, result.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained, nothing written

@@ -1,0 +1,209 @@
+"""EMA generator, R1, spectral norm, the ResNet pair, mixed precision, and one step per recipe."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from facegan import FaceGAN
+from facegan.cli import main
+from facegan.ema import ema_beta, update_ema
+from facegan.losses import r1_penalty
+from facegan.networks import NetworkConfig, ResNetDiscriminator, ResNetGenerator, build_networks
+from tests.conftest import CELEBA_SAMPLE
+from tests.test_module import tiny_data, tiny_gan, tiny_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(
+    p for p in (REPO / "configs").glob("*.yaml") if p.name not in ("debug.yaml", "wandb.yaml")
+)
+
+
+# ----------------------------------------------------------------------------------------- EMA
+def test_ema_beta_halves_the_weight_of_the_past_every_half_life():
+    # 10 kimg half-life, batches of 100: after 100 updates (10,000 images) the old average weighs 0.5.
+    beta = ema_beta(100, half_life_kimg=10.0, images_seen=10**6, rampup=0.05)
+    assert beta == pytest.approx(0.5 ** (100 / 10_000))
+    assert beta**100 == pytest.approx(0.5)
+    # Ramp-up: at 20,000 images seen the half-life is capped at 0.05 * 20,000 = 1,000 images.
+    assert ema_beta(100, 10.0, images_seen=20_000, rampup=0.05) == pytest.approx(0.5 ** (100 / 1000))
+    assert ema_beta(100, 10.0, images_seen=20_000, rampup=None) == pytest.approx(0.5 ** (100 / 10_000))
+    assert ema_beta(100, 10.0, images_seen=0, rampup=0.05) == pytest.approx(0.0)  # start: copy G
+
+
+def test_update_ema_interpolates_parameters_and_copies_buffers():
+    model, ema = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        ema.weight.copy_(torch.tensor([3.0, 2.0, 1.0]))
+        model.running_mean.copy_(torch.tensor([5.0, 6.0, 7.0]))
+    update_ema(ema, model, beta=0.75)
+    torch.testing.assert_close(ema.weight, torch.tensor([2.5, 2.0, 1.5]))  # 0.75 * ema + 0.25 * model
+    torch.testing.assert_close(ema.running_mean, model.running_mean)
+
+
+def test_ema_generator_follows_g_by_the_formula_and_is_what_leaves_the_model():
+    gan = tiny_gan(ema_kimg=0.05, ema_rampup=None)
+    assert gan.sampling_generator is gan.generator_ema
+    assert not any(p.requires_grad for p in gan.generator_ema.parameters())
+    opt_params = {id(p) for opt in gan.configure_optimizers() for g in opt.param_groups for p in g["params"]}
+    assert not opt_params & {id(p) for p in gan.generator_ema.parameters()}
+
+    snapshots: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+
+    class Snap(__import__("lightning").Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            snapshots.append([p.detach().clone() for p in pl_module.generator_ema.parameters()])
+
+    trainer = tiny_trainer(limit_train_batches=2, callbacks=[Snap()])
+    trainer.fit(gan, tiny_data())
+    ema_before = snapshots[-1]  # before the second batch
+    beta = 0.5 ** (8 / 50.0)  # batch 8, half-life 50 images, no ramp-up
+    for before, ema, g in zip(ema_before, gan.generator_ema.parameters(), gan.generator.parameters(), strict=True):
+        torch.testing.assert_close(ema, beta * before + (1 - beta) * g.detach())
+    assert any(not torch.equal(a, b) for a, b in zip(gan.generator_ema.parameters(), gan.generator.parameters()))
+    state = gan.state_dict()
+    assert any(k.startswith("generator_ema.") for k in state)  # in checkpoints
+    z = torch.randn(4, 16)
+    ema_images = gan.sample(z=z)
+    gan_raw = tiny_gan()
+    gan_raw.generator.load_state_dict(gan.generator_ema.state_dict())
+    torch.testing.assert_close(ema_images, gan_raw.sample(z=z))
+
+
+def test_bad_ema_and_r1_settings_name_the_setting():
+    with pytest.raises(ValueError, match="ema_kimg"):
+        tiny_gan(ema_kimg=0)
+    with pytest.raises(ValueError, match="ema_rampup"):
+        tiny_gan(ema_kimg=1, ema_rampup=-1)
+    with pytest.raises(ValueError, match="r1_every"):
+        tiny_gan(r1_gamma=1, r1_every=0)
+    with pytest.raises(ValueError, match="r1_gamma"):
+        tiny_gan(r1_gamma=-1)
+
+
+# ------------------------------------------------------------------------------------------ R1
+class Linear(nn.Module):
+    """D(x) = <w, x> per image: its input gradient is w for every image, so R1 = |w|^2."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).sum(dim=(1, 2, 3))
+
+
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_and_differentiable():
+    torch.manual_seed(0)
+    d = Linear(torch.randn(3, 4, 4))
+    real = torch.randn(5, 3, 4, 4, requires_grad=True)
+    r1 = r1_penalty(real, d(real))
+    torch.testing.assert_close(r1, d.w.square().sum())
+    r1.backward()  # d|w|^2/dw = 2w: the penalty reaches D's weights
+    torch.testing.assert_close(d.w.grad, 2 * d.w.detach())
+
+
+def test_module_r1_runs_in_float32_through_the_augmentation_under_autocast():
+    gan = tiny_gan(r1_gamma=1.0)
+    gan.discriminator = Linear(torch.full((3, 32, 32), 0.5))
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r1 = gan._r1(real)
+    assert r1.dtype == torch.float32
+    torch.testing.assert_close(r1, torch.tensor(0.25 * 3 * 32 * 32))
+
+
+def test_lazy_r1_is_added_every_kth_d_step_only():
+    gan = tiny_gan(r1_gamma=10.0, r1_every=2)
+    calls: list[int] = []
+    original = gan._r1
+    gan._r1 = lambda real: calls.append(gan.d_updates) or original(real)
+    tiny_trainer(limit_train_batches=5).fit(gan, tiny_data())
+    assert calls == [0, 2, 4]
+
+
+# ------------------------------------------------------------------------- networks and SN
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_resnet_shapes_widths_and_spectral_norm(size):
+    g = ResNetGenerator(size, latent_dim=16, channels=4)
+    d = ResNetDiscriminator(size, channels=4)
+    n = int(math.log2(size // 4))
+    assert len(g.blocks) == n and g.top == 4 * 2**n  # one upsampling block per doubling from 4x4
+    assert len(d.blocks) == n + 1
+    x = g(torch.randn(2, 16))
+    assert x.shape == (2, 3, size, size) and d(x).shape == (2,)
+    gen, disc = build_networks(NetworkConfig(arch="resnet", image_size=size, latent_dim=16, g_channels=4,
+                                             d_channels=4, spectral_norm=True))
+    layers = [m for m in disc.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    assert not any(hasattr(m, "parametrizations") for m in gen.modules())
+
+
+def test_spectral_norm_bounds_the_layer_norm_and_drops_dcgan_batchnorm():
+    torch.manual_seed(0)
+    _, d = build_networks(NetworkConfig(arch="dcgan", image_size=32, spectral_norm=True))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+    for _ in range(20):  # power iterations converge in training mode
+        d(torch.randn(2, 3, 32, 32))
+    conv = d.net[2]
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+    assert float(sigma) == pytest.approx(1.0, abs=0.05)
+    assert FaceGAN(arch="resnet").net_config.spectral_norm  # the resnet default
+    assert not FaceGAN(arch="resnet", spectral_norm=False).net_config.spectral_norm
+
+
+# ------------------------------------------------------------------------------ mixed precision
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, arch):
+    torch.manual_seed(0)
+    gan = tiny_gan(arch=arch, spectral_norm=True, r1_gamma=1.0, r1_every=2, ema_kimg=0.1,
+                   augment="color,translation,cutout")
+    before = {k: v.clone() for k, v in gan.state_dict().items()}
+    trainer = tiny_trainer(limit_train_batches=4, precision=precision)
+    trainer.fit(gan, tiny_data())
+    metrics = trainer.callback_metrics
+    for key in ("train/d_loss", "train/g_loss", "train/r1"):
+        assert torch.isfinite(metrics[key]), key
+    after = gan.state_dict()
+    assert all(torch.isfinite(v.float()).all() for v in after.values())
+    for prefix in ("generator.", "discriminator.", "generator_ema."):
+        changed = [k for k in after if k.startswith(prefix) and not torch.equal(after[k], before[k])]
+        assert changed, prefix
+    assert all(p.dtype == torch.float32 for p in gan.parameters())  # autocast leaves the weights float32
+
+
+# ---------------------------------------------------------------------------------- recipes
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_trains_one_step_on_cpu(recipe, tmp_path):
+    cli = main(
+        [
+            "--config", str(recipe),
+            "--config", str(REPO / "configs/debug.yaml"),
+            "--data.root", str(CELEBA_SAMPLE),
+            "--data.batch_size", "4",
+            "--trainer.max_epochs", "1",
+            "--trainer.max_steps", "-1",
+            "--trainer.limit_train_batches", "1",
+            "--trainer.limit_val_batches", "0",
+            "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path),
+            "--samples.num_images", "4",
+        ],
+        run=False,
+    )  # fmt: skip
+    model = cli.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cli.trainer.fit(model, cli.datamodule)
+    after = model.state_dict()
+    assert torch.isfinite(cli.trainer.callback_metrics["train/d_loss"])
+    d_changed = [k for k in after if k.startswith("discriminator.") and not torch.equal(after[k], before[k])]
+    assert d_changed
+    if model.hparams.n_disc_steps == 1:
+        assert any(k.startswith("generator.") and not torch.equal(after[k], before[k]) for k in after)
+    assert (model.generator_ema is not None) == (model.hparams.ema_kimg is not None)
