@@ -66,7 +66,7 @@ def main(argv: list[str]) -> dict:
             "--trainer.default_root_dir", str(run_dir),
             "--trainer.max_epochs", "-1",
             *cli_args,
-            "--trainer.max_time", f"00:00:00:{seconds}",
+            "--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
         ],
         run=False,
     )  # fmt: skip

@@ -54,7 +54,7 @@ def folder_with(tmp_path: Path, bad_name: str, content: bytes) -> Path:
 
 
 def only_train(root: Path, **kwargs):
-    dm = data(root, val_fraction=0.0, test_fraction=0.0, batch_size=4, flip=False, **kwargs)
+    dm = data(root, **{"val_fraction": 0.0, "test_fraction": 0.0, "batch_size": 4, "flip": False, **kwargs})
     dm.setup("fit")
     return dm
 
@@ -107,18 +107,29 @@ def test_non_utf8_file_names_load_and_are_named_in_errors(tmp_path):
     assert "na\\udcefve.jpg" in str(info.value).encode("utf-8", "backslashreplace").decode()
 
 
-UNREADABLE_CHECK = """
-import sys
-from facegan import FaceDataModule
-from facegan.data import BadImageError
-dm = FaceDataModule(root=sys.argv[1], image_size=16, batch_size=2, num_workers=0, val_fraction=0.0,
-                    test_fraction=0.0)
-dm.setup("fit")
-try:
-    list(dm.train_dataloader())
-except BadImageError as error:
-    print(error)
-"""
+def read_as_nobody(dm) -> str:
+    """Run the loader in a forked child that dropped root for `nobody`; return its error message."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so nothing else (interpreter, packages) needs to be readable
+        status = 3
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                list(dm.train_dataloader())
+                status = 2
+            except BadImageError as error:
+                os.write(write_end, str(error).encode("utf-8", "backslashreplace"))
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the unreadable file was read or setuid failed: {status}"
+    return message
 
 
 def test_file_without_read_permission_fails_naming_it(tmp_path):
@@ -128,24 +139,13 @@ def test_file_without_read_permission_fails_naming_it(tmp_path):
         write_images(folder, ["good.png", "locked.png"])
         (folder / "good.png").chmod(0o644)
         (folder / "locked.png").chmod(0o000)
+        dm = only_train(folder, batch_size=2)
         if os.geteuid() != 0:
             with pytest.raises(BadImageError, match=r"locked\.png: PermissionError"):
-                list(only_train(folder, batch_size=2).train_dataloader())
-            return
-        # root reads any file: check as the unprivileged user `nobody`, in a subprocess.
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        try:
-            result = subprocess.run(
-                [sys.executable, "-c", UNREADABLE_CHECK, str(folder)], user=65534, group=65534,
-                env=env, capture_output=True, text=True, timeout=120, cwd="/",
-            )  # fmt: skip
-        except PermissionError as error:
-            pytest.skip(f"cannot run a process as nobody here: {error}")
-        if "Permission denied" in result.stderr and "locked" not in result.stderr:
-            pytest.skip(f"nobody cannot run this Python: {result.stderr[-300:]}")
-        assert "cannot read image" in result.stdout and "locked.png: PermissionError" in result.stdout, (
-            result.stdout + result.stderr
-        )
+                list(dm.train_dataloader())
+        else:  # root reads any file: check as the unprivileged user `nobody`
+            message = read_as_nobody(dm)
+            assert "cannot read image" in message and "locked.png: PermissionError" in message, message
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

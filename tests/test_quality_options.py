@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from facegan import FaceGAN
@@ -18,9 +20,7 @@ from tests.conftest import CELEBA_SAMPLE
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(
-    p for p in (REPO / "configs").glob("*.yaml") if p.name not in ("debug.yaml", "wandb.yaml")
-)
+RECIPES = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name not in ("debug.yaml", "wandb.yaml"))
 
 
 # ----------------------------------------------------------------------------------------- EMA
@@ -55,7 +55,7 @@ def test_ema_generator_follows_g_by_the_formula_and_is_what_leaves_the_model():
 
     snapshots: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
 
-    class Snap(__import__("lightning").Callback):
+    class Snap(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             snapshots.append([p.detach().clone() for p in pl_module.generator_ema.parameters()])
 
@@ -63,9 +63,14 @@ def test_ema_generator_follows_g_by_the_formula_and_is_what_leaves_the_model():
     trainer.fit(gan, tiny_data())
     ema_before = snapshots[-1]  # before the second batch
     beta = 0.5 ** (8 / 50.0)  # batch 8, half-life 50 images, no ramp-up
-    for before, ema, g in zip(ema_before, gan.generator_ema.parameters(), gan.generator.parameters(), strict=True):
+    for before, ema, g in zip(
+        ema_before, gan.generator_ema.parameters(), gan.generator.parameters(), strict=True
+    ):
         torch.testing.assert_close(ema, beta * before + (1 - beta) * g.detach())
-    assert any(not torch.equal(a, b) for a, b in zip(gan.generator_ema.parameters(), gan.generator.parameters()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(gan.generator_ema.parameters(), gan.generator.parameters(), strict=True)
+    )
     state = gan.state_dict()
     assert any(k.startswith("generator_ema.") for k in state)  # in checkpoints
     z = torch.randn(4, 16)
@@ -137,8 +142,11 @@ def test_resnet_shapes_widths_and_spectral_norm(size):
     assert len(d.blocks) == n + 1
     x = g(torch.randn(2, 16))
     assert x.shape == (2, 3, size, size) and d(x).shape == (2,)
-    gen, disc = build_networks(NetworkConfig(arch="resnet", image_size=size, latent_dim=16, g_channels=4,
-                                             d_channels=4, spectral_norm=True))
+    gen, disc = build_networks(
+        NetworkConfig(
+            arch="resnet", image_size=size, latent_dim=16, g_channels=4, d_channels=4, spectral_norm=True
+        )
+    )
     layers = [m for m in disc.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     assert layers and all(hasattr(m, "parametrizations") for m in layers)
     assert not any(hasattr(m, "parametrizations") for m in gen.modules())
@@ -161,12 +169,29 @@ def test_spectral_norm_bounds_the_layer_norm_and_drops_dcgan_batchnorm():
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, arch):
+    # Trainer(precision="16-mixed") on a CPU silently becomes bf16; the plugin itself keeps float16
+    # autocast and its GradScaler (scale, unscale before each of the two optimizer steps, update).
+    plugin = None
+    if precision == "16-mixed":
+        plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
     torch.manual_seed(0)
-    gan = tiny_gan(arch=arch, spectral_norm=True, r1_gamma=1.0, r1_every=2, ema_kimg=0.1,
-                   augment="color,translation,cutout")
+    gan = tiny_gan(
+        arch=arch,
+        spectral_norm=True,
+        r1_gamma=1.0,
+        r1_every=2,
+        ema_kimg=0.1,
+        augment="color,translation,cutout",
+    )
     before = {k: v.clone() for k, v in gan.state_dict().items()}
-    trainer = tiny_trainer(limit_train_batches=4, precision=precision)
+    if plugin is None:
+        trainer = tiny_trainer(limit_train_batches=4, precision=precision)
+    else:
+        trainer = tiny_trainer(limit_train_batches=4, plugins=[plugin])
     trainer.fit(gan, tiny_data())
+    assert trainer.precision_plugin.precision == precision
+    if plugin is not None:
+        assert 0 < plugin.scaler.get_scale() < float("inf")  # the scaler ran and stayed finite
     metrics = trainer.callback_metrics
     for key in ("train/d_loss", "train/g_loss", "train/r1"):
         assert torch.isfinite(metrics[key]), key
@@ -181,6 +206,8 @@ def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, ar
 # ---------------------------------------------------------------------------------- recipes
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_recipe_trains_one_step_on_cpu(recipe, tmp_path):
+    # The recipes' own options, at test-sized widths (the GPU-sized ones write ~1 GB checkpoints).
+    widths = [] if "arch: keras" in recipe.read_text() else ["--model.g_channels=8", "--model.d_channels=8"]
     cli = main(
         [
             "--config", str(recipe),
@@ -189,11 +216,12 @@ def test_every_recipe_trains_one_step_on_cpu(recipe, tmp_path):
             "--data.batch_size", "4",
             "--trainer.max_epochs", "1",
             "--trainer.max_steps", "-1",
-            "--trainer.limit_train_batches", "1",
+            "--trainer.limit_train_batches", "2",  # "1" would parse as 1.0: the whole epoch
             "--trainer.limit_val_batches", "0",
             "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path),
             "--samples.num_images", "4",
+            *widths,
         ],
         run=False,
     )  # fmt: skip

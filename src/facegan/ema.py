@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 
-def ema_beta(batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None) -> float:
+def ema_beta(
+    batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
+) -> float:
     """Fraction of the average kept by one update that follows ``batch_images`` new images.
 
     Args:
