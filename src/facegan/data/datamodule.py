@@ -13,6 +13,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from facegan.data.cache import (
+    CachedFaces,
+    build_cache,
+    cache_paths,
+    collate_uint8,
+    default_cache_dir,
+    load_meta,
+)
 from facegan.data.procedural import ProceduralFaces
 from facegan.data.sources import (
     CELEBA_IMAGES,
@@ -23,6 +31,7 @@ from facegan.data.sources import (
     collate_images,
     read_partition,
 )
+from facegan.images import from_uint8
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,22 @@ class _Flipped(Dataset):
         return [image.flip(-1) if flip else image for image, flip in zip(images, flips, strict=True)]
 
 
+class _FromUint8(Dataset):
+    """float ``[-1, 1]`` view of a uint8 dataset (FID's real images from the cache)."""
+
+    def __init__(self, dataset: CachedFaces) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return from_uint8(self.dataset[index])
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
+
+
 class FaceDataModule(L.LightningDataModule):
     """Face images as ``(B, 3, S, S)`` float batches in ``[-1, 1]``.
 
@@ -75,6 +100,12 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: loader worker processes; ``None`` -> one per spare core, at most 8.
         pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        cache: decode, crop and resize the training images once into a ``uint8`` file that later
+            epochs and runs memory-map (:mod:`facegan.data.cache`); training batches then arrive
+            as uint8 and are scaled to ``[-1, 1]`` and flipped on the device (in
+            ``on_after_batch_transfer``). Files and folders only (built-in faces are computed).
+        cache_dir: folder of the cache; ``None`` -> ``$FACEGAN_CACHE/data``, else
+            ``~/.cache/facegan/data``.
     """
 
     def __init__(
@@ -94,6 +125,8 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        cache: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -119,6 +152,9 @@ class FaceDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.datasets: dict[str, Dataset] = {}
+        self.image_datasets: dict[str, FaceImageDataset] = {}  # the decoding datasets (fingerprints)
+        self.cache_path: Path | None = None  # the training cache's rows file, when `cache`
+        self._cache_skipped = 0
         self.kind: str | None = None  # resolved source kind, after setup()
 
     # ------------------------------------------------------------------------------------ setup
@@ -211,6 +247,11 @@ class FaceDataModule(L.LightningDataModule):
         kind, source, partition = self._resolve()
         self.kind = kind
         if source is None:
+            if hp.cache:
+                raise ValueError(
+                    "FaceDataModule: `cache` applies to image files; the built-in procedural faces are "
+                    "rendered, not decoded. Set --data.root, or leave cache false"
+                )
             n_held_out = max(self.batch_size, int(round(hp.num_procedural * hp.val_fraction)))
             train: Dataset = ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed)
             self.datasets = {
@@ -225,14 +266,16 @@ class FaceDataModule(L.LightningDataModule):
                     "in .jpg, .jpeg, .png, .webp or .bmp"
                 )
             for split, indices in self._split(source, partition).items():
-                self.datasets[split] = FaceImageDataset(
+                self.datasets[split] = self.image_datasets[split] = FaceImageDataset(
                     source,
                     indices,
                     self.image_size,
                     crop_size=hp.crop_size,
-                    flip=hp.flip and split == "train",
+                    flip=hp.flip and split == "train" and not hp.cache,  # cached: flipped on the device
                     skip_bad_images=hp.skip_bad_images,
                 )
+            if hp.cache:
+                self.datasets["train"] = self._cached("train")
         n_train = len(self.datasets["train"])  # type: ignore[arg-type]
         if n_train < self.batch_size:
             raise ValueError(
@@ -242,6 +285,32 @@ class FaceDataModule(L.LightningDataModule):
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
 
+    def _cached(self, split: str) -> CachedFaces:
+        folder = Path(self.hparams.cache_dir).expanduser() if self.hparams.cache_dir else default_cache_dir()
+        key = self.fingerprint(split)
+        build_cache(self.image_datasets[split], folder, key, num_workers=self._workers())
+        rows_path, meta_path, blob = cache_paths(folder, key)
+        meta = load_meta(rows_path, meta_path, blob)
+        if meta is None:
+            raise RuntimeError(f"FaceDataModule: the cache {rows_path} is incomplete right after building it")
+        self.cache_path, self._cache_skipped = rows_path, len(meta["skipped"])
+        return CachedFaces(rows_path, meta["count"], self.image_size)
+
+    def _workers(self) -> int:
+        workers = self.hparams.num_workers
+        return min(8, max(1, (os.cpu_count() or 2) - 1)) if workers is None else workers
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Cached (uint8) batches: scale to ``[-1, 1]`` and, in training, flip, on the batch's device."""
+        if not (isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8):
+            return batch
+        images = from_uint8(batch)
+        trainer = getattr(self, "trainer", None)
+        if self.hparams.flip and trainer is not None and trainer.training:
+            flip = torch.rand(images.shape[0], device=images.device) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return images
+
     # ------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
@@ -250,9 +319,7 @@ class FaceDataModule(L.LightningDataModule):
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
             raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
-        workers = self.hparams.num_workers
-        if workers is None:
-            workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+        workers = self._workers()
         pin = self.hparams.pin_memory
         if pin is None:
             accelerator = getattr(getattr(self, "trainer", None), "accelerator", None)
@@ -265,7 +332,7 @@ class FaceDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
-            collate_fn=collate_images,
+            collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -287,6 +354,8 @@ class FaceDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         dataset = self.datasets[split]
+        if isinstance(dataset, CachedFaces):
+            return _FromUint8(dataset)
         if isinstance(dataset, _Flipped):
             return dataset.dataset
         if isinstance(dataset, FaceImageDataset) and dataset.flip:
@@ -306,7 +375,9 @@ class FaceDataModule(L.LightningDataModule):
         Covers the source (kind, resolved path, every file name with its size and modification time,
         or the procedural seed and count), the split and the preprocessing.
         """
-        dataset = self.real_dataset(split)
+        if not self.datasets:
+            self.setup()
+        dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
         key: dict[str, Any] = {"kind": self.kind, "split": split, "image_size": self.image_size}
         if isinstance(dataset, ProceduralFaces):
             key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)
@@ -332,7 +403,8 @@ class FaceDataModule(L.LightningDataModule):
     @property
     def skipped_images(self) -> int:
         """Images skipped as unreadable so far (all workers), with ``skip_bad_images=True``."""
-        return sum(ds.skipped.value for ds in self.datasets.values() if isinstance(ds, FaceImageDataset))
+        decoded = sum(ds.skipped.value for ds in self.datasets.values() if isinstance(ds, FaceImageDataset))
+        return decoded + self._cache_skipped
 
     def teardown(self, stage: str) -> None:
         if self.skipped_images:

@@ -1,0 +1,137 @@
+"""The preprocessed uint8 dataset cache: same pixels, built once, rebuilt on change, never half-used."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from facegan import FaceDataModule
+from facegan.data import cache as cache_module
+from facegan.data.cache import CachedFaces
+from facegan.data.sources import FaceImageDataset
+from facegan.images import from_uint8
+from tests.test_datamodule import write_images
+from tests.test_module import tiny_gan, tiny_trainer
+
+
+def cached(root, cache_dir, **kwargs) -> FaceDataModule:
+    dm = FaceDataModule(
+        **{
+            "root": str(root),
+            "image_size": 16,
+            "batch_size": 4,
+            "num_workers": 0,
+            "val_fraction": 0.0,
+            "test_fraction": 0.0,
+            "cache": True,
+            "cache_dir": str(cache_dir),
+            **kwargs,
+        }
+    )
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture
+def faces(tmp_path):
+    folder = tmp_path / "faces"
+    for i in range(6):
+        write_images(folder, [f"{i}.png"], value=40 * i + 20)
+    return folder
+
+
+def test_cache_holds_exactly_the_decoded_pixels_and_batches_arrive_as_uint8(faces, tmp_path):
+    dm = cached(faces, tmp_path / "cache", flip=False)
+    train = dm.datasets["train"]
+    assert isinstance(train, CachedFaces) and len(train) == 6
+    jpeg = FaceImageDataset(train_source(dm), list(range(6)), 16)
+    for i in range(6):
+        torch.testing.assert_close(from_uint8(train[i]), jpeg[i], rtol=0, atol=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 16, 16)
+    real = dm.real_dataset("train")  # FID's view: float, unflipped, same pixels
+    torch.testing.assert_close(real[3], jpeg[3], rtol=0, atol=0)
+    assert dm.cache_path is not None and dm.cache_path.stat().st_size == 6 * 3 * 16 * 16
+
+
+def train_source(dm):
+    return dm.image_datasets["train"].source
+
+
+def test_cache_is_built_once_and_rebuilt_when_a_file_changes(faces, tmp_path, monkeypatch):
+    builds = []
+    original = cache_module.DataLoader
+
+    def counting_loader(*args, **kwargs):
+        builds.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "DataLoader", counting_loader)
+    first = cached(faces, tmp_path / "cache").cache_path
+    second = cached(faces, tmp_path / "cache").cache_path
+    assert first == second and len(builds) == 1  # the second data module memory-maps it
+    write_images(faces, ["3.png"], value=250)  # new pixels, size or mtime: a new key
+    os.utime(faces / "3.png", ns=(1, 1))
+    third = cached(faces, tmp_path / "cache")
+    assert third.cache_path != first and len(builds) == 2
+    assert cached(faces, tmp_path / "cache", image_size=32).cache_path not in (first, third.cache_path)
+
+
+def test_an_interrupted_build_leaves_no_cache_and_the_next_build_completes(faces, tmp_path, monkeypatch):
+    calls = []
+    load = FaceImageDataset.load
+
+    def interrupted(self, index):
+        calls.append(index)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the build
+        return load(self, index)
+
+    monkeypatch.setattr(FaceImageDataset, "load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cached(faces, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written rows, no stray temp files
+    monkeypatch.setattr(FaceImageDataset, "load", load)
+    dm = cached(faces, tmp_path / "cache")
+    assert len(dm.datasets["train"]) == 6
+
+
+def test_a_rows_file_that_does_not_match_its_description_is_rebuilt(faces, tmp_path):
+    dm = cached(faces, tmp_path / "cache")
+    with open(dm.cache_path, "r+b") as rows:
+        rows.truncate(100)  # e.g. a disk that filled up while copying the cache elsewhere
+    again = cached(faces, tmp_path / "cache")
+    assert again.cache_path.stat().st_size == 6 * 3 * 16 * 16
+    assert len(again.datasets["train"]) == 6
+
+
+def test_device_side_scaling_and_flips_in_training_only(faces, tmp_path):
+    dm = cached(faces, tmp_path / "cache", flip=True)
+    batch = torch.stack([dm.datasets["train"][i % 6] for i in range(64)])
+    expected = from_uint8(batch)
+    dm.trainer = SimpleNamespace(training=False)
+    torch.testing.assert_close(dm.on_after_batch_transfer(batch, 0), expected)  # evaluation: no flips
+    dm.trainer = SimpleNamespace(training=True)
+    out = dm.on_after_batch_transfer(batch, 0)
+    flipped = [not torch.equal(o, e) for o, e in zip(out, expected, strict=True)]
+    for o, e, f in zip(out, expected, flipped, strict=True):
+        torch.testing.assert_close(o, e.flip(-1) if f else e)
+    assert 10 < sum(flipped) < 54  # about half, per image
+
+
+def test_training_on_the_cache(faces, tmp_path):
+    dm32 = cached(faces, tmp_path / "cache", batch_size=2, image_size=32)
+    model = tiny_gan()
+    before = [p.detach().clone() for p in model.discriminator.parameters()]
+    tiny_trainer(limit_train_batches=2).fit(model, dm32)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters(), strict=True))
+    assert int(model.images_seen) == 4
+    assert dm32.skipped_images == 0
+
+
+def test_cache_needs_image_files(tmp_path):
+    with pytest.raises(ValueError, match="`cache` applies to image files"):
+        FaceDataModule(cache=True, num_workers=0).setup("fit")
