@@ -135,3 +135,19 @@ def test_training_on_the_cache(faces, tmp_path):
 def test_cache_needs_image_files(tmp_path):
     with pytest.raises(ValueError, match="`cache` applies to image files"):
         FaceDataModule(cache=True, num_workers=0).setup("fit")
+
+
+def test_device_resident_batches_cover_the_data_once_per_epoch_and_train(faces, tmp_path):
+    dm = cached(faces, tmp_path / "cache", batch_size=2, image_size=32, device_resident=True, flip=False)
+    batches = dm.train_dataloader()
+    assert len(batches) == 3
+    epoch = torch.cat(list(batches))  # (6, 3, 32, 32) uint8: every image once
+    assert epoch.dtype == torch.uint8 and epoch.shape == (6, 3, 32, 32)
+    means = sorted(float(x.float().mean()) for x in epoch)
+    expected = sorted(float(dm.datasets["train"][i].float().mean()) for i in range(6))
+    assert means == pytest.approx(expected)
+    model = tiny_gan()
+    tiny_trainer(limit_train_batches=3).fit(model, dm)
+    assert int(model.images_seen) == 6
+    with pytest.raises(ValueError, match="`device_resident` needs `cache`"):
+        FaceDataModule(device_resident=True)
