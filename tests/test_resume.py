@@ -12,7 +12,9 @@ DEBUG = str(REPO / "configs/debug.yaml")
 
 
 def fit(*args: str):
-    return main(["fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false", *args])
+    # With an EMA generator and lazy R1, whose state (EMA weights, R1 step phase) must resume too.
+    ema_r1 = ["--model.ema_kimg", "0.05", "--model.r1_gamma", "0.1", "--model.r1_every", "2"]
+    return main(["fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false", *ema_r1, *args])
 
 
 def state(path):
@@ -37,8 +39,9 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch):
         tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt"
     )
     assert d_updates == d_updates2 == 6
+    assert any(name.startswith("generator_ema.") for name in weights)
     for name, value in weights.items():
-        assert torch.equal(value, weights2[name]), name  # generator, discriminator, sample_z, images_seen
+        assert torch.equal(value, weights2[name]), name  # G, D, EMA G, sample_z, images_seen
     for opt, opt2 in zip(optimizers, optimizers2, strict=True):
         for key, slot in opt["state"].items():
             assert all(torch.equal(slot[k], opt2["state"][key][k]) for k in slot)
