@@ -70,7 +70,7 @@ def test_dcgan_widths_double_towards_4x4_and_follow_radford_init():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"arch": "stylegan"}, r"`arch` must be one of \('dcgan', 'keras'\), but got 'stylegan'"),
+        ({"arch": "stylegan"}, r"`arch` must be one of \('dcgan', 'keras', 'resnet'\), but got 'stylegan'"),
         (
             {"arch": "dcgan", "image_size": 48},
             r"`image_size` must be one of \(32, 64, 128\) for arch='dcgan'",
