@@ -151,3 +151,8 @@ def test_device_resident_batches_cover_the_data_once_per_epoch_and_train(faces, 
     assert int(model.images_seen) == 6
     with pytest.raises(ValueError, match="`device_resident` needs `cache`"):
         FaceDataModule(device_resident=True)
+
+
+def test_cached_batches_are_read_in_process_unless_workers_are_asked_for(faces, tmp_path):
+    assert cached(faces, tmp_path / "cache", num_workers=None).train_dataloader().num_workers == 0
+    assert cached(faces, tmp_path / "cache", num_workers=1).train_dataloader().num_workers == 1
