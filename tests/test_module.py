@@ -152,3 +152,15 @@ def test_keras_recipe_trains_one_step_with_label_noise():
     data = FaceDataModule(image_size=128, batch_size=2, num_procedural=4, num_workers=0)
     tiny_trainer(callbacks=[recorder], limit_train_batches=1).fit(gan, data)
     assert recorder.steps == [("D", False, True), ("G", True, False)]
+
+
+def test_decorrelated_ranks_draw_different_latents_deterministically():
+    from facegan.module import _decorrelate_ranks
+
+    draws = {}
+    for rank in (0, 1, 1):
+        torch.manual_seed(0)  # what seed_everything leaves on every process
+        _decorrelate_ranks(rank)
+        draws.setdefault(rank, []).append(torch.randn(4))
+    assert not torch.equal(draws[0][0], draws[1][0])  # processes no longer share their fakes
+    assert torch.equal(draws[1][0], draws[1][1])  # yet each rank's stream is reproducible

@@ -62,6 +62,20 @@ def _rng_states() -> dict[str, Any]:
     }
 
 
+def _decorrelate_ranks(rank: int) -> None:
+    """Give each process its own random streams, deterministically from the current (shared) state.
+
+    ``seed_everything`` seeds every DDP process alike, and a resume restores rank 0's states on all
+    of them: every process would then draw the same latents (and augmentations), so the ranks'
+    "different" fake batches would be copies. Draw one number from the shared state, add the rank,
+    and reseed torch (CPU and CUDA), Python and NumPy with it.
+    """
+    seed = int(torch.randint(0, 2**62, (1,))) + rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 def _set_rng_states(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
@@ -298,6 +312,8 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
         self._images_seen_host = int(self.images_seen)  # one device sync per fit, none per step
+        if self._distributed():
+            _decorrelate_ranks(dist.get_rank())
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
