@@ -47,19 +47,30 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"][0].startswith(".last.ckpt.")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["ctrl-c", "sigterm", "sigterm-to-the-process-group-with-a-loader-worker"],
+)
+def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
     command = [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml")]
     command += ["--trainer.max_epochs", "100000", "--trainer.limit_val_batches", "0"]
     command += ["--checkpoint.every_n_epochs", "1000", "--trainer.enable_progress_bar", "false"]
+    if group:  # as `timeout`, Slurm and systemd do: the workers get the signal too
+        command += ["--data.num_workers", "1"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=group
+    )
     grids = tmp_path / "lightning_logs/version_0/samples"
     deadline = time.time() + 120
     while not (grids.is_dir() and len(list(grids.iterdir())) >= 2) and time.time() < deadline:
         time.sleep(0.2)  # training is under way once two epochs' grids exist
     assert process.poll() is None, process.stderr.read()
-    process.send_signal(sig)
+    if group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     found = re.search(r"(Ctrl-C|SIGTERM) at step (\d+): saved (\S+last\.ckpt)", stderr)
     assert found, stderr[-3000:]

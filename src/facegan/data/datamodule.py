@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,17 @@ class _FromUint8(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
         return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Loader workers leave SIGTERM to the trainer process.
+
+    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
+    makes the trainer raise "DataLoader worker ... killed by signal" at an arbitrary point, before
+    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary. Ignoring it here
+    lets that happen; the workers still exit when the trainer shuts them down or dies.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class DeviceBatches:
@@ -367,6 +379,7 @@ class FaceDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
+            worker_init_fn=_ignore_sigterm if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
