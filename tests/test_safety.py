@@ -60,7 +60,15 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
         command += ["--data.num_workers", "1"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=group
+        command,
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
+        # A non-interactive shell starts background jobs (CI runners, `cmd &`) with SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the run the default, as a terminal does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     grids = tmp_path / "lightning_logs/version_0/samples"
     deadline = time.time() + 120
