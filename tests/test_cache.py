@@ -156,3 +156,12 @@ def test_device_resident_batches_cover_the_data_once_per_epoch_and_train(faces, 
 def test_cached_batches_are_read_in_process_unless_workers_are_asked_for(faces, tmp_path):
     assert cached(faces, tmp_path / "cache", num_workers=None).train_dataloader().num_workers == 0
     assert cached(faces, tmp_path / "cache", num_workers=1).train_dataloader().num_workers == 1
+
+
+def test_a_bad_image_is_left_out_of_the_cache_and_still_counted_on_a_cache_hit(faces, tmp_path):
+    (faces / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):
+        built = cached(faces, tmp_path / "cache", skip_bad_images=True)
+    assert len(built.datasets["train"]) == 6 and built.skipped_images == 1
+    hit = cached(faces, tmp_path / "cache", skip_bad_images=True)  # no decoding this time
+    assert hit.cache_path == built.cache_path and hit.skipped_images == 1

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from facegan.data.sources import BadImageError, FaceImageDataset
+from facegan.data.sources import FaceImageDataset
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,21 @@ class _Uint8Rows(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
-        try:
-            return index, self.dataset.load(index)
-        except BadImageError as error:
-            if not self.dataset.skip_bad_images:
-                raise
-            log.warning("skipped: %s", error)
-            return index, None
+        return index, self.dataset.load_or_skip(index)
 
 
 def _collate(items: list[tuple[int, torch.Tensor | None]]) -> list[tuple[int, torch.Tensor | None]]:
     return items
 
 
-def build_cache(dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0) -> Path:
-    """Return the rows file for ``dataset`` under ``folder``, building it first if needed."""
+def build_cache(
+    dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
+) -> tuple[Path, dict[str, Any]]:
+    """``(rows file, description)`` of ``dataset``'s cache under ``folder``, built first if needed."""
     rows_path, meta_path, blob = cache_paths(folder, key)
-    if load_meta(rows_path, meta_path, blob) is not None:
-        return rows_path
+    meta = load_meta(rows_path, meta_path, blob)
+    if meta is not None:
+        return rows_path, meta
     folder.mkdir(parents=True, exist_ok=True)
     tmp_rows = rows_path.with_name(f".{rows_path.name}.{os.getpid()}.tmp")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
@@ -101,7 +98,7 @@ def build_cache(dataset: FaceImageDataset, folder: Path, key: dict[str, Any], nu
         tmp_rows.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
     log.info("FaceDataModule: cached %d images in %s", count, rows_path)
-    return rows_path
+    return rows_path, meta
 
 
 def load_meta(rows_path: Path, meta_path: Path, blob: str) -> dict[str, Any] | None:

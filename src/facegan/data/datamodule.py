@@ -15,14 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facegan.data.cache import (
-    CachedFaces,
-    build_cache,
-    cache_paths,
-    collate_uint8,
-    default_cache_dir,
-    load_meta,
-)
+from facegan.data.cache import CachedFaces, build_cache, collate_uint8, default_cache_dir
 from facegan.data.procedural import ProceduralFaces
 from facegan.data.sources import (
     CELEBA_IMAGES,
@@ -329,12 +322,9 @@ class FaceDataModule(L.LightningDataModule):
 
     def _cached(self, split: str) -> CachedFaces:
         folder = Path(self.hparams.cache_dir).expanduser() if self.hparams.cache_dir else default_cache_dir()
-        key = self.fingerprint(split)
-        build_cache(self.image_datasets[split], folder, key, num_workers=self._workers())
-        rows_path, meta_path, blob = cache_paths(folder, key)
-        meta = load_meta(rows_path, meta_path, blob)
-        if meta is None:
-            raise RuntimeError(f"FaceDataModule: the cache {rows_path} is incomplete right after building it")
+        rows_path, meta = build_cache(
+            self.image_datasets[split], folder, self.fingerprint(split), num_workers=self._workers()
+        )
         self.cache_path, self._cache_skipped = rows_path, len(meta["skipped"])
         return CachedFaces(rows_path, meta["count"], self.image_size)
 

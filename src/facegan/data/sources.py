@@ -191,15 +191,21 @@ class FaceImageDataset(Dataset):
                 "or set skip_bad_images=True (--data.skip_bad_images true) to skip unreadable images"
             ) from error
 
-    def __getitem__(self, index: int) -> Tensor | None:
+    def load_or_skip(self, index: int) -> Tensor | None:
+        """:meth:`load`, or with ``skip_bad_images`` ``None`` for a bad image (warned and counted)."""
         try:
-            image = self.load(index)
+            return self.load(index)
         except BadImageError as error:
             if not self.skip_bad_images:
                 raise
             with self.skipped.get_lock():
                 self.skipped.value += 1
-            warnings.warn(f"skipped: {error}", stacklevel=2)
+            warnings.warn(f"skipped: {error}", stacklevel=3)
+            return None
+
+    def __getitem__(self, index: int) -> Tensor | None:
+        image = self.load_or_skip(index)
+        if image is None:
             return None
         if self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)
