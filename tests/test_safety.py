@@ -3,6 +3,7 @@ save a resumable `last.ckpt` before the process exits."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -97,3 +98,40 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
+LEAVES_A_LOADER_OPEN = """
+from facegan import FaceDataModule
+datamodule = FaceDataModule(batch_size=8, num_workers=1)
+datamodule.setup("fit")
+batches = iter(datamodule.train_dataloader())  # never exhausted, never closed
+print(tuple(next(batches).shape), flush=True)
+"""
+
+
+def test_a_program_that_leaves_a_loader_open_still_exits():
+    # At interpreter exit multiprocessing terminate()s the worker and joins it: a worker that ignored
+    # SIGTERM outright made this (and the whole test session) wait forever.
+    result = subprocess.run(
+        [sys.executable, "-c", LEAVES_A_LOADER_OPEN], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "(8, 3, 64, 64)"
+
+
+def test_a_loader_worker_leaves_a_stray_sigterm_to_the_trainer():
+    from facegan import FaceDataModule
+
+    datamodule = FaceDataModule(batch_size=8, num_workers=1, persistent_workers=False)
+    datamodule.setup("fit")
+    before = set(multiprocessing.active_children())
+    batches = iter(datamodule.train_dataloader())
+    next(batches)
+    (worker,) = set(multiprocessing.active_children()) - before
+    subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)  # as `timeout` or Slurm would
+    time.sleep(1.0)
+    assert worker.is_alive()
+    assert next(batches).shape == (8, 3, 64, 64)
+    del batches  # the trainer's orderly shutdown still ends it (its terminate(): the test above)
+    worker.join(timeout=30)
+    assert worker.exitcode == 0

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,15 +72,30 @@ class _FromUint8(Dataset):
         return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """Loader workers leave SIGTERM to the trainer process.
+def _leave_job_sigterm_to_the_trainer(worker_id: int) -> None:
+    """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
 
     ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
     makes the trainer raise "DataLoader worker ... killed by signal" at an arbitrary point, before
-    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary. Ignoring it here
-    lets that happen; the workers still exit when the trainer shuts them down or dies.
+    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary; so such a SIGTERM
+    is left to the trainer, which stops, saves and then shuts its workers down. The trainer's own
+    ``terminate()`` (DataLoader shutdown, ``multiprocessing`` at interpreter exit) still ends the worker
+    at once: ignoring SIGTERM outright would make that exit wait forever. A worker whose trainer died
+    ends by itself (the DataLoader watchdog).
+
+    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    trainer_pid = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the trainer's fork
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+
+    def wait_for_sigterm() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer_pid:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)  # default action: the worker ends "killed by SIGTERM"
+
+    threading.Thread(target=wait_for_sigterm, name="facegan-sigterm", daemon=True).start()
 
 
 class DeviceBatches:
@@ -369,7 +385,7 @@ class FaceDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
-            worker_init_fn=_ignore_sigterm if workers > 0 else None,
+            worker_init_fn=_leave_job_sigterm_to_the_trainer if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
