@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -97,6 +99,24 @@ def test_an_interrupted_build_leaves_no_cache_and_the_next_build_completes(faces
     monkeypatch.setattr(FaceImageDataset, "load", load)
     dm = cached(faces, tmp_path / "cache")
     assert len(dm.datasets["train"]) == 6
+
+
+def test_a_build_removes_what_a_killed_build_left_on_this_host(faces, tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    dead = subprocess.Popen(["true"])  # its process id no longer exists once it has been waited for
+    dead.wait()
+    host = socket.gethostname()
+    killed = folder / f".faces-0123.u8.{host}.{dead.pid}.tmp"
+    running = folder / f".faces-4567.u8.{host}.1.tmp"  # pid 1 is alive: a build in progress
+    elsewhere = folder / f".faces-89ab.u8.another-host.{dead.pid}.tmp"  # not ours to judge
+    for path in (killed, running, elsewhere):
+        path.write_bytes(b"half")
+    cached(faces, folder)
+    names = {p.name for p in folder.iterdir()}
+    assert killed.name not in names
+    assert {running.name, elsewhere.name} <= names
+    assert len([n for n in names if not n.startswith(".")]) == 2  # the new cache: rows and JSON
 
 
 def test_a_rows_file_that_does_not_match_its_description_is_rebuilt(faces, tmp_path):

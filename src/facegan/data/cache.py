@@ -9,7 +9,9 @@ kind, every file's resolved path, size and modification time, the split, the cro
 resolution; plus :data:`CACHE_FORMAT`), so any change builds a new cache. A build writes temporary
 files and renames them into place only when complete (rows first, then the JSON that vouches for
 them), so an interrupted build never leaves a cache that is used: readers accept a cache only when
-the JSON exists, its key matches and the rows file has exactly the announced size.
+the JSON exists, its key matches and the rows file has exactly the announced size. The temporary
+files of a build whose process was killed outright (SIGKILL, out of memory) are deleted by the next
+build on the same host.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,29 @@ def _collate(items: list[tuple[int, torch.Tensor | None]]) -> list[tuple[int, to
     return items
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_abandoned_builds(folder: Path, host: str) -> None:
+    """Delete the temporary files of this host's builds whose process no longer exists.
+
+    Only this host's: a cache folder shared over the network may hold another machine's build in
+    progress, whose process id means nothing here.
+    """
+    for tmp in folder.glob(f".faces-*.{host}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
+
+
 def build_cache(
     dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
 ) -> tuple[Path, dict[str, Any]]:
@@ -70,8 +96,10 @@ def build_cache(
     if meta is not None:
         return rows_path, meta
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_rows = rows_path.with_name(f".{rows_path.name}.{os.getpid()}.tmp")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    host = socket.gethostname()
+    _remove_abandoned_builds(folder, host)
+    tmp_rows = rows_path.with_name(f".{rows_path.name}.{host}.{os.getpid()}.tmp")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.{host}.{os.getpid()}.tmp")
     size = dataset.image_size
     loader = DataLoader(
         _Uint8Rows(dataset), batch_size=64, num_workers=num_workers, collate_fn=_collate
