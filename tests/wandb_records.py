@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ def read_records(path: str | Path) -> list[Any]:
             pos += left_in_block
             continue
         length, kind = struct.unpack("<HB", data[pos + 4 : pos + HEADER])
+        if pos + HEADER + length > len(data):  # a chunk still being written
+            break
         payload = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == 0 and length == 0:  # zero padding at the end of a block
@@ -42,10 +45,27 @@ def read_records(path: str | Path) -> list[Any]:
     return records
 
 
+def closed_records(path: str | Path, timeout: float = 60.0) -> list[Any]:
+    """The records once the log ends with the run's ``exit`` record.
+
+    ``wandb.finish()`` (and a process's exit) can return before W&B's service has written the last
+    buffered records to the file; reading at once then misses the final rows.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path) if Path(path).is_file() else []
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        if time.monotonic() > deadline:
+            last = records[-1].WhichOneof("record_type") if records else None
+            raise AssertionError(f"{path}: no exit record within {timeout} s (last record: {last})")
+        time.sleep(0.1)
+
+
 def history(path: str | Path) -> list[dict[str, Any]]:
     """Every ``log`` call of the run: ``{key: value}`` dicts (values JSON-decoded), in order."""
     rows = []
-    for record in read_records(path):
+    for record in closed_records(path):
         if record.WhichOneof("record_type") == "history":
             row = {}
             for item in record.history.item:
@@ -58,7 +78,7 @@ def history(path: str | Path) -> list[dict[str, Any]]:
 def config(path: str | Path) -> dict[str, Any]:
     """The run config (``wandb.config``) as the last config records left it."""
     result: dict[str, Any] = {}
-    for record in read_records(path):
+    for record in closed_records(path):
         kind = record.WhichOneof("record_type")
         if kind in ("run", "config"):
             updates = record.run.config.update if kind == "run" else record.config.update
