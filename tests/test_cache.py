@@ -13,6 +13,7 @@ import torch
 from facegan import FaceDataModule
 from facegan.data import cache as cache_module
 from facegan.data.cache import CachedFaces
+from facegan.data.datamodule import DeviceBatches
 from facegan.data.sources import FaceImageDataset
 from facegan.images import from_uint8
 from tests.test_datamodule import write_images
@@ -171,6 +172,28 @@ def test_device_resident_batches_cover_the_data_once_per_epoch_and_train(faces, 
     assert int(model.images_seen) == 6
     with pytest.raises(ValueError, match="`device_resident` needs `cache`"):
         FaceDataModule(device_resident=True)
+
+
+def test_device_resident_processes_share_each_epochs_order_whatever_their_random_streams(faces, tmp_path):
+    """Under DDP every process has its own torch RNG stream (FaceGAN decorrelates them); the shards
+    must still come from one permutation per epoch, or processes would see overlapping images."""
+    dataset = cached(faces, tmp_path / "cache", image_size=32).datasets["train"]
+    epoch = [0]
+
+    def shards(epoch_number: int) -> list[list[float]]:
+        epoch[0] = epoch_number
+        out = []
+        for rank in range(2):
+            torch.manual_seed(1000 + rank)  # a different global stream per process
+            loader = DeviceBatches(dataset, 1, torch.device("cpu"), 2, rank, seed=7, epoch=lambda: epoch[0])
+            out.append([float(batch.float().mean()) for batch in loader])
+        return out
+
+    first = shards(0)
+    assert len(first[0]) == len(first[1]) == 3
+    assert sorted(first[0] + first[1]) == pytest.approx(sorted(float(x.float().mean()) for x in dataset))
+    assert shards(0) == first  # a resumed epoch replays its order
+    assert shards(1) != first  # and the next epoch is another one
 
 
 def test_cached_batches_are_read_in_process_unless_workers_are_asked_for(faces, tmp_path):

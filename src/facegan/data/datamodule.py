@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,20 +101,25 @@ def _leave_job_sigterm_to_the_trainer(worker_id: int) -> None:
 class DeviceBatches:
     """Shuffled uint8 training batches drawn from a copy of the whole cache on ``device``.
 
-    Each epoch draws one permutation (torch's RNG on ``device``, so resumes continue it), gives
-    process ``rank`` of ``world_size`` every ``world_size``-th index, and drops the last partial batch.
+    Epoch ``e`` is one permutation drawn from ``seed + e`` (as ``DistributedSampler`` does; ``epoch``
+    returns the trainer's current epoch), so every process draws the same one even though each has
+    its own random streams, a resume replays the epoch it stopped in, and process ``rank`` of
+    ``world_size`` takes every ``world_size``-th index: together the processes see each image once
+    per epoch. The last partial batch is dropped.
     """
 
     def __init__(self, dataset: CachedFaces, batch_size: int, device: torch.device, world_size: int = 1,
-                 rank: int = 0) -> None:  # fmt: skip
+                 rank: int = 0, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
         self.images = dataset.__getitems__(list(range(len(dataset)))).to(device)  # (N, 3, S, S) uint8
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
         return (self.images.shape[0] // self.world_size) // self.batch_size
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.images.shape[0], device=self.images.device)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch())
+        order = torch.randperm(self.images.shape[0], generator=generator).to(self.images.device)
         mine = order[self.rank :: self.world_size]
         for i in range(len(self)):
             yield self.images[mine[i * self.batch_size : (i + 1) * self.batch_size]]
@@ -395,7 +400,9 @@ class FaceDataModule(L.LightningDataModule):
             trainer = getattr(self, "trainer", None)
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            return DeviceBatches(self.datasets["train"], self.batch_size, device, world, rank)
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
+            epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+            return DeviceBatches(self.datasets["train"], self.batch_size, device, world, rank, seed, epoch)
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
