@@ -101,7 +101,9 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
 
 
 LEAVES_A_LOADER_OPEN = """
+import multiprocessing, sys
 from facegan import FaceDataModule
+multiprocessing.set_start_method(sys.argv[1])
 datamodule = FaceDataModule(batch_size=8, num_workers=1)
 datamodule.setup("fit")
 batches = iter(datamodule.train_dataloader())  # never exhausted, never closed
@@ -109,11 +111,16 @@ print(tuple(next(batches).shape), flush=True)
 """
 
 
-def test_a_program_that_leaves_a_loader_open_still_exits():
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_a_program_that_leaves_a_loader_open_still_exits(start_method):
     # At interpreter exit multiprocessing terminate()s the worker and joins it: a worker that ignored
-    # SIGTERM outright made this (and the whole test session) wait forever.
+    # SIGTERM outright made this (and the whole test session) wait forever. Under forkserver (Python
+    # 3.14's default on Linux) the worker is not a fork of the trainer: worker_init_fn is pickled.
     result = subprocess.run(
-        [sys.executable, "-c", LEAVES_A_LOADER_OPEN], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", LEAVES_A_LOADER_OPEN, start_method],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "(8, 3, 64, 64)"

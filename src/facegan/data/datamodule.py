@@ -9,6 +9,7 @@ import signal
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ class _FromUint8(Dataset):
         return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
 
 
-def _leave_job_sigterm_to_the_trainer(worker_id: int) -> None:
+def _leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
     """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
 
     ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
@@ -83,9 +84,13 @@ def _leave_job_sigterm_to_the_trainer(worker_id: int) -> None:
     at once: ignoring SIGTERM outright would make that exit wait forever. A worker whose trainer died
     ends by itself (the DataLoader watchdog).
 
-    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender.
+    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender
+    (``trainer_pid`` is passed in rather than taken from ``getppid``: under ``forkserver`` the
+    worker is forked by the fork server, not by the trainer).
+    Where that call does not exist (macOS, Windows) the worker keeps the default: it dies of any SIGTERM.
     """
-    trainer_pid = os.getppid()
+    if not hasattr(signal, "sigwaitinfo"):
+        return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the trainer's fork
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
 
@@ -390,7 +395,9 @@ class FaceDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
-            worker_init_fn=_leave_job_sigterm_to_the_trainer if workers > 0 else None,
+            worker_init_fn=partial(_leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
+            if workers
+            else None,
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
