@@ -100,11 +100,10 @@ def main(argv: list[str]) -> dict:
     result["fid"] = round(fid.evaluate(trainer, model)["fid"], 2)
     result["fid_seconds"] = round(fid.history[-1]["seconds"], 1)
     if model.generator_ema is not None and not args.no_raw_generator:
-        # the same latents through the raw generator
+        # the same latents through the raw generator (standing statistics are kept per generator)
         ema, model.generator_ema = model.generator_ema, None
-        model._bn_stats_at_step = None
         result["fid_raw_generator"] = round(fid.evaluate(trainer, model)["fid"], 2)
-        model.generator_ema, model._bn_stats_at_step = ema, None
+        model.generator_ema = ema
     line = json.dumps(result)
     print(line, flush=True)
     with open(Path(args.out) / "results.jsonl", "a") as f:

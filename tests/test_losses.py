@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from facegan.losses import (
+from facegan.training.losses import (
     bce_with_logits,
     get_losses,
     hinge_d_loss,

@@ -155,12 +155,12 @@ def test_keras_recipe_trains_one_step_with_label_noise():
 
 
 def test_decorrelated_ranks_draw_different_latents_deterministically():
-    from facegan.module import _decorrelate_ranks
+    from facegan.training.distributed import decorrelate_ranks
 
     draws = {}
     for rank in (0, 1, 1):
         torch.manual_seed(0)  # what seed_everything leaves on every process
-        _decorrelate_ranks(rank)
+        decorrelate_ranks(rank)
         draws.setdefault(rank, []).append(torch.randn(4))
     assert not torch.equal(draws[0][0], draws[1][0])  # processes no longer share their fakes
     assert torch.equal(draws[1][0], draws[1][1])  # yet each rank's stream is reproducible

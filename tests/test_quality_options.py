@@ -13,9 +13,10 @@ from torch import nn
 
 from facegan import FaceGAN
 from facegan.cli import main
-from facegan.ema import ema_beta, update_ema
-from facegan.losses import r1_penalty
-from facegan.networks import NetworkConfig, ResNetDiscriminator, ResNetGenerator, build_networks
+from facegan.nets import NetworkConfig, build_networks
+from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
+from facegan.training.ema import ema_beta, update_ema
+from facegan.training.losses import r1_penalty
 from tests.conftest import CELEBA_SAMPLE
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 

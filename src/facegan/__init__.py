@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "FaceGAN": "facegan.module",
+    "FaceGAN": "facegan.training.module",
     "FaceDataModule": "facegan.data",
     "FIDMonitor": "facegan.callbacks",
     "SampleGridMonitor": "facegan.callbacks",
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from facegan.callbacks import FIDMonitor, SampleGridMonitor
     from facegan.data import FaceDataModule
     from facegan.export import export_generator, load_generator
-    from facegan.module import FaceGAN
+    from facegan.training.module import FaceGAN
 
 
 def __getattr__(name: str) -> Any:

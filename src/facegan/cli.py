@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
 from facegan.callbacks.common import run_root
 from facegan.data import FaceDataModule
-from facegan.module import FaceGAN
+from facegan.training.module import FaceGAN
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from facegan.networks import NetworkConfig, build_generator
+from facegan.nets import NetworkConfig, build_generator
 
 EXPORT_FORMAT = 1
 WEIGHTS_FILE = "generator.safetensors"
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def model_from_checkpoint(path: str | os.PathLike) -> Any:
     """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode."""
-    from facegan.module import FaceGAN  # here: export.py must stay importable without Lightning deps
+    from facegan.training.module import FaceGAN  # here: export.py must stay importable without Lightning deps
 
     checkpoint = load_checkpoint(path)
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}

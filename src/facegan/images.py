@@ -7,6 +7,8 @@ grids and FID see exactly the same pixels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -24,3 +26,8 @@ def to_uint8(images: Tensor) -> Tensor:
 def from_uint8(images: Tensor) -> Tensor:
     """Map ``uint8`` images (any shape) to float ``[-1, 1]``."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+def batch_images(batch: Any) -> Tensor:
+    """The images of a batch: the batch itself, or the first item of ``(images, labels...)``."""
+    return batch[0] if isinstance(batch, list | tuple) else batch

@@ -1,0 +1,64 @@
+"""The one way facegan writes a file that others may read: a temporary file, fsync, rename.
+
+Readers (a resume, another process, the next run) then see either the previous complete file or the
+new complete file under the target's name, never a truncated one: ``os.replace`` is atomic within a
+file system, so the temporary file lives in the target's own folder (not the system temp folder,
+which may be another file system, where a move is a plain copy).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+def temp_name(target: Path) -> Path:
+    """``.<name>.<host>.<pid>.tmp`` beside ``target``: whose build it is, for cleaning up after kills."""
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``target``; on a clean exit fsync it and rename it to ``target``.
+
+    On an exception (including ``KeyboardInterrupt``) the temporary file is removed and ``target`` is
+    left as it was. The folder is created if needed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+        >>> with atomic_write(path, "w") as file:
+        ...     _ = file.write("complete")
+        >>> path.read_text()
+        'complete'
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        with open(tmp, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_folder(target.parent)

@@ -1,0 +1,93 @@
+"""The network families facegan knows, and the one way to build them from a :class:`NetworkConfig`.
+
+Every generator maps ``z (N, latent_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]`` and has a
+``latent_dim`` attribute; every discriminator maps such images to one logit each, ``(N,)``. A family
+is registered once in :data:`FAMILIES` with its sizes, its spectral-norm default and two builders;
+adding a family means adding a file and one entry here.
+
+``spectral_norm`` wraps every conv and dense layer of D (:func:`facegan.nets.layers.apply_spectral_norm`);
+a spectrally normalized ``dcgan`` D drops its BatchNorm layers, as SNGAN's "standard CNN" does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from facegan.nets.keras import KerasDiscriminator, KerasGenerator
+from facegan.nets.layers import apply_spectral_norm
+from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything needed to rebuild a generator/discriminator pair."""
+
+    arch: str = "dcgan"
+    image_size: int = 64
+    latent_dim: int = 128
+    g_channels: int = 64  # dcgan/resnet: width of G's last hidden layer (ngf in the paper)
+    d_channels: int = 64  # dcgan/resnet: width of D's first layer (ndf in the paper)
+    spectral_norm: bool = False  # spectral normalization of every D layer
+
+    def __post_init__(self) -> None:
+        if self.arch not in FAMILIES:
+            raise ValueError(f"`arch` must be one of {ARCHITECTURES}, but got {self.arch!r}")
+        sizes = FAMILIES[self.arch].sizes
+        if self.image_size not in sizes:
+            raise ValueError(
+                f"`image_size` must be one of {sizes} for arch={self.arch!r}, but got {self.image_size}"
+            )
+        for name in ("latent_dim", "g_channels", "d_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, but got {value!r}")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One network family: the sizes it supports and how to build its two networks."""
+
+    sizes: tuple[int, ...]
+    spectral_norm_default: bool
+    generator: Callable[[NetworkConfig], nn.Module]
+    discriminator: Callable[[NetworkConfig], nn.Module]
+
+
+FAMILIES: dict[str, Family] = {
+    "dcgan": Family(
+        (32, 64, 128),
+        False,
+        lambda c: DCGANGenerator(c.image_size, c.latent_dim, c.g_channels),
+        lambda c: DCGANDiscriminator(c.image_size, c.d_channels, batch_norm=not c.spectral_norm),
+    ),
+    "keras": Family((128,), False, lambda c: KerasGenerator(c.latent_dim), lambda c: KerasDiscriminator()),
+    "resnet": Family(
+        (32, 64, 128),
+        True,
+        lambda c: ResNetGenerator(c.image_size, c.latent_dim, c.g_channels),
+        lambda c: ResNetDiscriminator(c.image_size, c.d_channels),
+    ),
+}
+ARCHITECTURES = tuple(FAMILIES)
+SUPPORTED_SIZES = {name: family.sizes for name, family in FAMILIES.items()}
+SPECTRAL_NORM_DEFAULT = {name: family.spectral_norm_default for name, family in FAMILIES.items()}
+
+
+def build_generator(config: NetworkConfig) -> nn.Module:
+    """The generator of ``config``, freshly initialised (``.latent_dim`` tells its input size)."""
+    return FAMILIES[config.arch].generator(config)
+
+
+def build_discriminator(config: NetworkConfig) -> nn.Module:
+    """The discriminator of ``config``, freshly initialised (spectrally normalized if configured)."""
+    discriminator = FAMILIES[config.arch].discriminator(config)
+    return apply_spectral_norm(discriminator) if config.spectral_norm else discriminator
+
+
+def build_networks(config: NetworkConfig) -> tuple[nn.Module, nn.Module]:
+    """Return ``(generator, discriminator)`` for ``config``, freshly initialised."""
+    return build_generator(config), build_discriminator(config)

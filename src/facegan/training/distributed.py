@@ -1,0 +1,88 @@
+"""Distributed-training plumbing for a GAN in one LightningModule (plain torch.distributed).
+
+Under DDP, Lightning wraps the whole module (G and D) in one ``DistributedDataParallel``, whose
+reducer expects every parameter to receive a gradient in every backward pass. A GAN's D backward
+never reaches G and its G backward never updates D, hence the well-known "parameters that were not
+used in producing loss" failure (and ``find_unused_parameters=True`` only papers over it with a graph
+search per backward). facegan instead does what a plain PyTorch GAN does with one DDP wrapper per
+network: it switches the whole-module reducer off for its training step (:func:`disable_reducer`)
+and all-reduces exactly the gradients of the player that is about to step
+(:func:`average_gradients`), right before ``opt.step()``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """``module.trainer``, or ``None`` outside a Trainer (e.g. in a user's own loop)."""
+    try:
+        return module.trainer
+    except RuntimeError:  # "... is not attached to a `Trainer`."
+        return None
+
+
+def world_size(module: L.LightningModule) -> int:
+    """Number of training processes (1 outside a Trainer)."""
+    trainer = attached_trainer(module)
+    return trainer.world_size if trainer is not None else 1
+
+
+def is_distributed(module: L.LightningModule) -> bool:
+    """Whether collectives are needed: several processes and an initialised process group."""
+    return world_size(module) > 1 and dist.is_available() and dist.is_initialized()
+
+
+def disable_reducer(module: L.LightningModule) -> None:
+    """Stop the whole-module DDP wrapper from reducing gradients (see the module docstring)."""
+    trainer = attached_trainer(module)
+    wrapper = getattr(trainer.strategy, "model", None) if trainer is not None else None
+    if isinstance(wrapper, DistributedDataParallel):
+        wrapper.require_backward_grad_sync = False  # Lightning's pre_backward then skips the reducer
+
+
+def average_gradients(module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    """All-reduce (mean over processes) the gradients of ``optimizer``'s parameters, in one flat buffer.
+
+    A no-op unless ``module`` trains in several processes.
+    """
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads or not is_distributed(module):
+        return
+    flat = torch.cat([grad.reshape(-1) for grad in grads])  # one collective instead of one per tensor
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, synced in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
+        grad.copy_(synced.view_as(grad))
+
+
+def broadcast_buffers(module: L.LightningModule) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics), as DDP's ``broadcast_buffers`` does.
+
+    A no-op unless ``module`` trains in several processes.
+    """
+    if not is_distributed(module):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def decorrelate_ranks(rank: int) -> None:
+    """Give each process its own random streams, deterministically from the current (shared) state.
+
+    ``seed_everything`` seeds every DDP process alike, and a resume restores rank 0's states on all
+    of them: every process would then draw the same latents (and augmentations), so the ranks'
+    "different" fake batches would be copies. Draw one number from the shared state, add the rank,
+    and reseed torch (CPU and CUDA), Python and NumPy with it.
+    """
+    seed = int(torch.randint(0, 2**62, (1,))) + rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)

@@ -1,0 +1,37 @@
+"""This process's random states (torch CPU and CUDA, Python, NumPy), as checkpoints carry them.
+
+Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
+``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way. Here
+every state is a tensor or a plain type.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_states() -> dict[str, Any]:
+    """The current random states, loadable with ``weights_only=True``."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore states written by :func:`rng_states` (CUDA only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))

@@ -1,0 +1,49 @@
+"""What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks they imply."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from facegan.nets import SPECTRAL_NORM_DEFAULT, NetworkConfig
+
+
+def check_settings(hp: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first setting of ``hp`` (FaceGAN's hparams) that is out of range."""
+    if hp["arch"] == "keras" and (hp["g_channels"] is not None or hp["d_channels"] is not None):
+        raise ValueError(
+            "FaceGAN: `g_channels`/`d_channels` set the dcgan widths; the 'keras' architecture has "
+            "fixed widths, so leave them unset (null)"
+        )
+    if hp["n_disc_steps"] < 1:
+        raise ValueError(f"FaceGAN: `n_disc_steps` must be an integer >= 1, but got {hp['n_disc_steps']}")
+    if hp["label_noise"] < 0:
+        raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {hp['label_noise']}")
+    if hp["num_samples"] < 1:
+        raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {hp['num_samples']}")
+    if hp["r1_gamma"] < 0 or hp["r1_every"] < 1:
+        raise ValueError(
+            f"FaceGAN: `r1_gamma` must be >= 0 and `r1_every` an integer >= 1, but got "
+            f"r1_gamma={hp['r1_gamma']}, r1_every={hp['r1_every']}"
+        )
+    if hp["ema_kimg"] is not None and hp["ema_kimg"] <= 0:
+        raise ValueError(f"FaceGAN: `ema_kimg` must be > 0 or null (no EMA), but got {hp['ema_kimg']}")
+    if hp["ema_rampup"] is not None and hp["ema_rampup"] <= 0:
+        raise ValueError(f"FaceGAN: `ema_rampup` must be > 0 or null, but got {hp['ema_rampup']}")
+    if hp["label_noise"] and hp["loss"] != "nonsaturating":
+        raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
+
+
+def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
+    """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths -> 64, the papers')."""
+    arch = hp["arch"]
+    return NetworkConfig(
+        arch=arch,
+        image_size=hp["image_size"],
+        latent_dim=hp["latent_dim"],
+        g_channels=64 if hp["g_channels"] is None else hp["g_channels"],
+        d_channels=64 if hp["d_channels"] is None else hp["d_channels"],
+        spectral_norm=SPECTRAL_NORM_DEFAULT.get(arch, False)
+        if hp["spectral_norm"] is None
+        else hp["spectral_norm"],
+    )
