@@ -12,7 +12,7 @@ if __name__ == "__main__":
         tools_main()
     else:
         from facegan.cli import main
-        from facegan.data.sources import BadImageError, error_message
+        from facegan.data.decode import BadImageError, error_message
 
         try:
             main()

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.callbacks.common import logger_step
-from facegan.data.sources import collate_images
+from facegan.data.decode import collate_images
 from facegan.images import to_uint8
 
 log = logging.getLogger(__name__)

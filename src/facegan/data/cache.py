@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +27,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from facegan.data.sources import FaceImageDataset
+from facegan.data.decode import FaceImageDataset
+from facegan.io.atomic import atomic_write, remove_abandoned
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FACEGAN_CACHE")
-    return (Path(env) if env else Path("~/.cache/facegan")).expanduser() / "data"
 
 
 def cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path, str]:
@@ -64,29 +58,6 @@ def _collate(items: list[tuple[int, torch.Tensor | None]]) -> list[tuple[int, to
     return items
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    return True
-
-
-def _remove_abandoned_builds(folder: Path, host: str) -> None:
-    """Delete the temporary files of this host's builds whose process no longer exists.
-
-    Only this host's: a cache folder shared over the network may hold another machine's build in
-    progress, whose process id means nothing here.
-    """
-    for tmp in folder.glob(f".faces-*.{host}.*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
-
-
 def build_cache(
     dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
 ) -> tuple[Path, dict[str, Any]]:
@@ -96,35 +67,24 @@ def build_cache(
     if meta is not None:
         return rows_path, meta
     folder.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname()
-    _remove_abandoned_builds(folder, host)
-    tmp_rows = rows_path.with_name(f".{rows_path.name}.{host}.{os.getpid()}.tmp")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{host}.{os.getpid()}.tmp")
+    for tmp in remove_abandoned(folder, "faces-*"):
+        log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
     size = dataset.image_size
     loader = DataLoader(
         _Uint8Rows(dataset), batch_size=64, num_workers=num_workers, collate_fn=_collate
     )  # in order: row i of the cache is the i-th readable image
     count, skipped = 0, []
-    try:
-        with open(tmp_rows, "wb") as out:
-            for items in tqdm(
-                loader, desc=f"facegan: caching {len(dataset)} images at {size} px", unit="batch"
-            ):
-                for index, image in items:
-                    if image is None:
-                        skipped.append(index)
-                        continue
-                    out.write(image.numpy().tobytes())
-                    count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        meta = {"key": blob, "count": count, "shape": [3, size, size], "dtype": "uint8", "skipped": skipped}
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_rows, rows_path)  # rows first: without the JSON they are never used
-        os.replace(tmp_meta, meta_path)
-    finally:
-        tmp_rows.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
+    with atomic_write(rows_path) as out:  # rows first: without the JSON they are never used
+        for items in tqdm(loader, desc=f"facegan: caching {len(dataset)} images at {size} px", unit="batch"):
+            for index, image in items:
+                if image is None:
+                    skipped.append(index)
+                    continue
+                out.write(image.numpy().tobytes())
+                count += 1
+    meta = {"key": blob, "count": count, "shape": [3, size, size], "dtype": "uint8", "skipped": skipped}
+    with atomic_write(meta_path, "w") as out:
+        json.dump(meta, out)
     log.info("FaceDataModule: cached %d images in %s", count, rows_path)
     return rows_path, meta
 

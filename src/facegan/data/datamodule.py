@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import signal
-import threading
-import zipfile
-from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -17,117 +12,19 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facegan.data.cache import CachedFaces, build_cache, collate_uint8, default_cache_dir
+from facegan.data.cache import CachedFaces, build_cache, collate_uint8
+from facegan.data.decode import FaceImageDataset, collate_images
+from facegan.data.fingerprint import fingerprint
 from facegan.data.procedural import ProceduralFaces
-from facegan.data.sources import (
-    CELEBA_IMAGES,
-    CELEBA_PARTITION,
-    FaceImageDataset,
-    FolderSource,
-    ZipSource,
-    collate_images,
-    read_partition,
-)
+from facegan.data.resident import DeviceBatches
+from facegan.data.sources import CELEBA_PARTITION, SOURCES, resolve_source
+from facegan.data.splits import SPLITS, partition_split, random_split
+from facegan.data.views import Flipped, unflipped
+from facegan.data.workers import leave_job_sigterm_to_the_trainer
 from facegan.images import from_uint8
+from facegan.io.paths import cache_dir
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("auto", "procedural", "folder", "celeba", "zip")
-SPLITS = ("train", "val", "test")
-
-
-class _Flipped(Dataset):
-    """Random horizontal flips over a dataset of ``(3, S, S)`` tensors."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.dataset[index]
-        return image.flip(-1) if torch.rand(()) < 0.5 else image
-
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        """Batched path (the DataLoader calls it when present): render together, flip each."""
-        getitems = getattr(self.dataset, "__getitems__", None)
-        images = getitems(indices) if getitems else [self.dataset[i] for i in indices]
-        flips = (torch.rand(len(images)) < 0.5).tolist()
-        return [image.flip(-1) if flip else image for image, flip in zip(images, flips, strict=True)]
-
-
-class _FromUint8(Dataset):
-    """float ``[-1, 1]`` view of a uint8 dataset (FID's real images from the cache)."""
-
-    def __init__(self, dataset: CachedFaces) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return from_uint8(self.dataset[index])
-
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
-
-
-def _leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
-    """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
-
-    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
-    makes the trainer raise "DataLoader worker ... killed by signal" at an arbitrary point, before
-    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary; so such a SIGTERM
-    is left to the trainer, which stops, saves and then shuts its workers down. The trainer's own
-    ``terminate()`` (DataLoader shutdown, ``multiprocessing`` at interpreter exit) still ends the worker
-    at once: ignoring SIGTERM outright would make that exit wait forever. A worker whose trainer died
-    ends by itself (the DataLoader watchdog).
-
-    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender
-    (``trainer_pid`` is passed in rather than taken from ``getppid``: under ``forkserver`` the
-    worker is forked by the fork server, not by the trainer).
-    Where that call does not exist (macOS, Windows) the worker keeps the default: it dies of any SIGTERM.
-    """
-    if not hasattr(signal, "sigwaitinfo"):
-        return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the trainer's fork
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
-
-    def wait_for_sigterm() -> None:
-        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer_pid:
-            pass
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        os.kill(os.getpid(), signal.SIGTERM)  # default action: the worker ends "killed by SIGTERM"
-
-    threading.Thread(target=wait_for_sigterm, name="facegan-sigterm", daemon=True).start()
-
-
-class DeviceBatches:
-    """Shuffled uint8 training batches drawn from a copy of the whole cache on ``device``.
-
-    Epoch ``e`` is one permutation drawn from ``seed + e`` (as ``DistributedSampler`` does; ``epoch``
-    returns the trainer's current epoch), so every process draws the same one even though each has
-    its own random streams, a resume replays the epoch it stopped in, and process ``rank`` of
-    ``world_size`` takes every ``world_size``-th index: together the processes see each image once
-    per epoch. The last partial batch is dropped.
-    """
-
-    def __init__(self, dataset: CachedFaces, batch_size: int, device: torch.device, world_size: int = 1,
-                 rank: int = 0, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
-        self.images = dataset.__getitems__(list(range(len(dataset)))).to(device)  # (N, 3, S, S) uint8
-        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
-        self.seed, self.epoch = seed, epoch
-
-    def __len__(self) -> int:
-        return (self.images.shape[0] // self.world_size) // self.batch_size
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch())
-        order = torch.randperm(self.images.shape[0], generator=generator).to(self.images.device)
-        mine = order[self.rank :: self.world_size]
-        for i in range(len(self)):
-            yield self.images[mine[i * self.batch_size : (i + 1) * self.batch_size]]
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -219,93 +116,17 @@ class FaceDataModule(L.LightningDataModule):
         self.kind: str | None = None  # resolved source kind, after setup()
 
     # ------------------------------------------------------------------------------------ setup
-    def _resolve(self) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
-        """Return ``(kind, image source, partition file or None)`` for ``root``/``source``."""
-        if self.root is None:
-            if self.source not in ("auto", "procedural"):
-                raise ValueError(f"FaceDataModule: source={self.source!r} needs `root` (a path)")
-            return "procedural", None, None
-        if self.source == "procedural":
-            raise ValueError("FaceDataModule: source='procedural' takes no `root`; unset one of them")
-        root = Path(self.root).expanduser()
-        expected = (
-            "expected a folder of images (jpg, png, webp, bmp), a .zip of images, or a CelebA folder "
-            f"holding {CELEBA_IMAGES}/ or {CELEBA_IMAGES}.zip (and optionally {CELEBA_PARTITION})"
-        )
-        if not root.exists():
-            raise FileNotFoundError(
-                f"FaceDataModule: `root` {str(root)!r} does not exist; {expected}. Leave `root` unset "
-                "to train on the built-in procedural faces."
-            )
-        if root.is_dir():
-            partition = root / CELEBA_PARTITION
-            if (root / CELEBA_IMAGES).is_dir():
-                celeba: FolderSource | ZipSource = FolderSource(root / CELEBA_IMAGES)
-            elif (root / f"{CELEBA_IMAGES}.zip").is_file():
-                celeba = self._zip(root / f"{CELEBA_IMAGES}.zip", celeba_prefix=True)
-            elif root.name == CELEBA_IMAGES and (root.parent / CELEBA_PARTITION).is_file():
-                celeba, partition = FolderSource(root), root.parent / CELEBA_PARTITION
-            elif self.source == "celeba":
-                raise FileNotFoundError(f"FaceDataModule: source='celeba' but {str(root)!r}: {expected}")
-            else:
-                if self.source == "zip":
-                    raise ValueError(f"FaceDataModule: source='zip' but `root` {str(root)!r} is a folder")
-                return "folder", FolderSource(root), None
-            if self.source not in ("auto", "celeba"):
-                raise ValueError(
-                    f"FaceDataModule: `root` {str(root)!r} has the CelebA layout; use source='celeba' or 'auto'"
-                )
-            return "celeba", celeba, partition if partition.is_file() else None
-        if not zipfile.is_zipfile(root):
-            raise ValueError(
-                f"FaceDataModule: `root` {str(root)!r} is a file but not a zip archive; {expected}"
-            )
-        if self.source == "folder":
-            raise ValueError(f"FaceDataModule: source='folder' but `root` {str(root)!r} is a zip file")
-        partition = root.parent / CELEBA_PARTITION
-        if root.name == f"{CELEBA_IMAGES}.zip" and self.source != "zip":
-            return "celeba", self._zip(root, celeba_prefix=True), partition if partition.is_file() else None
-        return "zip", self._zip(root), None
-
-    @staticmethod
-    def _zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
-        try:
-            source = ZipSource(path)
-        except zipfile.BadZipFile as error:
-            raise ValueError(f"FaceDataModule: cannot open zip archive {str(path)!r}: {error}") from error
-        prefix = f"{CELEBA_IMAGES}/"
-        if celeba_prefix and any(name.startswith(prefix) for name in source.names):
-            source.names = [name for name in source.names if name.startswith(prefix)]
-        return source
-
-    def _split(self, source: FolderSource | ZipSource, partition: Path | None) -> dict[str, list[int]]:
+    def _split(self, names: list[str], partition: Path | None) -> dict[str, list[int]]:
         if partition is not None:
-            splits = read_partition(partition)
-            indices: dict[str, list[int]] = {split: [] for split in SPLITS}
-            unlisted = 0
-            for i, name in enumerate(source.names):
-                split = splits.get(name.rsplit("/", 1)[-1])
-                if split is None:
-                    unlisted += 1
-                else:
-                    indices[split].append(i)
-            if unlisted:
-                log.warning("%d images are not listed in %s and are not used", unlisted, partition)
-            return indices
-        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(self.hparams.split_seed))
-        n_val = int(round(len(source) * self.hparams.val_fraction))
-        n_test = int(round(len(source) * self.hparams.test_fraction))
-        return {
-            "val": sorted(order[:n_val].tolist()),
-            "test": sorted(order[n_val : n_val + n_test].tolist()),
-            "train": sorted(order[n_val + n_test :].tolist()),
-        }
+            return partition_split(names, partition)
+        hp = self.hparams
+        return random_split(len(names), hp.val_fraction, hp.test_fraction, hp.split_seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         hp = self.hparams
-        kind, source, partition = self._resolve()
+        kind, source, partition = resolve_source(self.root, self.source)
         self.kind = kind
         if source is None:
             if hp.cache:
@@ -316,7 +137,7 @@ class FaceDataModule(L.LightningDataModule):
             n_held_out = max(self.batch_size, int(round(hp.num_procedural * hp.val_fraction)))
             train: Dataset = ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed)
             self.datasets = {
-                "train": _Flipped(train) if hp.flip else train,
+                "train": Flipped(train) if hp.flip else train,
                 "val": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 1),
                 "test": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 2),
             }
@@ -326,7 +147,7 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: no images found in {self.root!r} (kind {kind!r}); expected files ending "
                     "in .jpg, .jpeg, .png, .webp or .bmp"
                 )
-            for split, indices in self._split(source, partition).items():
+            for split, indices in self._split(source.names, partition).items():
                 self.datasets[split] = self.image_datasets[split] = FaceImageDataset(
                     source,
                     indices,
@@ -347,7 +168,7 @@ class FaceDataModule(L.LightningDataModule):
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
 
     def _cached(self, split: str) -> CachedFaces:
-        folder = Path(self.hparams.cache_dir).expanduser() if self.hparams.cache_dir else default_cache_dir()
+        folder = cache_dir("data", self.hparams.cache_dir)
         rows_path, meta = build_cache(
             self.image_datasets[split], folder, self.fingerprint(split), num_workers=self._workers()
         )
@@ -384,8 +205,8 @@ class FaceDataModule(L.LightningDataModule):
             workers = 0
         pin = self.hparams.pin_memory
         if pin is None:
-            accelerator = getattr(getattr(self, "trainer", None), "accelerator", None)
-            pin = type(accelerator).__name__ == "CUDAAccelerator"
+            trainer = getattr(self, "trainer", None)
+            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -395,7 +216,7 @@ class FaceDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
-            worker_init_fn=partial(_leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
+            worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
             if workers
             else None,
         )
@@ -427,21 +248,7 @@ class FaceDataModule(L.LightningDataModule):
             raise ValueError(f"FaceDataModule: `split` must be one of {SPLITS}, but got {split!r}")
         if not self.datasets:
             self.setup()
-        dataset = self.datasets[split]
-        if isinstance(dataset, CachedFaces):
-            return _FromUint8(dataset)
-        if isinstance(dataset, _Flipped):
-            return dataset.dataset
-        if isinstance(dataset, FaceImageDataset) and dataset.flip:
-            return FaceImageDataset(
-                dataset.source,
-                dataset.indices,
-                dataset.image_size,
-                dataset.crop_size,
-                False,
-                dataset.skip_bad_images,
-            )
-        return dataset
+        return unflipped(self.datasets[split])
 
     def fingerprint(self, split: str = "train") -> dict[str, Any]:
         """What identifies the images of ``split``: a cache key for statistics computed from them.
@@ -452,27 +259,7 @@ class FaceDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
-        key: dict[str, Any] = {"kind": self.kind, "split": split, "image_size": self.image_size}
-        if isinstance(dataset, ProceduralFaces):
-            key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)
-            return key
-        assert isinstance(dataset, FaceImageDataset)
-        source = dataset.source
-        digest = hashlib.sha256()
-        if isinstance(source, ZipSource):
-            stat = source.path.stat()
-            digest.update(os.fsencode(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"))
-            digest.update("\n".join(source.names[i] for i in dataset.indices).encode())
-        else:
-            for i in dataset.indices:
-                path = source.root / source.names[i]
-                stat = path.stat()
-                # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
-                digest.update(os.fsencode(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n"))
-        key.update(
-            files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=self.hparams.crop_size
-        )
-        return key
+        return fingerprint(dataset, self.kind, split, self.image_size, self.hparams.crop_size)
 
     @property
     def skipped_images(self) -> int:

@@ -1,47 +1,19 @@
-"""Image sources (a folder, a zip, the CelebA layout), decoding and preprocessing.
+"""Image sources: a folder, a zip, the CelebA layout (folder or zip), and how ``root`` picks one.
 
-A source is an ordered list of image names plus ``read(i) -> bytes``; :class:`FaceImageDataset`
-decodes, crops, resizes and scales them to facegan's ``(3, S, S)`` float ``[-1, 1]`` convention.
+A source is an ordered list of image names plus ``read(i) -> bytes`` and ``location(i)`` (for
+messages); :mod:`facegan.data.decode` turns the bytes into images.
 """
 
 from __future__ import annotations
 
-import io
-import multiprocessing
 import os
-import warnings
 import zipfile
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
-
-from facegan.images import from_uint8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
-SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}  # list_eval_partition.txt convention
-
-
-class BadImageError(RuntimeError):
-    """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
-
-
-def error_message(error: BaseException) -> str:
-    """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
-
-    An exception raised in a loader worker reaches the main process re-created with the message
-    "Caught X in DataLoader worker process N. Original Traceback ...: X: <message>".
-    """
-    text = str(error)
-    marker = f"{type(error).__name__}: "
-    if "Original Traceback" in text and marker in text:
-        return text.rsplit(marker, 1)[1].strip()
-    return text
+SOURCES = ("auto", "procedural", "folder", "celeba", "zip")
 
 
 def _is_image_name(name: str) -> bool:
@@ -100,119 +72,67 @@ class ZipSource:
         return {**self.__dict__, "_zip": None, "_pid": None}
 
 
-def read_partition(path: Path) -> dict[str, str]:
-    """``list_eval_partition.txt`` -> ``{file name: "train" | "val" | "test"}``."""
-    splits = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or parts[1] not in SPLIT_CODES:
-            raise ValueError(
-                f"{path}, line {lineno}: expected '<file name> <0|1|2>' (CelebA partition format), "
-                f"got {line!r}"
-            )
-        splits[parts[0]] = SPLIT_CODES[parts[1]]
-    return splits
+def open_zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
+    """A :class:`ZipSource`; with ``celeba_prefix``, only members below ``img_align_celeba/`` if any."""
+    try:
+        source = ZipSource(path)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"FaceDataModule: cannot open zip archive {str(path)!r}: {error}") from error
+    prefix = f"{CELEBA_IMAGES}/"
+    if celeba_prefix and any(name.startswith(prefix) for name in source.names):
+        source.names = [name for name in source.names if name.startswith(prefix)]
+    return source
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit and float images are rescaled, not clipped, to 8 bits."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image if image.mode == "RGB" else image.convert("RGB")
+def resolve_source(
+    root: str | None, source: str = "auto"
+) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
+    """``(kind, image source, partition file or None)`` for a data module's ``root`` and ``source``.
 
-
-def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
-    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``.
-
-    Crop-then-resize with bilinear filtering is Mimicry's CelebA preprocessing (crop 178, the
-    image width, then resize), the one behind its published FIDs.
+    ``root=None`` is the built-in procedural faces (no image source). A folder holding the CelebA
+    layout, a CelebA zip, any folder of images or any zip of images is detected from ``root``;
+    ``source`` other than ``"auto"`` insists on one kind.
     """
-    image = _to_rgb(image)
-    width, height = image.size
-    side = min(width, height) if crop_size is None else crop_size
-    if side > min(width, height):
-        raise BadImageError(
-            f"{location}: image is {width}x{height}, smaller than `crop_size`={crop_size}; "
-            "lower crop_size or leave it unset to crop to the shorter side"
+    if root is None:
+        if source not in ("auto", "procedural"):
+            raise ValueError(f"FaceDataModule: source={source!r} needs `root` (a path)")
+        return "procedural", None, None
+    if source == "procedural":
+        raise ValueError("FaceDataModule: source='procedural' takes no `root`; unset one of them")
+    path = Path(root).expanduser()
+    expected = (
+        "expected a folder of images (jpg, png, webp, bmp), a .zip of images, or a CelebA folder "
+        f"holding {CELEBA_IMAGES}/ or {CELEBA_IMAGES}.zip (and optionally {CELEBA_PARTITION})"
+    )
+    if not path.exists():
+        raise FileNotFoundError(
+            f"FaceDataModule: `root` {str(path)!r} does not exist; {expected}. Leave `root` unset "
+            "to train on the built-in procedural faces."
         )
-    left, top = int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
-    image = image.crop((left, top, left + side, top + side))
-    if side != image_size:
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-
-
-class FaceImageDataset(Dataset):
-    """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
-
-    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
-    :func:`collate_images`) after a warning, and is counted in ``skipped`` (shared by workers).
-    """
-
-    def __init__(
-        self,
-        source: FolderSource | ZipSource,
-        indices: list[int],
-        image_size: int,
-        crop_size: int | None = None,
-        flip: bool = False,
-        skip_bad_images: bool = False,
-    ) -> None:
-        self.source = source
-        self.indices = indices
-        self.image_size = image_size
-        self.crop_size = crop_size
-        self.flip = flip
-        self.skip_bad_images = skip_bad_images
-        self.skipped = multiprocessing.Value("i", 0)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, index: int) -> Tensor:
-        """The preprocessed uint8 image ``(3, S, S)``; :class:`BadImageError` naming the file if bad."""
-        i = self.indices[index]
-        location = self.source.location(i)
-        try:
-            data = self.source.read(i)
-            with Image.open(io.BytesIO(data)) as image:
-                return preprocess(image, self.image_size, self.crop_size, location)
-        except BadImageError:
-            raise
-        except Exception as error:  # PIL raises many types for broken files; name the file for all
-            raise BadImageError(
-                f"cannot read image {location}: {type(error).__name__}: {error}. Fix or remove the file, "
-                "or set skip_bad_images=True (--data.skip_bad_images true) to skip unreadable images"
-            ) from error
-
-    def load_or_skip(self, index: int) -> Tensor | None:
-        """:meth:`load`, or with ``skip_bad_images`` ``None`` for a bad image (warned and counted)."""
-        try:
-            return self.load(index)
-        except BadImageError as error:
-            if not self.skip_bad_images:
-                raise
-            with self.skipped.get_lock():
-                self.skipped.value += 1
-            warnings.warn(f"skipped: {error}", stacklevel=3)
-            return None
-
-    def __getitem__(self, index: int) -> Tensor | None:
-        image = self.load_or_skip(index)
-        if image is None:
-            return None
-        if self.flip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-        return from_uint8(image)
-
-
-def collate_images(batch: list[Tensor | None]) -> Tensor:
-    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
-    images = [image for image in batch if image is not None]
-    return torch.stack(images) if images else torch.empty(0)
+    if path.is_dir():
+        partition = path / CELEBA_PARTITION
+        if (path / CELEBA_IMAGES).is_dir():
+            celeba: FolderSource | ZipSource = FolderSource(path / CELEBA_IMAGES)
+        elif (path / f"{CELEBA_IMAGES}.zip").is_file():
+            celeba = open_zip(path / f"{CELEBA_IMAGES}.zip", celeba_prefix=True)
+        elif path.name == CELEBA_IMAGES and (path.parent / CELEBA_PARTITION).is_file():
+            celeba, partition = FolderSource(path), path.parent / CELEBA_PARTITION
+        elif source == "celeba":
+            raise FileNotFoundError(f"FaceDataModule: source='celeba' but {str(path)!r}: {expected}")
+        else:
+            if source == "zip":
+                raise ValueError(f"FaceDataModule: source='zip' but `root` {str(path)!r} is a folder")
+            return "folder", FolderSource(path), None
+        if source not in ("auto", "celeba"):
+            raise ValueError(
+                f"FaceDataModule: `root` {str(path)!r} has the CelebA layout; use source='celeba' or 'auto'"
+            )
+        return "celeba", celeba, partition if partition.is_file() else None
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"FaceDataModule: `root` {str(path)!r} is a file but not a zip archive; {expected}")
+    if source == "folder":
+        raise ValueError(f"FaceDataModule: source='folder' but `root` {str(path)!r} is a zip file")
+    partition = path.parent / CELEBA_PARTITION
+    if path.name == f"{CELEBA_IMAGES}.zip" and source != "zip":
+        return "celeba", open_zip(path, celeba_prefix=True), partition if partition.is_file() else None
+    return "zip", open_zip(path), None

@@ -62,3 +62,29 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_folder(target.parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
+
+
+def remove_abandoned(folder: Path, pattern: str = "*") -> list[Path]:
+    """Delete the temporary files (of targets matching ``pattern``) left by this host's dead processes.
+
+    A process killed outright (SIGKILL, out of memory) never removes its temporary file. Only this
+    host's are judged: a folder shared over the network may hold another machine's write in
+    progress, whose process id means nothing here. Returns the files removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(f".{pattern}.{socket.gethostname()}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

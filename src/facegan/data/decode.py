@@ -1,0 +1,141 @@
+"""Decoding and preprocessing: image bytes -> facegan's ``(3, S, S)`` float ``[-1, 1]`` images.
+
+:class:`FaceImageDataset` reads a source's images (:mod:`facegan.data.sources`), converts any PIL
+mode to RGB, center-crops a square, resizes it (torchvision's transforms, on the PIL image) and
+scales it; a file that cannot be decoded raises :class:`BadImageError` naming it, or is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from facegan.data.sources import FolderSource, ZipSource
+from facegan.images import from_uint8
+
+
+class BadImageError(RuntimeError):
+    """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
+
+
+def error_message(error: BaseException) -> str:
+    """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
+
+    An exception raised in a loader worker reaches the main process re-created with the message
+    "Caught X in DataLoader worker process N. Original Traceback ...: X: <message>".
+    """
+    text = str(error)
+    marker = f"{type(error).__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. 16-bit and float images are rescaled, not clipped, to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
+    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``.
+
+    Crop-then-resize with bilinear filtering is Mimicry's CelebA preprocessing (crop 178, the
+    image width, then resize), the one behind its published FIDs.
+    """
+    image = to_rgb(image)
+    width, height = image.size
+    side = min(width, height) if crop_size is None else crop_size
+    if side > min(width, height):
+        raise BadImageError(
+            f"{location}: image is {width}x{height}, smaller than `crop_size`={crop_size}; "
+            "lower crop_size or leave it unset to crop to the shorter side"
+        )
+    image = TF.center_crop(image, [side, side])  # on the PIL image: PIL's crop, torchvision's rounding
+    if side != image_size:  # PIL's bilinear resize (antialiased), as Mimicry's CelebA preprocessing
+        image = TF.resize(image, [image_size, image_size], InterpolationMode.BILINEAR, antialias=True)
+    return TF.pil_to_tensor(image)  # (3, H, W) uint8
+
+
+class FaceImageDataset(Dataset):
+    """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
+
+    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
+    :func:`collate_images`) after a warning, and is counted in ``skipped`` (shared by workers).
+    """
+
+    def __init__(
+        self,
+        source: FolderSource | ZipSource,
+        indices: list[int],
+        image_size: int,
+        crop_size: int | None = None,
+        flip: bool = False,
+        skip_bad_images: bool = False,
+    ) -> None:
+        self.source = source
+        self.indices = indices
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.flip = flip
+        self.skip_bad_images = skip_bad_images
+        self.skipped = multiprocessing.Value("i", 0)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int) -> Tensor:
+        """The preprocessed uint8 image ``(3, S, S)``; :class:`BadImageError` naming the file if bad."""
+        i = self.indices[index]
+        location = self.source.location(i)
+        try:
+            data = self.source.read(i)
+            with Image.open(io.BytesIO(data)) as image:
+                return preprocess(image, self.image_size, self.crop_size, location)
+        except BadImageError:
+            raise
+        except Exception as error:  # PIL raises many types for broken files; name the file for all
+            raise BadImageError(
+                f"cannot read image {location}: {type(error).__name__}: {error}. Fix or remove the file, "
+                "or set skip_bad_images=True (--data.skip_bad_images true) to skip unreadable images"
+            ) from error
+
+    def load_or_skip(self, index: int) -> Tensor | None:
+        """:meth:`load`, or with ``skip_bad_images`` ``None`` for a bad image (warned and counted)."""
+        try:
+            return self.load(index)
+        except BadImageError as error:
+            if not self.skip_bad_images:
+                raise
+            with self.skipped.get_lock():
+                self.skipped.value += 1
+            warnings.warn(f"skipped: {error}", stacklevel=3)
+            return None
+
+    def __getitem__(self, index: int) -> Tensor | None:
+        image = self.load_or_skip(index)
+        if image is None:
+            return None
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return from_uint8(image)
+
+
+def collate_images(batch: list[Tensor | None]) -> Tensor:
+    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
+    images = [image for image in batch if image is not None]
+    return torch.stack(images) if images else torch.empty(0)

@@ -1,0 +1,199 @@
+"""Face designs: face ``i`` of a seed turned into the geometry and colours of every part (numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facegan.data.procedural.palette import (
+    COLUMNS,
+    FRAME,
+    HAIR,
+    HAIR_CDF,
+    HIGH,
+    IRIS,
+    LIP,
+    LOW,
+    NUM_DRAWS,
+    SKIN,
+    STYLE_CDF,
+    STYLES,
+    WIDTHS,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceParams:
+    """Parameters of ``N`` faces, packed in one tensor so they are cheap to make and to unpack.
+
+    Attributes:
+        values: ``(N, P)`` float32 CPU tensor: one column per scalar, three per RGB colour.
+        widths: Parameter name -> number of columns (1 or 3), in column order.
+    """
+
+    values: Tensor
+    widths: dict[str, int]
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def __getitem__(self, name: str) -> Tensor:
+        """Returns parameter ``name``: ``(N,)`` for a scalar, ``(N, 3)`` for a colour."""
+        start = 0
+        for key, width in self.widths.items():
+            if key == name:
+                return self.values[:, start] if width == 1 else self.values[:, start : start + width]
+            start += width
+        raise KeyError(name)
+
+
+def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
+    """Designs faces ``indices``; face ``i`` depends only on ``(seed, i)``.
+
+    Args:
+        seed: Non-negative dataset seed.
+        indices: Non-negative face indices.
+
+    Returns:
+        The parameters of ``N = len(indices)`` faces.
+    """
+    u = np.stack([np.random.default_rng([seed, int(i)]).random(NUM_DRAWS) for i in indices])  # (N, D)
+    u = LOW + (HIGH - LOW) * u[:, : len(LOW)]
+    cols = zip(COLUMNS.items(), WIDTHS, strict=True)
+    d = {k: u[:, j] if w == 1 else u[:, j : j + w] for (k, j), w in cols}  # name -> (N,) or (N, 3)
+    i, f = np.divmod(d["skin"], 1.0)  # interpolate the skin palette
+    i, f = i.astype(int), f[:, None]
+    skin = (SKIN[i] * (1 - f) + SKIN[i + 1] * f) * d["skin_gain"][:, None]
+    hair = HAIR[np.searchsorted(HAIR_CDF, d["hair"])] * d["hair_gain"][:, None]
+    top, lips = d["bg"] * 0.7 + d["bg_lift"][:, None], skin + (LIP - skin) * d["lip_mix"][:, None]
+    style = STYLES[np.searchsorted(STYLE_CDF, d["style"])]  # (N, 6)
+    rx, ry, ex, ey, erx = d["rx"], d["ry"], d["eye_x"], d["eye_y"], d["eye_rx"]
+    nose_y, nose_w = d["nose_y"], d["nose_w"]
+    ery, iris_r, vol, mw = erx * d["eye_aspect"], erx * 0.55, style[:, 3] * d["volume"], d["mouth_w"]
+    expression = np.searchsorted([0.3, 0.75], d["expression"])  # neutral, smile, open
+    mouth_open, eye_open = (expression == 2) * d["open"], 1.0 * (d["closed"] > 0.08)
+    p = {  # colours (N, 3) first, then scalars (N,) or constants: centres x/y, radii rx/ry, alphas _a
+        "bg_top": top,
+        "bg_bottom": top + (d["bg2"] - top) * d["bg_grad"].clip(0.0, None)[:, None],
+        "skin": skin,
+        "hair": hair,
+        "clothes": d["clothes"],
+        "frame": FRAME[d["frame"].astype(int)],
+        "iris": IRIS[d["iris"].astype(int)] * d["iris_gain"][:, None],
+        "lips": lips,
+        "lip_line": lips * 0.45,
+        "neck_c": skin * 0.72,
+        "ear_c": skin * 0.9,
+        "back_c": hair * 0.8,
+        "beard_c": hair * 0.85,
+        "brow_c": hair * 0.6 + 0.02,
+        "shadow_c": skin * 0.78,
+        "side_c": skin * 0.7,
+        "nostril_c": skin * 0.45,
+        "rot": d["rot"],
+        "tx": d["tx"],
+        "ty": d["ty"],
+        "scale": d["scale"],
+        # Body: neck, shoulders, neckline; long hair behind the head; ears; head (jaw taper, shading).
+        "neck_w": rx * 0.42,
+        "neck_y": 0.3,
+        "shoulder_y": d["shoulder_y"],
+        "shoulder_rx": d["shoulder_rx"],
+        "shoulder_ry": 0.42,
+        "neckline_y": d["shoulder_y"] - 0.4,
+        "neckline_rx": rx * 0.48,
+        "neckline_ry": d["neckline"],
+        "back_y": 0.2,
+        "back_rx": rx + vol + 0.05,
+        "back_ry": ry + 0.3,
+        "hair_length": d["hair_length"],
+        "back_a": style[:, 4],
+        "ear_x": rx * 0.96,
+        "ear_y": ey + 0.07,
+        "ear_rx": 0.055 * d["ear"],
+        "ear_ry": 0.095 * d["ear"],
+        "head_rx": rx,
+        "head_ry": ry,
+        "jaw": d["jaw"],
+        "light_x": d["light_x"],
+        "light_y": -0.3,
+        "light": d["light"],
+        "shade": d["shade"],
+        # Beard; hair cap and hairline.
+        "beard_rx": rx + 0.015,
+        "beard_ry": ry + 0.02,
+        "beard_y": nose_y + d["beard_top"] + 0.03,
+        "beard_k": -1.5,
+        "beard_a": 0.9 * (d["beard"] < 0.14),
+        "cap_y": -vol * 0.5,
+        "cap_rx": rx + vol,
+        "cap_ry": ry + vol,
+        "hairline": style[:, 1] + d["hairline"],
+        "hair_curve": style[:, 2],
+        "hair_tilt": d["tilt"],
+        "fringe": style[:, 5],
+        "hair_a": np.where(style[:, 0] > 0, 1.0, d["buzz"]),
+        # Brows, eyes and glasses (y relative to the eye line).
+        "brow_x": ex + 0.01,
+        "brow_dy": -d["brow_raise"],
+        "brow_slope": d["brow_slope"],
+        "brow_bend": d["brow_bend"],
+        "brow_w": d["brow_w"],
+        "brow_len": d["brow_len"],
+        "eye_x": ex,
+        "eye_y": ey,
+        "eye_rx": erx,
+        "eye_ry": ery,
+        "eye_a": eye_open,
+        "gaze": d["gaze"],
+        "iris_r": iris_r,
+        "pupil_r": iris_r * 0.45,
+        "shine_x": iris_r * 0.3,
+        "shine_r": iris_r * 0.18,
+        "shine_a": eye_open * (d["eye_aspect"] > 0.5),
+        "lid_w": 0.008,
+        "lid_y": ery * 0.2 + 0.008,
+        "lid_side": 2.0 * eye_open - 1.0,
+        "glass_r": erx * 1.55,
+        "frame_w": d["frame_w"],
+        "arm_x": rx * 0.97,
+        "glasses_a": 1.0 * (d["glasses"] < 0.15),
+        # Cheeks, nose, mouth.
+        "blush_x": ex + 0.04,
+        "blush_y": ey + 0.2,
+        "blush_rx": 0.08,
+        "blush_ry": 0.05,
+        "blush_a": d["blush"].clip(0.0, None),
+        "shadow_y": nose_y + 0.01,
+        "shadow_rx": nose_w * 1.4,
+        "shadow_ry": 0.035,
+        "side_x": -nose_w * 0.7,
+        "side_w": 0.006,
+        "side_y": (ey + nose_y) / 2 + 0.04,
+        "side_len": (nose_y - ey) * 0.3,
+        "nose_y": nose_y,
+        "nostril_x": nose_w * 0.75,
+        "nostril_rx": 0.018,
+        "nostril_ry": 0.011,
+        "mouth_y": d["mouth_y"],
+        "mouth_w": mw,
+        "lip_h": d["lip_w"] + mouth_open,
+        "smile": np.where(expression > 0, d["smile"], d["flat"]) / mw**2,
+        "inner_rx": mw * 0.85,
+        "inner_ry": mouth_open + 1e-3,
+        "teeth_y": -mouth_open * 0.4,
+        "open_a": 1.0 * (mouth_open > 0),
+        "line_len": mw * 0.9,
+    }
+    values, widths, j = np.empty((len(u), 3 * len(p)), dtype=np.float32), {}, 0
+    for name, v in p.items():  # pack into one (N, P) array; column assignment is the fast path
+        if np.ndim(v) == 2:
+            values[:, j : j + 3], widths[name], j, colours_end = v, 3, j + 3, j + 3
+        else:
+            values[:, j], widths[name], j = v, 1, j + 1
+    np.clip(values[:, :colours_end], 0.0, 1.0, out=values[:, :colours_end])
+    return FaceParams(torch.from_numpy(values[:, :j].copy()), widths)
