@@ -23,6 +23,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan import FaceGAN, FIDMonitor
 from facegan.images import to_uint8
+from facegan.metrics import build_fid_metric
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -40,10 +41,11 @@ def main() -> None:
     device = torch.device(args.device)
     model = FaceGAN(image_size=64, g_channels=32, d_channels=32).to(device)
     monitor = FIDMonitor(num_fake=args.num, batch_size=args.batch_size, weights_path=args.weights)
-    monitor.metric = monitor._build_metric().to(device)
+    metric, _ = build_fid_metric(args.weights)
+    monitor.metric = metric.to(device)
     real = torch.randint(0, 256, (2 * args.batch_size, 3, 64, 64), dtype=torch.uint8, device=device)
     monitor.metric.update(real, real=True)  # real statistics for both paths (values do not matter)
-    monitor._latents = torch.randn(
+    monitor.latents = torch.randn(
         args.num, model.hparams.latent_dim, generator=torch.Generator().manual_seed(0)
     )
     trainer = SimpleNamespace(world_size=1, global_rank=0, current_epoch=0, global_step=0)
@@ -62,12 +64,12 @@ def main() -> None:
         start = time.perf_counter()
         direct.reset()
         with torch.no_grad():
-            for z in monitor._latents.split(args.batch_size):
+            for z in monitor.latents.split(args.batch_size):
                 direct.update(to_uint8(model.sample(z=z, batch_size=args.batch_size)), real=False)
             float(direct.compute())
         return args.num / (time.perf_counter() - start)
 
-    model.sample(z=monitor._latents[:1])  # warm-up: BatchNorm standing statistics, allocations
+    model.sample(z=monitor.latents[:1])  # warm-up: BatchNorm standing statistics, allocations
     rates: dict[str, list[float]] = {"direct": [], "callback": []}
     for _ in range(args.repeats):
         rates["direct"].append(run_direct())

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from facegan.callbacks import DivergenceMonitor, TrainingDiverged
-from facegan.export import load_checkpoint
+from facegan.io.checkpoints import load_checkpoint
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 

@@ -99,3 +99,21 @@ def test_standing_statistics_match_training_mode_and_leave_global_rng_alone():
     standing_err = (standing - train_out).abs().mean()
     assert standing_err < 0.1 * stale_err
     assert standing_err < 0.01
+
+
+def test_standing_statistics_follow_the_generator_that_is_sampled():
+    """Sampling recomputes BatchNorm statistics for whichever generator leaves the model (EMA or raw)."""
+    from facegan import FaceGAN
+
+    gan = FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8, ema_kimg=1.0)
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # the raw generator now differs from its EMA copy
+    z = gan.sample_z[:4]
+    ema_images = gan.sample(z=z)
+    ema, gan.generator_ema = gan.generator_ema, None
+    raw_images = gan.sample(z=z)  # same step, another generator: its own standing statistics
+    recompute_batchnorm_stats(gan.generator, 16, num_batches=16, batch_size=64, seed=0)
+    assert torch.equal(raw_images, gan.generator.eval()(z).float().clamp(-1, 1))
+    assert not torch.allclose(raw_images, ema_images)
+    gan.generator_ema = ema

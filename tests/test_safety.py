@@ -14,13 +14,13 @@ import time
 import pytest
 import torch
 
-from facegan.callbacks import AtomicCheckpointIO
-from facegan.export import load_checkpoint
+from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.io.checkpoints import load_checkpoint
 from tests.conftest import REPO
 
 KILL_DURING_SAVE = """
 import io, os, signal, sys, torch
-from facegan.callbacks import AtomicCheckpointIO
+from facegan.io.checkpoint_io import AtomicCheckpointIO
 path = sys.argv[1]
 real_save = torch.save
 def dying_save(obj, file, *args, **kwargs):

@@ -14,8 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from facegan import FaceGAN, load_generator
-from facegan.export import CheckpointError, load_checkpoint, model_from_checkpoint
-from facegan.tools import main, slerp, truncated_normal
+from facegan.cli.generate import slerp, truncated_normal
+from facegan.cli.tools import main
+from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
 from tests.conftest import REPO
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
@@ -98,7 +99,7 @@ def test_export_holds_the_generator_only_and_reloads_without_lightning(ckpt, tmp
     # Without Lightning: a fresh interpreter that refuses to import it.
     code = (
         "import sys; sys.modules['lightning'] = None; sys.modules['pytorch_lightning'] = None\n"
-        "import torch\nfrom facegan.export import load_generator\n"
+        "import torch\nfrom facegan.io.export import load_generator\n"
         f"g = load_generator({str(tmp_path / 'export')!r})\nprint(tuple(g(torch.randn(2, 16)).shape))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

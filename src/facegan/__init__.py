@@ -16,8 +16,8 @@ _EXPORTS = {
     "FaceDataModule": "facegan.data",
     "FIDMonitor": "facegan.callbacks",
     "SampleGridMonitor": "facegan.callbacks",
-    "export_generator": "facegan.export",
-    "load_generator": "facegan.export",
+    "export_generator": "facegan.io.export",
+    "load_generator": "facegan.io.export",
 }
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 if TYPE_CHECKING:
     from facegan.callbacks import FIDMonitor, SampleGridMonitor
     from facegan.data import FaceDataModule
-    from facegan.export import export_generator, load_generator
+    from facegan.io.export import export_generator, load_generator
     from facegan.training.module import FaceGAN
 
 

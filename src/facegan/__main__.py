@@ -1,5 +1,5 @@
 """``python -m facegan``: ``fit``/``validate``/``test`` (:mod:`facegan.cli`, LightningCLI) and
-``generate``/``export`` (:mod:`facegan.tools`)."""
+``generate``/``export`` (:mod:`facegan.cli.tools`)."""
 
 import sys
 
@@ -7,7 +7,7 @@ TOOLS = ("generate", "export")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
-        from facegan.tools import main as tools_main
+        from facegan.cli.tools import main as tools_main
 
         tools_main()
     else:

@@ -1,12 +1,11 @@
-"""Callbacks that observe a FaceGAN run: sample grids and FID."""
+"""Callbacks that observe a FaceGAN run: FID, sample grids, divergence, a checkpoint on interrupt."""
 
 from facegan.callbacks.divergence import DivergenceMonitor, TrainingDiverged
 from facegan.callbacks.fid import FIDMonitor
-from facegan.callbacks.safety import AtomicCheckpointIO, CheckpointOnInterrupt
+from facegan.callbacks.interrupt import CheckpointOnInterrupt
 from facegan.callbacks.samples import SampleGridMonitor
 
 __all__ = [
-    "AtomicCheckpointIO",
     "CheckpointOnInterrupt",
     "DivergenceMonitor",
     "FIDMonitor",

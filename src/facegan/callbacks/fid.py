@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from facegan.callbacks.common import logger_step
-from facegan.data.decode import collate_images
-from facegan.images import to_uint8
+from facegan.io.paths import cache_dir
+from facegan.io.runs import logger_step
+from facegan.metrics.fid import REAL_STATES, add_real_images, generated_fid, real_states, set_real_states
+from facegan.metrics.inception import build_fid_metric
+from facegan.metrics.real_stats import load_stats, save_stats, stats_file, stats_key
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-CACHE_FORMAT = 1  # bump when cached statistics change meaning (image conversion, subset rule, ...)
-_REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
-
-
-@functools.lru_cache(maxsize=4)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file, remembered per ``(path, size, mtime)`` (0.3 s for the Inception weights)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FIDMonitor(L.Callback):
@@ -106,9 +89,9 @@ class FIDMonitor(L.Callback):
         self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
-        self._extractor: dict[str, Any] = {}
+        self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
         self._real_digest: str | None = None
-        self._latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU
+        self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -131,45 +114,15 @@ class FIDMonitor(L.Callback):
         if self.num_fake < trainer.world_size:
             raise ValueError(f"FIDMonitor: `num_fake` must be >= the {trainer.world_size} processes")
         if self.metric is None:
-            self.metric = self._build_metric()
+            self.metric, self.extractor = build_fid_metric(self.weights_path)
         self.metric.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
         seeded = torch.Generator().manual_seed(self.seed)
-        self._latents = torch.randn(self.num_fake, hparams["latent_dim"], generator=seeded)
+        self.latents = torch.randn(self.num_fake, hparams["latent_dim"], generator=seeded)
         if trainer.is_global_zero:
             self._prepare_real(datamodule)
         else:  # real statistics live on rank 0 only: compute() sums every rank's states
-            self._set_real(None)
+            set_real_states(self.metric, None)
         trainer.strategy.barrier("FIDMonitor.setup")
-
-    def _build_metric(self) -> FrechetInceptionDistance:
-        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-        path = self.weights_path or os.environ.get("FACEGAN_FID_WEIGHTS") or None
-        path = str(Path(path).expanduser()) if path else (str(hub_file) if hub_file.is_file() else None)
-        try:
-            if path is not None and not Path(path).is_file():
-                raise FileNotFoundError(f"{path!r} is not a file")
-            metric = FrechetInceptionDistance(
-                feature=2048,
-                reset_real_features=False,  # reset() clears the generated half only
-                normalize=False,  # uint8 input
-                antialias=False,  # the TensorFlow resize behind published FIDs
-                feature_extractor_weights_path=path,  # None: torchmetrics downloads to hub_file
-            )
-        except ModuleNotFoundError:
-            raise
-        except Exception as error:  # no network (URLError), missing or corrupt file, ...
-            raise RuntimeError(
-                f"FIDMonitor: cannot load the FID Inception weights {WEIGHTS_FILE} ({error}). Offline, give "
-                "the file with FIDMonitor(weights_path=...), the FACEGAN_FID_WEIGHTS environment variable, "
-                f"or put it in $TORCH_HOME/hub/checkpoints/ (here {hub_file.parent})."
-            ) from error
-        path = path or (str(hub_file) if hub_file.is_file() else None)  # None -> it was downloaded
-        weights: Any = "torchmetrics-default"
-        if path:
-            stat = Path(path).stat()
-            weights = {"sha256": _sha256(path, stat.st_size, stat.st_mtime_ns), "size": stat.st_size}
-        self._extractor = {"feature": 2048, "antialias": False, "weights": weights}
-        return metric
 
     def _prepare_real(self, datamodule: Any) -> None:
         """Put the real statistics into the metric: from the cache, or computed and then cached."""
@@ -187,71 +140,36 @@ class FIDMonitor(L.Callback):
             log.warning(
                 "FIDMonitor: num_real=%d but split %r has %d images", self.num_real, self.split, available
             )
-        key = {"format": CACHE_FORMAT, "data": datamodule.fingerprint(self.split), "num_real": n}
-        key.update(subset="i*len//num_real", extractor=self._extractor)
-        blob = json.dumps(key, sort_keys=True, default=str)
-        digest = hashlib.sha256(blob.encode()).hexdigest()
+        blob, digest = stats_key(datamodule.fingerprint(self.split), n, self.extractor)
         if digest == self._real_digest:
             return  # already in the metric (fit() called again)
-        env = os.environ.get("FACEGAN_CACHE")
-        root = self.cache_dir or (str(Path(env) / "fid") if env else "~/.cache/facegan/fid")
-        self.cache_path = Path(root).expanduser() / f"real-{digest}.pt"
-        stats = None
-        if self.cache_path.is_file():
-            try:
-                stats = torch.load(self.cache_path, map_location="cpu", weights_only=True)
-                stats = stats if stats["key"] == blob else None
-            except Exception as error:  # truncated or foreign file: recompute
-                log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", self.cache_path, error)
+        self.cache_path = stats_file(cache_dir("fid", self.cache_dir), digest)
+        stats = load_stats(self.cache_path, blob)
         self.cache_hit = stats is not None
         if stats is None:
             start = time.perf_counter()
-            self._set_real(None)
-            indices = [i * available // n for i in range(n)]  # evenly spaced, distinct
-            loader = DataLoader(
-                Subset(dataset, indices), batch_size=self.batch_size, collate_fn=collate_images
-            )
-            with torch.no_grad():
-                for images in loader:  # (B, 3, S, S) in [-1, 1]; B < batch_size if images were skipped
-                    if len(images):
-                        metric.update(to_uint8(images.to(metric.device)), real=True)
-            stats = {"key": blob, **{name: getattr(metric, name).cpu() for name in _REAL_STATES}}
+            set_real_states(metric, None)
+            add_real_images(metric, dataset, n, self.batch_size)
+            stats = {"key": blob, **real_states(metric)}
             log.info("FIDMonitor: real statistics of %d images in %.1f s", n, time.perf_counter() - start)
-            tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
-            try:
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(stats, tmp)
-                os.replace(tmp, self.cache_path)  # atomic: readers see no file or the whole file
-            except OSError as error:
-                log.warning("FIDMonitor: could not write the cache %s (%s)", self.cache_path, error)
-                tmp.unlink(missing_ok=True)
-        self._set_real([stats[name] for name in _REAL_STATES])
+            save_stats(self.cache_path, stats)
+        set_real_states(metric, [stats[name] for name in REAL_STATES])
         self._real_digest = digest
         log.info(
             "FIDMonitor: real statistics cache %s: %s", "hit" if self.cache_hit else "miss", self.cache_path
         )
 
-    def _set_real(self, stats: list[torch.Tensor] | None) -> None:
-        """Set the metric's real states to ``(features sum, cov sum, count)``; ``None`` -> zeros."""
-        assert self.metric is not None
-        for i, name in enumerate(_REAL_STATES):
-            value = torch.zeros_like(getattr(self.metric, name)) if stats is None else stats[i]
-            setattr(self.metric, name, value.to(self.metric.device, getattr(self.metric, name).dtype))
-
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """Compute the FID now (call it on every rank), append it to :attr:`history` and return that."""
-        if self.metric is None or self._latents is None:
+        if self.metric is None or self.latents is None:
             raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
         start = time.perf_counter()
         self.metric.to(pl_module.device)
-        self.metric.reset()  # the generated half only (reset_real_features=False)
-        latents = torch.tensor_split(self._latents, trainer.world_size)[trainer.global_rank]  # this rank's
+        latents = torch.tensor_split(self.latents, trainer.world_size)[trainer.global_rank]  # this rank's
         sample = cast(Any, pl_module).sample
-        with torch.no_grad():
-            for z in latents.split(self.batch_size):
-                self.metric.update(to_uint8(sample(z=z, batch_size=self.batch_size)), real=False)
-            fid = float(self.metric.compute())  # on every rank: all-reduces the states
-        self.metric.reset()
+        fid = generated_fid(
+            self.metric, lambda z: sample(z=z, batch_size=self.batch_size), latents, self.batch_size
+        )
         seen = getattr(pl_module, "images_seen", None)
         entry = {
             "epoch": trainer.current_epoch,

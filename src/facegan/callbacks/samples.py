@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
-from facegan.callbacks.common import logger_step, run_dir
 from facegan.images import to_unit
+from facegan.io.runs import logger_step, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +20,11 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
     """``pl_module.sample(z=z)`` with the work split over the processes; all of it on every process."""
-    world = trainer.world_size
+    world, sample = trainer.world_size, cast(Any, pl_module).sample
     if world < 2:
-        return pl_module.sample(z=z)
+        return sample(z=z)
     shares = torch.tensor_split(z, world)
-    mine = pl_module.sample(z=shares[trainer.global_rank])
+    mine = sample(z=shares[trainer.global_rank])
     longest = max(len(share) for share in shares)
     padded = mine.new_zeros((longest, *mine.shape[1:]))
     padded[: len(mine)] = mine
@@ -65,7 +66,7 @@ class SampleGridMonitor(L.Callback):
             raise TypeError(
                 "SampleGridMonitor: the LightningModule needs `sample(z=...)` and a `sample_z` buffer"
             )
-        available = pl_module.sample_z.shape[0]
+        available = cast(Any, pl_module).sample_z.shape[0]
         if self.num_images > available:
             raise ValueError(
                 f"SampleGridMonitor: `num_images` ({self.num_images}) exceeds the module's fixed latents "
@@ -80,11 +81,12 @@ class SampleGridMonitor(L.Callback):
     @torch.no_grad()
     def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
         """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere)."""
-        images = gather_samples(trainer, pl_module, pl_module.sample_z[: self.num_images])
+        module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
+        images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
         if not trainer.is_global_zero:
             return None
         grid = make_grid(to_unit(images).cpu(), nrow=self.nrow, padding=2)  # (3, H, W) in [0, 1]
-        epoch, kimg = trainer.current_epoch, float(pl_module.images_seen) / 1000.0
+        epoch, kimg = trainer.current_epoch, float(module.images_seen) / 1000.0
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch={epoch:04d}-kimg={kimg:.1f}.png"

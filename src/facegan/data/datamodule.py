@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch.utils.data import DataLoader, Dataset
 
 from facegan.data.cache import CachedFaces, build_cache, collate_uint8
@@ -62,6 +63,8 @@ class FaceDataModule(L.LightningDataModule):
             (uint8: 12 KB per 64 px image, 2.5 GB for all of CelebA at 64 px) and draw shuffled
             batches there: no loader workers, no host-to-device copies.
     """
+
+    hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
 
     def __init__(
         self,
@@ -230,7 +233,9 @@ class FaceDataModule(L.LightningDataModule):
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
             epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-            return DeviceBatches(self.datasets["train"], self.batch_size, device, world, rank, seed, epoch)
+            cached = self.datasets["train"]
+            assert isinstance(cached, CachedFaces)  # device_resident requires cache (checked in __init__)
+            return DeviceBatches(cached, self.batch_size, device, world, rank, seed, epoch)
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:

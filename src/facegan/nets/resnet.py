@@ -66,6 +66,7 @@ class DBlock(nn.Module):
             *pre, nn.Conv2d(c_in, c_out, 3, 1, 1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, 1, 1), *pool
         )
         conv = _plain(nn.Conv2d(c_in, c_out, 1))
+        self.shortcut: nn.Module
         if first:
             self.shortcut = nn.Sequential(*pool, conv)
         elif downsample or c_in != c_out:

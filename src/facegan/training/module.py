@@ -12,12 +12,13 @@ Mixed precision works with every option: D's logits and the losses are float32, 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
 
 from facegan.images import batch_images
@@ -81,6 +82,10 @@ class FaceGAN(L.LightningModule):
         >>> gan.sample(4).shape
         torch.Size([4, 3, 32, 32])
     """
+
+    hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
+    sample_z: Tensor  # (num_samples, latent_dim) buffer
+    images_seen: Tensor  # () int64 buffer
 
     def __init__(
         self,
@@ -217,7 +222,7 @@ class FaceGAN(L.LightningModule):
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
         if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
             return
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d = cast(list, self.optimizers())
         world = distributed.world_size(self)
         distributed.disable_reducer(self)
         if self.hparams.channels_last:

@@ -8,7 +8,7 @@ every state is a tensor or a plain type.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 
 def rng_states() -> dict[str, Any]:
     """The current random states, loadable with ``weights_only=True``."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # (name, keys, pos, ...)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

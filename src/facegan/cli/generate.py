@@ -1,21 +1,15 @@
-"""``python -m facegan generate`` and ``python -m facegan export``: what to do with a trained model.
+"""Generated faces to files: a grid image, a folder of PNGs, or a GIF of latent interpolations.
 
-    python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
-    python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
-    python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
-    python -m facegan export --ckpt last.ckpt --out generator/                     # safetensors + JSON
-
-``--ckpt`` takes a Lightning checkpoint written by facegan or an export folder. Both are read
-without executing code from the file (see :mod:`facegan.export`).
+``generate`` takes a facegan checkpoint or an export folder; both are read without executing code
+from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.export`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -23,25 +17,21 @@ from torch import Tensor
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from facegan.export import CheckpointError, export_generator, load_generator, model_from_checkpoint
 from facegan.images import to_uint8
+from facegan.io.checkpoints import model_from_checkpoint
+from facegan.io.export import load_generator
 
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KEYFRAMES = 4  # latents per image that an interpolation loops through
 
 
 def truncated_normal(n: int, dim: int, psi: float | None, generator: torch.Generator) -> Tensor:
-    """``(n, dim)`` standard normal latents; with ``psi``, every entry redrawn until ``|z| <= psi``."""
-    z = torch.randn(n, dim, generator=generator)
+    """``(n, dim)`` standard normal latents; with ``psi``, each entry from the normal truncated to ``[-psi, psi]``."""
     if psi is None:
-        return z
+        return torch.randn(n, dim, generator=generator)
     if psi <= 0:
         raise ValueError(f"--truncation must be > 0, but got {psi}")
-    outside = z.abs() > psi
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), generator=generator)
-        outside = z.abs() > psi
-    return z
+    return torch.nn.init.trunc_normal_(torch.empty(n, dim), 0.0, 1.0, -psi, psi, generator=generator)
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -59,7 +49,7 @@ def _sampler(ckpt: str, device: torch.device) -> tuple[Callable[[Tensor], Tensor
     """``(z -> images in [-1, 1], latent_dim)`` from a checkpoint file or an export folder."""
     if Path(ckpt).is_dir():
         generator = load_generator(ckpt, device)
-        return (lambda z: generator(z.to(device)).clamp(-1, 1)), int(generator.latent_dim)
+        return (lambda z: generator(z.to(device)).clamp(-1, 1)), int(cast(Any, generator).latent_dim)
     model = model_from_checkpoint(ckpt).to(device)
     return (lambda z: model.sample(z=z.to(device))), int(model.hparams.latent_dim)
 
@@ -146,51 +136,3 @@ def generate(
     if as_grid:
         _save_png(make_grid(torch.cat(parts), nrow=nrow, padding=2, pad_value=-1.0), target)
     return target
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m facegan", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="write generated faces: a grid, a folder of PNGs or a GIF")
-    gen.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt) or export folder")
-    gen.add_argument("--out", required=True, help="grid.png | DIR (one PNG per image) | walk.gif")
-    gen.add_argument("--num", type=int, default=64, help="number of images (grid cells with --interpolate)")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the latents")
-    gen.add_argument("--batch-size", type=int, default=64)
-    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    gen.add_argument("--truncation", type=float, default=None, metavar="PSI", help="truncate |z| to PSI")
-    gen.add_argument(
-        "--interpolate", type=int, default=None, metavar="STEPS", help="GIF, frames per transition"
-    )
-    gen.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
-    exp = commands.add_parser(
-        "export", help="the generator alone: safetensors + JSON, loadable without Lightning"
-    )
-    exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
-    exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
-    return parser
-
-
-def main(args: list[str] | None = None) -> Path:
-    """Run ``generate`` or ``export``; exits with status 2 and a one-line message on bad input."""
-    ns = build_parser().parse_args(args)
-    try:
-        if ns.command == "export":
-            path = export_generator(model_from_checkpoint(ns.ckpt), ns.out)
-        else:
-            path = generate(
-                ns.ckpt,
-                ns.out,
-                num=ns.num,
-                seed=ns.seed,
-                batch_size=ns.batch_size,
-                device=ns.device,
-                truncation=ns.truncation,
-                interpolate=ns.interpolate,
-                nrow=ns.nrow,
-            )
-    except (CheckpointError, ValueError) as error:
-        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"facegan {ns.command}: wrote {path}")
-    return path

@@ -1,7 +1,6 @@
-"""Loading checkpoints safely, exporting the generator alone, and rebuilding it without Lightning.
+"""Exporting the generator alone, and rebuilding it without Lightning.
 
-Nothing here executes code from a file: checkpoints are read with ``torch.load(weights_only=True)``
-(tensors and plain containers only) and exports are ``safetensors`` plus JSON.
+Nothing here executes code from a file: exports are ``safetensors`` plus JSON.
 
 An export is a folder with ``generator.safetensors`` (the sampling generator's weights, BatchNorm
 standing statistics included, so ``eval()`` reproduces :meth:`FaceGAN.sample`) and ``config.json``
@@ -12,71 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from facegan.io.atomic import atomic_write
+from facegan.io.checkpoints import CheckpointError
 from facegan.nets import NetworkConfig, build_generator
 
 EXPORT_FORMAT = 1
 WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or export that cannot be used (missing, foreign, tampered, incomplete)."""
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a Lightning checkpoint written by facegan without executing anything from it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds objects other than tensors and plain containers, so it was "
-            "not loaded (loading it could execute code). facegan checkpoints never need that: use a "
-            f"checkpoint written by facegan, or export one with `python -m facegan export`. ({error})"
-        ) from None
-    except Exception as error:  # truncated, not a torch file at all, ...
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}: {error}); it may be "
-            "truncated or not a checkpoint"
-        ) from None
-    if (
-        not isinstance(checkpoint, dict)
-        or "state_dict" not in checkpoint
-        or "hyper_parameters" not in checkpoint
-    ):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a FaceGAN checkpoint (no 'state_dict'/'hyper_parameters')"
-        )
-    return checkpoint
-
-
-def model_from_checkpoint(path: str | os.PathLike) -> Any:
-    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode."""
-    from facegan.training.module import FaceGAN  # here: export.py must stay importable without Lightning deps
-
-    checkpoint = load_checkpoint(path)
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    for key in ("g_betas", "d_betas"):
-        if key in hparams:
-            hparams[key] = tuple(hparams[key])
-    try:
-        model = FaceGAN(**hparams)
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match FaceGAN: {error}") from None
-    model.on_load_checkpoint(checkpoint)
-    return model.eval()
 
 
 def export_generator(model: Any, out: str | os.PathLike) -> Path:
@@ -98,11 +47,10 @@ def export_generator(model: Any, out: str | os.PathLike) -> Path:
         "g_channels": config.g_channels,
         "output_range": [-1.0, 1.0],
     }
-    tmp_weights, tmp_config = out / f".{WEIGHTS_FILE}.tmp", out / f".{CONFIG_FILE}.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": "facegan-generator"})
-    tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_weights, out / WEIGHTS_FILE)
-    os.replace(tmp_config, out / CONFIG_FILE)
+    with atomic_write(out / WEIGHTS_FILE) as file:
+        file.write(save(tensors, metadata={"format": "facegan-generator"}))
+    with atomic_write(out / CONFIG_FILE, "w") as file:
+        file.write(json.dumps(meta, indent=2) + "\n")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by facegan's callbacks: where a run's files go and at which step loggers record."""
+"""Where a run's files go (its folder under the first logger) and at which step its records are logged."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ def logger_step(trainer: L.Trainer) -> int:
     Under manual optimization ``global_step`` counts every optimizer step (two per GAN iteration), so
     images logged at ``global_step`` would run ahead of the metrics, and W&B drops any later log
     with a smaller step.
+
+    Lightning has no public accessor for this counter: this is facegan's one read of the private
+    ``_batches_that_stepped`` (Lightning 2.x), and ``tests/test_runs.py`` fails if it disappears or
+    stops being the step the loggers record at.
     """
-    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
 def run_root(trainer: L.Trainer) -> Path:

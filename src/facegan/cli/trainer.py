@@ -9,20 +9,21 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
-from facegan.callbacks import AtomicCheckpointIO, CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
-from facegan.callbacks.common import run_root
+from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
+from facegan.cli.runs import continue_run, find_last_checkpoint
 from facegan.data import FaceDataModule
+from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.io.runs import run_root
 from facegan.training.module import FaceGAN
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,9 @@ class FaceGANCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        if not any(isinstance(callback, CheckpointOnInterrupt) for callback in trainer.callbacks):
-            trainer.callbacks.append(CheckpointOnInterrupt())
-        for logger in trainer.loggers:
-            # W&B draws run ids from Python's `random`, which seed_everything has just seeded: every run
-            # would get the same id (and clash with, or overwrite, the previous run). Draw it from the OS.
-            if isinstance(logger, WandbLogger) and logger._id is None and logger._experiment is None:
-                logger._id = secrets.token_hex(4)
-                logger._wandb_init["id"] = logger._id
+        callbacks = cast(Any, trainer).callbacks  # set by Lightning at runtime, not declared on Trainer
+        if not any(isinstance(callback, CheckpointOnInterrupt) for callback in callbacks):
+            callbacks.append(CheckpointOnInterrupt())
         return trainer
 
     def before_fit(self) -> None:
@@ -111,36 +107,6 @@ class FaceGANCLI(LightningCLI):
                 "model.augment": "color,translation",
             }
         )
-
-
-def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest ``last.ckpt`` among the runs of the trainer's first logger (or its root dir)."""
-    root = run_root(trainer)
-    candidates = [*root.glob("*/checkpoints/last.ckpt"), *root.glob("checkpoints/last.ckpt")]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def continue_run(trainer: L.Trainer, ckpt_path: Path) -> str | None:
-    """Make the first logger continue the run that wrote ``ckpt_path`` (same folder, same W&B run).
-
-    Applies when the checkpoint lies in ``<save_dir>/<name>/<version>/checkpoints/`` of that logger;
-    returns the version (run id) continued, or ``None`` (the resumed training then starts a new run).
-    """
-    if not trainer.loggers or ckpt_path.parent.name != "checkpoints":
-        return None
-    run_folder = ckpt_path.parent.parent
-    if run_folder.parent.resolve() != run_root(trainer).resolve():
-        return None
-    version = run_folder.name
-    logger = trainer.loggers[0]
-    if isinstance(logger, WandbLogger):
-        logger._id = version
-        logger._wandb_init.update(id=version, resume="allow")
-    elif isinstance(logger, TensorBoardLogger | CSVLogger):
-        logger._version = version
-    else:
-        return None
-    return version
 
 
 def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:

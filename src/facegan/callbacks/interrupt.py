@@ -1,58 +1,17 @@
-"""Keeping a run's checkpoints safe: atomic writes, and a resumable checkpoint on Ctrl-C / SIGTERM."""
+"""``CheckpointOnInterrupt``: a resumable ``last.ckpt`` on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from facegan.callbacks.common import run_dir
+from facegan.io.runs import run_dir
 
 log = logging.getLogger(__name__)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file *in the target folder*, fsync it, then ``os.replace``.
-
-    A crash or kill at any moment leaves either the previous complete file or the new complete file
-    under the checkpoint's name, never a truncated one (``os.replace`` is atomic within a file system;
-    Lightning's default stages the bytes in the system temp folder and then moves them, which is a
-    plain copy when that folder is on another file system). Remote paths (``s3://`` ...) keep
-    Lightning's behaviour.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        try:  # make the rename itself durable
-            folder = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
-        except OSError:
-            pass
 
 
 class CheckpointOnInterrupt(L.Callback):

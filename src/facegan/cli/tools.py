@@ -1,0 +1,68 @@
+"""``python -m facegan generate`` and ``python -m facegan export``: what to do with a trained model.
+
+    python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
+    python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
+    python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
+    python -m facegan export --ckpt last.ckpt --out generator/                     # safetensors + JSON
+
+``--ckpt`` takes a Lightning checkpoint written by facegan or an export folder. Both are read
+without executing code from the file (see :mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facegan.cli.generate import generate
+from facegan.io.checkpoints import CheckpointError, model_from_checkpoint
+from facegan.io.export import export_generator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m facegan", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="write generated faces: a grid, a folder of PNGs or a GIF")
+    gen.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt) or export folder")
+    gen.add_argument("--out", required=True, help="grid.png | DIR (one PNG per image) | walk.gif")
+    gen.add_argument("--num", type=int, default=64, help="number of images (grid cells with --interpolate)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    gen.add_argument("--batch-size", type=int, default=64)
+    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    gen.add_argument("--truncation", type=float, default=None, metavar="PSI", help="truncate |z| to PSI")
+    gen.add_argument(
+        "--interpolate", type=int, default=None, metavar="STEPS", help="GIF, frames per transition"
+    )
+    gen.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
+    exp = commands.add_parser(
+        "export", help="the generator alone: safetensors + JSON, loadable without Lightning"
+    )
+    exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
+    exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
+    return parser
+
+
+def main(args: list[str] | None = None) -> Path:
+    """Run ``generate`` or ``export``; exits with status 2 and a one-line message on bad input."""
+    ns = build_parser().parse_args(args)
+    try:
+        if ns.command == "export":
+            path = export_generator(model_from_checkpoint(ns.ckpt), ns.out)
+        else:
+            path = generate(
+                ns.ckpt,
+                ns.out,
+                num=ns.num,
+                seed=ns.seed,
+                batch_size=ns.batch_size,
+                device=ns.device,
+                truncation=ns.truncation,
+                interpolate=ns.interpolate,
+                nrow=ns.nrow,
+            )
+    except (CheckpointError, ValueError) as error:
+        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"facegan {ns.command}: wrote {path}")
+    return path

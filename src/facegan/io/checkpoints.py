@@ -1,0 +1,66 @@
+"""Loading checkpoints without executing anything from the file.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+Importing this file needs neither Lightning nor torchmetrics (:func:`model_from_checkpoint` imports
+:class:`facegan.FaceGAN` when called).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or export that cannot be used (missing, foreign, tampered, incomplete)."""
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Lightning checkpoint written by facegan without executing anything from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain containers, so it was "
+            "not loaded (loading it could execute code). facegan checkpoints never need that: use a "
+            f"checkpoint written by facegan, or export one with `python -m facegan export`. ({error})"
+        ) from None
+    except Exception as error:  # truncated, not a torch file at all, ...
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}: {error}); it may be "
+            "truncated or not a checkpoint"
+        ) from None
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or "hyper_parameters" not in checkpoint
+    ):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a FaceGAN checkpoint (no 'state_dict'/'hyper_parameters')"
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> Any:
+    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode."""
+    from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
+
+    checkpoint = load_checkpoint(path)
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    for key in ("g_betas", "d_betas"):
+        if key in hparams:
+            hparams[key] = tuple(hparams[key])
+    try:
+        model = FaceGAN(**hparams)
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match FaceGAN: {error}") from None
+    model.on_load_checkpoint(checkpoint)
+    return model.eval()

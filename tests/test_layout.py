@@ -1,0 +1,52 @@
+"""The package keeps its shape: small files, and private library internals in their one documented place."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+
+SRC = REPO / "src" / "facegan"
+MAX_LINES = 300
+
+# private name -> the one file allowed to use it (each says why there, and has a test of its own)
+PRIVATE_USES = {
+    r"torch\._utils": None,
+    r"\._BatchNorm\b": None,
+    r"_batches_that_stepped": "io/runs.py",
+    r"_wandb_init": "cli/runs.py",
+    r"logger\._id\b": "cli/runs.py",
+    r"logger\._version\b": "cli/runs.py",
+    r"logger\._experiment\b": None,
+    r"\._trainer\b": None,
+    r"CUDAAccelerator": None,
+}
+
+
+def sources():
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_no_source_file_is_longer_than_300_lines():
+    long = {
+        str(p.relative_to(SRC)): n for p in sources() if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"split these files (one concept per file, < {MAX_LINES} lines): {long}"
+
+
+def test_private_library_attributes_are_used_in_their_documented_place_only():
+    found: dict[str, set[str]] = {}
+    for path in sources():
+        text = path.read_text()
+        for pattern in PRIVATE_USES:
+            if re.search(pattern, text):
+                found.setdefault(pattern, set()).add(path.relative_to(SRC).as_posix())
+    allowed = {pattern: {place} for pattern, place in PRIVATE_USES.items() if place is not None}
+    assert {pattern: places for pattern, places in found.items()} == allowed
+
+
+def test_every_folder_is_a_documented_package():
+    for folder in {p.parent for p in sources()}:
+        init = folder / "__init__.py"
+        assert init.is_file(), f"{folder} has no __init__.py"
+        assert init.read_text().lstrip().startswith('"""'), f"{init} should say what the folder holds"
