@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from tests.conftest import REPO
 
@@ -50,3 +52,16 @@ def test_every_folder_is_a_documented_package():
         init = folder / "__init__.py"
         assert init.is_file(), f"{folder} has no __init__.py"
         assert init.read_text().lstrip().startswith('"""'), f"{init} should say what the folder holds"
+
+
+def test_plain_pytorch_layers_import_without_lightning():
+    """nets/, metrics/, data decoding and exports need neither Lightning nor W&B."""
+    code = (
+        "import sys\n"
+        "for name in ('lightning', 'pytorch_lightning', 'wandb'): sys.modules[name] = None\n"
+        "import facegan.nets, facegan.metrics, facegan.data.decode, facegan.data.procedural, facegan.io.export\n"
+        "import facegan.training.losses, facegan.training.augment, facegan.training.ema\n"
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -6,9 +6,11 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from PIL import Image
 from torch import nn
 
 from facegan import FaceGAN
@@ -17,7 +19,6 @@ from facegan.nets import NetworkConfig, build_networks
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from facegan.training.ema import ema_beta, update_ema
 from facegan.training.losses import r1_penalty
-from tests.conftest import CELEBA_SAMPLE
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,15 +206,32 @@ def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, ar
 
 
 # ---------------------------------------------------------------------------------- recipes
+@pytest.fixture(scope="module")
+def small_celeba(tmp_path_factory) -> Path:
+    """A CelebA layout of 16 noise images at the sample's half size (89x109) with its partition file."""
+    root = tmp_path_factory.mktemp("celeba")
+    (root / "img_align_celeba").mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"{i:06d}.jpg" for i in range(1, 17)]
+    for name in names:
+        pixels = rng.integers(0, 256, (109, 89, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "img_align_celeba" / name, quality=90)
+    codes = [0] * 12 + [1] * 2 + [2] * 2
+    (root / "list_eval_partition.txt").write_text(
+        "".join(f"{n} {c}\n" for n, c in zip(names, codes, strict=True))
+    )
+    return root
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_every_recipe_trains_one_step_on_cpu(recipe, tmp_path):
+def test_every_recipe_trains_one_step_on_cpu(recipe, tmp_path, small_celeba):
     # The recipes' own options, at test-sized widths (the GPU-sized ones write ~1 GB checkpoints).
     widths = [] if "arch: keras" in recipe.read_text() else ["--model.g_channels=8", "--model.d_channels=8"]
     cli = main(
         [
             "--config", str(recipe),
             "--config", str(REPO / "configs/debug.yaml"),
-            "--data.root", str(CELEBA_SAMPLE),
+            "--data.root", str(small_celeba),
             "--data.batch_size", "4",
             "--trainer.max_epochs", "1",
             "--trainer.max_steps", "-1",

@@ -1,7 +1,31 @@
-"""Face data: the Lightning data module, image sources and the built-in procedural faces."""
+"""Face data: the Lightning data module, image sources, decoding, the cache and the built-in faces.
 
-from facegan.data.datamodule import FaceDataModule
-from facegan.data.decode import BadImageError
-from facegan.data.procedural import ProceduralFaces
+The names below are imported on first use, so the plain-PyTorch parts of this package (sources,
+decoding, procedural faces; used by :mod:`facegan.metrics`) import without Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "BadImageError": "facegan.data.decode",
+    "FaceDataModule": "facegan.data.datamodule",
+    "ProceduralFaces": "facegan.data.procedural",
+}
 
 __all__ = ["BadImageError", "FaceDataModule", "ProceduralFaces"]
+
+if TYPE_CHECKING:
+    from facegan.data.datamodule import FaceDataModule
+    from facegan.data.decode import BadImageError
+    from facegan.data.procedural import ProceduralFaces
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facegan.data' has no attribute {name!r}")
