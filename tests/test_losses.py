@@ -34,18 +34,50 @@ def test_bce_matches_torch_for_soft_targets_and_stays_finite_for_huge_logits():
     assert torch.isfinite(bce_with_logits(torch.tensor([1e4, -1e4]), 1.0))
 
 
-def test_label_noise_moves_targets_up_by_at_most_the_noise():
+def keras_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, u_real, u_fake) -> torch.Tensor:
+    """The Keras face example's D loss, in its own terms and in float64: labels 1 for generated and 0 for
+    real images, plus 0.05 * U(0, 1); D outputs sigmoid probabilities of "generated"; BCE clips them to
+    [1e-7, 1 - 1e-7] and averages over the concatenated batch."""
+    eps = 1e-7
+    p_generated = torch.sigmoid(-torch.cat([fake_logits, real_logits]).double())  # D(x) of a Keras D
+    labels = torch.cat([torch.ones_like(u_fake), torch.zeros_like(u_real)]).double()
+    labels = labels + 0.05 * torch.cat([u_fake, u_real]).double()
+    p = p_generated.clamp(eps, 1 - eps)
+    return -(labels * torch.log(p) + (1 - labels) * torch.log(1 - p)).mean()
+
+
+def test_label_noise_is_the_keras_formula_translated_to_logits():
+    real = torch.tensor([-30.0, -3.0, 0.0, 0.7, 5.0, 40.0])
+    fake = torch.tensor([-40.0, -5.0, -0.2, 0.0, 2.0, 30.0])
+    torch.manual_seed(1)
+    ours = nonsaturating_d_loss(real, fake, label_noise=0.05)
+    torch.manual_seed(1)
+    u_real, u_fake = torch.rand_like(real), torch.rand_like(fake)  # the draws the loss made, in order
+    # facegan sums the real and fake means; Keras averages the concatenated batch of equal halves.
+    assert ours.item() == pytest.approx(2 * keras_d_loss(real, fake, u_real, u_fake).item(), rel=1e-5)
+
+
+def test_label_noise_keeps_the_loss_bounded_and_its_targets_in_the_seeds_ranges():
     torch.manual_seed(0)
-    logits = torch.zeros(10_000)
-    clean = nonsaturating_d_loss(logits, logits)
-    noisy = nonsaturating_d_loss(logits, logits, label_noise=0.05)
-    # At logit 0 the loss is softplus(0) * 2 - (t_real + t_fake) * 0 == clean: targets do not matter...
-    assert noisy.item() == pytest.approx(clean.item())
-    # ...but gradients do: d/dl [softplus(l) - t l] = sigmoid(l) - t, so noise lowers it by E[U] * 0.05.
-    logits.requires_grad_(True)
-    nonsaturating_d_loss(logits, logits.detach(), label_noise=0.05).backward()
-    mean_grad = logits.grad.mean().item() * logits.numel()
-    assert mean_grad == pytest.approx(0.5 - 1.0 - 0.025, abs=2e-3)
+    n = 10_000
+    confident = nonsaturating_d_loss(torch.full((n,), 100.0), torch.full((n,), -100.0), label_noise=0.05)
+    # Bounded below: each half is at least -0.05 * 16.118 (a fake target of -0.05 at the clip).
+    assert confident.item() > -0.05 * 16.2
+    assert torch.isfinite(confident)
+    # Gradient of one term: sigmoid(l) - t at l = 0 gives the target directly.
+    real = torch.zeros(n, requires_grad=True)
+    fake = torch.zeros(n, requires_grad=True)
+    nonsaturating_d_loss(real, fake, label_noise=0.05).backward()
+    real_targets = 0.5 - real.grad * n  # t_real = sigmoid(0) - n * dL/dl
+    fake_targets = 0.5 - fake.grad * n
+    assert real_targets.min() >= 0.95 and real_targets.max() <= 1.0  # real: [0.95, 1]
+    assert fake_targets.min() >= -0.05 and fake_targets.max() <= 0.0  # fake: [-0.05, 0]
+    assert real_targets.mean().item() == pytest.approx(0.975, abs=2e-3)
+    assert fake_targets.mean().item() == pytest.approx(-0.025, abs=2e-3)
+    # Beyond the clip, as in Keras, D gets no gradient from a sample.
+    far = torch.tensor([100.0], requires_grad=True)
+    nonsaturating_d_loss(far, torch.tensor([-100.0]), label_noise=0.05).backward()
+    assert far.grad.item() == 0.0
 
 
 def test_hinge_losses_at_known_logits():

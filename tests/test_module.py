@@ -164,3 +164,21 @@ def test_decorrelated_ranks_draw_different_latents_deterministically():
         draws.setdefault(rank, []).append(torch.randn(4))
     assert not torch.equal(draws[0][0], draws[1][0])  # processes no longer share their fakes
     assert torch.equal(draws[1][0], draws[1][1])  # yet each rank's stream is reproducible
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_generator_step_reuses_or_redraws_its_latents(fresh):
+    """Lightning's recipe trains G on the D step's fakes (one G forward per batch); the Keras example
+    draws fresh latents for the G step (two forwards, the first without a graph)."""
+    calls = []
+    gan = tiny_gan(g_fresh_latents=fresh)
+    gan.generator.register_forward_hook(
+        lambda m, args, out: calls.append((args[0].clone(), out.requires_grad))
+    )
+    tiny_trainer(limit_train_batches=1).fit(gan, tiny_data())
+    if fresh:
+        (z_d, grad_d), (z_g, grad_g) = calls
+        assert not grad_d and grad_g and not torch.equal(z_d, z_g)
+    else:
+        ((_, grad),) = calls
+        assert grad

@@ -117,3 +117,26 @@ def test_standing_statistics_follow_the_generator_that_is_sampled():
     assert torch.equal(raw_images, gan.generator.eval()(z).float().clamp(-1, 1))
     assert not torch.allclose(raw_images, ema_images)
     gan.generator_ema = ema
+
+
+def test_sample_outside_a_trainer_follows_loaded_and_changed_weights():
+    """global_step stays 0 outside a Trainer: standing statistics must follow the weights themselves."""
+    from facegan import FaceGAN
+
+    def gan(seed):
+        torch.manual_seed(seed)
+        return FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8)
+
+    user, other = gan(0), gan(1)
+    z = user.sample_z[:4]
+    user.sample(z=z)  # statistics for the initial weights
+    user.load_state_dict(other.state_dict())  # a user's own loop loads other weights
+    assert torch.equal(user.sample(z=z), other.sample(z=z))
+    with torch.no_grad():  # ... or steps its own optimizer
+        for model in (user, other):
+            for p in model.generator.parameters():
+                p.mul_(1.1)
+    assert torch.equal(user.sample(z=z), other.sample(z=z))
+    fresh = gan(2)
+    fresh.load_state_dict(user.state_dict())
+    assert torch.equal(user.sample(z=z), fresh.sample(z=z))

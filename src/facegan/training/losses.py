@@ -6,6 +6,7 @@ Convention: a logit is D's "realness" score; ``sigmoid(logit)`` is the probabili
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,19 +24,30 @@ def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
     return (F.softplus(logits) - target * logits).mean()
 
 
+KERAS_EPSILON = 1e-7  # Keras' backend epsilon: its BCE clips probabilities to [eps, 1 - eps]
+KERAS_LOGIT_CLIP = math.log((1.0 - KERAS_EPSILON) / KERAS_EPSILON)  # the same clip on logits: 16.118
+
+
 def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
     """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
 
-    With ``label_noise > 0`` every target gets ``+ label_noise * U(0, 1)`` added, the trick of the
-    Keras DCGAN example ("add random noise to the labels - important trick!"), which keeps D from
-    becoming over-confident.
+    ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
+    important trick!"). Keras labels generated images 1 and real ones 0 and adds
+    ``label_noise * U(0, 1)`` to every label; in facegan's convention (``sigmoid(logit)`` = P(real))
+    that is real targets ``1 - noise`` in ``[0.95, 1]`` and fake targets ``-noise`` in ``[-0.05, 0]``.
+    A target below 0 makes BCE on raw logits unbounded below (it rewards ever more negative fake
+    logits without limit), so, as Keras' BCE clips probabilities to ``[1e-7, 1 - 1e-7]``, the logits
+    are clipped to the same range (``|logit| <= 16.118``): the loss is then Keras' formula exactly,
+    bounded, and its gradient vanishes beyond the clip, as in Keras.
     """
-    real_target: float | Tensor = 1.0
-    fake_target: float | Tensor = 0.0
-    if label_noise:
-        real_target = 1.0 + label_noise * torch.rand_like(real_logits)
-        fake_target = label_noise * torch.rand_like(fake_logits)
-    return bce_with_logits(real_logits, real_target) + bce_with_logits(fake_logits, fake_target)
+    if not label_noise:
+        return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
+    real_target = 1.0 - label_noise * torch.rand_like(real_logits)
+    fake_target = -label_noise * torch.rand_like(fake_logits)
+    clip = KERAS_LOGIT_CLIP
+    return bce_with_logits(real_logits.clamp(-clip, clip), real_target) + bce_with_logits(
+        fake_logits.clamp(-clip, clip), fake_target
+    )
 
 
 def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:

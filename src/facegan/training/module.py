@@ -2,8 +2,8 @@
 
 Manual optimization, one iteration per batch (Lightning docs, "manual optimization" GAN recipe):
 ``fake = G(z)`` once; a discriminator update on ``real`` and ``fake.detach()``; then, every
-``n_disc_steps`` batches, a generator update on the *same* ``fake`` through the freshly updated D
-(``toggle_optimizer`` freezes the other player). Networks live in :mod:`facegan.nets`; losses,
+``n_disc_steps`` batches, a generator update on the *same* ``fake`` (with ``g_fresh_latents``: on
+fresh ones) through the freshly updated D (``toggle_optimizer`` freezes the other player). Networks live in :mod:`facegan.nets`; losses,
 augmentation, EMA, sampling, DDP plumbing and random states in the other modules of this package.
 Mixed precision works with every option: D's logits and the losses are float32, R1 runs in float32.
 ``sample()`` is the one way callbacks and tools get images out of the model.
@@ -29,7 +29,7 @@ from facegan.training.ema import ema_beta, update_ema
 from facegan.training.losses import get_losses, r1_penalty
 from facegan.training.rng import rng_states, set_rng_states
 from facegan.training.sampling import StandingStats, generate, latents
-from facegan.training.settings import check_settings, network_config
+from facegan.training.settings import adam_pair, check_settings, network_config
 
 
 class FaceGAN(L.LightningModule):
@@ -54,6 +54,8 @@ class FaceGAN(L.LightningModule):
         d_betas: discriminator Adam betas.
         adam_eps: Adam epsilon for both optimizers (Keras uses 1e-7).
         n_disc_steps: discriminator updates per generator update.
+        g_fresh_latents: the generator update draws fresh latents (the Keras example) instead of
+            reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
         augment: DiffAugment policy applied to every image D sees in training, real and fake, and
             to the fakes G is trained through: comma-separated names from ``"color"``,
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
@@ -102,6 +104,7 @@ class FaceGAN(L.LightningModule):
         d_betas: tuple[float, float] = (0.5, 0.999),
         adam_eps: float = 1e-8,
         n_disc_steps: int = 1,
+        g_fresh_latents: bool = False,
         augment: str = "",
         spectral_norm: bool | None = None,
         r1_gamma: float = 0.0,
@@ -138,7 +141,7 @@ class FaceGAN(L.LightningModule):
         # Compiled forwards share the networks' parameters; kept out of the module tree (and thus out
         # of state_dict and checkpoints, whose keys stay those of the plain networks).
         self._compiled: dict[str, Any] = {}
-        # BatchNorm standing statistics of the sampling generator, recomputed once per training step.
+        # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
 
     # ------------------------------------------------------------------------------- sampling
@@ -153,12 +156,12 @@ class FaceGAN(L.LightningModule):
 
         ``z`` (``(n, latent_dim)``) fixes the latents; otherwise ``n`` fresh ones are drawn. The
         generator runs in eval mode with BatchNorm "standing statistics" recomputed from the current
-        weights (once per training step), so an image depends on its latent only, not on the rest of
-        the batch, and matches what training-mode batch statistics produce.
+        weights (whenever they have changed, however), so an image depends on its latent only, not on
+        the rest of the batch, and matches what training-mode batch statistics produce.
         """
         z = latents(n, z, self.hparams.latent_dim, self.device)
         generator = self.sampling_generator
-        self.standing_stats.refresh(generator, self.global_step)
+        self.standing_stats.refresh(generator)
         return generate(generator, z, batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -167,7 +170,6 @@ class FaceGAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
-        self.standing_stats.invalidate()
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             # Resuming a fit: continue the random streams (latents, data order, flips, dropout) where
@@ -195,14 +197,7 @@ class FaceGAN(L.LightningModule):
         return self._compiled.get("d", self.discriminator)(images)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        hp = self.hparams
-        fused = hp.fused_adam if hp.fused_adam is not None else self.device.type == "cuda"
-        kind = {"fused": True} if fused else {}
-        players = ((self.generator, hp.g_lr, hp.g_betas), (self.discriminator, hp.d_lr, hp.d_betas))
-        return [
-            torch.optim.Adam(net.parameters(), lr=lr, betas=b, eps=hp.adam_eps, **kind)
-            for net, lr, b in players
-        ]
+        return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
 
     def _augment(self, images: Tensor) -> Tensor:
         """What D sees in training: ``images`` through the DiffAugment policy (if any)."""
@@ -228,7 +223,11 @@ class FaceGAN(L.LightningModule):
         if self.hparams.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         z = torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
-        fake = self._g(z)  # (B, 3, S, S); graph kept for the generator update
+        if self.hparams.g_fresh_latents:  # G trains on fakes of its own: no graph kept for these
+            with torch.no_grad():
+                fake = self._g(z)  # (B, 3, S, S)
+        else:
+            fake = self._g(z)  # (B, 3, S, S); graph kept for the generator update
 
         # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
         self.toggle_optimizer(opt_d)
@@ -258,9 +257,11 @@ class FaceGAN(L.LightningModule):
             }
         )
 
-        # Generator: the same fake through the updated D, D frozen.
+        # Generator: the same fake (or fresh ones) through the updated D, D frozen.
         if self.d_updates % self.hparams.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
+            if self.hparams.g_fresh_latents:
+                fake = self._g(torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
             g_loss = self.g_loss_fn(self._logits(fake))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)

@@ -10,8 +10,6 @@ making each image independent of the rest of its batch. A no-op for generators w
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
@@ -43,11 +41,19 @@ def latents(n: int | None, z: torch.Tensor | None, latent_dim: int, device: torc
     return z.to(device)
 
 
-class StandingStats:
-    """Recompute a generator's standing statistics only when what they depend on has changed.
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` holds BatchNorm layers that track running statistics."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    return any(isinstance(m, norms) and m.track_running_stats for m in module.modules())
 
-    ``refresh(generator, key)`` recomputes when ``generator`` or ``key`` (e.g. the training step)
-    differs from the previous call; :meth:`invalidate` forces the next call to recompute.
+
+class StandingStats:
+    """Recompute a generator's standing statistics whenever its weights or buffers have changed.
+
+    :meth:`refresh` compares the generator's parameters and buffers with a copy taken right after
+    the last recomputation: a training step, ``load_state_dict``, a user's own optimizer step or a
+    training-mode forward (which moves the running statistics) all trigger a recomputation, and
+    nothing else does. Generators without BatchNorm are never copied or recomputed.
     """
 
     def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
@@ -57,17 +63,28 @@ class StandingStats:
             seed,
             batch_size,
         )
-        self._computed_for: tuple[int, Hashable] | None = None
+        self._generator_id: int | None = None
+        self._snapshot: list[torch.Tensor] = []
 
-    def refresh(self, generator: nn.Module, key: Hashable) -> None:
-        if self._computed_for != (id(generator), key):
-            recompute_batchnorm_stats(
-                generator, self.latent_dim, self.num_batches, self.batch_size, self.seed
-            )
-            self._computed_for = (id(generator), key)
+    @staticmethod
+    def _state(generator: nn.Module) -> list[torch.Tensor]:
+        return [*generator.parameters(), *generator.buffers()]
 
-    def invalidate(self) -> None:
-        self._computed_for = None
+    def _unchanged(self, generator: nn.Module) -> bool:
+        state = self._state(generator)
+        return (
+            self._generator_id == id(generator)
+            and len(state) == len(self._snapshot)
+            and all(torch.equal(now, then) for now, then in zip(state, self._snapshot, strict=True))
+        )
+
+    @torch.no_grad()
+    def refresh(self, generator: nn.Module) -> None:
+        if not has_batchnorm(generator) or self._unchanged(generator):
+            return
+        recompute_batchnorm_stats(generator, self.latent_dim, self.num_batches, self.batch_size, self.seed)
+        self._generator_id = id(generator)
+        self._snapshot = [t.detach().clone() for t in self._state(generator)]
 
 
 @torch.no_grad()

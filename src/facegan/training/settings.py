@@ -1,9 +1,13 @@
-"""What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks they imply."""
+"""What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks and
+optimizers they imply."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import torch
+from torch import nn
 
 from facegan.nets import SPECTRAL_NORM_DEFAULT, NetworkConfig
 
@@ -47,3 +51,16 @@ def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
         if hp["spectral_norm"] is None
         else hp["spectral_norm"],
     )
+
+
+def adam_pair(
+    generator: nn.Module, discriminator: nn.Module, hp: Mapping[str, Any], device: torch.device
+) -> list[torch.optim.Optimizer]:
+    """``[Adam for G, Adam for D]``; the fused kernel when ``fused_adam`` says so (``None``: on CUDA)."""
+    fused = hp["fused_adam"] if hp["fused_adam"] is not None else device.type == "cuda"
+    kind = {"fused": True} if fused else {}
+    players = ((generator, hp["g_lr"], hp["g_betas"]), (discriminator, hp["d_lr"], hp["d_betas"]))
+    return [
+        torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=hp["adam_eps"], **kind)
+        for net, lr, betas in players
+    ]
