@@ -91,3 +91,12 @@ def test_resume_from_last_checkpoint_continues_counters(tmp_path):
     cli = main([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
     assert cli.model.images_seen.item() == 2 * 3 * 8
     assert cli.trainer.global_step == 12
+
+
+@pytest.mark.parametrize("arch", ["keras", "dcgan", "resnet"])
+def test_every_architecture_is_selectable_from_flags_alone(arch):
+    size = "128" if arch == "keras" else "64"
+    cli = main(["--model.arch", arch, "--data.image_size", size], run=False)
+    assert cli.model.hparams.arch == arch and cli.model.net_config.image_size == int(size)
+    widths = (cli.model.hparams.g_channels, cli.model.hparams.d_channels)
+    assert widths == ((None, None) if arch == "keras" else (32, 32))  # the CLI's CPU widths elsewhere

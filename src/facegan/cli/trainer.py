@@ -28,6 +28,9 @@ from facegan.training.module import FaceGAN
 
 log = logging.getLogger(__name__)
 
+CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter of the paper's FLOPs
+FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
+
 
 class SaveAndLogConfig(SaveConfigCallback):
     """Save ``config.yaml`` in the log folder (as LightningCLI does) and make the fully resolved
@@ -48,6 +51,14 @@ class FaceGANCLI(LightningCLI):
     ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the configured logger's runs, and a
     resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
     """
+
+    def before_instantiate_classes(self) -> None:
+        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.model
+        if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
+            model.g_channels = model.d_channels = None
+            log.info("facegan: arch=%s has fixed widths; the CLI's default widths do not apply", model.arch)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM."""
@@ -99,8 +110,8 @@ class FaceGANCLI(LightningCLI):
                 "checkpoint.filename": "epoch={epoch:04d}-step={step}",
                 "checkpoint.auto_insert_metric_name": False,
                 # CPU-friendly widths: a quarter of the paper's FLOPs, faces in minutes on 2 cores.
-                "model.g_channels": 32,
-                "model.d_channels": 32,
+                "model.g_channels": CLI_WIDTHS[0],
+                "model.d_channels": CLI_WIDTHS[1],
                 # DiffAugment on everything D sees. Without it D wins on the built-in faces within a few
                 # hundred iterations (d_real/d_fake ~0.99/~0.01 at D lr 2e-4, and still at 1e-4 after
                 # ~600) and G collapses; with color+translation they stay near 0.9/0.1 and faces form.
