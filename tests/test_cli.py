@@ -100,3 +100,19 @@ def test_every_architecture_is_selectable_from_flags_alone(arch):
     assert cli.model.hparams.arch == arch and cli.model.net_config.image_size == int(size)
     widths = (cli.model.hparams.g_channels, cli.model.hparams.d_channels)
     assert widths == ((None, None) if arch == "keras" else (32, 32))  # the CLI's CPU widths elsewhere
+
+
+def test_help_lists_every_subcommand_and_the_installed_command_runs_them(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "facegan", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name in ("fit", "validate", "test", "generate", "export"):
+        assert f"\n  {name} " in result.stdout
+    project = (REPO / "pyproject.toml").read_text()
+    assert 'facegan = "facegan.cli.entry:main"' in project  # the installed command is this entry point
+    script = Path(sys.executable).parent / "facegan"
+    if not script.is_file():
+        pytest.skip(f"the facegan command is not installed beside {sys.executable} (pip install -e .)")
+    result = subprocess.run([str(script), "generate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--truncation" in result.stdout, result.stderr
+    result = subprocess.run([str(script), "fit", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--model.arch" in result.stdout, result.stderr

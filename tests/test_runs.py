@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 
 import lightning as L
-import wandb
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger
 
 from facegan.cli.runs import set_logger_version
 from facegan.io.runs import logger_step, run_dir
@@ -39,29 +41,42 @@ def test_a_csv_logger_set_to_a_version_writes_into_that_run_folder(tmp_path):
     assert logger.log_dir == str(tmp_path / "runs" / "version_7")
 
 
-def test_a_wandb_logger_set_to_a_version_continues_that_run(tmp_path):
-    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
-    assert set_logger_version(logger, "abcd1234")
-    assert logger.version == "abcd1234"
-    try:
-        assert logger.experiment.id == "abcd1234"
-    finally:
-        wandb.finish()
-
-
 def test_other_loggers_are_left_alone():
     assert not set_logger_version(object(), "x")
 
 
-def test_wandb_run_ids_differ_after_the_same_seed(tmp_path):
-    """facegan does not choose W&B run ids: W&B draws them from `secrets`, so seed_everything (run by
-    every fit) cannot make two runs share an id."""
-    ids = []
-    for _ in range(2):
-        L.seed_everything(0, verbose=False)
-        logger = WandbLogger(save_dir=str(tmp_path), offline=True)
-        try:
-            ids.append(logger.experiment.id)
-        finally:
-            wandb.finish()
-    assert ids[0] != ids[1]
+WANDB_CHECKS = """
+import sys
+import lightning as L
+import wandb
+from lightning.pytorch.loggers import WandbLogger
+from facegan.cli.runs import set_logger_version
+
+save_dir = sys.argv[1]
+logger = WandbLogger(save_dir=save_dir, offline=True)
+assert set_logger_version(logger, "abcd1234")
+print("version", logger.version, logger.experiment.id)
+wandb.finish()
+ids = []
+for _ in range(2):
+    L.seed_everything(0, verbose=False)
+    logger = WandbLogger(save_dir=save_dir, offline=True)
+    ids.append(logger.experiment.id)
+    wandb.finish()
+print("seeded", *ids)
+"""
+
+
+def test_wandb_logger_versions_and_run_ids(tmp_path):
+    """A W&B logger set to a version continues that run; and facegan does not choose W&B run ids: W&B
+    draws them from `secrets`, so seed_everything (run by every fit) cannot make two runs share one.
+    In a subprocess: a W&B service started by the test process would serve later tests' children."""
+    result = subprocess.run(
+        [sys.executable, "-c", WANDB_CHECKS, str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert lines["version"] == "abcd1234 abcd1234"
+    first, second = lines["seeded"].split()
+    assert first != second

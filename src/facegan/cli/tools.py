@@ -19,11 +19,16 @@ from facegan.cli.generate import generate
 from facegan.io.checkpoints import CheckpointError, model_from_checkpoint
 from facegan.io.export import export_generator
 
+TOOLS = {
+    "generate": "write generated faces: a grid, a folder of PNGs or a GIF",
+    "export": "the generator alone: safetensors + JSON, loadable without Lightning",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facegan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="write generated faces: a grid, a folder of PNGs or a GIF")
+    gen = commands.add_parser("generate", help=TOOLS["generate"])
     gen.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt) or export folder")
     gen.add_argument("--out", required=True, help="grid.png | DIR (one PNG per image) | walk.gif")
     gen.add_argument("--num", type=int, default=64, help="number of images (grid cells with --interpolate)")
@@ -35,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interpolate", type=int, default=None, metavar="STEPS", help="GIF, frames per transition"
     )
     gen.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
-    exp = commands.add_parser(
-        "export", help="the generator alone: safetensors + JSON, loadable without Lightning"
-    )
+    exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
     exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
     return parser

@@ -1,0 +1,46 @@
+"""The ``facegan`` command (and ``python -m facegan``): one entry point for every subcommand.
+
+``fit``/``validate``/``test`` go to LightningCLI (:mod:`facegan.cli.trainer`), ``generate``/``export``
+to :mod:`facegan.cli.tools`; ``--help`` lists them all.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TRAINER_COMMANDS = {
+    "fit": "train a model (every setting: fit --help; a recipe: fit --config configs/NAME.yaml)",
+    "validate": "run the validation loop of a checkpoint (--ckpt_path)",
+    "test": "run the test loop of a checkpoint (--ckpt_path)",
+}
+
+
+def usage(prog: str) -> str:
+    from facegan.cli.tools import TOOLS
+
+    lines = [f"usage: {prog} {{{','.join([*TRAINER_COMMANDS, *TOOLS])}}} ...", "", "subcommands:"]
+    lines += [f"  {name:<9} {text}" for name, text in {**TRAINER_COMMANDS, **TOOLS}.items()]
+    lines += ["", f"`{prog} SUBCOMMAND --help` shows the options of one subcommand."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
+    """Dispatch ``argv`` (default: ``sys.argv[1:]``) to the subcommand it names."""
+    from facegan.cli.tools import TOOLS
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(prog))
+        raise SystemExit(0 if args else 2)
+    if args[0] in TOOLS:
+        from facegan.cli.tools import main as tools_main
+
+        tools_main(args)
+        return
+    from facegan.cli.trainer import main as trainer_main
+    from facegan.data.decode import BadImageError, error_message
+
+    try:
+        trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    except BadImageError as error:  # one clear line, not a loader worker's traceback
+        sys.exit(f"facegan: error: {error_message(error)}")
