@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,25 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(autouse=True)
 def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def _repository_files() -> set[str] | None:
+    """What ``git status`` shows of the checkout, ignored files included (``None`` without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    caches = ("__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".egg-info", ".venv")
+    return {line for line in out.splitlines() if not any(part in line for part in caches)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_never_write_into_the_repository():
+    before = _repository_files()
+    yield
+    after = _repository_files()
+    if before is not None and after is not None and after != before:
+        raise AssertionError(f"the tests wrote into the repository: {sorted(after - before)}")
