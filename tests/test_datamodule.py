@@ -217,3 +217,11 @@ def test_bad_arguments_name_the_setting():
         FaceDataModule(val_fraction=1.5)
     with pytest.raises(ValueError, match="source='celeba' needs `root`"):
         FaceDataModule(source="celeba").setup("fit")
+
+
+@pytest.mark.parametrize("root", ["", "  "])
+def test_an_empty_root_is_an_error_not_the_current_folder(root, tmp_path, monkeypatch):
+    write_images(tmp_path, ["grid.png"])  # what an earlier run left in the current folder
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"`root` is empty; .* leave it unset \(null\)"):
+        FaceDataModule(root=root)

@@ -162,3 +162,41 @@ def test_checkpoint_round_trip_keeps_weights_and_sample_latents(ckpt):
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name]), name
     assert isinstance(model, FaceGAN) and not model.training
+
+
+def test_generate_refuses_a_folder_with_earlier_images_unless_asked_to_overwrite(ckpt, tmp_path, capsys):
+    out = tmp_path / "faces"
+    main(["generate", "--ckpt", str(ckpt), "--num", "6", "--out", str(out)])
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--ckpt", str(ckpt), "--num", "2", "--out", str(out), "--seed", "1"])
+    assert exit_info.value.code == 2
+    assert "already holds 7 files" in capsys.readouterr().err
+    assert len(list(out.glob("*.png"))) == 6  # nothing written, nothing removed
+    main(["generate", "--ckpt", str(ckpt), "--num", "2", "--out", str(out), "--seed", "1", "--overwrite"])
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--truncation", "nan"], "--truncation must be a finite number > 0, but got nan"),
+        (["--truncation", "inf"], "--truncation must be a finite number > 0, but got inf"),
+        (["--nrow", "-2"], "--nrow must be >= 1, but got -2"),
+    ],
+)
+def test_bad_generate_flags_fail_with_one_line_before_any_work(flags, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("facegan.cli.generate._sampler", lambda *a: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        main(["generate", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "g.png"), *flags])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["blocker/grid.png", "blocker/faces"])
+def test_an_unwritable_out_fails_before_any_image_is_made(out, tmp_path, capsys, monkeypatch):
+    (tmp_path / "blocker").write_text("a file where a folder would have to be")
+    monkeypatch.setattr("facegan.cli.generate._sampler", lambda *a: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        main(["generate", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert "--out" in err and "blocker" in err

@@ -7,6 +7,8 @@ from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.export`).
 from __future__ import annotations
 
 import math
+import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +23,7 @@ from facegan.images import to_uint8
 from facegan.io.checkpoints import model_from_checkpoint
 from facegan.io.export import load_generator
 
+IMAGE_NAME = re.compile(r"\d{6}\.png")  # the images a folder output is made of
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 KEYFRAMES = 4  # latents per image that an interpolation loops through
 
@@ -29,8 +32,8 @@ def truncated_normal(n: int, dim: int, psi: float | None, generator: torch.Gener
     """``(n, dim)`` standard normal latents; with ``psi``, each entry from the normal truncated to ``[-psi, psi]``."""
     if psi is None:
         return torch.randn(n, dim, generator=generator)
-    if psi <= 0:
-        raise ValueError(f"--truncation must be > 0, but got {psi}")
+    if not (math.isfinite(psi) and psi > 0):
+        raise ValueError(f"--truncation must be a finite number > 0, but got {psi}")
     return torch.nn.init.trunc_normal_(torch.empty(n, dim), 0.0, 1.0, -psi, psi, generator=generator)
 
 
@@ -72,6 +75,31 @@ def _save_png(images: Tensor, path: Path) -> None:
     Image.fromarray(to_uint8(images).permute(1, 2, 0).cpu().numpy()).save(path)
 
 
+def _prepare_output(target: Path, out: str, single_file: bool, overwrite: bool) -> None:
+    """Check that ``--out`` can be written, and that a folder holds no earlier model's images."""
+    folder = target.parent if single_file else target
+    if not single_file:
+        if target.exists() and not target.is_dir():
+            raise ValueError(f"--out {out!r} is a file; give a folder, or a .png/.jpg name for a grid")
+        earlier = sorted(target.iterdir()) if target.is_dir() else []
+        if earlier and not overwrite:
+            raise ValueError(
+                f"--out {out!r} already holds {len(earlier)} files (e.g. {earlier[0].name}); images of two "
+                "models would mix. Give an empty or new folder, or --overwrite to replace its images"
+            )
+        for path in earlier:
+            if IMAGE_NAME.fullmatch(path.name):
+                path.unlink()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--out {out!r}: cannot write to {str(folder)!r} ({error.strerror or error})"
+        ) from None
+
+
 @torch.no_grad()
 def generate(
     ckpt: str,
@@ -84,6 +112,7 @@ def generate(
     interpolate: int | None = None,
     nrow: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``num`` generated faces to ``out`` (a grid image, a folder of PNGs, or a GIF); see module doc."""
     if num < 1:
@@ -99,10 +128,15 @@ def generate(
             raise ValueError(f"--interpolate writes an animation: --out must end in .gif, got {out!r}")
     elif suffix == ".gif":
         raise ValueError("--out *.gif needs --interpolate STEPS (frames per transition)")
+    if nrow is not None and nrow < 1:
+        raise ValueError(f"--nrow must be >= 1, but got {nrow}")
+    if truncation is not None:
+        truncated_normal(1, 1, truncation, torch.Generator())  # a bad --truncation fails before any work
+    as_grid = suffix in GRID_SUFFIXES or interpolate is not None
+    _prepare_output(target, out, as_grid, overwrite)  # before any image is made
     sample, latent_dim = _sampler(ckpt, _device(device))
     rng = torch.Generator().manual_seed(seed)
     nrow = nrow or max(1, math.isqrt(num))
-    target.parent.mkdir(parents=True, exist_ok=True)
 
     if interpolate is not None:  # each grid cell walks a loop through KEYFRAMES latents
         keys = truncated_normal(KEYFRAMES * num, latent_dim, truncation, rng).view(KEYFRAMES, num, latent_dim)
@@ -117,11 +151,6 @@ def generate(
         return target
 
     z = truncated_normal(num, latent_dim, truncation, rng)
-    as_grid = suffix in GRID_SUFFIXES
-    if not as_grid:
-        if target.exists() and not target.is_dir():
-            raise ValueError(f"--out {out!r} is a file; give a folder, or a .png/.jpg name for a grid")
-        target.mkdir(parents=True, exist_ok=True)
     parts, written = [], 0
     with tqdm(total=num, desc="images", unit="img", disable=not progress or num <= batch_size) as bar:
         for chunk in z.split(batch_size):

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--interpolate", type=int, default=None, metavar="STEPS", help="GIF, frames per transition"
     )
     gen.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
+    gen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the images of an --out folder that already has files",
+    )
     exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
     exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
@@ -63,6 +68,7 @@ def main(args: list[str] | None = None) -> Path:
                 truncation=ns.truncation,
                 interpolate=ns.interpolate,
                 nrow=ns.nrow,
+                overwrite=ns.overwrite,
             )
     except (CheckpointError, ValueError) as error:
         print(f"facegan {ns.command}: error: {error}", file=sys.stderr)

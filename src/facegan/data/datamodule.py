@@ -89,6 +89,11 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if root is not None and not str(root).strip():
+            raise ValueError(
+                "FaceDataModule: `root` is empty; give the folder or zip of images, or leave it unset "
+                "(null) to train on the built-in procedural faces"
+            )
         if source not in SOURCES:
             raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {source!r}")
         if image_size < 8:

@@ -60,7 +60,7 @@ class FaceGAN(L.LightningModule):
             to the fakes G is trained through: comma-separated names from ``"color"``,
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
-            StyleGAN2-ADA uses 0.0002 * S^2 / batch (about 0.1 at 64 px and batch 64) as a start.
+            StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
         r1_every: lazy regularization: compute R1 every ``r1_every`` discriminator updates and
             scale it by ``r1_every`` (StyleGAN2: 16), so it costs 1/16 of a D forward-backward.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at
