@@ -11,10 +11,12 @@ from tests.conftest import REPO
 DEBUG = str(REPO / "configs/debug.yaml")
 
 
+# With an EMA generator and lazy R1, whose state (EMA weights, R1 step phase) must resume too.
+EMA_R1 = ["--model.ema_kimg", "0.05", "--model.r1_gamma", "0.1", "--model.r1_every", "2"]
+
+
 def fit(*args: str):
-    # With an EMA generator and lazy R1, whose state (EMA weights, R1 step phase) must resume too.
-    ema_r1 = ["--model.ema_kimg", "0.05", "--model.r1_gamma", "0.1", "--model.r1_every", "2"]
-    return main(["fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false", *ema_r1, *args])
+    return main(["fit", "--config", DEBUG, "--trainer.enable_progress_bar", "false", *EMA_R1, *args])
 
 
 def state(path):
@@ -62,3 +64,20 @@ def test_ckpt_path_last_without_a_checkpoint_fails_clearly(tmp_path, monkeypatch
         fit("--ckpt_path", "last")
     with pytest.raises(ValueError, match="does not exist"):
         fit("--ckpt_path", str(tmp_path / "nope.ckpt"))
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_validate_and_test_evaluate_the_checkpoint_or_fail(subcommand, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", DEBUG, "--trainer.enable_progress_bar", "false", *EMA_R1]
+    with pytest.raises(ValueError, match=rf"{subcommand} needs --ckpt_path"):
+        main([subcommand, *common])
+    with pytest.raises(ValueError, match="--ckpt_path last: no last.ckpt under"):
+        main([subcommand, *common, "--ckpt_path", "last"])
+    fit("--trainer.max_epochs", "1")
+    (last,) = (tmp_path / "lightning_logs").glob("*/checkpoints/last.ckpt")
+    cli = main([subcommand, *common, "--ckpt_path", "last"])
+    saved = torch.load(last, weights_only=True)["state_dict"]
+    evaluated = cli.model.state_dict()
+    assert all(torch.equal(evaluated[k].cpu(), v) for k, v in saved.items())  # not a fresh model
+    assert {"validate": "val", "test": "test"}[subcommand] + "/d_real" in cli.trainer.callback_metrics

@@ -70,25 +70,45 @@ class FaceGANCLI(LightningCLI):
             callbacks.append(CheckpointOnInterrupt())
         return trainer
 
-    def before_fit(self) -> None:
+    def _checkpoint(self, required: bool) -> Path | None:
+        """The ``--ckpt_path`` of this subcommand as a file (``last`` resolved); ``None`` when unset or
+        one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is None:
-            return
+            if required:
+                raise ValueError(
+                    f"{self.subcommand} needs --ckpt_path (a checkpoint file, or 'last' for the newest "
+                    "last.ckpt of this experiment); without one it would evaluate an untrained model"
+                )
+            return None
         if ckpt_path == "last":
             found = find_last_checkpoint(self.trainer)
             if found is None:
                 raise ValueError(
-                    f"--ckpt_path last: no last.ckpt under {run_root(self.trainer)}/*/checkpoints/; start "
-                    "without --ckpt_path, or give the checkpoint's path"
+                    f"--ckpt_path last: no last.ckpt under {run_root(self.trainer)}/*/checkpoints/; "
+                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
+                    + "or give the checkpoint's path"
                 )
-            config["ckpt_path"] = ckpt_path = str(found)
-        elif ckpt_path in ("best", "hpc", "registry"):
-            return
-        elif not Path(ckpt_path).is_file():
+            config["ckpt_path"] = str(found)
+            return found
+        if ckpt_path in ("best", "hpc", "registry"):
+            return None
+        if not Path(ckpt_path).is_file():
             raise ValueError(f"--ckpt_path {ckpt_path!r} does not exist or is not a file")
-        version = continue_run(self.trainer, Path(ckpt_path))
-        log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
+        return Path(ckpt_path)
+
+    def before_fit(self) -> None:
+        ckpt_path = self._checkpoint(required=False)
+        if ckpt_path is not None:
+            version = continue_run(self.trainer, ckpt_path)
+            log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
+
+    def before_validate(self) -> None:
+        self._checkpoint(required=True)
+
+    def before_test(self) -> None:
+        self._checkpoint(required=True)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
