@@ -182,3 +182,36 @@ def test_generator_step_reuses_or_redraws_its_latents(fresh):
     else:
         ((_, grad),) = calls
         assert grad
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], 0  # (image, label), as torchvision datasets give
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (
+            torch.rand(8, 3, 64, 64) * 2 - 1,
+            r"shape \(4, 3, 64, 64\), but the model was built for image_size=32",
+        ),
+        (torch.rand(8, 1, 32, 32) * 2 - 1, r"shape \(4, 1, 32, 32\).*\(B, 3, 32, 32\)"),
+        (torch.rand(8, 3, 32, 32), r"values in \[0\.\d+, [01]\.\d+\]; facegan trains on images in \[-1, 1\]"),
+        (torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), "dtype torch.uint8"),
+    ],
+    ids=["resolution", "channels", "zero-to-one", "uint8"],
+)
+def test_a_batch_that_does_not_match_the_model_fails_on_the_first_batch(images, message):
+    gan = tiny_gan()
+    before = {k: v.clone() for k, v in gan.state_dict().items()}
+    loader = torch.utils.data.DataLoader(_Batches(images), batch_size=4)
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(limit_train_batches=2).fit(gan, loader)
+    assert all(torch.equal(v, before[k]) for k, v in gan.state_dict().items())  # nothing trained

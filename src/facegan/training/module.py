@@ -21,12 +21,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
 
-from facegan.images import batch_images
+from facegan.images import batch_images, check_batch
 from facegan.nets import build_networks
 from facegan.training import distributed
-from facegan.training.augment import diff_augment, parse_policy
+from facegan.training.augment import parse_policy
 from facegan.training.ema import ema_beta, update_ema
-from facegan.training.losses import get_losses, r1_penalty
+from facegan.training.losses import get_losses
+from facegan.training.players import Players
 from facegan.training.rng import rng_states, set_rng_states
 from facegan.training.sampling import StandingStats, generate, latents
 from facegan.training.settings import adam_pair, check_settings, network_config
@@ -138,9 +139,8 @@ class FaceGAN(L.LightningModule):
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
         self._images_seen_host = 0  # images_seen as a Python int, set at train start
-        # Compiled forwards share the networks' parameters; kept out of the module tree (and thus out
-        # of state_dict and checkpoints, whose keys stay those of the plain networks).
-        self._compiled: dict[str, Any] = {}
+        self._batch_checked = False  # the first training batch of a fit is checked (check_batch)
+        self.players = Players(self)
         # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
 
@@ -181,42 +181,29 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
         self._images_seen_host = int(self.images_seen)  # one device sync per fit, none per step
+        self._batch_checked = False
         if distributed.is_distributed(self):
             distributed.decorrelate_ranks(dist.get_rank())
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
-        if self.hparams.compile and not self._compiled:
-            self._compiled = {"g": torch.compile(self.generator), "d": torch.compile(self.discriminator)}
-
-    def _g(self, z: Tensor) -> Tensor:
-        return self._compiled.get("g", self.generator)(z)
-
-    def _d(self, images: Tensor) -> Tensor:
-        return self._compiled.get("d", self.discriminator)(images)
+        if self.hparams.compile:
+            self.players.compile()
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
 
-    def _augment(self, images: Tensor) -> Tensor:
-        """What D sees in training: ``images`` through the DiffAugment policy (if any)."""
-        return diff_augment(images, self.augment_policy) if self.augment_policy else images
-
-    def _logits(self, images: Tensor) -> Tensor:
-        """D's float32 logits ``(B,)`` of augmented ``images`` (losses stay float32 under autocast)."""
-        return self._d(self._augment(images)).float()
-
     def _r1(self, real: Tensor) -> Tensor:
-        """R1 penalty on ``real`` through the augmentation, in float32 with autocast off (eager D)."""
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            real = real.detach().float().requires_grad_(True)
-            return r1_penalty(real, self.discriminator(self._augment(real)).float())
+        return self.players.r1(real)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
         if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
             return
+        if not self._batch_checked:  # the first batch of a fit: shape, dtype and range (one host sync)
+            check_batch(real, self.hparams.image_size)
+            self._batch_checked = True
         opt_g, opt_d = cast(list, self.optimizers())
         world = distributed.world_size(self)
         distributed.disable_reducer(self)
@@ -225,14 +212,14 @@ class FaceGAN(L.LightningModule):
         z = torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
         if self.hparams.g_fresh_latents:  # G trains on fakes of its own: no graph kept for these
             with torch.no_grad():
-                fake = self._g(z)  # (B, 3, S, S)
+                fake = self.players.fakes(z)  # (B, 3, S, S)
         else:
-            fake = self._g(z)  # (B, 3, S, S); graph kept for the generator update
+            fake = self.players.fakes(z)  # (B, 3, S, S); graph kept for the generator update
 
         # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
         self.toggle_optimizer(opt_d)
-        real_logits = self._logits(real)  # (B,)
-        fake_logits = self._logits(fake.detach())  # (B,)
+        real_logits = self.players.logits(real)  # (B,)
+        fake_logits = self.players.logits(fake.detach())  # (B,)
         d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
         d_total = d_loss
         hp = self.hparams
@@ -261,8 +248,10 @@ class FaceGAN(L.LightningModule):
         if self.d_updates % self.hparams.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
             if self.hparams.g_fresh_latents:
-                fake = self._g(torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
-            g_loss = self.g_loss_fn(self._logits(fake))
+                fake = self.players.fakes(
+                    torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
+                )
+            g_loss = self.g_loss_fn(self.players.logits(fake))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             distributed.average_gradients(self, opt_g)
