@@ -8,12 +8,13 @@ scales it; a file that cannot be decoded raises :class:`BadImageError` naming it
 from __future__ import annotations
 
 import io
+import math
 import multiprocessing
 import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
@@ -40,15 +41,43 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+DECODER_VERSION = 2  # bump when decoding changes pixels (2: EXIF orientation, alpha on white, draft)
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white, as a page shows them
+DRAFT_PIXELS = 4096 * 4096  # JPEGs above this many pixels are decoded at a reduced scale (PIL's draft)
+
+
+def _to_8bit(array: np.ndarray, peak: int) -> np.ndarray:
+    """``round(array * 255 / peak)`` as uint8, a block of rows at a time (memory: the image's own)."""
+    out = np.empty(array.shape, dtype=np.uint8)
+    for top in range(0, array.shape[0], 512):
+        block = array[top : top + 512]
+        if block.dtype.kind == "f":  # float images: NaN -> 0
+            scaled = np.nan_to_num(block.astype(np.float32) * np.float32(255 / peak) + np.float32(0.5))
+            out[top : top + 512] = np.clip(scaled, 0, 255)
+        else:  # integers, exactly: floor(x * 255 / peak + 0.5)
+            out[top : top + 512] = (np.clip(block, 0, peak).astype(np.int64) * 510 + peak) // (2 * peak)
+    return out
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16-bit and float images are rescaled, not clipped, to 8 bits."""
+    """Any PIL mode -> RGB. 16-bit and float images are rescaled, not clipped, to 8 bits; transparent
+    pixels are composited on :data:`BACKGROUND`."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
+        array = np.asarray(image)
+        high = float(array.max()) if array.size else 0.0
+        peak = 65535 if image.mode.startswith("I;16") or high > 255 else 255
+        image = Image.fromarray(_to_8bit(array, peak))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (*BACKGROUND, 255)), image).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (phone photos), or as it is."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
@@ -57,7 +86,14 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
     Crop-then-resize with bilinear filtering is Mimicry's CelebA preprocessing (crop 178, the
     image width, then resize), the one behind its published FIDs.
     """
-    image = to_rgb(image)
+    width, height = image.size
+    if image.format == "JPEG" and width * height > DRAFT_PIXELS:
+        # Decode at 1/2, 1/4 or 1/8 scale while the crop keeps at least twice the output resolution.
+        scale = (min(width, height) if crop_size is None else crop_size) / (2 * image_size)
+        image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+        if crop_size is not None:
+            crop_size = max(1, round(crop_size * image.size[0] / width))
+    image = to_rgb(_upright(image))
     width, height = image.size
     side = min(width, height) if crop_size is None else crop_size
     if side > min(width, height):

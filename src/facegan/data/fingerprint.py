@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from facegan.data.decode import FaceImageDataset
+from facegan.data.decode import DECODER_VERSION, FaceImageDataset
 from facegan.data.procedural import ProceduralFaces
 from facegan.data.sources import ZipSource
 
@@ -41,4 +41,5 @@ def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
             # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
             digest.update(os.fsencode(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n"))
     key.update(files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=crop_size)
+    key.update(decoder=DECODER_VERSION)  # how the files become pixels
     return key

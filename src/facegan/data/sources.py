@@ -7,13 +7,29 @@ messages); :mod:`facegan.data.decode` turns the bytes into images.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
 SOURCES = ("auto", "procedural", "folder", "celeba", "zip")
+MAX_IMAGE_BYTES = 256 << 20  # larger files or zip members are refused unread (a 12000x12000 JPEG is ~50 MB)
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise OSError(
+            f"{size} bytes, larger than any plausible image (limit {MAX_IMAGE_BYTES >> 20} MiB); not read"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def _is_image_name(name: str) -> bool:
@@ -40,8 +56,26 @@ class FolderSource:
         return str(self.root / self.names[i])
 
     def read(self, i: int) -> bytes:
-        with open(self.root / self.names[i], "rb") as f:
-            return f.read()
+        """The file's bytes; ``OSError`` for anything but a regular file of plausible size.
+
+        Opened non-blocking (a FIFO named ``x.jpg`` cannot block the open) and checked on the open
+        descriptor (so a file swapped after the check cannot slip through): devices such as
+        ``/dev/zero`` behind a symlink, FIFOs and sockets are refused, as is a file larger than
+        :data:`MAX_IMAGE_BYTES`, before it is read; the read itself is bounded too.
+        """
+        fd = os.open(self.root / self.names[i], os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"not a regular file ({_file_kind(info.st_mode)}); only image files are read")
+            _check_size(info.st_size)
+            data = file.read(info.st_size + 1)  # one byte more than its size: is it still being written?
+        if len(data) != info.st_size:
+            raise OSError(
+                f"changed while being read ({info.st_size} bytes, then {len(data)}); retry when complete"
+            )
+        return data
+        return data
 
 
 class ZipSource:
@@ -53,6 +87,12 @@ class ZipSource:
         with zipfile.ZipFile(path) as zf:
             members = [i.filename for i in zf.infolist() if not i.is_dir()]
         self.names = sorted(m for m in members if m.startswith(prefix) and _is_image_name(m))
+        repeated = sorted(name for name, count in Counter(self.names).items() if count > 1)
+        if repeated:
+            raise ValueError(
+                f"zip archive {str(path)!r} holds {len(repeated)} image names more than once (e.g. "
+                f"{repeated[0]!r}); which copy is meant is ambiguous. Rebuild the archive with unique names"
+            )
         self._zip: zipfile.ZipFile | None = None
         self._pid: int | None = None
 
@@ -66,7 +106,10 @@ class ZipSource:
         if self._zip is None or self._pid != os.getpid():  # one handle per (worker) process
             self._zip = zipfile.ZipFile(self.path)
             self._pid = os.getpid()
-        return self._zip.read(self.names[i])
+        member = self._zip.getinfo(self.names[i])
+        _check_size(member.file_size)  # refused before anything is inflated
+        with self._zip.open(member) as file:
+            return file.read()  # zipfile stops at the declared size and checks the CRC
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_zip": None, "_pid": None}
@@ -77,7 +120,9 @@ def open_zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
     try:
         source = ZipSource(path)
     except zipfile.BadZipFile as error:
-        raise ValueError(f"FaceDataModule: cannot open zip archive {str(path)!r}: {error}") from error
+        raise ValueError(f"FaceDataModule: zip archive {str(path)!r} is damaged: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"FaceDataModule: {error}") from None
     prefix = f"{CELEBA_IMAGES}/"
     if celeba_prefix and any(name.startswith(prefix) for name in source.names):
         source.names = [name for name in source.names if name.startswith(prefix)]
@@ -129,6 +174,13 @@ def resolve_source(
             )
         return "celeba", celeba, partition if partition.is_file() else None
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            zip_like = file.read(4) == b"PK\x03\x04"  # a zip's first local header, without its directory
+        if zip_like:
+            raise ValueError(
+                f"FaceDataModule: zip archive {str(path)!r} is damaged (its central directory is missing "
+                "or corrupt, e.g. an interrupted download or copy); download or rebuild it"
+            )
         raise ValueError(f"FaceDataModule: `root` {str(path)!r} is a file but not a zip archive; {expected}")
     if source == "folder":
         raise ValueError(f"FaceDataModule: source='folder' but `root` {str(path)!r} is a zip file")
