@@ -38,7 +38,7 @@ def test_print_config_shows_every_part(capsys):
     assert model["g_lr"] == model["d_lr"] == 2e-4
 
 
-def test_image_size_is_linked_from_data_to_model():
+def test_image_size_is_linked_from_data_to_model(tmp_path):
     cli = main(
         [
             "fit",
@@ -50,6 +50,8 @@ def test_image_size_is_linked_from_data_to_model():
             "0",
             "--trainer.logger",
             "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
         ]
     )
     assert cli.model.hparams.image_size == 32 and cli.datamodule.image_size == 32
