@@ -200,3 +200,46 @@ def test_an_unwritable_out_fails_before_any_image_is_made(out, tmp_path, capsys,
         main(["generate", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / out)])
     err = capsys.readouterr().err
     assert "--out" in err and "blocker" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"latent_dim": 1_000_000_000}, r"`latent_dim` must be in \[1, 65536\], but got 1000000000"),
+        ({"g_channels": True}, r"`g_channels` must be an integer, but got True"),
+        ({"image_size": "64"}, r"`image_size` must be an integer, but got '64'"),
+        ({"arch": ["dcgan"]}, r"`arch` must be one of .* but got \['dcgan'\]"),
+        (
+            {"latent_dim": 17},
+            r"does not match the config in config.json \(.*'net.0.weight': \(16, 32, 4, 4\) stored, \(17, 32, 4, 4\) expected",
+        ),
+    ],
+    ids=["huge", "bool", "string", "list", "shape"],
+)
+def test_an_export_config_is_validated_before_any_network_is_built(
+    ckpt, tmp_path, change, message, monkeypatch
+):
+    export = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(export)])
+    config = json.loads((export / "config.json").read_text())
+    (export / "config.json").write_text(json.dumps({**config, **change}))
+    import facegan.io.export as export_module
+
+    built, original = [], export_module.build_generator
+
+    def spy(config):
+        built.append(torch.empty(0).device.type)  # "meta" inside the shape check's device context
+        return original(config)
+
+    monkeypatch.setattr(export_module, "build_generator", spy)
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(export)
+    assert set(built) <= {"meta"}  # refused from the config and the file header: no memory allocated
+
+
+def test_a_deeply_nested_export_config_is_refused_clearly(ckpt, tmp_path):
+    export = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(export)])
+    (export / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=r"config.json' is not valid JSON \(RecursionError\)"):
+        load_generator(export)

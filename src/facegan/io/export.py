@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
 from facegan.io.atomic import atomic_write
 from facegan.io.checkpoints import CheckpointError
-from facegan.nets import NetworkConfig, build_generator
+from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
 
 EXPORT_FORMAT = 1
 WEIGHTS_FILE = "generator.safetensors"
@@ -54,6 +54,40 @@ def export_generator(model: Any, out: str | os.PathLike) -> Path:
     return out
 
 
+LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
+
+
+def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig:
+    """The :class:`NetworkConfig` of an export's ``config.json``, every field's type and range checked."""
+    where = repr(str(config_path))
+    for name in ("arch", "image_size", "latent_dim", "g_channels"):
+        if name not in meta:
+            raise CheckpointError(f"{where} lacks the setting {name!r}")
+    if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
+        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
+    for name in ("image_size", "latent_dim", "g_channels"):
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
+        low, high = LIMITS.get(name, (1, 1 << 16))
+        if not low <= value <= high:
+            raise CheckpointError(f"{where}: `{name}` must be in [{low}, {high}], but got {value}")
+    try:
+        return NetworkConfig(
+            arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
+            g_channels=meta["g_channels"],
+        )  # fmt: skip
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from None
+
+
+def _shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict tensor shape of ``config``'s generator, from a build on the meta device (no memory)."""
+    with torch.device("meta"):
+        generator = build_generator(config)
+    return {name: tuple(tensor.shape) for name, tensor in generator.state_dict().items()}
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode.
 
@@ -70,8 +104,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             )
     try:
         meta = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({type(error).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != "facegan-generator":
         raise CheckpointError(f"{str(config_path)!r} is not a facegan generator config")
     if meta.get("format_version") != EXPORT_FORMAT:
@@ -79,21 +113,20 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             f"{str(config_path)!r} has format_version {meta.get('format_version')!r}; this facegan reads "
             f"{EXPORT_FORMAT}"
         )
+    config = _checked_config(meta, config_path)
+    expected = _shapes(config)
     try:
-        config = NetworkConfig(
-            arch=meta["arch"],
-            image_size=meta["image_size"],
-            latent_dim=meta["latent_dim"],
-            g_channels=meta["g_channels"],
-        )
-    except KeyError as error:
-        raise CheckpointError(f"{str(config_path)!r} lacks the setting {error}") from None
-    except ValueError as error:
-        raise CheckpointError(f"{str(config_path)!r}: {error}") from None
-    try:
-        tensors = load_file(str(weights_path))
+        with safe_open(str(weights_path), "pt") as file:  # the header only: no tensor is read yet
+            stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
+    if stored != expected:
+        wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+        raise CheckpointError(
+            f"{str(weights_path)!r} does not match the config in {CONFIG_FILE} ({len(wrong)} tensors differ, "
+            f"e.g. {wrong[0]!r}: {stored.get(wrong[0])} stored, {expected.get(wrong[0])} expected)"
+        )
+    tensors = load_file(str(weights_path))
     generator = build_generator(config)
     try:
         generator.load_state_dict(tensors, strict=True)
