@@ -48,11 +48,23 @@ def test_collapsed_discriminator_is_detected_and_warn_only_carries_on(caplog):
         tiny_trainer(max_epochs=8, limit_train_batches=8, callbacks=[monitor]).fit(gan, tiny_data())
     messages = [r.message for r in caplog.records if "collapsed" in r.message]
     assert len(messages) == 1  # warned once, training went on to the end
-    assert "mean train/d_real" in messages[0] and "Last good checkpoint: none written yet" in messages[0]
+    assert "of reals and" in messages[0] and "Last good checkpoint: none written yet" in messages[0]
+
+
+def test_a_collapse_is_detected_under_the_hinge_loss_too(caplog):
+    """Hinge logits sit near +-1 (sigmoid 0.73): D's sign accuracy shows the collapse where P(real) cannot."""
+    torch.manual_seed(0)
+    gan = tiny_gan(loss="hinge", g_lr=0.0, d_lr=2e-3)
+    monitor = DivergenceMonitor(action="warn", check_every=1, window=10)
+    with caplog.at_level(logging.WARNING, logger="facegan.callbacks.divergence"):
+        trainer = tiny_trainer(max_epochs=8, limit_train_batches=8, callbacks=[monitor])
+        trainer.fit(gan, tiny_data())
+    assert any("collapsed" in r.message for r in caplog.records)
+    assert float(trainer.callback_metrics["train/d_real"]) < 0.99  # what the old P(real) rule needed
 
 
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="`action` must be 'stop' or 'warn'"):
         DivergenceMonitor(action="ignore")
-    with pytest.raises(ValueError, match="d_fake_min < d_real_max"):
-        DivergenceMonitor(d_real_max=0.1, d_fake_min=0.5)
+    with pytest.raises(ValueError, match=r"`max_accuracy` must be in \(0.5, 1\], but got 0.3"):
+        DivergenceMonitor(max_accuracy=0.3)

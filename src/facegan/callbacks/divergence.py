@@ -18,12 +18,14 @@ class TrainingDiverged(RuntimeError):
 
 
 class DivergenceMonitor(L.Callback):
-    """Watch ``train/d_loss``, ``train/g_loss``, ``train/d_real`` and ``train/d_fake`` every ``check_every`` batches.
+    """Watch ``train/d_loss``, ``train/g_loss``, ``train/d_acc_real`` and ``train/d_acc_fake`` every
+    ``check_every`` batches.
 
     - A non-finite loss means the weights are already damaged.
-    - A collapsed discriminator: over the last ``window`` checks, the mean of ``train/d_real`` is at
-      least ``d_real_max`` and the mean of ``train/d_fake`` at most ``d_fake_min`` (D separates real
-      from fake perfectly, G gets no useful gradient and rarely recovers).
+    - A collapsed discriminator: over the last ``window`` checks, D's sign accuracy (real logits > 0,
+      fake logits < 0) averages at least ``max_accuracy`` on reals *and* on fakes: D separates real
+      from fake perfectly, G gets no useful gradient and rarely recovers. Sign accuracy means the same
+      for every loss (``sigmoid`` of hinge logits, which sit near +-1, almost never looks confident).
 
     ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint;
     raising (rather than asking the Trainer to stop) means no checkpoint of the damaged state is
@@ -36,20 +38,16 @@ class DivergenceMonitor(L.Callback):
         action: Literal["stop", "warn"] = "stop",
         check_every: int = 10,
         window: int = 50,
-        d_real_max: float = 0.99,
-        d_fake_min: float = 0.01,
+        max_accuracy: float = 0.99,
     ) -> None:
         if action not in ("stop", "warn"):
             raise ValueError(f"DivergenceMonitor: `action` must be 'stop' or 'warn', but got {action!r}")
         if check_every < 1 or window < 1:
             raise ValueError("DivergenceMonitor: `check_every` and `window` must be integers >= 1")
-        if not (0.0 < d_fake_min < d_real_max < 1.0):
-            raise ValueError(
-                "DivergenceMonitor: need 0 < d_fake_min < d_real_max < 1, got "
-                f"d_fake_min={d_fake_min}, d_real_max={d_real_max}"
-            )
+        if not 0.5 < max_accuracy <= 1.0:
+            raise ValueError(f"DivergenceMonitor: `max_accuracy` must be in (0.5, 1], but got {max_accuracy}")
         self.action, self.check_every, self.window = action, check_every, window
-        self.d_real_max, self.d_fake_min = d_real_max, d_fake_min
+        self.max_accuracy = max_accuracy
         self._recent: deque[tuple[float, float]] = deque(maxlen=window)
         self._warned: set[str] = set()
 
@@ -83,15 +81,15 @@ class DivergenceMonitor(L.Callback):
             if key in metrics and not math.isfinite(float(metrics[key])):
                 self._fail(trainer, "nonfinite", f"{key} is {float(metrics[key])}")
                 return
-        if "train/d_real" in metrics and "train/d_fake" in metrics:
-            self._recent.append((float(metrics["train/d_real"]), float(metrics["train/d_fake"])))
+        if "train/d_acc_real" in metrics and "train/d_acc_fake" in metrics:
+            self._recent.append((float(metrics["train/d_acc_real"]), float(metrics["train/d_acc_fake"])))
             if len(self._recent) == self.window:
-                d_real = sum(r for r, _ in self._recent) / self.window
-                d_fake = sum(f for _, f in self._recent) / self.window
-                if d_real >= self.d_real_max and d_fake <= self.d_fake_min:
+                real = sum(r for r, _ in self._recent) / self.window
+                fake = sum(f for _, f in self._recent) / self.window
+                if real >= self.max_accuracy and fake >= self.max_accuracy:
                     self._fail(
                         trainer,
                         "collapse",
-                        f"the discriminator collapsed (mean train/d_real {d_real:.4f} >= {self.d_real_max}, "
-                        f"train/d_fake {d_fake:.4f} <= {self.d_fake_min} over the last {self.window} checks)",
+                        f"the discriminator collapsed (it told {real:.1%} of reals and {fake:.1%} of fakes "
+                        f"apart over the last {self.window} checks, >= max_accuracy {self.max_accuracy})",
                     )

@@ -240,6 +240,8 @@ class FaceGAN(L.LightningModule):
             {
                 "train/d_real": torch.sigmoid(real_logits.detach()).mean(),  # D's P(real) on reals
                 "train/d_fake": torch.sigmoid(fake_logits.detach()).mean(),  # D's P(real) on fakes
+                "train/d_acc_real": (real_logits.detach() > 0).float().mean(),  # sign accuracy: any loss
+                "train/d_acc_fake": (fake_logits.detach() < 0).float().mean(),
                 "train/kimg": self.images_seen.float() / 1000.0,
             }
         )
