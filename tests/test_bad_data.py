@@ -12,10 +12,15 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
+from facegan import FaceGAN
 from facegan.data import BadImageError
+from facegan.data.decode import NoImagesError
 from tests.test_datamodule import data, face, write_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,3 +196,52 @@ def test_config_mistakes_fail_before_training_naming_setting_and_allowed_values(
     assert result.returncode != 0
     assert setting in result.stderr and allowed in result.stderr, result.stderr[-3000:]
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained, nothing written
+
+
+def test_a_run_where_every_image_is_skipped_fails_instead_of_saving_an_untrained_model(tmp_path):
+    images = tmp_path / "faces"
+    write_images(images, [f"{i}.png" for i in range(4)], width=40, height=50)
+    args = ["--data.root", str(images), "--data.batch_size", "2", "--data.val_fraction", "0",
+            "--data.test_fraction", "0", "--data.image_size", "32", "--data.skip_bad_images", "true",
+            "--data.crop_size", "60", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    result = fit(args, tmp_path)  # crop_size 60 > every 40x50 image: each one is skipped
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("facegan: error: FaceGAN: epoch 0 trained on no images"), result.stderr[-2000:]
+    assert "crop_size" in last and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("samples/*.png"))
+
+
+class DeleteTheImages(L.Callback):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            shutil.rmtree(self.folder)
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_a_dataset_that_vanishes_mid_run_stops_with_a_clear_error(tmp_path, val_fraction):
+    images = tmp_path / "faces"
+    write_images(images, [f"{i}.png" for i in range(8)])
+    dm = data(
+        images,
+        image_size=32,
+        batch_size=2,
+        val_fraction=val_fraction,
+        test_fraction=0.0,
+        skip_bad_images=True,
+    )
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    gan = FaceGAN(image_size=32, latent_dim=8, g_channels=4, d_channels=4)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False, num_sanity_val_steps=0,
+        callbacks=[DeleteTheImages(images), checkpoints], limit_val_batches=1.0 if val_fraction else 0,
+    )  # fmt: skip
+    with (
+        pytest.warns(UserWarning, match="skipped"),
+        pytest.raises(NoImagesError, match="epoch 1 trained on no images"),
+    ):
+        trainer.fit(gan, dm)
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["epoch"] == 0  # epoch 0's, kept

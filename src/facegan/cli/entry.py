@@ -42,5 +42,5 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
 
     try:
         trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-    except BadImageError as error:  # one clear line, not a loader worker's traceback
+    except BadImageError as error:  # one clear line (unreadable images, none left), no worker traceback
         sys.exit(f"facegan: error: {error_message(error)}")

@@ -28,6 +28,10 @@ class BadImageError(RuntimeError):
     """An image file that cannot be decoded (truncated, corrupt, not an image, unreadable)."""
 
 
+class NoImagesError(BadImageError):
+    """A training epoch had no image to train on (every one skipped as unreadable)."""
+
+
 def error_message(error: BaseException) -> str:
     """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
 

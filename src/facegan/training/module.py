@@ -16,16 +16,16 @@ from typing import Any, Literal, cast
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
 
-from facegan.images import batch_images, check_batch
+from facegan.images import batch_images
 from facegan.nets import build_networks
 from facegan.training import distributed
 from facegan.training.augment import parse_policy
 from facegan.training.ema import ema_beta, update_ema
+from facegan.training.guards import DataGuard
 from facegan.training.losses import get_losses
 from facegan.training.players import Players
 from facegan.training.rng import rng_states, set_rng_states
@@ -139,7 +139,7 @@ class FaceGAN(L.LightningModule):
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
         self._images_seen_host = 0  # images_seen as a Python int, set at train start
-        self._batch_checked = False  # the first training batch of a fit is checked (check_batch)
+        self.data_guard = DataGuard(image_size)  # first batch checked, epochs without images refused
         self.players = Players(self)
         # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
@@ -181,9 +181,10 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
         self._images_seen_host = int(self.images_seen)  # one device sync per fit, none per step
-        self._batch_checked = False
-        if distributed.is_distributed(self):
-            distributed.decorrelate_ranks(dist.get_rank())
+        self.data_guard.start_fit()
+
+    def on_train_epoch_start(self) -> None:
+        self.data_guard.start_epoch()
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
@@ -199,11 +200,8 @@ class FaceGAN(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
-        if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
-            return
-        if not self._batch_checked:  # the first batch of a fit: shape, dtype and range (one host sync)
-            check_batch(real, self.hparams.image_size)
-            self._batch_checked = True
+        if not self.data_guard.admit(real, batch_idx, distributed.attached_trainer(self)):
+            return  # every image of the batch was skipped as unreadable
         opt_g, opt_d = cast(list, self.optimizers())
         world = distributed.world_size(self)
         distributed.disable_reducer(self)
@@ -274,6 +272,8 @@ class FaceGAN(L.LightningModule):
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real = batch_images(batch)
+        if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
+            return
         fake = self.sample(z=torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
         self.log_dict(
             {
