@@ -46,6 +46,11 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.zeros(1000))
     # the interrupted write is a hidden temporary next to it, never the checkpoint's own name
     assert [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"][0].startswith(".last.ckpt.")
+    # ... which the next save into that folder removes (its writer is dead)
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": {}, "hyper_parameters": {}}, tmp_path / "epoch=1.ckpt"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
 
 
 @pytest.mark.parametrize(
