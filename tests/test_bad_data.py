@@ -245,3 +245,20 @@ def test_a_dataset_that_vanishes_mid_run_stops_with_a_clear_error(tmp_path, val_
     ):
         trainer.fit(gan, dm)
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["epoch"] == 0  # epoch 0's, kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.batch_size", "0"], "FaceDataModule: `batch_size` must be >= 1, but got 0"),
+        (["--data.root", ""], "FaceDataModule: `root` is empty"),
+        (["--model.n_disc_steps", "0"], "FaceGAN: `n_disc_steps` must be an integer >= 1"),
+    ],
+    ids=["batch_size", "empty-root", "n_disc_steps"],
+)
+def test_setting_mistakes_end_the_cli_with_one_line(args, message, tmp_path):
+    result = fit([*args, "--trainer.default_root_dir", str(tmp_path)], tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"facegan: error: {message}"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ PRIVATE_USES = {
     r"logger\._experiment\b": None,
     r"\._trainer\b": None,
     r"CUDAAccelerator": None,
+    r"def _parse_ckpt_path": "cli/trainer.py",
 }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fractions
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -81,3 +85,73 @@ def test_validate_and_test_evaluate_the_checkpoint_or_fail(subcommand, tmp_path,
     evaluated = cli.model.state_dict()
     assert all(torch.equal(evaluated[k].cpu(), v) for k, v in saved.items())  # not a fresh model
     assert {"validate": "val", "test": "test"}[subcommand] + "/d_real" in cli.trainer.callback_metrics
+
+
+def test_a_resume_with_other_settings_is_refused_naming_each_of_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit("--trainer.max_epochs", "1")
+    (last,) = (tmp_path / "lightning_logs").glob("*/checkpoints/last.ckpt")
+    config = (last.parent.parent / "config.yaml").read_text()
+    changed = ["--model.augment", "cutout", "--model.d_lr", "0.001", "--data.image_size", "32"]
+    with pytest.raises(ValueError) as error:
+        fit("--trainer.max_epochs", "2", "--ckpt_path", "last", *changed)
+    message = str(error.value)
+    for expected in (
+        "--model.augment: 'color,translation' in the checkpoint, 'cutout' now",
+        "--model.d_lr: 0.0002 in the checkpoint, 0.001 now",
+        "--data.image_size: 64 in the checkpoint, 32 now",
+        "--model.image_size: 64 in the checkpoint, 32 now",
+        "--allow_recipe_change true",
+    ):
+        assert expected in message
+    assert "--model.g_lr" not in message and "num_workers" not in message  # unchanged, execution only
+    assert (last.parent.parent / "config.yaml").read_text() == config  # the failed attempt changed nothing
+    # Deliberately: the new learning rate goes on from the checkpoint.
+    cli = fit(
+        "--trainer.max_epochs",
+        "2",
+        "--ckpt_path",
+        "last",
+        "--model.d_lr",
+        "0.001",
+        "--allow_recipe_change",
+        "true",
+    )
+    assert cli.trainer.current_epoch == 2 and cli.model.hparams.d_lr == 0.001
+
+
+def test_a_checkpoint_of_another_architecture_or_a_pickle_fails_with_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "offline", "PATH": "/usr/bin:/bin"}
+    command = [
+        sys.executable,
+        "-m",
+        "facegan",
+        "fit",
+        "--config",
+        DEBUG,
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    first = subprocess.run(
+        [*command, "--trainer.max_epochs", "1"], cwd=run, env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    other = subprocess.run(
+        [*command, "--model.arch", "resnet", "--ckpt_path", "last"],
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines()[-1].startswith("facegan: error: --ckpt_path ")
+    assert "--model.arch: 'dcgan' in the checkpoint, 'resnet' now" in other.stderr
+    assert "Traceback" not in other.stderr
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": fractions.Fraction(1, 3)}, tmp_path / "p.ckpt")
+    pickled = subprocess.run(
+        [*command, "--ckpt_path", str(tmp_path / "p.ckpt")], cwd=run, env=env, capture_output=True, text=True
+    )
+    assert pickled.returncode == 1 and "Traceback" not in pickled.stderr
+    assert "holds objects other than tensors" in pickled.stderr and "weights_only=False" not in pickled.stderr

@@ -6,7 +6,11 @@ to :mod:`facegan.cli.tools`; ``--help`` lists them all.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1]  # src/facegan
 
 TRAINER_COMMANDS = {
     "fit": "train a model (every setting: fit --help; a recipe: fit --config configs/NAME.yaml)",
@@ -44,3 +48,16 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
         trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     except BadImageError as error:  # one clear line (unreadable images, none left), no worker traceback
         sys.exit(f"facegan: error: {error_message(error)}")
+    except (ValueError, TypeError, OSError) as error:
+        if os.environ.get("FACEGAN_TRACEBACK") or not raised_by_facegan(error):
+            raise
+        sys.exit(f"facegan: error: {error} (FACEGAN_TRACEBACK=1 shows where)")
+
+
+def raised_by_facegan(error: BaseException) -> bool:
+    """Whether facegan's own code raised ``error`` (its checks of settings and files, whose message
+    says what to do), rather than a library or a bug deeper down."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)

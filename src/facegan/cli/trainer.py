@@ -20,9 +20,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
+from facegan.cli.recipe import recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint
 from facegan.data import FaceDataModule
 from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.io.checkpoints import load_checkpoint
 from facegan.io.runs import run_root
 from facegan.training.module import FaceGAN
 
@@ -70,6 +72,16 @@ class FaceGANCLI(LightningCLI):
             callbacks.append(CheckpointOnInterrupt())
         return trainer
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the command line's settings when ``--ckpt_path`` is a file.
+
+        LightningCLI 2.6 replaces the model's settings by the checkpoint's when ``--ckpt_path`` names
+        a file (not for ``last``), silently overriding flags such as ``--model.arch``, and loads it
+        with a torch traceback for a pickle. facegan compares the two instead and refuses differences
+        (:meth:`_check_recipe`). LightningCLI offers no public switch, so this is facegan's one
+        override of a private LightningCLI method; ``tests/test_resume.py`` fails if it stops applying.
+        """
+
     def _checkpoint(self, required: bool) -> Path | None:
         """The ``--ckpt_path`` of this subcommand as a file (``last`` resolved); ``None`` when unset or
         one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
@@ -98,17 +110,38 @@ class FaceGANCLI(LightningCLI):
             raise ValueError(f"--ckpt_path {ckpt_path!r} does not exist or is not a file")
         return Path(ckpt_path)
 
+    def _check_recipe(self, ckpt_path: Path | None) -> None:
+        """Refuse a checkpoint whose model or data settings differ from this command's (see recipe.py)."""
+        if ckpt_path is None:
+            return
+        checkpoint = load_checkpoint(ckpt_path)  # safe loading: a pickle is refused with one line
+        changes = recipe_changes(checkpoint, "model", "hyper_parameters", self.model.hparams, FaceGAN)
+        if self.datamodule is not None:
+            changes += recipe_changes(
+                checkpoint, "data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule
+            )
+        if changes and not self.config_init[self.subcommand].get("allow_recipe_change"):
+            raise ValueError(
+                f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than this command's: "
+                + "; ".join(changes)
+                + ". Repeat the run's settings (its config.yaml is in the run folder: --config PATH), or "
+                "pass --allow_recipe_change true to go on with the new ones deliberately"
+            )
+        for change in changes:
+            log.warning("facegan: --allow_recipe_change: %s", change)
+
     def before_fit(self) -> None:
         ckpt_path = self._checkpoint(required=False)
+        self._check_recipe(ckpt_path)
         if ckpt_path is not None:
             version = continue_run(self.trainer, ckpt_path)
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
 
     def before_validate(self) -> None:
-        self._checkpoint(required=True)
+        self._check_recipe(self._checkpoint(required=True))
 
     def before_test(self) -> None:
-        self._checkpoint(required=True)
+        self._check_recipe(self._checkpoint(required=True))
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -117,6 +150,12 @@ class FaceGANCLI(LightningCLI):
         }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--allow_recipe_change",
+            type=bool,
+            default=False,
+            help="use a --ckpt_path trained with other model/data settings than this command's",
+        )
         parser.link_arguments("data.image_size", "model.image_size")  # set once: --data.image_size
         parser.add_lightning_class_args(SampleGridMonitor, "samples")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

@@ -1,0 +1,53 @@
+"""A checkpoint's recipe: resuming or evaluating with other settings than the ones that trained it.
+
+Lightning checkpoints carry the model's and the data module's hyperparameters. Before ``fit``,
+``validate`` or ``test`` use a checkpoint, :func:`recipe_changes` lists every setting that differs
+between the checkpoint and the command line, so a resume does not silently continue another
+recipe (a different augmentation, learning rate, loss, data root or image size) and a checkpoint of
+another architecture fails with one line instead of a ``load_state_dict`` traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+# How a run executes, not what it learns: these may change on resume.
+EXECUTION = {
+    "model": {"channels_last", "fused_adam", "compile"},
+    "data": {"num_workers", "pin_memory", "persistent_workers", "cache", "cache_dir", "device_resident"},
+}
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def recipe_changes(
+    checkpoint: Mapping[str, Any], section: str, saved_key: str, now: Mapping[str, Any], cls: type
+) -> list[str]:
+    """``"--<section>.<name>: A in the checkpoint, B now"`` for every recipe setting that differs.
+
+    A setting the checkpoint predates counts as its default (``cls.__init__``'s).
+    """
+    saved = {k: v for k, v in (checkpoint.get(saved_key) or {}).items() if not k.startswith("_")}
+    if not saved:  # a checkpoint without them (not written by LightningCLI): nothing to compare
+        return []
+    defaults = _defaults(cls)
+    changes = []
+    for name in sorted(set(now) - EXECUTION[section]):
+        if name.startswith("_"):
+            continue
+        before, after = _plain(saved.get(name, defaults.get(name))), _plain(now[name])
+        if before != after:
+            changes.append(f"--{section}.{name}: {before!r} in the checkpoint, {after!r} now")
+    return changes
