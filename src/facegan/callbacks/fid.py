@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from facegan.images import batch_images
 from facegan.io.paths import cache_dir
 from facegan.io.runs import logger_step
 from facegan.metrics.fid import REAL_STATES, add_real_images, generated_fid, real_states, set_real_states
@@ -93,6 +94,7 @@ class FIDMonitor(L.Callback):
         self._real_digest: str | None = None
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
+        self._seen = 0  # images_seen, followed on the host during a fit
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -195,14 +197,17 @@ class FIDMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_kimg:
             interval = max(1, round(self.every_n_kimg * 1000))
-            self._next_images = (int(cast(Any, pl_module).images_seen) // interval + 1) * interval
+            self._seen = int(cast(Any, pl_module).images_seen)  # one device sync per fit
+            self._next_images = (self._seen // interval + 1) * interval
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if not self.every_n_kimg:
             return
-        seen = int(cast(Any, pl_module).images_seen)
+        # Counted from the batch's shape on the host (what the module adds to images_seen): no sync.
+        self._seen += batch_images(batch).shape[0] * trainer.world_size
+        seen = self._seen
         due = seen >= self._next_images
         if trainer.world_size > 1:  # all ranks must agree: compute() is collective
             due = trainer.strategy.reduce_boolean_decision(due, all=False)
