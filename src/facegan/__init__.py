@@ -6,8 +6,9 @@ works in an environment without Lightning, torchmetrics or W&B.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from facegan.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -37,9 +38,4 @@ if TYPE_CHECKING:
     from facegan.training.module import FaceGAN
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facegan' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ decoding, procedural faces; used by :mod:`facegan.metrics`) import without Light
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from facegan.lazy import lazy_exports
 
 _EXPORTS = {
     "BadImageError": "facegan.data.decode",
@@ -23,9 +24,4 @@ if TYPE_CHECKING:
     from facegan.data.procedural import ProceduralFaces
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'facegan.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
