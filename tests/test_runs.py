@@ -80,3 +80,17 @@ def test_wandb_logger_versions_and_run_ids(tmp_path):
     assert lines["version"] == "abcd1234 abcd1234"
     first, second = lines["seeded"].split()
     assert first != second
+
+
+def test_last_is_the_newest_last_checkpoint_including_versioned_ones(tmp_path):
+    from types import SimpleNamespace
+
+    from facegan.cli.runs import find_last_checkpoint
+
+    trainer = SimpleNamespace(loggers=[], default_root_dir=str(tmp_path))  # logger false: one folder
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for age, name in enumerate(["last.ckpt", "last-v1.ckpt", "last-copy.ckpt"]):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, ns=(10**9 * (age + 1), 10**9 * (age + 1)))
+    assert find_last_checkpoint(trainer) == folder / "last-v1.ckpt"  # newer than an older run's last.ckpt

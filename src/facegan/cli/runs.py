@@ -9,6 +9,7 @@ attributes (``WandbLogger._id`` and ``._wandb_init``, ``CSVLogger``/``TensorBoar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -16,12 +17,23 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from facegan.io.runs import run_root
 
+LAST = re.compile(r"last(-v\d+)?\.ckpt")  # what ModelCheckpoint(save_last=True) names
+
 
 def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest ``last.ckpt`` among the runs of the trainer's first logger (or its root dir)."""
+    """The newest ``last.ckpt`` among the runs of the trainer's first logger (or its root dir).
+
+    ``last-v1.ckpt``, ``last-v2.ckpt`` ... count too: ModelCheckpoint writes them when a folder already
+    holds another run's ``last.ckpt``.
+    """
     root = run_root(trainer)
-    candidates = [*root.glob("*/checkpoints/last.ckpt"), *root.glob("checkpoints/last.ckpt")]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    candidates = [
+        path
+        for pattern in ("*/checkpoints/last*.ckpt", "checkpoints/last*.ckpt")
+        for path in root.glob(pattern)
+        if LAST.fullmatch(path.name)
+    ]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
 def continue_run(trainer: L.Trainer, ckpt_path: Path) -> str | None:
