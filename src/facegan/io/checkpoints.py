@@ -25,7 +25,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read when used, so checking a checkpoint's settings costs no full read
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds objects other than tensors and plain containers, so it was "

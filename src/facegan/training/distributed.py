@@ -53,8 +53,10 @@ def average_gradients(module: L.LightningModule, optimizer: torch.optim.Optimize
 
     A no-op unless ``module`` trains in several processes.
     """
+    if not is_distributed(module):
+        return
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads or not is_distributed(module):
+    if not grads:
         return
     flat = torch.cat([grad.reshape(-1) for grad in grads])  # one collective instead of one per tensor
     dist.all_reduce(flat)

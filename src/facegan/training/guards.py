@@ -12,7 +12,7 @@ from torch import Tensor
 from facegan.data.decode import NoImagesError
 
 
-def check_batch(images: Tensor, image_size: int, owner: str = "FaceGAN") -> None:
+def check_batch(images: Tensor, image_size: int) -> None:
     """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]``.
 
     Meant for the first batch of a run (it reads the batch's range: one host sync). A batch entirely
@@ -21,19 +21,19 @@ def check_batch(images: Tensor, image_size: int, owner: str = "FaceGAN") -> None
     expected = f"(B, 3, {image_size}, {image_size})"
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
         raise ValueError(
-            f"{owner}: a training batch has shape {tuple(images.shape)}, but the model was built for "
+            f"FaceGAN: a training batch has shape {tuple(images.shape)}, but the model was built for "
             f"image_size={image_size}: batches must be {expected}. Make the data and the model agree "
             "(the CLI links --data.image_size to the model; in Python pass the same image_size to both)"
         )
     if not images.is_floating_point():
         raise ValueError(
-            f"{owner}: a training batch has dtype {images.dtype}; facegan trains on float images in "
+            f"FaceGAN: a training batch has dtype {images.dtype}; facegan trains on float images in "
             "[-1, 1] (facegan.images.from_uint8 converts uint8)"
         )
     low, high = float(images.min()), float(images.max())
     if low < -1.001 or high > 1.001 or low >= 0.0:
         raise ValueError(
-            f"{owner}: a training batch has values in [{low:.3f}, {high:.3f}]; facegan trains on images "
+            f"FaceGAN: a training batch has values in [{low:.3f}, {high:.3f}]; facegan trains on images "
             "in [-1, 1] (after torchvision's ToTensor, add Normalize((0.5,) * 3, (0.5,) * 3))"
         )
 

@@ -3,8 +3,9 @@
 Manual optimization, one iteration per batch (Lightning docs, "manual optimization" GAN recipe):
 ``fake = G(z)`` once; a discriminator update on ``real`` and ``fake.detach()``; then, every
 ``n_disc_steps`` batches, a generator update on the *same* ``fake`` (with ``g_fresh_latents``: on
-fresh ones) through the freshly updated D (``toggle_optimizer`` freezes the other player). Networks live in :mod:`facegan.nets`; losses,
-augmentation, EMA, sampling, DDP plumbing and random states in the other modules of this package.
+fresh ones) through the freshly updated D (``toggle_optimizer`` freezes the other player).
+Networks live in :mod:`facegan.nets`; losses, augmentation, EMA, sampling, DDP plumbing and random
+states in the other modules of this package.
 Mixed precision works with every option: D's logits and the losses are float32, R1 runs in float32.
 ``sample()`` is the one way callbacks and tools get images out of the model.
 """
@@ -47,8 +48,9 @@ class FaceGAN(L.LightningModule):
         spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
             BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
         loss: ``"nonsaturating"`` (BCE on logits) or ``"hinge"``.
-        label_noise: nonsaturating loss only: add ``label_noise * U(0, 1)`` to D's targets
-            (0.05 in the Keras example); 0 disables it.
+        label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
+            targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
+            clipped as Keras clips probabilities (see :mod:`facegan.training.losses`); 0 disables it.
         g_lr: generator Adam learning rate.
         d_lr: discriminator Adam learning rate.
         g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
