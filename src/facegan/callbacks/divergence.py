@@ -76,20 +76,29 @@ class DivergenceMonitor(L.Callback):
     ) -> None:
         if (batch_idx + 1) % self.check_every:
             return
-        metrics = trainer.callback_metrics
+        found = self._check(trainer.callback_metrics)
+        # Under DDP, decide once for all processes (one collective per check, at the same batch on
+        # every rank): if one rank stopped and the others went on, they would wait for it forever.
+        together = self.action == "stop" and trainer.world_size > 1
+        if together and trainer.strategy.reduce_boolean_decision(found is not None, all=False) and not found:
+            found = ("elsewhere", "another process found the run diverged (see its message)")
+        if found is not None:
+            self._fail(trainer, *found)
+
+    def _check(self, metrics: dict[str, Any]) -> tuple[str, str] | None:
+        """``(kind, detail)`` of what went wrong according to this process's metrics, or ``None``."""
         for key in ("train/d_loss", "train/g_loss"):
             if key in metrics and not math.isfinite(float(metrics[key])):
-                self._fail(trainer, "nonfinite", f"{key} is {float(metrics[key])}")
-                return
+                return "nonfinite", f"{key} is {float(metrics[key])}"
         if "train/d_acc_real" in metrics and "train/d_acc_fake" in metrics:
             self._recent.append((float(metrics["train/d_acc_real"]), float(metrics["train/d_acc_fake"])))
             if len(self._recent) == self.window:
                 real = sum(r for r, _ in self._recent) / self.window
                 fake = sum(f for _, f in self._recent) / self.window
                 if real >= self.max_accuracy and fake >= self.max_accuracy:
-                    self._fail(
-                        trainer,
+                    return (
                         "collapse",
                         f"the discriminator collapsed (it told {real:.1%} of reals and {fake:.1%} of fakes "
                         f"apart over the last {self.window} checks, >= max_accuracy {self.max_accuracy})",
                     )
+        return None

@@ -13,7 +13,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.images import batch_images
 from facegan.io.paths import cache_dir
-from facegan.io.runs import logger_step
+from facegan.io.runs import drawn_per_rank, logger_step
 from facegan.metrics.fid import REAL_STATES, add_real_images, generated_fid, real_states, set_real_states
 from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.real_stats import load_stats, save_stats, stats_file, stats_key
@@ -205,11 +205,16 @@ class FIDMonitor(L.Callback):
     ) -> None:
         if not self.every_n_kimg:
             return
-        # Counted from the batch's shape on the host (what the module adds to images_seen): no sync.
-        self._seen += batch_images(batch).shape[0] * trainer.world_size
+        # Counted on the host (no sync). In one process: the batch's images, what the module adds to
+        # images_seen. Under DDP every rank must take the same decision (compute() is collective), so
+        # it counts what the loaders drew, skipped images included, the same on every rank; only a
+        # loader that does not say what it drew costs a collective per batch.
+        world = trainer.world_size
+        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else batch_images(batch).shape[0]
+        self._seen += (batch_images(batch).shape[0] if drawn is None else drawn) * world
         seen = self._seen
         due = seen >= self._next_images
-        if trainer.world_size > 1:  # all ranks must agree: compute() is collective
+        if drawn is None:
             due = trainer.strategy.reduce_boolean_decision(due, all=False)
         if due:
             interval = max(1, round(self.every_n_kimg * 1000))

@@ -130,6 +130,15 @@ class FaceDataModule(L.LightningDataModule):
         hp = self.hparams
         return random_split(len(names), hp.val_fraction, hp.test_fraction, hp.split_seed)
 
+    def prepare_data(self) -> None:
+        """Build the training cache (``cache=True``) once per node, before any process sets up.
+
+        Lightning calls this on each node's local rank 0 while the node's other processes wait; they
+        then map the finished file in :meth:`setup` instead of all decoding the dataset at once.
+        """
+        if self.hparams.cache:
+            self.setup()
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return

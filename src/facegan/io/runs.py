@@ -6,6 +6,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from facegan.data.resident import DeviceBatches
 
 
 def logger_step(trainer: L.Trainer) -> int:
@@ -43,3 +46,24 @@ def run_dir(trainer: L.Trainer) -> Path:
         return Path(logger.log_dir)
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     return run_root(trainer) / version
+
+
+def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
+    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped.
+
+    Read from the loader's batch size and its (per-process) sampler's length, so it is the same on
+    every process without communication, which the batch's own size is not once ``skip_bad_images``
+    drops an unreadable image on one of them. ``None`` when the loader does not say (a user's own
+    batch sampler or iterable).
+    """
+    loader = trainer.train_dataloader
+    batch_size = getattr(loader, "batch_size", None)
+    if isinstance(loader, DeviceBatches):
+        return loader.batch_size
+    if not isinstance(loader, DataLoader) or batch_size is None:
+        return None
+    try:
+        total = len(loader.sampler)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))

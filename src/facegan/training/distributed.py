@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -48,21 +49,45 @@ def disable_reducer(module: L.LightningModule) -> None:
         wrapper.require_backward_grad_sync = False  # Lightning's pre_backward then skips the reducer
 
 
-def average_gradients(module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+def average_gradients(
+    module: L.LightningModule, optimizer: torch.optim.Optimizer, images: int = 0
+) -> Tensor | int:
     """All-reduce (mean over processes) the gradients of ``optimizer``'s parameters, in one flat buffer.
 
-    A no-op unless ``module`` trains in several processes.
+    Every process sends a buffer of the same layout whatever its own backward produced: a parameter
+    without a gradient on this process contributes zeros, and keeps ``grad = None`` afterwards only if
+    it has none on *every* process (so no rank ever waits for a collective the others skipped, and
+    the optimizers of all ranks see the same gradients). ``images`` (this process's images in the
+    step) travels in the same buffer: the return value is the step's images over all processes, a
+    device tensor under DDP (no host sync), ``images`` itself in one process.
     """
     if not is_distributed(module):
-        return
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([grad.reshape(-1) for grad in grads])  # one collective instead of one per tensor
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    for grad, synced in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
-        grad.copy_(synced.view_as(grad))
+        return images
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if not params:
+        raise ValueError("average_gradients: the optimizer has no trainable parameters")
+    missing = [p.grad is None for p in params]
+    parts = [p.new_zeros(p.numel()) if p.grad is None else p.grad.reshape(-1) for p in params]
+    # Filled on the device (no host-to-device copy, which would wait for the queued kernels).
+    tail = parts[0].new_ones(len(params) + 1)  # 1 per parameter this process has a gradient for
+    for i in (i for i, absent in enumerate(missing) if absent):
+        tail[i] = 0.0
+    tail[-1] = images
+    flat = torch.cat([*parts, tail])
+    dist.all_reduce(flat)  # one collective: the player's gradients, which ranks had them, the images
+    n = flat.numel() - len(params) - 1
+    grads, flags, count = flat[:n] / dist.get_world_size(), flat[n:-1], flat[-1]
+    # Which parameters some process had a gradient for is read on the host only where this process
+    # had none (rarely, and never in facegan's steps, whose backward reaches every parameter).
+    had = flags.tolist() if any(missing) else [1.0] * len(params)
+    shares = grads.split([p.numel() for p in params])
+    for p, synced, absent, anyone in zip(params, shares, missing, had, strict=True):
+        if anyone == 0:  # no process computed a gradient for it: the optimizer skips it, as in one process
+            continue
+        if absent:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(synced.view_as(p))
+    return count.round().long()
 
 
 def broadcast_buffers(module: L.LightningModule) -> None:

@@ -10,12 +10,15 @@ average over a long half-life would lag far behind them; the ramp-up caps the ha
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def ema_beta(
-    batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
-) -> float:
+    batch_images: int | Tensor,
+    half_life_kimg: float,
+    images_seen: int | Tensor,
+    rampup: float | None = None,
+) -> float | Tensor:
     """Fraction of the average kept by one update that follows ``batch_images`` new images.
 
     Args:
@@ -23,21 +26,28 @@ def ema_beta(
         half_life_kimg: half-life of the average, in thousands of images.
         images_seen: images shown since the start of training (drives the ramp-up).
         rampup: cap the half-life at ``rampup * images_seen``; ``None`` disables the ramp-up.
+
+    With tensor counts (the training step's device counters) the result is a 0-dim float tensor on
+    their device, computed without a host sync; with ints, a float.
     """
     half_life = half_life_kimg * 1000.0
+    if isinstance(images_seen, Tensor) or isinstance(batch_images, Tensor):
+        seen = torch.as_tensor(images_seen).float()
+        capped = seen.new_tensor(half_life) if rampup is None else (seen * rampup).clamp(max=half_life)
+        return 0.5 ** (torch.as_tensor(batch_images, device=seen.device).float() / capped.clamp(min=1e-8))
     if rampup is not None:
         half_life = min(half_life, images_seen * rampup)
     return 0.5 ** (batch_images / max(half_life, 1e-8))
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+def update_ema(ema: nn.Module, model: nn.Module, beta: float | Tensor) -> None:
     """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied as they are.
 
     Buffers (BatchNorm running statistics, counters) are not averaged: facegan recomputes the
     BatchNorm statistics of whichever generator it samples from.
     """
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
+        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)  # beta: a float or a 0-dim tensor
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)

@@ -7,6 +7,7 @@ writing an untrained checkpoint after zero steps.
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from facegan.data.decode import NoImagesError
@@ -53,26 +54,27 @@ class DataGuard:
         self.epoch_images = 0
 
     def admit(self, images: Tensor, batch_idx: int, trainer: L.Trainer | None) -> bool:
-        """Whether to train on ``images``: ``False`` for an empty batch (all its images skipped).
+        """Whether ``images`` has images to train on: ``False`` for an empty batch (all skipped).
 
         Raises ``ValueError`` for a first batch that does not match the model (one host sync per
-        fit), and :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch that had
-        no image at all.
+        fit), and :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which
+        no process had an image. That decision is taken together: under DDP the epoch's image counts
+        are summed over the processes (one collective per epoch, at the same batch on every rank),
+        so every rank raises, or none does; a rank that alone had none takes part with zero weight.
         """
-        if images.shape[0] == 0:
-            if (
-                trainer is not None
-                and batch_idx + 1 >= trainer.num_training_batches
-                and not self.epoch_images
-            ):
+        if images.shape[0] and not self.checked:
+            check_batch(images, self.image_size)
+            self.checked = True
+        self.epoch_images += images.shape[0]
+        if trainer is not None and batch_idx + 1 == trainer.num_training_batches:
+            total = self.epoch_images
+            if trainer.world_size > 1:
+                count = torch.tensor(float(total), device=trainer.strategy.root_device)
+                total = int(trainer.strategy.reduce(count, reduce_op="sum"))
+            if not total:
                 raise NoImagesError(
                     f"FaceGAN: epoch {trainer.current_epoch} trained on no images: every batch was empty "
                     "because every image was skipped as unreadable (were the files deleted or changed, or "
                     "is crop_size larger than every image?); stopped before saving anything for this epoch"
                 )
-            return False
-        if not self.checked:
-            check_batch(images, self.image_size)
-            self.checked = True
-        self.epoch_images += images.shape[0]
-        return True
+        return images.shape[0] > 0

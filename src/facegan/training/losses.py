@@ -87,3 +87,15 @@ def get_losses(
     if name == "hinge":
         return hinge_d_loss, hinge_g_loss
     raise ValueError(f"`loss` must be one of {LOSSES}, but got {name!r}")
+
+
+def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor, images_seen: Tensor) -> dict[str, Tensor]:
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes
+    (sign accuracy means the same for every loss), and the images shown so far in thousands."""
+    return {
+        "train/d_real": torch.sigmoid(real_logits).mean(),
+        "train/d_fake": torch.sigmoid(fake_logits).mean(),
+        "train/d_acc_real": (real_logits > 0).float().mean(),
+        "train/d_acc_fake": (fake_logits < 0).float().mean(),
+        "train/kimg": images_seen.float() / 1000.0,
+    }

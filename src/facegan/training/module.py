@@ -27,7 +27,7 @@ from facegan.training import distributed
 from facegan.training.augment import parse_policy
 from facegan.training.ema import ema_beta, update_ema
 from facegan.training.guards import DataGuard
-from facegan.training.losses import get_losses
+from facegan.training.losses import discriminator_metrics, get_losses
 from facegan.training.players import Players
 from facegan.training.rng import rng_states, set_rng_states
 from facegan.training.sampling import StandingStats, generate, latents
@@ -140,7 +140,6 @@ class FaceGAN(L.LightningModule):
         # Training progress in images shown to D (StyleGAN's kimg); persistent, so resumes keep it.
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
-        self._images_seen_host = 0  # images_seen as a Python int, set at train start
         self.data_guard = DataGuard(image_size)  # first batch checked, epochs without images refused
         self.players = Players(self)
         # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
@@ -182,7 +181,6 @@ class FaceGAN(L.LightningModule):
 
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        self._images_seen_host = int(self.images_seen)  # one device sync per fit, none per step
         self.data_guard.start_fit()
 
     def on_train_epoch_start(self) -> None:
@@ -203,14 +201,26 @@ class FaceGAN(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
         if not self.data_guard.admit(real, batch_idx, distributed.attached_trainer(self)):
-            return  # every image of the batch was skipped as unreadable
+            # Every image of the batch was skipped as unreadable. In one process: no step. Under DDP
+            # the other ranks are about to all-reduce: take part with a stand-in batch and zero weight
+            # (zero gradients, no images counted), so every rank runs the same forwards, collectives
+            # and D/G/R1/EMA schedule, and the weights stay identical.
+            if not distributed.is_distributed(self):
+                return
+            size = self.hparams.image_size
+            return self._step(torch.zeros(2, 3, size, size, device=self.device), weight=0.0)
+        self._step(real, weight=1.0)
+
+    def _step(self, real: Tensor, weight: float) -> None:
+        """One D update (and, on schedule, one G update) on ``real``; losses scaled by ``weight``."""
+        hp = self.hparams
         opt_g, opt_d = cast(list, self.optimizers())
-        world = distributed.world_size(self)
         distributed.disable_reducer(self)
-        if self.hparams.channels_last:
+        if hp.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        z = torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
-        if self.hparams.g_fresh_latents:  # G trains on fakes of its own: no graph kept for these
+        images = real.shape[0] if weight else 0  # what this process shows D in this step
+        z = torch.randn(real.shape[0], hp.latent_dim, device=self.device)
+        if hp.g_fresh_latents:  # G trains on fakes of its own: no graph kept for these
             with torch.no_grad():
                 fake = self.players.fakes(z)  # (B, 3, S, S)
         else:
@@ -220,50 +230,42 @@ class FaceGAN(L.LightningModule):
         self.toggle_optimizer(opt_d)
         real_logits = self.players.logits(real)  # (B,)
         fake_logits = self.players.logits(fake.detach())  # (B,)
-        d_loss = self.d_loss_fn(real_logits, fake_logits, self.hparams.label_noise)
+        d_loss = self.d_loss_fn(real_logits, fake_logits, hp.label_noise)
         d_total = d_loss
-        hp = self.hparams
         if hp.r1_gamma > 0 and self.d_updates % hp.r1_every == 0:  # lazy R1: every k-th step, times k
             r1 = self._r1(real)
             d_total = d_loss + (0.5 * hp.r1_gamma * hp.r1_every) * r1
-            self.log("train/r1", r1.detach())
+            if weight:
+                self.log("train/r1", r1.detach())
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_total)
-        distributed.average_gradients(self, opt_d)
+        self.manual_backward(d_total * weight)
+        shown = distributed.average_gradients(self, opt_d, images)  # all processes' images this step
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        self.images_seen += real.shape[0] * world  # every process sees its own batch
-        self._images_seen_host += real.shape[0] * world  # the same, without a device sync
+        self.images_seen += shown
         self.d_updates += 1
-        self.log("train/d_loss", d_loss.detach(), prog_bar=True)
-        self.log_dict(
-            {
-                "train/d_real": torch.sigmoid(real_logits.detach()).mean(),  # D's P(real) on reals
-                "train/d_fake": torch.sigmoid(fake_logits.detach()).mean(),  # D's P(real) on fakes
-                "train/d_acc_real": (real_logits.detach() > 0).float().mean(),  # sign accuracy: any loss
-                "train/d_acc_fake": (fake_logits.detach() < 0).float().mean(),
-                "train/kimg": self.images_seen.float() / 1000.0,
-            }
-        )
+        if weight:
+            self.log("train/d_loss", d_loss.detach(), prog_bar=True)
+            self.log_dict(discriminator_metrics(real_logits.detach(), fake_logits.detach(), self.images_seen))
 
         # Generator: the same fake (or fresh ones) through the updated D, D frozen.
-        if self.d_updates % self.hparams.n_disc_steps == 0:
+        if self.d_updates % hp.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
-            if self.hparams.g_fresh_latents:
-                fake = self.players.fakes(
-                    torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device)
-                )
+            if hp.g_fresh_latents:
+                fake = self.players.fakes(torch.randn(real.shape[0], hp.latent_dim, device=self.device))
             g_loss = self.g_loss_fn(self.players.logits(fake))
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+            self.manual_backward(g_loss * weight)
             distributed.average_gradients(self, opt_g)
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             if self.generator_ema is not None:
-                batch = real.shape[0] * world * hp.n_disc_steps  # images since last update
-                beta = ema_beta(batch, hp.ema_kimg, self._images_seen_host, hp.ema_rampup)
+                # Images since the last update, and the ramp-up's images_seen: the device counters,
+                # identical on every process (the step's count is all-reduced with D's gradients).
+                beta = ema_beta(shown * hp.n_disc_steps, hp.ema_kimg, self.images_seen, hp.ema_rampup)
                 update_ema(self.generator_ema, self.generator, beta)
-            self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+            if weight:
+                self.log("train/g_loss", g_loss.detach(), prog_bar=True)
 
     # ----------------------------------------------------------------------- validation / test
     def on_validation_start(self) -> None:
