@@ -16,6 +16,7 @@ Modes:
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -124,6 +125,7 @@ def main(mode: str, out: Path, devices: int) -> None:
         callbacks=callbacks,
     )
     if mode == "cache":
+        logging.basicConfig(level=logging.INFO)  # the build logs "FaceDataModule: cached N images"
         images = FaceDataModule(out / "images", image_size=SIZE, batch_size=2, num_workers=0, cache=True,
                                 cache_dir=str(out / "cache"))  # fmt: skip
         trainer.fit(gan, images)

@@ -87,7 +87,7 @@ def test_the_dataset_cache_is_built_once_per_node_and_mapped_by_every_process(tm
     result, (rank0, rank1) = run("cache", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # One build (prepare_data on local rank 0, the other process waiting), not one per process.
-    assert result.stderr.count("facegan: caching ") == 1, result.stderr[-3000:]
+    assert result.stderr.count("FaceDataModule: cached 16 images") == 1, result.stderr[-3000:]
     assert len(list((tmp_path / "cache-2" / "cache").glob("faces-*"))) >= 1
     assert_identical(rank0, rank1)
     assert rank0["images_seen"] == rank1["images_seen"] > 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import fractions
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from facegan.cli import main
 from tests.conftest import REPO
@@ -155,3 +157,62 @@ def test_a_checkpoint_of_another_architecture_or_a_pickle_fails_with_one_line(tm
     )
     assert pickled.returncode == 1 and "Traceback" not in pickled.stderr
     assert "holds objects other than tensors" in pickled.stderr and "weights_only=False" not in pickled.stderr
+
+
+def test_a_resume_takes_the_settings_it_does_not_give_from_the_checkpoint(tmp_path, monkeypatch):
+    """No repeated --config: settings left at their defaults come from the checkpoint, and nothing the
+    first part wrote is lost (its config.yaml stays, its metrics.csv rows stay, in order)."""
+    monkeypatch.chdir(tmp_path)
+    fit("--trainer.max_epochs", "1", "--model.augment", "cutout", "--model.d_lr", "0.001")
+    run = tmp_path / "lightning_logs/version_0"
+    config, metrics = (run / "config.yaml").read_bytes(), (run / "metrics.csv").read_text().splitlines()
+    assert len(metrics) > 3
+    cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert cli.trainer.current_epoch == 2
+    assert cli.model.hparams.augment == "cutout" and cli.model.hparams.d_lr == 0.001
+    assert (run / "config.yaml").read_bytes() == config  # the run's own config is never overwritten
+    resumed = yaml.safe_load((run / "config-resume-1.yaml").read_text())
+    assert resumed["model"]["augment"] == "cutout" and resumed["ckpt_path"].endswith("last.ckpt")
+    after = (run / "metrics.csv").read_text().splitlines()
+    header, rows = (
+        after[0].split(","),
+        [dict(zip(after[0].split(","), line.split(","), strict=True)) for line in after[1:]],
+    )
+    first = [dict(zip(metrics[0].split(","), line.split(","), strict=True)) for line in metrics[1:]]
+    assert len(rows) > len(first)
+    for old, new in zip(first, rows, strict=False):  # the first part's rows, then the second's
+        assert {k: v for k, v in new.items() if v} == {k: v for k, v in old.items() if v}
+    assert {"epoch"} <= set(header) and rows[-1]["epoch"] == "1"
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit("--trainer.max_epochs", "1")
+    run = tmp_path / "lightning_logs/version_0"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=r"--model.arch: 'dcgan' in the checkpoint, 'resnet' now"):
+        fit("--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.arch", "resnet")
+    with pytest.raises(
+        ValueError, match=r"--trainer.precision: '32-true' in the run's config.yaml, 'bf16-mixed' now"
+    ):
+        fit("--trainer.max_epochs", "2", "--ckpt_path", "last", "--trainer.precision", "bf16-mixed")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+
+
+def test_without_a_logger_a_second_run_does_not_overwrite_the_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit("--trainer.max_epochs", "1", "--trainer.logger", "false")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert Path("config.yaml") in before and any(p.parts[0] == "samples" for p in before)
+    with pytest.raises(ValueError, match=r"already holds a run \(config.yaml, checkpoints, samples\)"):
+        fit("--trainer.max_epochs", "1", "--trainer.logger", "false")
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    cli = fit(
+        "--trainer.max_epochs", "2", "--trainer.logger", "false", "--ckpt_path", "last"
+    )  # resuming it is fine
+    assert (
+        cli.trainer.current_epoch == 2
+        and (tmp_path / "config.yaml").read_bytes() == before[Path("config.yaml")]
+    )
+    assert (tmp_path / "config-resume-1.yaml").is_file()

@@ -34,8 +34,8 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 def recipe_changes(
     checkpoint: Mapping[str, Any], section: str, saved_key: str, now: Mapping[str, Any], cls: type
-) -> list[str]:
-    """``"--<section>.<name>: A in the checkpoint, B now"`` for every recipe setting that differs.
+) -> list[tuple[str, Any, Any]]:
+    """``(name, value in the checkpoint, value now)`` for every recipe setting of ``section`` that differs.
 
     A setting the checkpoint predates counts as its default (``cls.__init__``'s).
     """
@@ -49,5 +49,16 @@ def recipe_changes(
             continue
         before, after = _plain(saved.get(name, defaults.get(name))), _plain(now[name])
         if before != after:
-            changes.append(f"--{section}.{name}: {before!r} in the checkpoint, {after!r} now")
+            changes.append((name, saved.get(name, defaults.get(name)), now[name]))
     return changes
+
+
+def describe(section: str, name: str, before: Any, after: Any, where: str = "the checkpoint") -> str:
+    """``"--<section>.<name>: A in the checkpoint, B now"``."""
+    return f"--{section}.{name}: {_plain(before)!r} in {where}, {_plain(after)!r} now"
+
+
+def precision_name(value: Any) -> str:
+    """Lightning's unified name of a ``precision`` setting (``16`` -> ``"16-mixed"``, ``None`` -> ``"32-true"``)."""
+    value = "32" if value is None else str(value)
+    return {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)

@@ -20,8 +20,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
-from facegan.cli.recipe import recipe_changes
-from facegan.cli.runs import continue_run, find_last_checkpoint
+from facegan.cli.recipe import describe, precision_name, recipe_changes
+from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
 from facegan.io.checkpoint_io import AtomicCheckpointIO
 from facegan.io.checkpoints import load_checkpoint
@@ -32,11 +32,28 @@ log = logging.getLogger(__name__)
 
 CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter of the paper's FLOPs
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
+LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
+
+
+def init_args(hparams: Any) -> dict[str, Any]:
+    """The constructor arguments in saved hyperparameters (without LightningCLI's ``_instantiator``)."""
+    return {name: value for name, value in hparams.items() if not name.startswith("_")}
 
 
 class SaveAndLogConfig(SaveConfigCallback):
     """Save ``config.yaml`` in the log folder (as LightningCLI does) and make the fully resolved
     config the W&B run config, so every run's dashboard shows exactly what produced it."""
+
+    resuming = False  # set by the CLI: a resume writes config-resume-N.yaml beside the run's config.yaml
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        if self.resuming and (folder / "config.yaml").exists():
+            n = 1
+            while (folder / f"config-resume-{n}.yaml").exists():
+                n += 1
+            self.config_filename = f"config-resume-{n}.yaml"  # the run's own config.yaml stays as it was
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
@@ -103,6 +120,7 @@ class FaceGANCLI(LightningCLI):
                     + "or give the checkpoint's path"
                 )
             config["ckpt_path"] = str(found)
+            self.config[self.subcommand]["ckpt_path"] = str(found)  # the saved config names the file
             return found
         if ckpt_path in ("best", "hpc", "registry"):
             return None
@@ -111,31 +129,77 @@ class FaceGANCLI(LightningCLI):
         return Path(ckpt_path)
 
     def _check_recipe(self, ckpt_path: Path | None) -> None:
-        """Refuse a checkpoint whose model or data settings differ from this command's (see recipe.py)."""
+        """Use a checkpoint only with the recipe that trained it (see recipe.py).
+
+        A model or data setting that differs from the checkpoint's is taken from the checkpoint when
+        this command left it at its default (so resuming needs no repeated ``--config``), and refused
+        when this command gives it (unless ``--allow_recipe_change``); so is a ``--trainer.precision``
+        other than the one in the run's ``config.yaml``.
+        """
         if ckpt_path is None:
             return
         checkpoint = load_checkpoint(ckpt_path)  # safe loading: a pickle is refused with one line
-        changes = recipe_changes(checkpoint, "model", "hyper_parameters", self.model.hparams, FaceGAN)
+        defaults = self._parser(self.subcommand).get_defaults()
+        adopted: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
+        given = []
+        sections: list[tuple[str, str, Any, type]] = [
+            ("model", "hyper_parameters", self.model.hparams, FaceGAN)
+        ]
         if self.datamodule is not None:
-            changes += recipe_changes(
-                checkpoint, "data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule
-            )
-        if changes and not self.config_init[self.subcommand].get("allow_recipe_change"):
+            sections.append(("data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule))
+        for section, key, now, cls in sections:
+            for name, before, after in recipe_changes(checkpoint, section, key, now, cls):
+                default = defaults.get(LINKED.get(f"{section}.{name}", f"{section}.{name}"))
+                if after == default or (isinstance(after, tuple) and list(after) == default):
+                    adopted[section][name] = before
+                else:
+                    given.append(describe(section, name, before, after))
+        given += self._precision_change(ckpt_path)
+        if given and not self.config_init[self.subcommand].get("allow_recipe_change"):
             raise ValueError(
                 f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than this command's: "
-                + "; ".join(changes)
-                + ". Repeat the run's settings (its config.yaml is in the run folder: --config PATH), or "
-                "pass --allow_recipe_change true to go on with the new ones deliberately"
+                + "; ".join(given)
+                + ". Leave them out (settings not given are taken from the checkpoint), or pass "
+                "--allow_recipe_change true to go on with the new ones deliberately"
             )
-        for change in changes:
+        for change in given:
             log.warning("facegan: --allow_recipe_change: %s", change)
+        self._adopt(adopted)
+
+    def _precision_change(self, ckpt_path: Path) -> list[str]:
+        saved = run_config(ckpt_path)
+        if saved is None or "precision" not in (saved.get("trainer") or {}):
+            return []
+        before, after = precision_name(saved["trainer"]["precision"]), self.trainer.precision
+        return (
+            []
+            if before == after
+            else [describe("trainer", "precision", before, after, "the run's config.yaml")]
+        )
+
+    def _adopt(self, adopted: dict[str, dict[str, Any]]) -> None:
+        """Rebuild the model / data module with the checkpoint's values of the settings left at defaults."""
+        config = self.config[self.subcommand]
+        for section, values in adopted.items():
+            for name, value in values.items():
+                config[f"{section}.{name}"] = value  # what this run's saved config.yaml will say
+                log.info("facegan: --%s.%s %r, as in the checkpoint", section, name, value)
+        if adopted["model"]:
+            self.model = FaceGAN(**{**init_args(self.model.hparams), **adopted["model"]})
+        if adopted["data"] and self.datamodule is not None:
+            self.datamodule = FaceDataModule(**{**init_args(self.datamodule.hparams), **adopted["data"]})
 
     def before_fit(self) -> None:
         ckpt_path = self._checkpoint(required=False)
         self._check_recipe(ckpt_path)
+        for callback in cast(Any, self.trainer).callbacks:
+            if isinstance(callback, SaveAndLogConfig):
+                callback.resuming = ckpt_path is not None
         if ckpt_path is not None:
             version = continue_run(self.trainer, ckpt_path)
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
+        else:
+            refuse_occupied_folder(self.trainer)
 
     def before_validate(self) -> None:
         self._check_recipe(self._checkpoint(required=True))
