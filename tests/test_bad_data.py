@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -262,3 +263,15 @@ def test_setting_mistakes_end_the_cli_with_one_line(args, message, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"facegan: error: {message}"), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skipped_images_counts_files_not_skips_per_epoch(tmp_path, workers):
+    write_images(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True, num_workers=workers)
+    with warnings.catch_warnings():  # warned in each epoch (in the worker, when there is one)
+        warnings.simplefilter("ignore")
+        for _ in range(3):  # three epochs, the same bad file skipped in each
+            assert sum(len(batch) for batch in dm.train_dataloader()) == 3
+    assert dm.skipped_images == 1

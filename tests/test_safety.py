@@ -147,3 +147,48 @@ def test_a_loader_worker_leaves_a_stray_sigterm_to_the_trainer():
     del batches  # the trainer's orderly shutdown still ends it (its terminate(): the test above)
     worker.join(timeout=30)
     assert worker.exitcode == 0
+
+
+class CtrlCDuringTheGeneratorStep(torch.nn.Module):
+    """Wraps G: presses Ctrl-C (SIGINT to this process) inside the G update of the second batch."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = generator, 0
+
+    def forward(self, z):
+        self.calls += 1
+        if self.calls == 4:  # batch 1: one forward for the D step, then this one for the G step
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.inner(z)
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path):
+    """Python raises KeyboardInterrupt wherever Ctrl-C lands (here: between D's update and G's); the
+    checkpoint must hold whole steps: G updated as often as D, EMA and counters in step."""
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from facegan.callbacks import CheckpointOnInterrupt
+    from tests.test_module import tiny_data, tiny_gan
+
+    torch.manual_seed(0)
+    gan = tiny_gan(ema_kimg=0.01, g_fresh_latents=True)  # fresh latents: a G forward in the G step
+    generator = gan.generator
+    gan.generator = CtrlCDuringTheGeneratorStep(generator)
+    interrupt = CheckpointOnInterrupt()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=5, limit_val_batches=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[interrupt],
+    )  # fmt: skip
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(SIGTERMException):
+        trainer.fit(gan, tiny_data())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert interrupt.ctrl_c and interrupt.saved_path is not None
+    checkpoint = load_checkpoint(interrupt.saved_path)
+    d_updates = checkpoint["facegan"]["d_updates"]
+    assert d_updates == 2  # the interrupted batch finished, no later one started
+    assert checkpoint["global_step"] == 2 * d_updates  # one G step per D step: none cut off
+    assert int(checkpoint["state_dict"]["images_seen"]) == 8 * d_updates

@@ -1,9 +1,14 @@
-"""``CheckpointOnInterrupt``: a resumable ``last.ckpt`` on Ctrl-C / SIGTERM."""
+"""``CheckpointOnInterrupt``: a resumable ``last.ckpt`` on Ctrl-C / SIGTERM, taken at a batch boundary."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -17,19 +22,55 @@ log = logging.getLogger(__name__)
 class CheckpointOnInterrupt(L.Callback):
     """On Ctrl-C (SIGINT) or SIGTERM, save ``last.ckpt`` before the process exits.
 
-    Lightning turns both into an orderly stop (``KeyboardInterrupt`` / ``SIGTERMException``) and calls
-    ``on_exception``; this writes the current state to the run's checkpoint folder as ``last.ckpt``
-    (what ``fit --ckpt_path last`` resumes). Mid-epoch, Lightning restarts the interrupted epoch's
-    data from its beginning on resume; checkpoints at epoch ends resume bit-exactly.
+    Lightning handles SIGTERM at a batch boundary: it notes the signal, finishes the batch, agrees
+    with the other DDP processes (rank 0's flag is broadcast every batch) and raises
+    ``SIGTERMException``. Python's Ctrl-C instead raises ``KeyboardInterrupt`` wherever the program
+    is, e.g. between a D step and its counter or halfway through an EMA update. So during ``fit``
+    this callback turns the first Ctrl-C into that same SIGTERM path (a second Ctrl-C stops at once,
+    without a checkpoint of the half-done step). In ``on_exception`` it writes the state to the
+    run's checkpoint folder as ``last.ckpt`` (what ``fit --ckpt_path last`` resumes). Mid-epoch,
+    Lightning restarts the interrupted epoch's data from its beginning on resume; checkpoints at
+    epoch ends resume bit-exactly.
     """
 
     def __init__(self, filename: str = "last") -> None:
         self.filename = filename
         self.saved_path: Path | None = None
+        self.ctrl_c = False  # the stop came from Ctrl-C (reported as such, not as SIGTERM)
+        self._previous: Any = None  # the SIGINT handler before fit, restored after it
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.ctrl_c:  # the second Ctrl-C: stop now
+            self._restore()
+            raise KeyboardInterrupt
+        self.ctrl_c = True
+        # Only async-signal-safe calls here: no logging (its locks may be held by the interrupted code).
+        os.write(2, b"\nfacegan: Ctrl-C: stopping after this batch with a checkpoint (Ctrl-C again: now)\n")
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own batch-boundary stop
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ctrl_c = False
+        # Only where Python's own Ctrl-C handler is in place (not in a thread, nor where SIGINT is
+        # ignored, as in background jobs, nor over a handler of the user's).
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        self._restore()
         if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
             return
         if trainer.state.fn != "fit" or trainer.global_step == 0:
@@ -40,10 +81,10 @@ class CheckpointOnInterrupt(L.Callback):
         trainer.save_checkpoint(path)
         self.saved_path = path
         if trainer.is_global_zero:
-            signal = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+            received = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) or self.ctrl_c else "SIGTERM"
             log.warning(
                 "%s at step %d: saved %s; resume with `--ckpt_path last` (or ckpt_path=%r)",
-                signal,
+                received,
                 trainer.global_step,
                 path,
                 str(path),

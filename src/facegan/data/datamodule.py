@@ -282,8 +282,9 @@ class FaceDataModule(L.LightningDataModule):
 
     @property
     def skipped_images(self) -> int:
-        """Images skipped as unreadable so far (all workers), with ``skip_bad_images=True``."""
-        decoded = sum(ds.skipped.value for ds in self.datasets.values() if isinstance(ds, FaceImageDataset))
+        """Distinct image files skipped as unreadable so far (all workers, all epochs; a file skipped
+        in every epoch counts once), with ``skip_bad_images=True``."""
+        decoded = sum(ds.skipped for ds in self.datasets.values() if isinstance(ds, FaceImageDataset))
         return decoded + self._cache_skipped
 
     def teardown(self, stage: str) -> None:

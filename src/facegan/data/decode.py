@@ -115,7 +115,7 @@ class FaceImageDataset(Dataset):
     """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
 
     With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
-    :func:`collate_images`) after a warning, and is counted in ``skipped`` (shared by workers).
+    :func:`collate_images`) after a warning, and counted once per file in ``skipped`` (shared by workers).
     """
 
     def __init__(
@@ -133,10 +133,17 @@ class FaceImageDataset(Dataset):
         self.crop_size = crop_size
         self.flip = flip
         self.skip_bad_images = skip_bad_images
-        self.skipped = multiprocessing.Value("i", 0)
+        # One shared byte per image (all loader workers write it): which files were skipped, so a
+        # file skipped again every epoch counts once.
+        self._skipped = multiprocessing.RawArray("b", len(indices))
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def skipped(self) -> int:
+        """Distinct files skipped as unreadable so far (by any loader worker)."""
+        return bytes(self._skipped).count(1)
 
     def load(self, index: int) -> Tensor:
         """The preprocessed uint8 image ``(3, S, S)``; :class:`BadImageError` naming the file if bad."""
@@ -161,8 +168,7 @@ class FaceImageDataset(Dataset):
         except BadImageError as error:
             if not self.skip_bad_images:
                 raise
-            with self.skipped.get_lock():
-                self.skipped.value += 1
+            self._skipped[index] = 1
             warnings.warn(f"skipped: {error}", stacklevel=3)
             return None
 
