@@ -246,3 +246,40 @@ def test_every_n_kimg_follows_images_on_the_host_without_reading_the_module_each
         monitor.on_train_batch_end(trainer, Module(), None, torch.zeros(3, 3, 8, 8), i)
     assert len(reads) == 1  # one read per fit (a device sync on a GPU), none per batch
     assert evaluated == [10, 22]  # at 10, then at the first count past 20
+
+
+def fid_every_two_epochs_fit(tmp_path, checkpoint: ModelCheckpoint, weights: str | None) -> L.Trainer:
+    monitor = FIDMonitor(
+        num_fake=8, split="val", every_n_epochs=2, at_fit_end=False, cache_dir=str(tmp_path / "cache"),
+        weights_path=weights or str(tmp_path / "never-read.pth"),
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=4, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", logger=False,
+        callbacks=[monitor, checkpoint], enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    gan = FaceGAN(image_size=32, g_channels=8, d_channels=8)
+    trainer.fit(gan, datamodule=FaceDataModule(image_size=32, num_procedural=64, batch_size=8, num_workers=0))
+    return trainer
+
+
+def test_a_checkpoint_on_val_fid_that_checks_on_epochs_without_fid_is_refused_before_training(tmp_path):
+    # Lightning raises "could not find the monitored key" at the first epoch without FID, mid-run.
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/fid")
+    with pytest.raises(
+        ValueError, match=r"ModelCheckpoint\(monitor='val/fid'\) checks every 1 epoch.*every 2 epochs"
+    ):
+        fid_every_two_epochs_fit(tmp_path, checkpoint, weights=None)  # refused before the weights are read
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_checkpoint_on_val_fid_every_n_epochs_keeps_the_best_measured_model(weights, tmp_path):
+    torch.manual_seed(0)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val/fid", every_n_epochs=2, save_top_k=2, filename="{epoch}"
+    )
+    trainer = fid_every_two_epochs_fit(tmp_path, checkpoint, weights)
+    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, FIDMonitor))
+    assert [entry["epoch"] for entry in monitor.history] == [1, 3]  # validation ran every epoch
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch=1.ckpt", "epoch=3.ckpt"]
+    best = min(monitor.history, key=lambda entry: entry["fid"])
+    assert checkpoint.best_model_score == pytest.approx(best["fid"])

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.images import batch_images
@@ -19,6 +20,8 @@ from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.real_stats import load_stats, save_stats, stats_file, stats_key
 
 log = logging.getLogger(__name__)
+
+EPOCH_KEYS = ("val/fid", "val/fid_seconds")  # what an epoch evaluation logs through the module
 
 
 class FIDMonitor(L.Callback):
@@ -34,6 +37,9 @@ class FIDMonitor(L.Callback):
     Epoch results are logged with ``pl_module.log`` in ``on_train_epoch_end``, so
     ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees them when it saves at train epoch end (its
     default with no validation or one validation per epoch; else give it ``save_on_train_epoch_end=True``).
+    With ``every_n_epochs=N``, such a checkpoint needs ``every_n_epochs`` N (or a multiple): one that
+    would check on epochs without FID is refused at setup, before training (Lightning would raise at
+    the first such epoch).
     ``every_n_kimg`` and fit-end results go to ``trainer.loggers``. Under DDP each rank generates its
     share of the latents and every rank calls ``compute()``, which all-reduces the statistics.
 
@@ -99,6 +105,7 @@ class FIDMonitor(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._check_checkpoints(trainer)
         datamodule = getattr(trainer, "datamodule", None)
         if not (hasattr(datamodule, "real_dataset") and hasattr(datamodule, "fingerprint")):
             raise TypeError(
@@ -125,6 +132,23 @@ class FIDMonitor(L.Callback):
         else:  # real statistics live on rank 0 only: compute() sums every rank's states
             set_real_states(self.metric, None)
         trainer.strategy.barrier("FIDMonitor.setup")
+
+    def _check_checkpoints(self, trainer: L.Trainer) -> None:
+        """Refuse, before training, a ``ModelCheckpoint(monitor="val/fid")`` that checks on epochs
+        without FID (Lightning raises there, mid-run); its ``every_n_epochs`` must be a multiple of ours."""
+        for checkpoint in trainer.checkpoint_callbacks:
+            if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor not in EPOCH_KEYS:
+                continue
+            every = checkpoint.every_n_epochs or 0
+            if every and (not self.every_n_epochs or every % self.every_n_epochs):
+                where = f"every {self.every_n_epochs} epochs" if self.every_n_epochs else "at no epoch end"
+                raise ValueError(
+                    f"FIDMonitor: ModelCheckpoint(monitor={checkpoint.monitor!r}) checks every {every} "
+                    f"epoch(s), but FIDMonitor logs it {where} (every_n_epochs={self.every_n_epochs}); give "
+                    "the checkpoint every_n_epochs equal to FIDMonitor's (or a multiple: "
+                    f"--checkpoint.every_n_epochs {self.every_n_epochs or 1} in the CLI), or FIDMonitor "
+                    "every_n_epochs=1"
+                )
 
     def _prepare_real(self, datamodule: Any) -> None:
         """Put the real statistics into the metric: from the cache, or computed and then cached."""
