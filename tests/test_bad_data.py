@@ -70,7 +70,7 @@ def test_each_bad_file_fails_naming_it_or_is_skipped_and_counted(name, tmp_path)
     root = folder_with(tmp_path, name, BAD_FILES[name]())
     with pytest.raises(BadImageError, match=rf"cannot read image .*{name}: .*skip_bad_images"):
         list(only_train(root).train_dataloader())
-    dm = only_train(root, skip_bad_images=True)
+    dm = only_train(root, skip_bad_images=True, max_skipped_fraction=1.0)
     with pytest.warns(UserWarning, match=rf"skipped: cannot read image .*{name}"):
         batches = list(dm.train_dataloader())
     assert [b.shape for b in batches] == [(3, 3, 16, 16)]
@@ -90,7 +90,7 @@ def test_symlink_loops_neither_hang_nor_crash(tmp_path):
     (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # folder loop: not followed
     (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")  # file loop: a -> b -> a
     (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
-    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True)
+    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True, max_skipped_fraction=1.0)
     assert dm.datasets["train"].source.names == ["a.jpg", "b.jpg", "good1.png", "sub/good2.png"]
     with pytest.warns(UserWarning, match=r"a\.jpg: .*Too many levels of symbolic links"):
         batches = list(dm.train_dataloader())
@@ -173,7 +173,7 @@ def test_a_bad_image_in_a_loader_worker_ends_the_cli_with_one_clear_line(tmp_pat
     assert "skip_bad_images" in last
     assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
     # With skipping on, the same data trains, warning about the file.
-    result = fit([*common, "--data.skip_bad_images", "true"], tmp_path)
+    result = fit([*common, "--data.skip_bad_images", "true", "--data.max_skipped_fraction", "1"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "truncated.jpg" in result.stderr
 
@@ -204,7 +204,7 @@ def test_a_run_where_every_image_is_skipped_fails_instead_of_saving_an_untrained
     write_images(images, [f"{i}.png" for i in range(4)], width=40, height=50)
     args = ["--data.root", str(images), "--data.batch_size", "2", "--data.val_fraction", "0",
             "--data.test_fraction", "0", "--data.image_size", "32", "--data.skip_bad_images", "true",
-            "--data.crop_size", "60", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+            "--data.max_skipped_fraction", "1", "--data.crop_size", "60", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
     result = fit(args, tmp_path)  # crop_size 60 > every 40x50 image: each one is skipped
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -233,6 +233,7 @@ def test_a_dataset_that_vanishes_mid_run_stops_with_a_clear_error(tmp_path, val_
         val_fraction=val_fraction,
         test_fraction=0.0,
         skip_bad_images=True,
+        max_skipped_fraction=1.0,
     )
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     gan = FaceGAN(image_size=32, latent_dim=8, g_channels=4, d_channels=4)
@@ -269,9 +270,27 @@ def test_setting_mistakes_end_the_cli_with_one_line(args, message, tmp_path):
 def test_skipped_images_counts_files_not_skips_per_epoch(tmp_path, workers):
     write_images(tmp_path, ["a.png", "b.png", "c.png"])
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True, num_workers=workers)
+    dm = only_train(
+        tmp_path, batch_size=2, skip_bad_images=True, max_skipped_fraction=1.0, num_workers=workers
+    )
     with warnings.catch_warnings():  # warned in each epoch (in the worker, when there is one)
         warnings.simplefilter("ignore")
         for _ in range(3):  # three epochs, the same bad file skipped in each
             assert sum(len(batch) for batch in dm.train_dataloader()) == 3
     assert dm.skipped_images == 1
+
+
+def test_more_skipped_files_than_the_set_fraction_fail_naming_the_setting(tmp_path):
+    write_images(tmp_path, [f"{i}.png" for i in range(9)])
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")  # 1 of 10: exactly the default 0.1 passes
+    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True)
+    with pytest.warns(UserWarning, match="skipped"):
+        assert sum(len(batch) for batch in dm.train_dataloader()) == 9  # the 9 readable ones
+    (tmp_path / "worse.jpg").write_bytes(b"not a jpeg either")  # 2 of 11 > 0.1
+    dm = only_train(tmp_path, batch_size=2, skip_bad_images=True)
+    message = r"2 of the 11 images of this split are unreadable, more than max_skipped_fraction=0\.1"
+    with pytest.warns(UserWarning, match="skipped"), pytest.raises(BadImageError, match=message) as error:
+        list(dm.train_dataloader())
+    assert "--data.max_skipped_fraction" in str(error.value)
+    with pytest.raises(ValueError, match=r"`max_skipped_fraction` must be in \[0, 1\]"):
+        data(tmp_path, max_skipped_fraction=1.5)

@@ -204,7 +204,9 @@ def test_cached_batches_are_read_in_process_unless_workers_are_asked_for(faces, 
 def test_a_bad_image_is_left_out_of_the_cache_and_still_counted_on_a_cache_hit(faces, tmp_path):
     (faces / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):
-        built = cached(faces, tmp_path / "cache", skip_bad_images=True)
+        built = cached(faces, tmp_path / "cache", skip_bad_images=True, max_skipped_fraction=1.0)
     assert len(built.datasets["train"]) == 6 and built.skipped_images == 1
-    hit = cached(faces, tmp_path / "cache", skip_bad_images=True)  # no decoding this time
+    hit = cached(
+        faces, tmp_path / "cache", skip_bad_images=True, max_skipped_fraction=1.0
+    )  # no decoding this time
     assert hit.cache_path == built.cache_path and hit.skipped_images == 1

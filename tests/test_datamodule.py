@@ -201,7 +201,12 @@ def test_corrupt_image_raises_naming_the_file(tmp_path):
 
 def test_corrupt_image_is_skipped_with_a_warning_and_counted(tmp_path):
     dm = data(
-        corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=4, skip_bad_images=True
+        corrupt_folder(tmp_path),
+        val_fraction=0.0,
+        test_fraction=0.0,
+        batch_size=4,
+        skip_bad_images=True,
+        max_skipped_fraction=1.0,
     )
     dm.setup("fit")
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):

@@ -55,7 +55,7 @@ def test_only_regular_files_are_read_and_nothing_blocks(tmp_path, make, reason):
     make(tmp_path / "x.jpg")
     with pytest.raises(BadImageError, match=rf"x\.jpg: OSError: {re.escape(reason)}"):
         load_all(only_train(tmp_path, batch_size=1))
-    dm = only_train(tmp_path, batch_size=1, skip_bad_images=True)
+    dm = only_train(tmp_path, batch_size=1, skip_bad_images=True, max_skipped_fraction=1.0)
     with pytest.warns(UserWarning, match="skipped"):
         items = load_all(dm)
     assert sum(item is None for item in items) == 1 and dm.skipped_images == 1

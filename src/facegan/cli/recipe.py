@@ -16,7 +16,16 @@ from typing import Any
 # How a run executes, not what it learns: these may change on resume.
 EXECUTION = {
     "model": {"channels_last", "fused_adam", "compile"},
-    "data": {"num_workers", "pin_memory", "persistent_workers", "cache", "cache_dir", "device_resident"},
+    "data": {
+        "num_workers",
+        "pin_memory",
+        "persistent_workers",
+        "cache",
+        "cache_dir",
+        "device_resident",
+        "skip_bad_images",
+        "max_skipped_fraction",
+    },  # fmt: skip
 }
 
 

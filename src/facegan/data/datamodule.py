@@ -49,6 +49,8 @@ class FaceDataModule(L.LightningDataModule):
         num_procedural: number of procedural training faces (an epoch).
         procedural_seed: seed of the procedural faces (val/test use seed + 1 / + 2).
         skip_bad_images: skip unreadable images with a warning and a count instead of failing.
+        max_skipped_fraction: with ``skip_bad_images``, fail once more than this share of a split's
+            files were skipped; 1 skips any number (an epoch without any image still fails).
         num_workers: loader worker processes; ``None`` -> one per spare core, at most 8, for
             decoding (also when building the cache), and none for reading the cache.
         pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
@@ -80,6 +82,7 @@ class FaceDataModule(L.LightningDataModule):
         num_procedural: int = 8192,
         procedural_seed: int = 0,
         skip_bad_images: bool = False,
+        max_skipped_fraction: float = 0.1,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
@@ -110,6 +113,10 @@ class FaceDataModule(L.LightningDataModule):
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(
                 "FaceDataModule: `val_fraction` + `test_fraction` must leave images for training"
+            )
+        if not 0.0 <= max_skipped_fraction <= 1.0:
+            raise ValueError(
+                f"FaceDataModule: `max_skipped_fraction` must be in [0, 1]: {max_skipped_fraction}"
             )
         if device_resident and not cache:
             raise ValueError("FaceDataModule: `device_resident` needs `cache` (set --data.cache true)")
@@ -172,6 +179,7 @@ class FaceDataModule(L.LightningDataModule):
                     crop_size=hp.crop_size,
                     flip=hp.flip and split == "train" and not hp.cache,  # cached: flipped on the device
                     skip_bad_images=hp.skip_bad_images,
+                    max_skipped_fraction=hp.max_skipped_fraction,
                 )
             if hp.cache:
                 self.datasets["train"] = self._cached("train")

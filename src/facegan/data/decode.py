@@ -115,7 +115,9 @@ class FaceImageDataset(Dataset):
     """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
 
     With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
-    :func:`collate_images`) after a warning, and counted once per file in ``skipped`` (shared by workers).
+    :func:`collate_images`) after a warning, and counted once per file in ``skipped`` (shared by workers);
+    once more than ``max_skipped_fraction`` of the images were skipped, the next skip raises
+    :class:`BadImageError` (a folder of mostly broken files is not a dataset to train on).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class FaceImageDataset(Dataset):
         crop_size: int | None = None,
         flip: bool = False,
         skip_bad_images: bool = False,
+        max_skipped_fraction: float = 1.0,
     ) -> None:
         self.source = source
         self.indices = indices
@@ -133,6 +136,7 @@ class FaceImageDataset(Dataset):
         self.crop_size = crop_size
         self.flip = flip
         self.skip_bad_images = skip_bad_images
+        self.max_skipped_fraction = max_skipped_fraction
         # One shared byte per image (all loader workers write it): which files were skipped, so a
         # file skipped again every epoch counts once.
         self._skipped = multiprocessing.RawArray("b", len(indices))
@@ -169,6 +173,13 @@ class FaceImageDataset(Dataset):
             if not self.skip_bad_images:
                 raise
             self._skipped[index] = 1
+            skipped = self.skipped
+            if skipped > self.max_skipped_fraction * len(self):
+                raise BadImageError(
+                    f"{skipped} of the {len(self)} images of this split are unreadable, more than "
+                    f"max_skipped_fraction={self.max_skipped_fraction:g} (the last: {error}); fix the data, "
+                    "or raise --data.max_skipped_fraction (1 skips any number)"
+                ) from error
             warnings.warn(f"skipped: {error}", stacklevel=3)
             return None
 

@@ -61,5 +61,6 @@ def unflipped(dataset: Dataset) -> Dataset:
             dataset.crop_size,
             False,
             dataset.skip_bad_images,
+            dataset.max_skipped_fraction,
         )
     return dataset
