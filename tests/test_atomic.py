@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facegan.io.atomic import atomic_write, remove_abandoned, temp_name
+from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned, temp_name
 from facegan.io.paths import cache_dir
 
 
@@ -57,3 +57,50 @@ def test_cache_dir_prefers_the_setting_then_the_environment_then_the_home_cache(
     monkeypatch.delenv("FACEGAN_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir("fid") == Path(tmp_path / "home" / ".cache" / "facegan" / "fid")
+
+
+def test_a_full_disk_is_one_clear_error_naming_the_file_and_nothing_is_replaced(tmp_path):
+    target = tmp_path / "stats.npz"
+    target.write_bytes(b"previous")
+    with (
+        pytest.raises(
+            WriteError, match=r"cannot write .*stats\.npz: No space left on device; free some space"
+        ),
+        open("/dev/full", "wb", buffering=0) as full,  # unbuffered: nothing left to flush at close
+        atomic_write(target) as file,
+    ):
+        file.write(b"x" * 10)
+        full.write(b"y")  # the kernel's own ENOSPC, what a full disk raises on write
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["stats.npz"]
+
+
+def test_torch_save_into_a_full_disk_is_reported_as_the_write_error_it_is(tmp_path, monkeypatch):
+    """torch.save turns a failed write of its zip writer into RuntimeError("unexpected pos ...")."""
+    import errno
+    import io
+
+    import torch
+
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def save_into_a_full_disk(obj, file):
+        torch.save(obj, Full())
+
+    with (
+        pytest.raises(WriteError, match=r"x\.ckpt: No space left on device"),
+        atomic_write(tmp_path / "x.ckpt") as f,
+    ):
+        save_into_a_full_disk({"w": torch.zeros(1000)}, f)
+
+
+def test_check_writable_names_a_folder_that_cannot_be_written(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(WriteError, match=r"cannot write .*a-file/runs/\.facegan-write-test: Not a directory"):
+        check_writable(tmp_path / "a-file" / "runs")
+    check_writable(tmp_path / "runs")
+    assert list((tmp_path / "runs").iterdir()) == []  # nothing left behind

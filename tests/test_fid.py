@@ -58,7 +58,7 @@ def fake_trainer(datamodule: object) -> SimpleNamespace:
     strategy = SimpleNamespace(root_device=torch.device("cpu"), barrier=lambda name=None: None)
     return SimpleNamespace(
         datamodule=datamodule, world_size=1, global_rank=0, is_global_zero=True, strategy=strategy,
-        current_epoch=0, global_step=0, loggers=[],
+        current_epoch=0, global_step=0, loggers=[], checkpoint_callbacks=[],
     )  # fmt: skip
 
 

@@ -192,3 +192,49 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path):
     assert d_updates == 2  # the interrupted batch finished, no later one started
     assert checkpoint["global_step"] == 2 * d_updates  # one G step per D step: none cut off
     assert int(checkpoint["state_dict"]["images_seen"]) == 8 * d_updates
+
+
+def test_a_full_disk_during_a_checkpoint_save_ends_the_cli_with_one_line_and_keeps_the_last_one(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import facegan.io.checkpoint_io as checkpoint_io
+    from facegan.cli.entry import main as facegan
+
+    saves = []
+    real_save = torch.save
+
+    def disk_full_from_the_third_save(obj, file):
+        saves.append(file.name)
+        if len(saves) >= 3:  # epoch 0's two files (epoch=...ckpt, last.ckpt) fit; then the disk is full
+            file.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, file)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", disk_full_from_the_third_save)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        facegan(
+            ["fit", "--config", str(REPO / "configs/debug.yaml"), "--trainer.enable_progress_bar", "false"]
+        )
+    message = str(stop.value.code)
+    assert message.startswith("facegan: error: cannot write ") and "No space left on device" in message
+    assert "\n" not in message
+    monkeypatch.setattr(checkpoint_io.torch, "save", real_save)
+    (last,) = (tmp_path / "lightning_logs").glob("*/checkpoints/last.ckpt")
+    assert load_checkpoint(last)["epoch"] == 0  # epoch 0's checkpoint survives the failed epoch-1 save
+    assert not list(last.parent.glob(".*.tmp"))
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_training_with_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    command = [sys.executable, "-m", "facegan", "fit", "--config", str(REPO / "configs/debug.yaml")]
+    command += ["--trainer.default_root_dir", str(tmp_path / "a-file" / "runs")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("facegan: error: cannot write ") and "Not a directory" in last, result.stderr[
+        -2000:
+    ]
+    assert "Traceback" not in result.stderr

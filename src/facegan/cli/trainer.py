@@ -23,6 +23,7 @@ from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGr
 from facegan.cli.recipe import describe, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
+from facegan.io.atomic import check_writable
 from facegan.io.checkpoint_io import AtomicCheckpointIO
 from facegan.io.checkpoints import load_checkpoint
 from facegan.io.runs import run_root
@@ -200,6 +201,8 @@ class FaceGANCLI(LightningCLI):
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
         else:
             refuse_occupied_folder(self.trainer)
+        if self.trainer.is_global_zero:
+            check_writable(run_root(self.trainer))  # a read-only output folder: one line, before training
 
     def before_validate(self) -> None:
         self._check_recipe(self._checkpoint(required=True))

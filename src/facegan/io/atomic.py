@@ -8,6 +8,8 @@ which may be another file system, where a move is a plain copy).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -35,6 +37,25 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+class WriteError(OSError):
+    """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...).
+
+    The message names the path, the reason and what to do; what was there before is unchanged.
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        code = error.errno
+        reason = os.strerror(code) if code else str(error)
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            advice = "free some space or write elsewhere"
+        elif code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            advice = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
+        else:
+            advice = "check the folder"
+        super().__init__(f"cannot write {path}: {reason}; {advice}. Files already there are unchanged")
+        self.errno = code
+
+
 @contextmanager
 def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``target``; on a clean exit fsync it and rename it to ``target``.
@@ -51,17 +72,38 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         'complete'
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, target)
+    except WriteError:
+        raise
+    except OSError as error:  # a full disk, a read-only folder: one clear error naming the file
+        raise WriteError(target, error) from error
+    except RuntimeError as error:  # torch.save reports a failed write of its zip writer this way
+        if isinstance(error.__context__, OSError):
+            raise WriteError(target, error.__context__) from error
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # also where the folder could not be made
+            tmp.unlink(missing_ok=True)
     fsync_folder(target.parent)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and write a test file there; :class:`WriteError` if that fails.
+
+    Run before training, so a read-only or misnamed output folder fails at once with one line rather
+    than after the first epoch (or in a library's traceback).
+    """
+    folder = Path(folder)
+    with atomic_write(folder / ".facegan-write-test"):
+        pass
+    (folder / ".facegan-write-test").unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
