@@ -67,6 +67,7 @@ def test_an_epoch_without_images_on_every_process_stops_every_process(tmp_path):
     assert result.returncode != 0
     for rank in (rank0, rank1):
         assert rank["error"].startswith("NoImagesError: FaceGAN: epoch 0 trained on no images")
+        assert rank["d_updates"] == rank["images_seen"] == 0  # no process had images: no step at all
 
 
 def test_a_divergence_seen_by_one_process_stops_both(tmp_path):

@@ -30,14 +30,18 @@ def state(path):
     return checkpoint["state_dict"], checkpoint["optimizer_states"], checkpoint["facegan"]["d_updates"]
 
 
-def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch, workers):
+    """Also with a loader worker: fresh workers each epoch take their flips' random stream from the
+    trainer's, which the checkpoint holds (persistent ones differed: state_dict difference 0.064)."""
     (tmp_path / "straight").mkdir()
     (tmp_path / "resumed").mkdir()
+    data = ["--data.num_workers", workers]
     monkeypatch.chdir(tmp_path / "straight")
-    fit("--trainer.max_epochs", "2")
+    fit("--trainer.max_epochs", "2", *data)
     monkeypatch.chdir(tmp_path / "resumed")
-    fit("--trainer.max_epochs", "1")
-    cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    fit("--trainer.max_epochs", "1", *data)
+    cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last", *data)
 
     assert cli.trainer.current_epoch == 2 and int(cli.model.images_seen) == 2 * 3 * 8
     weights, optimizers, d_updates = state(

@@ -54,7 +54,9 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: loader worker processes; ``None`` -> one per spare core, at most 8, for
             decoding (also when building the cache), and none for reading the cache.
         pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
-        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``). Off by
+            default: fresh workers each epoch draw their random streams (flips) from the trainer's,
+            which a checkpoint holds, so a resume is bit-exact with workers too.
         cache: decode, crop and resize the training images once into a ``uint8`` file that later
             epochs and runs memory-map (:mod:`facegan.data.cache`); training batches then arrive
             as uint8 and are scaled to ``[-1, 1]`` and flipped on the device (in
@@ -85,7 +87,7 @@ class FaceDataModule(L.LightningDataModule):
         max_skipped_fraction: float = 0.1,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        persistent_workers: bool = True,
+        persistent_workers: bool = False,
         cache: bool = False,
         cache_dir: str | None = None,
         device_resident: bool = False,

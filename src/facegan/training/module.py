@@ -240,6 +240,9 @@ class FaceGAN(L.LightningModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_total * weight)
         shown = distributed.average_gradients(self, opt_d, images)  # all processes' images this step
+        if not weight and not int(shown):  # no process had an image: no step anywhere, as in one process
+            self.untoggle_optimizer(opt_d)  # (a host read only in this rare stand-in step, on every rank)
+            return
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         self.images_seen += shown
