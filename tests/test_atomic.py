@@ -104,3 +104,14 @@ def test_check_writable_names_a_folder_that_cannot_be_written(tmp_path):
         check_writable(tmp_path / "a-file" / "runs")
     check_writable(tmp_path / "runs")
     assert list((tmp_path / "runs").iterdir()) == []  # nothing left behind
+
+
+def test_errors_of_the_callers_own_reads_are_not_reported_as_write_errors(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_write(tmp_path / "out.bin") as file:
+        file.write((tmp_path / "missing-input").read_bytes())
+    with pytest.raises(RuntimeError, match="not a write") as error, atomic_write(tmp_path / "out.bin"):
+        try:
+            (tmp_path / "missing-input").read_bytes()
+        except OSError:
+            raise RuntimeError("not a write") from None
+    assert not isinstance(error.value, WriteError) and list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ import torch
 from facegan import FaceDataModule
 from facegan.data import cache as cache_module
 from facegan.data.cache import CachedFaces
-from facegan.data.decode import FaceImageDataset
+from facegan.data.decode import BadImageError, FaceImageDataset
 from facegan.data.resident import DeviceBatches
 from facegan.images import from_uint8
 from tests.test_datamodule import write_images
@@ -210,3 +210,12 @@ def test_a_bad_image_is_left_out_of_the_cache_and_still_counted_on_a_cache_hit(f
         faces, tmp_path / "cache", skip_bad_images=True, max_skipped_fraction=1.0
     )  # no decoding this time
     assert hit.cache_path == built.cache_path and hit.skipped_images == 1
+
+
+def test_a_dangling_symlink_follows_the_skip_rule_when_the_cache_is_built(faces, tmp_path):
+    (faces / "dangling.png").symlink_to(tmp_path / "nowhere.png")  # the fingerprint stat()s every file
+    with pytest.warns(UserWarning, match=r"skipped: cannot read image .*dangling\.png"):
+        built = cached(faces, tmp_path / "cache", skip_bad_images=True, max_skipped_fraction=1.0)
+    assert len(built.datasets["train"]) == 6 and built.skipped_images == 1
+    with pytest.raises(BadImageError, match=r"cannot read image .*dangling\.png: FileNotFoundError"):
+        cached(faces, tmp_path / "cache2")

@@ -37,9 +37,13 @@ def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
     else:
         for i in dataset.indices:
             path = source.root / source.names[i]
-            stat = path.stat()
+            try:
+                stat = path.stat()
+                entry = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            except (OSError, RuntimeError):  # dangling or looping symlink, vanished file: the
+                entry = f"{path.absolute()}|unreadable"  # skip rule (or a named error) applies when read
             # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
-            digest.update(os.fsencode(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n"))
+            digest.update(os.fsencode(f"{entry}\n"))
     key.update(files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=crop_size)
     key.update(decoder=DECODER_VERSION)  # how the files become pixels
     return key

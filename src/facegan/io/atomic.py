@@ -37,6 +37,11 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# Why a write fails (the disk, the folder), as opposed to errors of the caller's own reads.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.ENOTDIR, errno.EIO}  # fmt: skip
+
+
 class WriteError(OSError):
     """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...).
 
@@ -83,10 +88,13 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except WriteError:
         raise
     except OSError as error:  # a full disk, a read-only folder: one clear error naming the file
+        if error.errno not in WRITE_ERRNOS:  # e.g. the caller's own read of another file
+            raise
         raise WriteError(target, error) from error
     except RuntimeError as error:  # torch.save reports a failed write of its zip writer this way
-        if isinstance(error.__context__, OSError):
-            raise WriteError(target, error.__context__) from error
+        context = error.__context__
+        if type(error) is RuntimeError and isinstance(context, OSError) and context.errno in WRITE_ERRNOS:
+            raise WriteError(target, context) from error
         raise
     finally:
         with contextlib.suppress(OSError):  # also where the folder could not be made
