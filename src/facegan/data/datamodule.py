@@ -54,9 +54,8 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: loader worker processes; ``None`` -> one per spare core, at most 8, for
             decoding (also when building the cache), and none for reading the cache.
         pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
-        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``). Off by
-            default: fresh workers each epoch draw their random streams (flips) from the trainer's,
-            which a checkpoint holds, so a resume is bit-exact with workers too.
+        persistent_workers: keep workers alive between epochs. Off: fresh workers each epoch draw
+            their random streams from the trainer's, which a checkpoint holds (bit-exact resumes).
         cache: decode, crop and resize the training images once into a ``uint8`` file that later
             epochs and runs memory-map (:mod:`facegan.data.cache`); training batches then arrive
             as uint8 and are scaled to ``[-1, 1]`` and flipped on the device (in
@@ -140,11 +139,8 @@ class FaceDataModule(L.LightningDataModule):
         return random_split(len(names), hp.val_fraction, hp.test_fraction, hp.split_seed)
 
     def prepare_data(self) -> None:
-        """Build the training cache (``cache=True``) once per node, before any process sets up.
-
-        Lightning calls this on each node's local rank 0 while the node's other processes wait; they
-        then map the finished file in :meth:`setup` instead of all decoding the dataset at once.
-        """
+        """Build the training cache (``cache=True``) once per node: Lightning calls this on each node's
+        local rank 0 while the others wait; they then map the finished file in :meth:`setup`."""
         if self.hparams.cache:
             self.setup()
 
