@@ -199,7 +199,7 @@ class FaceGANCLI(LightningCLI):
         if ckpt_path is not None:
             version = continue_run(self.trainer, ckpt_path)
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
-        else:
+        elif self.trainer.is_global_zero:  # DDP's other processes start once rank 0 has checked
             refuse_occupied_folder(self.trainer)
         if self.trainer.is_global_zero:
             check_writable(run_root(self.trainer))  # a read-only output folder: one line, before training
