@@ -243,3 +243,17 @@ def test_a_deeply_nested_export_config_is_refused_clearly(ckpt, tmp_path):
     (export / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CheckpointError, match=r"config.json' is not valid JSON \(RecursionError\)"):
         load_generator(export)
+
+
+def test_an_export_folder_given_as_a_checkpoint_says_what_it_is(ckpt, tmp_path, capsys):
+    export = tmp_path / "export"
+    main(["export", "--ckpt", str(ckpt), "--out", str(export)])
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(export), "--out", str(tmp_path / "again")])
+    message = capsys.readouterr().err
+    assert "is an export folder (the sampling generator only" in message and "generate --ckpt" in message
+    assert not (tmp_path / "again").exists()
+    with pytest.raises(CheckpointError, match=r"is a folder; give the \.ckpt file inside it"):
+        load_checkpoint(tmp_path)
+    main(["generate", "--ckpt", str(export), "--out", str(tmp_path / "grid.png"), "--num", "4"])  # it samples
+    assert (tmp_path / "grid.png").is_file()

@@ -25,7 +25,7 @@ from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied
 from facegan.data import FaceDataModule
 from facegan.io.atomic import check_writable
 from facegan.io.checkpoint_io import AtomicCheckpointIO
-from facegan.io.checkpoints import load_checkpoint
+from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
 from facegan.io.runs import run_root
 from facegan.training.module import FaceGAN
 
@@ -125,9 +125,7 @@ class FaceGANCLI(LightningCLI):
             return found
         if ckpt_path in ("best", "hpc", "registry"):
             return None
-        if not Path(ckpt_path).is_file():
-            raise ValueError(f"--ckpt_path {ckpt_path!r} does not exist or is not a file")
-        return Path(ckpt_path)
+        return check_checkpoint_path(ckpt_path)  # a folder (an export's, a run's) says what it is
 
     def _check_recipe(self, ckpt_path: Path | None) -> None:
         """Use a checkpoint only with the recipe that trained it (see recipe.py).

@@ -19,11 +19,27 @@ class CheckpointError(ValueError):
     """A checkpoint or export that cannot be used (missing, foreign, tampered, incomplete)."""
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a Lightning checkpoint written by facegan without executing anything from it."""
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
     path = Path(path)
+    if path.is_dir():
+        from facegan.io.export import WEIGHTS_FILE  # (export imports this module)
+
+        if (path / WEIGHTS_FILE).is_file():
+            raise CheckpointError(
+                f"{str(path)!r} is an export folder (the sampling generator only, without D, optimizers "
+                "or training state), not a checkpoint: sample from it (`python -m facegan generate --ckpt "
+                f"{path}`, facegan.load_generator), or give the run's .ckpt file to resume, evaluate or export"
+            )
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the .ckpt file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Lightning checkpoint written by facegan without executing anything from it."""
+    path = check_checkpoint_path(path)
     try:
         # mmap: tensors are read when used, so checking a checkpoint's settings costs no full read
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
