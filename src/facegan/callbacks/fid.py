@@ -233,9 +233,9 @@ class FIDMonitor(L.Callback):
         # images_seen. Under DDP every rank must take the same decision (compute() is collective), so
         # it counts what the loaders drew, skipped images included, the same on every rank; only a
         # loader that does not say what it drew costs a collective per batch.
-        world = trainer.world_size
-        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else batch_images(batch).shape[0]
-        self._seen += (batch_images(batch).shape[0] if drawn is None else drawn) * world
+        world, images = trainer.world_size, batch_images(batch).shape[0]
+        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else images
+        self._seen += (images if drawn is None else drawn) * world
         seen = self._seen
         due = seen >= self._next_images
         if drawn is None:

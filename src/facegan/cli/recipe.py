@@ -29,8 +29,9 @@ EXECUTION = {
 }
 
 
-def _plain(value: Any) -> Any:
-    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+def plain(value: Any) -> Any:
+    """A setting as configs write it (tuples as lists), for comparing values from anywhere."""
+    return [plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _defaults(cls: type) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def recipe_changes(
     for name in sorted(set(now) - EXECUTION[section]):
         if name.startswith("_"):
             continue
-        before, after = _plain(saved.get(name, defaults.get(name))), _plain(now[name])
+        before, after = plain(saved.get(name, defaults.get(name))), plain(now[name])
         if before != after:
             changes.append((name, saved.get(name, defaults.get(name)), now[name]))
     return changes
@@ -64,7 +65,7 @@ def recipe_changes(
 
 def describe(section: str, name: str, before: Any, after: Any, where: str = "the checkpoint") -> str:
     """``"--<section>.<name>: A in the checkpoint, B now"``."""
-    return f"--{section}.{name}: {_plain(before)!r} in {where}, {_plain(after)!r} now"
+    return f"--{section}.{name}: {plain(before)!r} in {where}, {plain(after)!r} now"
 
 
 def precision_name(value: Any) -> str:

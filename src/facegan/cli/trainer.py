@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
-from facegan.cli.recipe import describe, precision_name, recipe_changes
+from facegan.cli.recipe import describe, plain, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
 from facegan.io.atomic import check_writable
@@ -149,7 +149,7 @@ class FaceGANCLI(LightningCLI):
         for section, key, now, cls in sections:
             for name, before, after in recipe_changes(checkpoint, section, key, now, cls):
                 default = defaults.get(LINKED.get(f"{section}.{name}", f"{section}.{name}"))
-                if after == default or (isinstance(after, tuple) and list(after) == default):
+                if plain(after) == plain(default):
                     adopted[section][name] = before
                 else:
                     given.append(describe(section, name, before, after))

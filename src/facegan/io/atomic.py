@@ -53,7 +53,7 @@ class WriteError(OSError):
         reason = os.strerror(code) if code else str(error)
         if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             advice = "free some space or write elsewhere"
-        elif code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+        elif code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
             advice = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
         else:
             advice = "check the folder"

@@ -27,17 +27,16 @@ def ema_beta(
         images_seen: images shown since the start of training (drives the ramp-up).
         rampup: cap the half-life at ``rampup * images_seen``; ``None`` disables the ramp-up.
 
-    With tensor counts (the training step's device counters) the result is a 0-dim float tensor on
-    their device, computed without a host sync; with ints, a float.
+    Where a count is a tensor (the training step's device counters) the result is a 0-dim tensor on
+    its device, computed without a host sync; with ints, a float.
     """
-    half_life = half_life_kimg * 1000.0
-    if isinstance(images_seen, Tensor) or isinstance(batch_images, Tensor):
-        seen = torch.as_tensor(images_seen).float()
-        capped = seen.new_tensor(half_life) if rampup is None else (seen * rampup).clamp(max=half_life)
-        return 0.5 ** (torch.as_tensor(batch_images, device=seen.device).float() / capped.clamp(min=1e-8))
-    if rampup is not None:
-        half_life = min(half_life, images_seen * rampup)
-    return 0.5 ** (batch_images / max(half_life, 1e-8))
+    longest = max(half_life_kimg * 1000.0, 1e-8)
+    half_life: float | Tensor = longest
+    if rampup is not None and isinstance(images_seen, Tensor):
+        half_life = (images_seen * rampup).clamp(min=1e-8, max=longest)  # no scalar copied to the device
+    elif rampup is not None:
+        half_life = max(min(longest, images_seen * rampup), 1e-8)
+    return 0.5 ** (batch_images / half_life)  # a tensor wherever a count is one
 
 
 @torch.no_grad()
