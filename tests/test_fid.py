@@ -200,8 +200,10 @@ def test_settings_and_interfaces_are_checked(data):
         FIDMonitor(num_fake=1)
     with pytest.raises(ValueError, match=r"FIDMonitor: `every_n_kimg` must be null or > 0"):
         FIDMonitor(every_n_kimg=0)
-    with pytest.raises(TypeError, match=r"FIDMonitor: the data module must provide `real_dataset\(split\)`"):
-        FIDMonitor().setup(fake_trainer(None), Replay(torch.zeros(0)), "fit")
+    with pytest.raises(TypeError, match=r"FIDMonitor: no real images: give FIDMonitor\(real=...\)"):
+        FIDMonitor().setup(fake_trainer(None), Replay(torch.zeros(0)), "fit")  # before reading any weight
+    with pytest.raises(ValueError, match=r"FIDMonitor: `real_range` must be \[low, high\].*but got \(1, 0\)"):
+        FIDMonitor(real_range=(1, 0))
 
 
 def test_missing_weights_offline_error_names_every_way_to_provide_them(data, tmp_path, monkeypatch):

@@ -1,38 +1,45 @@
-"""``FIDMonitor``: FID of ``pl_module.sample()`` against real-image statistics cached on disk."""
+"""``FIDMonitor``: FID of a generator against real images from any source, their statistics cached."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from facegan.callbacks.fid_checks import NO_REAL, refuse_checkpoints_without_fid
 from facegan.images import batch_images
 from facegan.io.paths import cache_dir
 from facegan.io.runs import drawn_per_rank, logger_step
-from facegan.metrics.fid import REAL_STATES, add_real_images, generated_fid, real_states, set_real_states
+from facegan.metrics.fid import generated_fid, set_real_states
 from facegan.metrics.inception import build_fid_metric
-from facegan.metrics.real_stats import load_stats, save_stats, stats_file, stats_key
+from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
+from facegan.metrics.real_stats import real_statistics
 
 log = logging.getLogger(__name__)
-
-EPOCH_KEYS = ("val/fid", "val/fid_seconds")  # what an epoch evaluation logs through the module
 
 
 class FIDMonitor(L.Callback):
     """Fréchet Inception Distance of generated images, logged as ``val/fid`` and ``val/fid_seconds``.
 
     Wraps torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
-    resize, network in float32, statistics in float64) fed with :func:`facegan.images.to_uint8` images.
-    Generated images come from ``pl_module.sample(z=...)`` on fixed latents. Real statistics come from
-    ``trainer.datamodule.real_dataset(split)`` once, cached on disk under a key of
-    ``datamodule.fingerprint(split)``, the image count and the feature extractor, so later evaluations,
-    runs and resumes only pay for the generated half.
+    resize, network in float32, statistics in float64) fed with uint8 images. Generated images come
+    from ``pl_module.sample(z=...)`` (or a given ``generator``) on fixed latents. Real images come from
+    ``real``: by default the trainer's data module (facegan's, or any other through its
+    ``<split>_dataloader()``), or a data module, ``DataLoader``, folder / zip of images or statistics
+    file given here. Their statistics are computed once and cached on disk under a key of the data
+    (facegan's fingerprint of the files, else a hash of the pixels used), the count and the feature
+    extractor, so later evaluations, runs and resumes only pay for the generated half.
+
+    Example (any Lightning project)::
+
+        fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
+        trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
     Epoch results are logged with ``pl_module.log`` in ``on_train_epoch_end``, so
     ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees them when it saves at train epoch end (its
@@ -53,6 +60,19 @@ class FIDMonitor(L.Callback):
             thousand images; ``None`` disables it.
         at_fit_end: evaluate when training ends, unless already done at that step.
         split: data module split of the real images (``"train"``, ``"val"`` or ``"test"``).
+        real: the real images. ``None``: the trainer's data module. A data module (facegan's or any:
+            its ``<split>_dataloader()``, first ``num_real`` images in loader order, so unshuffled),
+            a ``DataLoader`` or any iterable of batches (tensors or ``(images, ...)`` tuples), a folder,
+            zip or CelebA folder of image files (cropped to a square, resized to ``image_size``), or a
+            statistics file: ``.npz`` with ``mu``/``sigma`` (pytorch-fid's format) or a cache ``.pt``.
+        real_range: value range of a loader's images: ``[low, high]`` for floats (``[-1, 1]``,
+            ``[0, 1]``) or ``"uint8"``; every batch is checked against it. facegan's data module and
+            image files need none.
+        generator: a callable ``z -> images`` to measure instead of ``pl_module.sample(z=z)``.
+        latent_dim: size of the latents; ``None`` -> ``pl_module.hparams.latent_dim``.
+        fake_range: value range of the generated images (``[-1, 1]`` is facegan's); clamped to it.
+        image_size: side that image files are resized to; ``None`` -> ``pl_module.hparams.image_size``.
+        crop_size: central square cropped from image files first; ``None``: the shorter side.
         batch_size: images per generator / Inception batch.
         seed: seed of the fixed latents, identical across evaluations, runs and resumes.
         weights_path: the Inception weights file ``weights-inception-2015-12-05-6726825d.pth``;
@@ -76,6 +96,13 @@ class FIDMonitor(L.Callback):
         seed: int = 0,
         weights_path: str | None = None,
         cache_dir: str | None = None,
+        real: Any = None,
+        real_range: tuple[float, float] | str = (-1.0, 1.0),
+        generator: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        latent_dim: int | None = None,
+        fake_range: tuple[float, float] | str = (-1.0, 1.0),
+        image_size: int | None = None,
+        crop_size: int | None = None,
     ) -> None:
         super().__init__()
         for ok, name, allowed, value in (
@@ -85,19 +112,28 @@ class FIDMonitor(L.Callback):
             (every_n_kimg is None or every_n_kimg > 0, "every_n_kimg", "null or > 0", every_n_kimg),
             (batch_size >= 1, "batch_size", "an integer >= 1", batch_size),
             (isinstance(split, str) and split != "", "split", "'train', 'val' or 'test'", split),
+            (generator is None or callable(generator), "generator", "a callable z -> images", generator),
+            (latent_dim is None or latent_dim >= 1, "latent_dim", "null or an integer >= 1", latent_dim),
+            (image_size is None or image_size >= 1, "image_size", "null or an integer >= 1", image_size),
         ):
             if not ok:
                 raise ValueError(f"FIDMonitor: `{name}` must be {allowed}, but got {value!r}")
         self.num_fake, self.num_real, self.split, self.batch_size = num_fake, num_real, split, batch_size
         self.every_n_epochs, self.every_n_kimg, self.at_fit_end = every_n_epochs, every_n_kimg, at_fit_end
         self.seed, self.weights_path, self.cache_dir = seed, weights_path, cache_dir
+        self.real, self.generator, self.latent_dim = real, generator, latent_dim
+        self.image_size, self.crop_size = image_size, crop_size
+        try:
+            self.real_range: ValueRange = check_value_range(real_range, "real_range")
+            self.fake_range: ValueRange = check_value_range(fake_range, "fake_range")
+        except ValueError as error:
+            raise ValueError(f"FIDMonitor: {error}") from None
         self.metric: FrechetInceptionDistance | None = None  # never a child of the LightningModule
         self.history: list[dict[str, Any]] = []  # per evaluation: epoch, step, kimg, fid, seconds
         self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
         self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
-        self._real_digest: str | None = None
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
         self._seen = 0  # images_seen, followed on the host during a fit
@@ -105,17 +141,16 @@ class FIDMonitor(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._check_checkpoints(trainer)
-        datamodule = getattr(trainer, "datamodule", None)
-        if not (hasattr(datamodule, "real_dataset") and hasattr(datamodule, "fingerprint")):
-            raise TypeError(
-                "FIDMonitor: the data module must provide `real_dataset(split)` (un-flipped (3, S, S) images "
-                "in [-1, 1]) and `fingerprint(split)` (a JSON-able cache key), as FaceDataModule does; got "
-                f"{type(datamodule).__name__}"
-            )
+        refuse_checkpoints_without_fid(trainer, self.every_n_epochs)
+        if self.real is None and getattr(trainer, "datamodule", None) is None:
+            raise TypeError(NO_REAL)
         hparams = getattr(pl_module, "hparams", {})
-        if not hasattr(pl_module, "sample") or "latent_dim" not in hparams:
-            raise TypeError("FIDMonitor: the LightningModule needs `sample(z=...)` and `hparams.latent_dim`")
+        latent_dim = self.latent_dim or hparams.get("latent_dim")
+        if (self.generator is None and not hasattr(pl_module, "sample")) or not latent_dim:
+            raise TypeError(
+                "FIDMonitor: the LightningModule needs `sample(z=...)` and `hparams.latent_dim`; or give "
+                "FIDMonitor(generator=<z -> images>, latent_dim=...)"
+            )
         if self.every_n_kimg and not hasattr(pl_module, "images_seen"):
             raise TypeError(
                 "FIDMonitor: `every_n_kimg` needs an `images_seen` counter on the LightningModule"
@@ -126,64 +161,42 @@ class FIDMonitor(L.Callback):
             self.metric, self.extractor = build_fid_metric(self.weights_path)
         self.metric.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
         seeded = torch.Generator().manual_seed(self.seed)
-        self.latents = torch.randn(self.num_fake, hparams["latent_dim"], generator=seeded)
+        self.latents = torch.randn(self.num_fake, int(latent_dim), generator=seeded)
         if trainer.is_global_zero:
-            self._prepare_real(datamodule)
+            self._prepare_real(getattr(trainer, "datamodule", None), pl_module)
         else:  # real statistics live on rank 0 only: compute() sums every rank's states
             set_real_states(self.metric, None)
         trainer.strategy.barrier("FIDMonitor.setup")
 
-    def _check_checkpoints(self, trainer: L.Trainer) -> None:
-        """Refuse, before training, a ``ModelCheckpoint(monitor="val/fid")`` that checks on epochs
-        without FID (Lightning raises there, mid-run); its ``every_n_epochs`` must be a multiple of ours."""
-        for checkpoint in trainer.checkpoint_callbacks:
-            if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor not in EPOCH_KEYS:
-                continue
-            every = checkpoint.every_n_epochs or 0
-            if every and (not self.every_n_epochs or every % self.every_n_epochs):
-                where = f"every {self.every_n_epochs} epochs" if self.every_n_epochs else "at no epoch end"
-                raise ValueError(
-                    f"FIDMonitor: ModelCheckpoint(monitor={checkpoint.monitor!r}) checks every {every} "
-                    f"epoch(s), but FIDMonitor logs it {where} (every_n_epochs={self.every_n_epochs}); give "
-                    "the checkpoint every_n_epochs equal to FIDMonitor's (or a multiple: "
-                    f"--checkpoint.every_n_epochs {self.every_n_epochs or 1} in the CLI), or FIDMonitor "
-                    "every_n_epochs=1"
-                )
-
-    def _prepare_real(self, datamodule: Any) -> None:
-        """Put the real statistics into the metric: from the cache, or computed and then cached."""
-        metric = self.metric
-        assert metric is not None
+    def _prepare_real(self, datamodule: Any, pl_module: L.LightningModule) -> None:
+        """Put the real statistics into the metric: from a statistics file, the cache, or computed."""
+        assert self.metric is not None
+        start = time.perf_counter()
         try:
-            dataset = datamodule.real_dataset(self.split)
-        except ValueError as error:
-            raise ValueError(f"FIDMonitor: `split` {self.split!r} is not usable: {error}") from error
-        available = len(dataset)
-        n = min(available, self.num_real or self.REAL_CAP)
-        if n < 2:
-            raise ValueError(f"FIDMonitor: the {self.split!r} split has {available} images; FID needs >= 2")
-        if (self.num_real or 0) > available:
-            log.warning(
-                "FIDMonitor: num_real=%d but split %r has %d images", self.num_real, self.split, available
+            real = resolve_real(
+                self.real, datamodule, self.split, self.real_range, self.num_real or self.REAL_CAP,
+                self.batch_size, lambda: self._image_size(pl_module), self.crop_size,
+            )  # fmt: skip
+            if not isinstance(real, Path) and (self.num_real or 0) > real.count:
+                log.warning(
+                    "FIDMonitor: num_real=%d but %s has %d images", self.num_real, real.name, real.count
+                )
+            states, self.cache_path, self.cache_hit = real_statistics(
+                self.metric, real, self.extractor, cache_dir("fid", self.cache_dir)
             )
-        blob, digest = stats_key(datamodule.fingerprint(self.split), n, self.extractor)
-        if digest == self._real_digest:
-            return  # already in the metric (fit() called again)
-        self.cache_path = stats_file(cache_dir("fid", self.cache_dir), digest)
-        stats = load_stats(self.cache_path, blob)
-        self.cache_hit = stats is not None
-        if stats is None:
-            start = time.perf_counter()
-            set_real_states(metric, None)
-            add_real_images(metric, dataset, n, self.batch_size)
-            stats = {"key": blob, **real_states(metric)}
-            log.info("FIDMonitor: real statistics of %d images in %.1f s", n, time.perf_counter() - start)
-            save_stats(self.cache_path, stats)
-        set_real_states(metric, [stats[name] for name in REAL_STATES])
-        self._real_digest = digest
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            raise type(error)(f"FIDMonitor: {error}") from error
+        set_real_states(self.metric, states)
         log.info(
-            "FIDMonitor: real statistics cache %s: %s", "hit" if self.cache_hit else "miss", self.cache_path
-        )
+            "FIDMonitor: real statistics (cache %s, %.1f s): %s",
+            "hit" if self.cache_hit else "miss", time.perf_counter() - start, self.cache_path,
+        )  # fmt: skip
+
+    def _image_size(self, pl_module: L.LightningModule) -> int:
+        size = self.image_size or getattr(pl_module, "hparams", {}).get("image_size")
+        if not size:
+            raise ValueError("image files as `real` need `image_size` (the generated images' side)")
+        return int(size)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """Compute the FID now (call it on every rank), append it to :attr:`history` and return that."""
@@ -192,10 +205,13 @@ class FIDMonitor(L.Callback):
         start = time.perf_counter()
         self.metric.to(pl_module.device)
         latents = torch.tensor_split(self.latents, trainer.world_size)[trainer.global_rank]  # this rank's
-        sample = cast(Any, pl_module).sample
-        fid = generated_fid(
-            self.metric, lambda z: sample(z=z, batch_size=self.batch_size), latents, self.batch_size
-        )
+        generator = self.generator or (lambda z: cast(Any, pl_module).sample(z=z))
+        device = pl_module.device
+
+        def sample(z: torch.Tensor) -> torch.Tensor:
+            return fake_uint8(generator(z.to(device)), self.fake_range)
+
+        fid = generated_fid(self.metric, sample, latents, self.batch_size)
         seen = getattr(pl_module, "images_seen", None)
         entry = {
             "epoch": trainer.current_epoch,

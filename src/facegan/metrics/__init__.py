@@ -5,13 +5,12 @@
 caches the real half on disk. :class:`facegan.FIDMonitor` is the Lightning callback on top.
 """
 
-from facegan.metrics.fid import REAL_STATES, add_real_images, generated_fid, real_states, set_real_states
+from facegan.metrics.fid import REAL_STATES, generated_fid, real_states, set_real_states
 from facegan.metrics.inception import WEIGHTS_FILE, build_fid_metric, resolve_weights
 
 __all__ = [
     "REAL_STATES",
     "WEIGHTS_FILE",
-    "add_real_images",
     "build_fid_metric",
     "generated_fid",
     "real_states",

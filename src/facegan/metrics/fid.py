@@ -1,7 +1,7 @@
 """FID from a torchmetrics metric whose real half is set once and whose generated half is refilled.
 
 The real statistics (feature sum, covariance sum, count) are the metric's ``real_*`` states: they are
-computed once (:func:`add_real_images`), cached on disk (:mod:`facegan.metrics.real_stats`) and put
+computed once from any source (:mod:`facegan.metrics.real_images`), cached on disk (:mod:`facegan.metrics.real_stats`) and put
 back with :func:`set_real_states`; each evaluation only feeds generated images (:func:`generated_fid`).
 Under DDP, give rank 0 the real states and the other ranks zeros: ``compute()`` sums every rank's states.
 """
@@ -12,11 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
-
-from facegan.data.decode import collate_images
-from facegan.images import to_uint8
 
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -34,30 +30,16 @@ def set_real_states(metric: FrechetInceptionDistance, states: Sequence[Tensor] |
 
 
 @torch.no_grad()
-def add_real_images(metric: FrechetInceptionDistance, dataset: Dataset, n: int, batch_size: int) -> None:
-    """Feed ``n`` images of ``dataset`` (``(3, S, S)`` in ``[-1, 1]``, evenly spaced) as real images.
-
-    Skipped images (``None`` items of a dataset with ``skip_bad_images``) are left out.
-    """
-    available = len(dataset)  # type: ignore[arg-type]
-    indices = [i * available // n for i in range(n)]  # evenly spaced, distinct
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, collate_fn=collate_images)
-    for images in loader:  # (B, 3, S, S) in [-1, 1]; B < batch_size if images were skipped
-        if len(images):
-            metric.update(to_uint8(images.to(metric.device)), real=True)
-
-
-@torch.no_grad()
 def generated_fid(
     metric: FrechetInceptionDistance, sample: Callable[[Tensor], Tensor], latents: Tensor, batch_size: int
 ) -> float:
-    """FID of ``sample(z)`` (images in ``[-1, 1]``) over ``latents`` against the metric's real states.
+    """FID of ``sample(z)`` (uint8 images) over ``latents`` against the metric's real states.
 
     ``compute()`` all-reduces under DDP, so call it on every rank, each with its share of latents.
     """
     metric.reset()  # the generated half only (reset_real_features=False)
     for z in latents.split(batch_size):
-        metric.update(to_uint8(sample(z)), real=False)
+        metric.update(sample(z).to(metric.device), real=False)
     fid = float(metric.compute())
     metric.reset()
     return fid

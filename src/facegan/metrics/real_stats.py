@@ -1,8 +1,11 @@
 """A disk cache of real-image FID statistics, keyed by what the statistics depend on.
 
-The key covers the data (a fingerprint of its files and preprocessing), the number of images, the
-subset rule and the feature extractor (weights checksum, resize), so a change to any of them is a new
-file. Files are written atomically and checked against their key when read.
+The key covers the data (a fingerprint of its files and preprocessing, or a hash of its pixels), the
+number of images, the subset rule and the feature extractor (weights checksum, resize), so a change to
+any of them is a new file. Files are written atomically and checked against their key when read.
+
+Statistics also travel as files of their own: pytorch-fid's ``.npz`` (``mu``, ``sigma``), which
+:func:`save_npz` writes and :func:`states_from_file` reads, as it reads this cache's ``.pt`` files.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
+from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.io.atomic import atomic_write
+from facegan.metrics.fid import REAL_STATES, real_states, set_real_states
+from facegan.metrics.real_images import PixelHash, RealImages, warn_unstable
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +61,88 @@ def save_stats(path: Path, stats: dict[str, Any]) -> None:
             torch.save(stats, file)
     except OSError as error:
         log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
+
+
+def real_statistics(
+    metric: FrechetInceptionDistance, real: RealImages | Path, extractor: dict[str, Any], folder: Path
+) -> tuple[list[Tensor], Path, bool]:
+    """``(real states, file, whether it was read)`` of ``real``: read from a statistics file (a path),
+    or found in the cache under ``folder``, or computed with ``metric`` and cached.
+
+    A source without a key of its own is keyed by a hash of its pixels (one extra pass over them);
+    if a second pass gives other pixels (a shuffled loader), the statistics are filed under the
+    pixels actually used, with a warning.
+    """
+    if isinstance(real, Path):
+        return states_from_file(real, extractor), real, True
+    if real.count < 2:
+        raise ValueError(f"{real.name} has {real.count} images; FID needs at least 2")
+    key = real.key
+    if key is None:
+        hashed = PixelHash()
+        for batch in real.batches():
+            hashed.update(batch)
+        key = hashed.key()
+    blob, digest = stats_key(key, real.count, extractor)
+    path = stats_file(folder, digest)
+    stats = load_stats(path, blob)
+    if stats is not None:
+        return [stats[name] for name in REAL_STATES], path, True
+    set_real_states(metric, None)
+    used = PixelHash()
+    with torch.no_grad():
+        for batch in real.batches():  # (B, 3, H, W) uint8
+            metric.update(batch.to(metric.device), real=True)
+            used.update(batch)
+    if used.count < 2:
+        raise ValueError(f"{real.name}: {used.count} readable images; FID needs at least 2")
+    if real.key is None and used.key() != key:
+        warn_unstable(real.name)
+        blob, digest = stats_key(used.key(), real.count, extractor)
+        path = stats_file(folder, digest)
+    stats = {"key": blob, **real_states(metric)}
+    save_stats(path, stats)
+    return [stats[name] for name in REAL_STATES], path, False
+
+
+def states_from_file(path: str | Path, extractor: dict[str, Any]) -> list[Tensor]:
+    """Real states from a statistics file: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images``
+    when facegan wrote it) or a facegan cache file (``.pt``, refused if another extractor made it)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path) as stats:
+            missing = {"mu", "sigma"} - set(stats.files)
+            if missing:
+                raise ValueError(f"{path}: a statistics .npz needs `mu` and `sigma` (pytorch-fid's format); "
+                                 f"{sorted(missing)} missing")  # fmt: skip
+            mu = torch.from_numpy(stats["mu"].astype(np.float64))
+            sigma = torch.from_numpy(stats["sigma"].astype(np.float64))
+            n = int(stats["num_images"]) if "num_images" in stats.files else 2  # any n >= 2 gives mu, sigma
+        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match")
+        # torchmetrics keeps sums: mean = sum / n, cov = (cov_sum - n mean mean^T) / (n - 1)
+        return [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
+    try:
+        stats = torch.load(path, map_location="cpu", weights_only=True)
+        made_by = json.loads(stats["key"])["extractor"]
+    except Exception as error:
+        raise ValueError(f"{path}: not a statistics file (.npz with mu/sigma, or a facegan cache .pt): "
+                         f"{error}") from error  # fmt: skip
+    if made_by != json.loads(json.dumps(extractor, default=str)):
+        raise ValueError(f"{path}: computed with another feature extractor ({made_by}) than this one "
+                         f"({extractor}); recompute it with these weights")  # fmt: skip
+    return [stats[name] for name in REAL_STATES]
+
+
+def save_npz(path: str | Path, states: list[Tensor]) -> Path:
+    """Write real states as pytorch-fid's ``.npz`` (``mu``, ``sigma``, float64) plus ``num_images``."""
+    total, cov_total, count = (state.double().cpu() for state in states)
+    n = int(count)
+    mu = total / n
+    sigma = (cov_total - n * torch.outer(mu, mu)) / (n - 1)
+    path = Path(path).expanduser()
+    with atomic_write(path) as file:
+        np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(n))
+    return path
