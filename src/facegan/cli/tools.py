@@ -1,9 +1,10 @@
-"""``python -m facegan generate`` and ``python -m facegan export``: what to do with a trained model.
+"""``python -m facegan generate``, ``export`` and ``score``: what to do with a trained model.
 
     python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
     python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
     python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
     python -m facegan export --ckpt last.ckpt --out generator/                     # safetensors + JSON
+    python -m facegan score last.ckpt /data/celeba --json fid.json                 # FID (see cli/score.py)
 
 ``--ckpt`` takes a Lightning checkpoint written by facegan or an export folder. Both are read
 without executing code from the file (see :mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`).
@@ -16,12 +17,17 @@ import sys
 from pathlib import Path
 
 from facegan.cli.generate import generate
+from facegan.cli.score import add_parser as add_score_parser
+from facegan.cli.score import report, score
+from facegan.data.decode import BadImageError
 from facegan.io.checkpoints import CheckpointError, model_from_checkpoint
 from facegan.io.export import export_generator
+from facegan.metrics.inception import WeightsError
 
 TOOLS = {
     "generate": "write generated faces: a grid, a folder of PNGs or a GIF",
     "export": "the generator alone: safetensors + JSON, loadable without Lightning",
+    "score": "FID of a checkpoint, export or image folder against real images or statistics",
 }
 
 
@@ -48,13 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
     exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
+    add_score_parser(commands, TOOLS["score"])
     return parser
 
 
-def main(args: list[str] | None = None) -> Path:
-    """Run ``generate`` or ``export``; exits with status 2 and a one-line message on bad input."""
+def main(args: list[str] | None = None) -> Path | None:
+    """Run ``generate``, ``export`` or ``score``; exits with status 2 and a one-line message on bad input."""
     ns = build_parser().parse_args(args)
     try:
+        if ns.command == "score":
+            print(report(score(ns), ns))
+            return Path(ns.json) if ns.json else None
         if ns.command == "export":
             path = export_generator(model_from_checkpoint(ns.ckpt), ns.out)
         else:
@@ -70,7 +80,7 @@ def main(args: list[str] | None = None) -> Path:
                 nrow=ns.nrow,
                 overwrite=ns.overwrite,
             )
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, ValueError, FileNotFoundError, BadImageError, WeightsError) as error:
         print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"facegan {ns.command}: wrote {path}")

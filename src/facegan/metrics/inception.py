@@ -19,6 +19,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
+class WeightsError(RuntimeError):
+    """The Inception weights cannot be loaded (no network, a missing or corrupt file)."""
+
+
 @functools.lru_cache(maxsize=4)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a file, remembered per ``(path, size, mtime)`` (0.3 s for the Inception weights)."""
@@ -69,7 +73,7 @@ def build_fid_metric(
     except ModuleNotFoundError:
         raise
     except Exception as error:  # no network (URLError), missing or corrupt file, ...
-        raise RuntimeError(
+        raise WeightsError(
             f"{owner}: cannot load the FID Inception weights {WEIGHTS_FILE} ({error}). Offline, give "
             f"the file with {owner}(weights_path=...), the FACEGAN_FID_WEIGHTS environment variable, "
             f"or put it in $TORCH_HOME/hub/checkpoints/ (here {hub_file.parent})."

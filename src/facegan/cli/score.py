@@ -1,0 +1,189 @@
+"""``python -m facegan score FAKE REAL``: FID of a checkpoint, an export or image files against real images.
+
+    python -m facegan score last.ckpt /data/celeba                   # FID of 1,000 generated faces
+    python -m facegan score generated/ real/ --json fid.json          # two folders (or zips) of images
+    python -m facegan score export/ real-stats.npz --num 10000        # against saved statistics
+    python -m facegan score last.ckpt configs/celeba64.yaml --split val --save-stats celeba64.npz
+
+FAKE is a facegan checkpoint (``.ckpt``), an export folder, or a folder / zip of images. REAL is a
+folder / zip / CelebA folder of images, a statistics file (``.npz`` with ``mu``/``sigma`` as pytorch-fid
+writes them, or a facegan cache ``.pt``), or a config YAML whose ``data:`` section builds a
+:class:`~facegan.FaceDataModule`. Image files are cropped to a square and resized to the generated side,
+as :class:`~facegan.FIDMonitor` does, with the same feature extractor, latents (``--seed``) and
+real-statistics cache, so both give the same number for the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from facegan.cli.generate import _device, _sampler
+from facegan.data.sources import resolve_source
+from facegan.io.atomic import atomic_write
+from facegan.io.paths import cache_dir
+from facegan.metrics.fid import set_real_states
+from facegan.metrics.inception import build_fid_metric
+from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, fake_uint8, from_datamodule, from_files
+from facegan.metrics.real_stats import real_statistics, save_npz
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def add_parser(commands: Any, help_text: str) -> None:
+    """The ``score`` subcommand's options, on the tools' subparsers."""
+    score = commands.add_parser("score", help=help_text, description=__doc__.split("\n\n")[0])
+    score.add_argument(
+        "fake", metavar="FAKE", help="checkpoint (.ckpt), export folder, or folder/zip of images"
+    )
+    score.add_argument(
+        "real", metavar="REAL", help="folder/zip of images, statistics (.npz/.pt) or config YAML"
+    )
+    score.add_argument("--num", type=int, default=1000, help="generated images (default 1000; 10k+ on a GPU)")
+    score.add_argument(
+        "--num-real", type=int, default=10_000, help="real images, evenly spaced (default 10000)"
+    )
+    score.add_argument("--split", default="train", help="data module split of a config REAL (default train)")
+    score.add_argument("--seed", type=int, default=0, help="seed of the latents (FIDMonitor's default: 0)")
+    score.add_argument("--batch-size", type=int, default=64)
+    score.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    score.add_argument("--weights", default=None, help="the Inception weights file (offline use)")
+    score.add_argument("--image-size", type=int, default=None, help="side for image files (default: FAKE's)")
+    score.add_argument("--crop-size", type=int, default=None, help="central square of image files first")
+    score.add_argument(
+        "--cache-dir", default=None, help="real-statistics cache (default ~/.cache/facegan/fid)"
+    )
+    score.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    score.add_argument("--save-stats", default=None, metavar="PATH", help="write REAL's statistics as .npz")
+    score.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tuple[RealImages, int]:
+    """FAKE as uint8 batches, and the side image files are resized to."""
+    if path.suffix == ".ckpt" or (path.is_dir() and (path / "config.json").is_file()):
+        sample, latent_dim = _sampler(str(path), device)
+        z = torch.randn(ns.num, latent_dim, generator=torch.Generator().manual_seed(ns.seed))  # as FIDMonitor
+
+        def batches() -> Iterator[Tensor]:
+            for chunk in z.split(ns.batch_size):
+                yield fake_uint8(sample(chunk), (-1.0, 1.0)).cpu()
+
+        side = ns.image_size or int(sample(z[:1]).shape[-1])
+        return RealImages(str(path), batches, ns.num), side
+    if not path.exists():
+        raise FileNotFoundError(
+            f"FAKE {str(path)!r} does not exist: give a .ckpt, an export folder or image files"
+        )
+    side = ns.image_size or ns.crop_size or _first_side(path)
+    return from_files(path, side, ns.crop_size, ns.num, ns.batch_size), side
+
+
+def _first_side(path: Path) -> int:
+    """The shorter side of FAKE's first image: the square its images are cropped to."""
+    _, source, _ = resolve_source(str(path))
+    if source is None or len(source) == 0:
+        raise ValueError(f"FAKE {str(path)!r}: no images (jpg, png, webp, bmp) found")
+    with Image.open(io.BytesIO(source.read(0))) as image:
+        return min(image.size)
+
+
+def _real(path: Path, side: int, ns: argparse.Namespace) -> RealImages | Path:
+    if path.suffix in STATS_SUFFIXES:
+        if not path.is_file():
+            raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
+        return path
+    if path.suffix in CONFIG_SUFFIXES:
+        from facegan.data.datamodule import FaceDataModule
+
+        config = yaml.safe_load(path.read_text()) if path.is_file() else None
+        data = (config or {}).get("data") if isinstance(config, dict) else None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"REAL {str(path)!r} has no `data:` section (a facegan config, e.g. configs/celeba64.yaml)"
+            )
+        data = data.get("init_args", data)
+        datamodule = FaceDataModule(**{k: v for k, v in data.items() if k != "class_path"})
+        return from_datamodule(datamodule, ns.split, (-1.0, 1.0), ns.num_real, ns.batch_size)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"REAL {str(path)!r} does not exist: give image files, a .npz/.pt or a config YAML"
+        )
+    return from_files(path, side, ns.crop_size, ns.num_real, ns.batch_size)
+
+
+def _progress(images: RealImages, desc: str, batch_size: int, quiet: bool) -> RealImages:
+    total = math.ceil(images.count / batch_size)
+    batches: Callable[[], Iterator[Tensor]] = lambda: iter(  # noqa: E731
+        tqdm(images.batches(), total=total, desc=desc, unit="batch", disable=quiet)
+    )
+    return replace(images, batches=batches)
+
+
+def score(ns: argparse.Namespace) -> dict[str, Any]:
+    """Compute the FID of ``ns.fake`` against ``ns.real``; the results as a dict (see module doc)."""
+    for name in ("num", "num_real", "batch_size"):
+        if getattr(ns, name) < (1 if name == "batch_size" else 2):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {1 if name == 'batch_size' else 2}")
+    start = time.perf_counter()
+    device = _device(ns.device)
+    fake, side = _generated(Path(ns.fake).expanduser(), device, ns)  # bad input fails before Inception loads
+    real = _real(Path(ns.real).expanduser(), side, ns)
+    metric, extractor = build_fid_metric(ns.weights, owner="facegan score (--weights)")
+    metric.to(device)
+    if isinstance(real, RealImages):
+        real = _progress(real, "real images", ns.batch_size, ns.no_progress)
+    states, stats_path, hit = real_statistics(metric, real, extractor, cache_dir("fid", ns.cache_dir))
+    set_real_states(metric, states)
+    if ns.save_stats:
+        save_npz(ns.save_stats, states)
+    metric.reset()  # the generated half only
+    with torch.no_grad():
+        for batch in _progress(fake, "generated", ns.batch_size, ns.no_progress).batches():
+            metric.update(batch.to(device), real=False)
+    num_fake = int(metric.fake_features_num_samples)
+    if num_fake < 2:
+        raise ValueError(f"FAKE {ns.fake!r}: {num_fake} readable images; FID needs at least 2")
+    fid = float(metric.compute())
+    return {
+        "fid": fid,
+        "num_fake": num_fake,
+        "num_real": int(states[2]),
+        "fake": str(ns.fake),
+        "real": str(ns.real),
+        "image_size": side,
+        "real_statistics": str(stats_path),
+        "real_statistics_cached": hit,
+        "extractor": extractor,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def report(results: dict[str, Any], ns: argparse.Namespace) -> str:
+    """The small table ``score`` prints; writes ``--json`` too."""
+    if ns.json:
+        with atomic_write(Path(ns.json).expanduser(), "w") as file:
+            json.dump(results, file, indent=2, default=str)
+    source = "read from" if results["real_statistics_cached"] else "computed, saved to"
+    rows = [
+        ("FID", f"{results['fid']:.4f}"),
+        ("generated", f"{results['num_fake']} images from {results['fake']} at {results['image_size']} px"),
+        (
+            "real",
+            f"{results['num_real']} images from {results['real']} ({source} {results['real_statistics']})",
+        ),
+        ("seconds", f"{results['seconds']:.1f}"),
+    ]
+    return "\n".join(f"{name:<10} {value}" for name, value in rows)
