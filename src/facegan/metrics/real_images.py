@@ -74,7 +74,7 @@ def as_uint8(images: Tensor, value_range: ValueRange, argument: str, where: str)
             f"{where}: expected image batches (B, 3, H, W), got shape {tuple(images.shape)}; repeat "
             "grayscale images to 3 channels (or give (images, ...) tuples with the images first)"
         )
-    if value_range == "uint8":
+    if isinstance(value_range, str):  # "uint8" (check_value_range)
         if images.dtype != torch.uint8:
             raise ValueError(
                 f"{where}: `{argument}`='uint8' but the images are {images.dtype}; declare their range "
@@ -262,7 +262,7 @@ STATS_SUFFIXES = (".npz", ".pt")
 def fake_uint8(images: Tensor, value_range: ValueRange, argument: str = "fake_range") -> Tensor:
     """Generated images in ``value_range`` -> uint8, clamped: a generator may overshoot its range a
     little, but images far outside it (half its width) mean a wrong ``value_range``."""
-    if value_range == "uint8" or images.dtype == torch.uint8:
+    if isinstance(value_range, str) or images.dtype == torch.uint8:
         return as_uint8(images, value_range, argument, "the generated images")
     low, high = value_range
     margin = 0.5 * (high - low)
