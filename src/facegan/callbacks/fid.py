@@ -61,7 +61,7 @@ class FIDMonitor(L.Callback):
         at_fit_end: evaluate when training ends, unless already done at that step.
         split: data module split of the real images (``"train"``, ``"val"`` or ``"test"``).
         real: the real images. ``None``: the trainer's data module. A data module (facegan's or any:
-            its ``<split>_dataloader()``, first ``num_real`` images in loader order, so unshuffled),
+            its ``<split>_dataloader()``, read in order: ``num_real`` evenly spaced images, shuffling undone),
             a ``DataLoader`` or any iterable of batches (tensors or ``(images, ...)`` tuples), a folder,
             zip or CelebA folder of image files (cropped to a square, resized to ``image_size``), or a
             statistics file: ``.npz`` with ``mu``/``sigma`` (pytorch-fid's format) or a cache ``.pt``.

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from facegan.data.decode import FaceImageDataset, collate_images
 from facegan.data.fingerprint import fingerprint
@@ -97,9 +97,24 @@ def as_uint8(images: Tensor, value_range: ValueRange, argument: str, where: str)
 def from_loader(
     loader: Iterable[Any], value_range: ValueRange, limit: int, name: str, argument: str = "real_range"
 ) -> RealImages:
-    """The first ``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples)."""
+    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples).
+
+    A ``DataLoader`` over a sized dataset is read in order, ``limit`` evenly spaced images of it
+    (its shuffling and ``drop_last`` undone, its batch size and collate function kept), so the same
+    images come every time; any other iterable gives its first ``limit`` images.
+    """
     size = _dataset_size(loader)
     count = limit if size is None else min(limit, size)
+    if (
+        isinstance(loader, DataLoader)
+        and size is not None
+        and not isinstance(loader.dataset, IterableDataset)
+    ):
+        spaced = [i * size // count for i in range(count)]  # evenly spaced, distinct
+        loader = DataLoader(
+            Subset(loader.dataset, spaced), batch_size=loader.batch_size or 64,
+            collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+        )  # fmt: skip
 
     def batches() -> Iterator[Tensor]:
         left = count
