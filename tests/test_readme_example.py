@@ -1,0 +1,67 @@
+"""The README's "FID in your own project" example runs as written: a user's own LightningDataModule over
+torchvision ImageFolder, FIDMonitor, SampleGridMonitor, an offline WandbLogger and
+ModelCheckpoint(monitor="val/fid"). Only the data path and the sizes are replaced (tiny, for CPU)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import wandb
+from PIL import Image
+
+from tests.conftest import FID_WEIGHTS, REPO
+from tests.wandb_records import closed_records, history
+
+MARKER = "<!-- example: own-data -->"
+SETTINGS = "SIZE, WIDTH, BATCH, EPOCHS, NUM_FAKE = 64, 64, 64, 25, 2000"
+
+
+def readme_example() -> str:
+    text = (REPO / "README.md").read_text()
+    assert MARKER in text, "the README lost its own-data example"
+    block = re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S)
+    assert block is not None
+    return block.group(1)
+
+
+def test_the_readme_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best_checkpoint(
+    tmp_path, monkeypatch
+):
+    if not FID_WEIGHTS.is_file():
+        pytest.skip(f"FID Inception weights not found at {FID_WEIGHTS}")
+    code = readme_example()
+    assert 'FACES = "/data/faces"' in code and SETTINGS in code  # what this test replaces is still there
+    faces = tmp_path / "faces" / "people"
+    faces.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(faces / f"{i}.jpg")
+    code = code.replace('FACES = "/data/faces"', f"FACES = {str(tmp_path / 'faces')!r}")
+    code = code.replace(SETTINGS, "SIZE, WIDTH, BATCH, EPOCHS, NUM_FAKE = 32, 8, 8, 2, 8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEGAN_FID_WEIGHTS", str(FID_WEIGHTS))
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    torch.manual_seed(0)
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(code, "README.md example", "exec"), namespace)  # noqa: S102
+
+    trainer = namespace["trainer"]
+    fid = next(cb for cb in trainer.callbacks if type(cb).__name__ == "FIDMonitor")
+    assert [entry["epoch"] for entry in fid.history] == [0, 1]  # every epoch (the fit's end is the last one)
+    assert fid.cache_hit is False and fid.cache_path.is_file()  # keyed by the loader's pixels
+    best = trainer.checkpoint_callback
+    assert best.best_model_path.endswith(".ckpt") and (tmp_path / best.best_model_path).exists()
+    assert float(best.best_model_score) == min(entry["fid"] for entry in fid.history)
+    wandb.finish()  # what the end of the user's script does
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    closed_records(runs[0])
+    logged = [row["val/fid"] for row in history(runs[0]) if "val/fid" in row]
+    assert len(logged) == 2 and all(math.isfinite(value) for value in logged)
+    grids = [row for row in history(runs[0]) if row.get("samples/_type") == "images/separated"]
+    assert len(grids) == 2 and (runs[0].parent / "files" / grids[0]["samples/filenames"][0]).is_file()
