@@ -92,12 +92,14 @@ class FIDMonitor(L.Callback):
         self.every_n_epochs, self.every_n_kimg, self.at_fit_end = every_n_epochs, every_n_kimg, at_fit_end
         self.seed, self.weights_path, self.cache_dir = seed, weights_path, cache_dir
         self.metric: FrechetInceptionDistance | None = None  # never a child of the LightningModule
-        self.history: list[dict[str, Any]] = []  # per evaluation: epoch, step, kimg, fid, seconds
+        # per evaluation: epoch, step, kimg, fid, seconds, num_fake, num_real (images behind the FID)
+        self.history: list[dict[str, Any]] = []
         self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
         self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
         self._real_digest: str | None = None
+        self._num_real: int | None = None  # real images behind the statistics (global rank 0)
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
         self._seen = 0  # images_seen, followed on the host during a fit
@@ -166,6 +168,7 @@ class FIDMonitor(L.Callback):
             log.warning(
                 "FIDMonitor: num_real=%d but split %r has %d images", self.num_real, self.split, available
             )
+        self._num_real = n
         blob, digest = stats_key(datamodule.fingerprint(self.split), n, self.extractor)
         if digest == self._real_digest:
             return  # already in the metric (fit() called again)
@@ -203,6 +206,8 @@ class FIDMonitor(L.Callback):
             "kimg": None if seen is None else float(seen) / 1000.0,
             "fid": fid,
             "seconds": time.perf_counter() - start,
+            "num_fake": self.num_fake,
+            "num_real": self._num_real,
         }
         self.history.append(entry)
         self.last_fid = fid
