@@ -66,7 +66,7 @@ def download(repo_id: str, files: list[str], revision: str | None = None, token:
     except (LocalEntryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as error:
         raise HubError(
             f"cannot download {where} ({_reason(error)}): loading a Hub repo needs network access to the "
-            f"Hugging Face Hub (HF_HUB_OFFLINE unset) and, for a private or gated repo, {TOKEN_HINT}; a "
+            f"Hugging Face Hub (and HF_HUB_OFFLINE not set) and, for a private or gated repo, {TOKEN_HINT}; a "
             f"repo downloaded once is then read from the Hugging Face cache offline. No local folder "
             f"{repo_id!r} exists here (write ./{repo_id} for a local path)"
         ) from None
