@@ -303,3 +303,12 @@ def test_bad_push_flags_fail_before_anything_is_written(ckpt, tmp_path, flags, m
     with pytest.raises(SystemExit):
         main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "out"), *flags])
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_out_ends_export_with_one_line(ckpt, tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a folder would have to be")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "blocker" / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "cannot write" in err and "blocker/out: Not a directory" in err
