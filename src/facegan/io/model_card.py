@@ -89,7 +89,7 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]], 
         evaluation = "\n".join(
             [
                 "Measured during training by `facegan.FIDMonitor` (torchmetrics, 2048 Inception features,",
-                "TensorFlow-compatible resize) on the fixed latents of its `seed`:",
+                "TensorFlow-compatible resize), the latest evaluation:",
                 "",
                 "| Metric | Value | Generated images | Real images | At kimg |",
                 "|---|---|---|---|---|",
@@ -103,7 +103,7 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]], 
     body = f"""
 # {name}
 
-A [facegan](https://pypi.org/project/facegan/) GAN generator of faces: `{config.arch}` at {size} px,
+A facegan GAN generator of faces: `{config.arch}` at {size} px,
 latent size {config.latent_dim}, trained for {seen / 1000:.1f} kimg.
 
 ![Samples]({samples})
