@@ -19,6 +19,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan import FaceDataModule, FaceGAN
 from facegan.callbacks import FIDMonitor
+from facegan.cli.tools import main
 from facegan.images import to_uint8
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared/fid/weights-inception-2015-12-05-6726825d.pth"
@@ -98,6 +99,7 @@ def test_fid_of_a_set_against_itself_is_zero(weights, data, tmp_path):
     monitor.setup(fake_trainer(data), module, "fit")
     entry = monitor.evaluate(fake_trainer(data), module)
     assert abs(entry["fid"]) < 1e-2
+    assert (entry["num_fake"], entry["num_real"]) == (8, 8)  # what the model card reports with the FID
     assert monitor.last_fid == entry["fid"] and monitor.history == [entry]
 
 
@@ -193,6 +195,10 @@ def test_fit_logs_val_fid_for_checkpoints_and_keeps_inception_out_of_them(weight
     resumed.load_state_dict(checkpoint["callbacks"][resumed.state_key])
     assert resumed.history == monitor.history and resumed.last_fid == monitor.last_fid
     assert path.stat().st_size < 5_000_000  # Inception alone would be ~95 MB
+    main(["export", "--ckpt", str(path), "--out", str(tmp_path / "export")])  # the card reports the last FID
+    card = (tmp_path / "export" / "README.md").read_text()
+    real = len(data.real_dataset("val"))
+    assert f"| FID | {monitor.last_fid:.2f} | 8 | {real:,} | 0.0 |" in card
 
 
 def test_settings_and_interfaces_are_checked(data):

@@ -84,7 +84,7 @@ def test_interpolate_writes_a_looping_gif(ckpt, tmp_path):
 
 def test_export_holds_the_generator_only_and_reloads_without_lightning(ckpt, tmp_path):
     main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "export")])
-    tensors = load_file(tmp_path / "export/generator.safetensors")
+    tensors = load_file(tmp_path / "export/model.safetensors")
     model = model_from_checkpoint(ckpt)
     assert set(tensors) == set(model.generator.state_dict())  # no discriminator, optimizer or metric
     config = json.loads((tmp_path / "export/config.json").read_text())
@@ -139,7 +139,7 @@ def test_foreign_truncated_and_tampered_files_fail_clearly(ckpt, tmp_path):
 
     export = tmp_path / "export"
     main(["export", "--ckpt", str(ckpt), "--out", str(export)])
-    weights = export / "generator.safetensors"
+    weights = export / "model.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[:200])
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
@@ -223,15 +223,15 @@ def test_an_export_config_is_validated_before_any_network_is_built(
     main(["export", "--ckpt", str(ckpt), "--out", str(export)])
     config = json.loads((export / "config.json").read_text())
     (export / "config.json").write_text(json.dumps({**config, **change}))
-    import facegan.io.export as export_module
+    import facegan.io.load as load_module
 
-    built, original = [], export_module.build_generator
+    built, original = [], load_module.build_generator
 
     def spy(config):
         built.append(torch.empty(0).device.type)  # "meta" inside the shape check's device context
         return original(config)
 
-    monkeypatch.setattr(export_module, "build_generator", spy)
+    monkeypatch.setattr(load_module, "build_generator", spy)
     with pytest.raises(CheckpointError, match=message):
         load_generator(export)
     assert set(built) <= {"meta"}  # refused from the config and the file header: no memory allocated

@@ -18,7 +18,7 @@ _EXPORTS = {
     "FIDMonitor": "facegan.callbacks",
     "SampleGridMonitor": "facegan.callbacks",
     "export_generator": "facegan.io.export",
-    "load_generator": "facegan.io.export",
+    "load_generator": "facegan.io.load",
 }
 
 __all__ = [
@@ -34,7 +34,8 @@ __all__ = [
 if TYPE_CHECKING:
     from facegan.callbacks import FIDMonitor, SampleGridMonitor
     from facegan.data import FaceDataModule
-    from facegan.io.export import export_generator, load_generator
+    from facegan.io.export import export_generator
+    from facegan.io.load import load_generator
     from facegan.training.module import FaceGAN
 
 

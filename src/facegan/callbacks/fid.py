@@ -19,7 +19,7 @@ from facegan.io.runs import drawn_per_rank, logger_step
 from facegan.metrics.fid import generated_fid, set_real_states
 from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
-from facegan.metrics.real_stats import real_statistics
+from facegan.metrics.real_stats import real_statistics, recorded_count
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,13 @@ class FIDMonitor(L.Callback):
         except ValueError as error:
             raise ValueError(f"FIDMonitor: {error}") from None
         self.metric: FrechetInceptionDistance | None = None  # never a child of the LightningModule
-        self.history: list[dict[str, Any]] = []  # per evaluation: epoch, step, kimg, fid, seconds
+        # per evaluation: epoch, step, kimg, fid, seconds, num_fake, num_real (images behind the FID)
+        self.history: list[dict[str, Any]] = []
         self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
         self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
+        self._num_real: int | None = None  # real images behind the statistics (global rank 0)
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
         self._seen = 0  # images_seen, followed on the host during a fit
@@ -187,6 +189,8 @@ class FIDMonitor(L.Callback):
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"FIDMonitor: {error}") from error
         set_real_states(self.metric, states)
+        # images behind the statistics; None for a pytorch-fid .npz, which does not record them
+        self._num_real = recorded_count(real) if isinstance(real, Path) else int(states[2])
         log.info(
             "FIDMonitor: real statistics (cache %s, %.1f s): %s",
             "hit" if self.cache_hit else "miss", time.perf_counter() - start, self.cache_path,
@@ -219,6 +223,8 @@ class FIDMonitor(L.Callback):
             "kimg": None if seen is None else float(seen) / 1000.0,
             "fid": fid,
             "seconds": time.perf_counter() - start,
+            "num_fake": self.num_fake,
+            "num_real": self._num_real,
         }
         self.history.append(entry)
         self.last_fid = fid

@@ -1,7 +1,7 @@
 """Generated faces to files: a grid image, a folder of PNGs, or a GIF of latent interpolations.
 
-``generate`` takes a facegan checkpoint or an export folder; both are read without executing code
-from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.export`).
+``generate`` takes a facegan checkpoint, an export folder or the Hub repo id of one; all are read
+without executing code from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.load`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from facegan.images import to_uint8
 from facegan.io.checkpoints import model_from_checkpoint
-from facegan.io.export import load_generator
+from facegan.io.hub import is_repo_id
+from facegan.io.load import load_generator
 
 IMAGE_NAME = re.compile(r"\d{6}\.png")  # the images a folder output is made of
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -49,8 +50,8 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 
 
 def _sampler(ckpt: str, device: torch.device) -> tuple[Callable[[Tensor], Tensor], int]:
-    """``(z -> images in [-1, 1], latent_dim)`` from a checkpoint file or an export folder."""
-    if Path(ckpt).is_dir():
+    """``(z -> images in [-1, 1], latent_dim)`` from a checkpoint file, an export folder or a Hub repo id."""
+    if Path(ckpt).is_dir() or is_repo_id(ckpt):
         generator = load_generator(ckpt, device)
         return (lambda z: generator(z.to(device)).clamp(-1, 1)), int(cast(Any, generator).latent_dim)
     model = model_from_checkpoint(ckpt).to(device)

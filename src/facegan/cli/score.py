@@ -5,7 +5,7 @@
     python -m facegan score export/ real-stats.npz --num 10000        # against saved statistics
     python -m facegan score last.ckpt configs/celeba64.yaml --split val --save-stats celeba64.npz
 
-FAKE is a facegan checkpoint (``.ckpt``), an export folder, or a folder / zip of images. REAL is a
+FAKE is a facegan checkpoint (``.ckpt``), an export folder (or its Hub repo id), or a folder / zip of images. REAL is a
 folder / zip / CelebA folder of images, a statistics file (``.npz`` with ``mu``/``sigma`` as pytorch-fid
 writes them, or a facegan cache ``.pt``), or a config YAML whose ``data:`` section builds a
 :class:`~facegan.FaceDataModule`. Image files are cropped to a square and resized to the generated side,
@@ -34,6 +34,8 @@ from tqdm import tqdm
 from facegan.cli.generate import _device, _sampler
 from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
+from facegan.io.export_format import is_export_folder
+from facegan.io.hub import is_repo_id
 from facegan.io.paths import cache_dir
 from facegan.metrics.fid import set_real_states
 from facegan.metrics.inception import build_fid_metric
@@ -73,8 +75,8 @@ def add_parser(commands: Any, help_text: str) -> None:
 
 def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tuple[RealImages, int]:
     """FAKE as uint8 batches, and the side image files are resized to."""
-    if path.suffix == ".ckpt" or (path.is_dir() and (path / "config.json").is_file()):
-        sample, latent_dim = _sampler(str(path), device)
+    if path.suffix == ".ckpt" or is_export_folder(path) or is_repo_id(ns.fake):
+        sample, latent_dim = _sampler(ns.fake if is_repo_id(ns.fake) else str(path), device)
         z = torch.randn(ns.num, latent_dim, generator=torch.Generator().manual_seed(ns.seed))  # as FIDMonitor
 
         def batches() -> Iterator[Tensor]:

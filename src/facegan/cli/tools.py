@@ -3,11 +3,13 @@
     python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
     python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
     python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
-    python -m facegan export --ckpt last.ckpt --out generator/                     # safetensors + JSON
+    python -m facegan export --ckpt last.ckpt --out generator/                     # a Hub model folder
+    python -m facegan export --ckpt last.ckpt --out generator/ --push-to-hub user/faces-64
     python -m facegan score last.ckpt /data/celeba --json fid.json                 # FID (see cli/score.py)
 
-``--ckpt`` takes a Lightning checkpoint written by facegan or an export folder. Both are read
-without executing code from the file (see :mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`).
+``generate --ckpt`` takes a Lightning checkpoint written by facegan, an export folder or the Hub repo
+id of one (``user/name``). All are read without executing code from the file (see
+:mod:`facegan.io.checkpoints` and :mod:`facegan.io.load`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from facegan.cli.generate import generate
 from facegan.cli.score import add_parser as add_score_parser
 from facegan.cli.score import report, score
 from facegan.data.decode import BadImageError
-from facegan.io.checkpoints import CheckpointError, model_from_checkpoint
+from facegan.io.atomic import WriteError
+from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
 from facegan.io.export import export_generator
+from facegan.io.hub import HubError
+from facegan.io.model_card import evaluations_in
 from facegan.metrics.inception import WeightsError
 
 TOOLS = {
     "generate": "write generated faces: a grid, a folder of PNGs or a GIF",
-    "export": "the generator alone: safetensors + JSON, loadable without Lightning",
+    "export": "the generator alone as a Hugging Face Hub model folder (weights, config, model card)",
     "score": "FID of a checkpoint, export or image folder against real images or statistics",
 }
 
@@ -35,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m facegan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help=TOOLS["generate"])
-    gen.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt) or export folder")
+    gen.add_argument(
+        "--ckpt", required=True, help="facegan checkpoint (.ckpt), export folder or Hub repo id user/name"
+    )
     gen.add_argument("--out", required=True, help="grid.png | DIR (one PNG per image) | walk.gif")
     gen.add_argument("--num", type=int, default=64, help="number of images (grid cells with --interpolate)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the latents")
@@ -53,9 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
-    exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
+    exp.add_argument(
+        "--out", required=True, help="folder for model.safetensors, config.json, README.md, samples.png"
+    )
+    exp.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to the Hub repo user/name")
+    exp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    exp.add_argument(
+        "--token", help="with --push-to-hub: a Hub token with write access (default: HF_TOKEN, hf auth login)"
+    )
     add_score_parser(commands, TOOLS["score"])
     return parser
+
+
+def export(ns: argparse.Namespace) -> Path:
+    """``export``: the checkpoint's sampling generator, its FIDMonitor history in the model card."""
+    if (ns.private or ns.token) and not ns.push_to_hub:
+        raise ValueError("--private and --token go with --push-to-hub REPO")
+    checkpoint = load_checkpoint(ns.ckpt)
+    return export_generator(
+        model_from_checkpoint(ns.ckpt, checkpoint),
+        ns.out,
+        evaluations=evaluations_in(checkpoint),
+        push_to_hub=ns.push_to_hub,
+        private=True if ns.private else None,
+        token=ns.token,
+    )
 
 
 def main(args: list[str] | None = None) -> Path | None:
@@ -66,7 +95,7 @@ def main(args: list[str] | None = None) -> Path | None:
             print(report(score(ns), ns))
             return Path(ns.json) if ns.json else None
         if ns.command == "export":
-            path = export_generator(model_from_checkpoint(ns.ckpt), ns.out)
+            path = export(ns)
         else:
             path = generate(
                 ns.ckpt,
@@ -80,8 +109,18 @@ def main(args: list[str] | None = None) -> Path | None:
                 nrow=ns.nrow,
                 overwrite=ns.overwrite,
             )
-    except (CheckpointError, ValueError, FileNotFoundError, BadImageError, WeightsError) as error:
+    except (
+        CheckpointError,
+        ValueError,
+        FileNotFoundError,
+        BadImageError,
+        WeightsError,
+        HubError,
+        WriteError,
+    ) as error:
         print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"facegan {ns.command}: wrote {path}")
+    if ns.command == "export" and ns.push_to_hub:
+        print(f"facegan export: pushed {path} to the Hub repo {ns.push_to_hub}")
     return path

@@ -23,9 +23,9 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
     path = Path(path)
     if path.is_dir():
-        from facegan.io.export import WEIGHTS_FILE  # (export imports this module)
+        from facegan.io.export_format import is_export_folder  # (it imports this module)
 
-        if (path / WEIGHTS_FILE).is_file():
+        if is_export_folder(path):
             raise CheckpointError(
                 f"{str(path)!r} is an export folder (the sampling generator only, without D, optimizers "
                 "or training state), not a checkpoint: sample from it (`python -m facegan generate --ckpt "
@@ -65,11 +65,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(path: str | os.PathLike) -> Any:
-    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode."""
+def model_from_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any] | None = None) -> Any:
+    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode.
+
+    ``checkpoint``: ``load_checkpoint(path)`` when the caller has already read it.
+    """
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     for key in ("g_betas", "d_betas"):
         if key in hparams:

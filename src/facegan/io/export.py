@@ -1,137 +1,136 @@
-"""Exporting the generator alone, and rebuilding it without Lightning.
+"""Exporting the generator alone as a Hugging Face Hub model folder, and publishing it.
 
-Nothing here executes code from a file: exports are ``safetensors`` plus JSON.
+``export_generator(model, "generator/")`` writes the folder :mod:`facegan.io.export_format` describes
+(``model.safetensors``, ``config.json``, a ``README.md`` model card and ``samples.png``); with
+``push_to_hub="user/name"`` it also uploads it. :func:`facegan.load_generator`
+(:mod:`facegan.io.load`) rebuilds the generator from such a folder or Hub repo. Nothing here or there
+executes code from a file: exports are safetensors, JSON, Markdown and PNG.
 
-An export is a folder with ``generator.safetensors`` (the sampling generator's weights, BatchNorm
-standing statistics included, so ``eval()`` reproduces :meth:`FaceGAN.sample`) and ``config.json``
-(architecture, sizes, format version). :func:`load_generator` rebuilds it as a plain ``nn.Module``.
+Each file is written atomically (:func:`facegan.io.atomic.atomic_write`) with the usual permissions
+(``0o666 & ~umask``), ``config.json`` last: an interrupted export never leaves a config without weights.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
-from torch import nn
+from safetensors.torch import save
 
-from facegan.io.atomic import atomic_write
+from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
-from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
+from facegan.io.export_format import (
+    CARD_FILE,
+    CONFIG_FILE,
+    EXPORT_FILES,
+    SAMPLES_FILE,
+    WEIGHTS_FILE,
+    config_dict,
+    is_export_folder,
+)
+from facegan.io.load import load_generator
 
-EXPORT_FORMAT = 1
-WEIGHTS_FILE = "generator.safetensors"
-CONFIG_FILE = "config.json"
+__all__ = ["export_generator", "load_generator"]
+
+GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
 
 
-def export_generator(model: Any, out: str | os.PathLike) -> Path:
-    """Write ``model``'s sampling generator (EMA when the model has one) to the folder ``out``."""
-    out = Path(out)
+def _prepare_folder(out: Path) -> None:
+    """Create ``out``; refuse a file there, or a folder whose README/config another tool wrote."""
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"export folder {str(out)!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    model.sample(z=model.sample_z[:1])  # refresh the BatchNorm standing statistics for these weights
-    generator = model.sampling_generator
-    tensors = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
-    config = model.net_config
-    meta = {
-        "format": "facegan-generator",
-        "format_version": EXPORT_FORMAT,
-        "arch": config.arch,
-        "image_size": config.image_size,
-        "latent_dim": config.latent_dim,
-        "g_channels": config.g_channels,
-        "output_range": [-1.0, 1.0],
-    }
-    with atomic_write(out / WEIGHTS_FILE) as file:
-        file.write(save(tensors, metadata={"format": "facegan-generator"}))
-    with atomic_write(out / CONFIG_FILE, "w") as file:
-        file.write(json.dumps(meta, indent=2) + "\n")
-    return out
-
-
-LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
-
-
-def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig:
-    """The :class:`NetworkConfig` of an export's ``config.json``, every field's type and range checked."""
-    where = repr(str(config_path))
-    for name in ("arch", "image_size", "latent_dim", "g_channels"):
-        if name not in meta:
-            raise CheckpointError(f"{where} lacks the setting {name!r}")
-    if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
-        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    for name in ("image_size", "latent_dim", "g_channels"):
-        value = meta[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
-        low, high = LIMITS.get(name, (1, 1 << 16))
-        if not low <= value <= high:
-            raise CheckpointError(f"{where}: `{name}` must be in [{low}, {high}], but got {value}")
-    try:
-        return NetworkConfig(
-            arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
-            g_channels=meta["g_channels"],
-        )  # fmt: skip
-    except ValueError as error:
-        raise CheckpointError(f"{where}: {error}") from None
-
-
-def _shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
-    """Every state-dict tensor shape of ``config``'s generator, from a build on the meta device (no memory)."""
-    with torch.device("meta"):
-        generator = build_generator(config)
-    return {name: tuple(tensor.shape) for name, tensor in generator.state_dict().items()}
-
-
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode.
-
-    ``G = load_generator("export/"); images = G(torch.randn(16, G.latent_dim))`` gives ``(16, 3, S, S)``
-    images in ``[-1, 1]``.
-    """
-    folder = Path(path)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for needed in (config_path, weights_path):
-        if not needed.is_file():
+    if out.is_dir() and not is_export_folder(out):
+        foreign = [name for name in EXPORT_FILES if (out / name).exists()]
+        if foreign:
             raise CheckpointError(
-                f"{str(folder)!r} is not a facegan export: {needed.name} is missing (make one with "
-                "`python -m facegan export --ckpt CKPT --out DIR`)"
+                f"export folder {str(out)!r} already holds {', '.join(foreign)} that no facegan export "
+                "wrote; choose a new or empty folder for --out (nothing was written)"
             )
     try:
-        meta = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({type(error).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != "facegan-generator":
-        raise CheckpointError(f"{str(config_path)!r} is not a facegan generator config")
-    if meta.get("format_version") != EXPORT_FORMAT:
-        raise CheckpointError(
-            f"{str(config_path)!r} has format_version {meta.get('format_version')!r}; this facegan reads "
-            f"{EXPORT_FORMAT}"
-        )
-    config = _checked_config(meta, config_path)
-    expected = _shapes(config)
-    try:
-        with safe_open(str(weights_path), "pt") as file:  # the header only: no tensor is read yet
-            stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
-    if stored != expected:
-        wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
-        raise CheckpointError(
-            f"{str(weights_path)!r} does not match the config in {CONFIG_FILE} ({len(wrong)} tensors differ, "
-            f"e.g. {wrong[0]!r}: {stored.get(wrong[0])} stored, {expected.get(wrong[0])} expected)"
-        )
-    tensors = load_file(str(weights_path))
-    generator = build_generator(config)
-    try:
-        generator.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{str(weights_path)!r} does not match the config in {CONFIG_FILE}: {error}"
-        ) from None
-    return generator.to(device).eval()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if error.errno in WRITE_ERRNOS:
+            raise WriteError(out, error) from error
+        raise
+
+
+def _grid_png(model: Any) -> bytes:
+    """A PNG grid of the sampling generator's images of the first :data:`GRID_IMAGES` fixed latents."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from facegan.images import to_uint8
+
+    z = model.sample_z[:GRID_IMAGES]
+    grid = make_grid(to_uint8(model.sample(z=z)), nrow=math.ceil(math.sqrt(len(z))), padding=2)
+    buffer = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(buffer, format="PNG")  # (H, W, 3) uint8
+    return buffer.getvalue()
+
+
+def export_generator(
+    model: Any,
+    out: str | os.PathLike,
+    *,
+    evaluations: Sequence[Mapping[str, Any]] = (),
+    push_to_hub: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+) -> Path:
+    """Write ``model``'s sampling generator (EMA when the model has one) as a Hub model folder ``out``.
+
+    Args:
+        model: a :class:`facegan.FaceGAN`.
+        out: the folder (created if needed). A folder of an earlier export is updated; one holding a
+            ``README.md`` or ``config.json`` of something else is refused.
+        evaluations: ``FIDMonitor.history`` entries; the model card reports the last one (FID, and
+            KID when present, with their image counts). ``python -m facegan export`` passes the
+            history saved in the checkpoint.
+        push_to_hub: a Hub repo id (``"user/name"``) to upload the folder to (created if needed).
+        private: create the repo private (``None``: the Hub's default); an existing repo is unchanged.
+        token: Hub token with write access; ``None`` uses ``HF_TOKEN`` or the saved ``hf auth login``.
+
+    Returns:
+        The folder written.
+
+    Example:
+        >>> import tempfile, torch, facegan
+        >>> gan = facegan.FaceGAN(image_size=32, latent_dim=8, g_channels=8, d_channels=8)
+        >>> folder = export_generator(gan, tempfile.mkdtemp())
+        >>> G = facegan.load_generator(folder)
+        >>> G(torch.randn(2, G.latent_dim)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    from facegan.io.model_card import model_card
+
+    out = Path(out)
+    if push_to_hub is not None:
+        from facegan.io.hub import REPO_ID
+
+        if REPO_ID.fullmatch(push_to_hub) is None:
+            raise ValueError(f"--push-to-hub must be a Hub repo id 'owner/name', but got {push_to_hub!r}")
+    _prepare_folder(out)
+    grid = _grid_png(model)  # sample() also refreshes the BatchNorm standing statistics exported below
+    tensors = {
+        name: t.detach().cpu().contiguous() for name, t in model.sampling_generator.state_dict().items()
+    }
+    card = model_card(model, push_to_hub or out.resolve().name, evaluations, SAMPLES_FILE)
+    contents = {
+        SAMPLES_FILE: grid,
+        WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),  # "pt": what Hub/transformers loaders expect
+        CARD_FILE: str(card).encode("utf-8"),
+        CONFIG_FILE: (json.dumps(config_dict(model.net_config), indent=2) + "\n").encode(),
+    }
+    for name in EXPORT_FILES:  # config.json last
+        with atomic_write(out / name) as file:
+            file.write(contents[name])
+    if push_to_hub is not None:
+        from facegan.io.hub import upload
+
+        upload(out, push_to_hub, list(EXPORT_FILES), private=private, token=token)
+    return out

@@ -146,3 +146,11 @@ def save_npz(path: str | Path, states: list[Tensor]) -> Path:
     with atomic_write(path) as file:
         np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(n))
     return path
+
+
+def recorded_count(path: Path) -> int | None:
+    """The number of images a statistics file says it was made of (``None``: a pytorch-fid ``.npz``)."""
+    if path.suffix == ".npz":
+        with np.load(path) as stats:
+            return int(stats["num_images"]) if "num_images" in stats.files else None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["real_features_num_samples"])
