@@ -6,10 +6,13 @@ import torch
 from facegan.training.losses import (
     bce_with_logits,
     get_losses,
+    gradient_penalty,
     hinge_d_loss,
     hinge_g_loss,
     nonsaturating_d_loss,
     nonsaturating_g_loss,
+    rpgan_d_loss,
+    rpgan_g_loss,
 )
 
 
@@ -95,3 +98,34 @@ def test_get_losses_names_the_allowed_values():
         ValueError, match=r"`loss` must be one of \('nonsaturating', 'hinge'\), but got 'wgan'"
     ):
         get_losses("wgan")
+
+
+def test_relativistic_pairing_losses_at_known_logits():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])
+    # -log(sigmoid(real - fake)) per pair (Jolicoeur-Martineau 2019), averaged
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert rpgan_d_loss(real, fake).item() == pytest.approx(
+        -(math.log(sig(2)) + math.log(sig(-1))) / 2, rel=1e-6
+    )
+    assert rpgan_g_loss(fake, real).item() == pytest.approx(
+        -(math.log(sig(-2)) + math.log(sig(1))) / 2, rel=1e-6
+    )
+    shifted = rpgan_d_loss(real + 5.0, fake + 5.0)  # only differences matter
+    assert shifted.item() == pytest.approx(rpgan_d_loss(real, fake).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="`label_noise` applies to the 'nonsaturating' loss only"):
+        rpgan_d_loss(real, fake, 0.05)
+
+
+def test_r2_on_a_linear_discriminator_is_the_squared_weight_norm_and_trains_d_only():
+    torch.manual_seed(0)
+    generator = torch.nn.Linear(4, 12)
+    w = torch.randn(12)
+    fake = generator(torch.randn(5, 4))
+    detached = fake.detach().requires_grad_(True)  # R2 looks at D only
+    penalty = gradient_penalty(detached, detached @ w)  # D(x) = w . x: d D / d x = w for every image
+    assert penalty.item() == pytest.approx(w.square().sum().item(), rel=1e-6)
+    d = torch.nn.Linear(12, 1)
+    penalty = gradient_penalty(detached, d(detached).squeeze(1))
+    penalty.backward()
+    assert d.weight.grad is not None and generator.weight.grad is None
+    assert torch.allclose(d.weight.grad, 2 * d.weight.detach(), atol=1e-6)  # d |w|^2 / d w = 2w

@@ -18,7 +18,7 @@ from facegan.cli import main
 from facegan.nets import NetworkConfig, build_networks
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from facegan.training.ema import ema_beta, update_ema
-from facegan.training.losses import r1_penalty
+from facegan.training.losses import gradient_penalty
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_and_differentia
     torch.manual_seed(0)
     d = Linear(torch.randn(3, 4, 4))
     real = torch.randn(5, 3, 4, 4, requires_grad=True)
-    r1 = r1_penalty(real, d(real))
+    r1 = gradient_penalty(real, d(real))
     torch.testing.assert_close(r1, d.w.square().sum())
     r1.backward()  # d|w|^2/dw = 2w: the penalty reaches D's weights
     torch.testing.assert_close(d.w.grad, 2 * d.w.detach())

@@ -67,15 +67,35 @@ def hinge_g_loss(fake_logits: Tensor) -> Tensor:
     return -fake_logits.mean()
 
 
-def r1_penalty(real: Tensor, real_logits: Tensor) -> Tensor:
-    """R1 (Mescheder et al. 2018): mean over the batch of ``|d logit / d real|^2``, differentiable.
+def rpgan_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): each real image is paired with
+    one generated image and D learns to score the real one higher: ``softplus(l_fake - l_real)``
+    ``== -log(sigmoid(l_real - l_fake))``. Only differences of logits matter, so D cannot win by
+    shifting all its scores."""
+    if label_noise:
+        raise ValueError("`label_noise` applies to the 'nonsaturating' loss only; set it to 0 for 'rpgan'")
+    return F.softplus(fake_logits - real_logits).mean()
 
-    ``real`` must require grad and ``real_logits`` must come from it; the graph is kept
-    (``create_graph=True``) so that the penalty itself can be back-propagated into D. Compute it
-    in float32: under a float16 autocast the squared input gradients overflow or underflow.
+
+def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same
+    pairs (``real_logits`` from D on the real batch, without gradient into G)."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
+def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
+    """Zero-centered gradient penalty: mean over the batch of ``|d logit / d image|^2``, differentiable.
+
+    R1 (Mescheder et al. 2018) on real images, R2 on generated ones (R3GAN uses both). ``images`` must
+    require grad and ``logits`` must come from them; for R2 they are the fakes detached from G, so the
+    penalty trains D only. The graph is kept (``create_graph=True``) so the penalty can be
+    back-propagated into D. Compute it in float32: under a float16 autocast the squared input
+    gradients overflow or underflow.
     """
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
+
+
 
 
 def get_losses(

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from facegan.training.augment import diff_augment
-from facegan.training.losses import r1_penalty
+from facegan.training.losses import gradient_penalty
 
 
 class Players:
@@ -54,4 +54,4 @@ class Players:
         """R1 penalty on ``real`` through the augmentation, in float32 with autocast off (eager D)."""
         with torch.autocast(device_type=real.device.type, enabled=False):
             real = real.detach().float().requires_grad_(True)
-            return r1_penalty(real, self.discriminator(self.augment(real)).float())
+            return gradient_penalty(real, self.discriminator(self.augment(real)).float())

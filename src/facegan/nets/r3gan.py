@@ -1,0 +1,162 @@
+"""The R3GAN pair (Huang, Gokaslan, Kuleshov, Tompkin, NeurIPS 2024, "The GAN is dead; long live the
+GAN! A Modern GAN Baseline"): a modernized ResNet for G and D, no normalization layers, no tricks.
+
+Each stage is a few residual blocks at one resolution. A block is an inverted bottleneck
+``x + conv1x1(act(grouped_conv3x3(act(conv1x1(x)))))`` whose middle convolution has groups of 16
+channels (ResNeXt's cardinality) on ``expansion``-times wider features; its last layer starts at
+zero, so every block is the identity at initialization (fix-up), and the others are scaled by
+``L ** -1/4`` for ``L`` blocks in the network, so the variance stays put however deep it is. No
+BatchNorm means no batch statistics: an image depends on its latent only (``sample()`` needs no
+standing statistics), and no layer has a bias except the activations' (a learned bias before each
+leaky ReLU). Weights are drawn from ``N(0, gain^2 / fan_in)`` (He init, "MSR"), gains as the paper's.
+
+G: ``z`` modulates a learned 4x4 basis per channel, stages up to ``S`` with bilinear x2 upsampling,
+then a 1x1 conv to RGB (no tanh: ``sample()`` clamps to ``[-1, 1]``). D mirrors it: 1x1 conv from
+RGB, stages with bilinear x2 downsampling, a depthwise 4x4 conv and a linear layer to one logit.
+
+Widths follow the paper's FFHQ presets: stages up to 32 px have the base width (``g_channels`` /
+``d_channels``; 768 in the paper), and each stage above 32 px half the previous one (FFHQ-64: 768 at
+4-32 px, 384 at 64 px). Train it with the ``rpgan`` loss and R1 + R2 (the paper's recipe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from facegan.nets.layers import num_halvings
+
+LEAK = 0.2
+ACTIVATION_GAIN = math.sqrt(2.0 / (1.0 + LEAK**2))  # keeps the variance through a leaky ReLU
+GROUP_CHANNELS = 16  # channels per group of the grouped convolution (768 x 2 / 96 in the paper)
+
+
+def stage_widths(image_size: int, base: int) -> list[int]:
+    """Width of each stage, from 4x4 up to ``image_size``: ``base`` up to 32 px, then halving."""
+    sizes = [4 * 2**i for i in range(num_halvings(image_size) + 1)]
+    return [base // max(1, size // 32) for size in sizes]  # 64 px: base / 2, 128 px: base / 4
+
+
+def check_widths(image_size: int, base: int, name: str) -> None:
+    """``ValueError`` naming ``name`` unless every stage's width is a positive multiple of 8."""
+    widths = stage_widths(image_size, base)
+    if any(w < 8 or w % 8 for w in widths):
+        factor = 8 * base // widths[-1] if widths[-1] else 8
+        raise ValueError(
+            f"`{name}` must be a multiple of {factor} for arch='r3gan' at {image_size} px (its stages "
+            f"are {widths} wide; grouped convolutions need multiples of 8), but got {base}"
+        )
+
+
+def _he(layer: nn.Conv2d | nn.Linear, gain: float = 1.0) -> nn.Module:
+    """He ("MSR") init: ``N(0, gain^2 / fan_in)``; gain 0 starts the layer at zero."""
+    fan_in = layer.weight[0].numel()
+    nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in))
+    return layer
+
+
+def _conv(c_in: int, c_out: int, kernel: int = 1, groups: int = 1, gain: float = 1.0) -> nn.Module:
+    return _he(nn.Conv2d(c_in, c_out, kernel, 1, (kernel - 1) // 2, groups=groups, bias=False), gain)
+
+
+class BiasedLeakyReLU(nn.Module):
+    """A learned per-channel bias, then leaky ReLU(0.2): the only biases of the network."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x + self.bias.view(1, -1, 1, 1), LEAK)
+
+
+class ResidualBlock(nn.Module):
+    """Inverted bottleneck with a grouped 3x3 convolution; the identity at initialization."""
+
+    def __init__(self, channels: int, expansion: int, total_blocks: int) -> None:
+        super().__init__()
+        wide = channels * expansion
+        gain = ACTIVATION_GAIN * total_blocks ** (-1 / 4)  # 3 layers per block: L^(-1 / (2*3 - 2))
+        self.residual = nn.Sequential(
+            _conv(channels, wide, gain=gain),
+            BiasedLeakyReLU(wide),
+            _conv(wide, wide, 3, groups=wide // GROUP_CHANNELS if wide >= GROUP_CHANNELS else 1, gain=gain),
+            BiasedLeakyReLU(wide),
+            _conv(wide, channels, gain=0.0),  # zero: the block starts as the identity
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.residual(x)
+
+
+class Resample(nn.Module):
+    """Bilinear x2 up- or downsampling, with a 1x1 conv where the width changes (before going up,
+    after going down: always at the lower resolution, where it is cheaper)."""
+
+    def __init__(self, c_in: int, c_out: int, up: bool) -> None:
+        super().__init__()
+        self.up = up
+        self.project = _conv(c_in, c_out) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.up:
+            return F.interpolate(self.project(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.project(F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True))
+
+
+class R3GANGenerator(nn.Module):
+    """``z (N, latent_dim)`` -> images ``(N, 3, S, S)`` (unbounded; about ``[-1, 1]`` once trained)."""
+
+    def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 768, blocks: int = 2,
+                 expansion: int = 2) -> None:  # fmt: skip
+        super().__init__()
+        self.latent_dim = latent_dim
+        widths = stage_widths(image_size, channels)
+        total = blocks * len(widths)
+        self.basis = nn.Parameter(torch.randn(widths[0], 4, 4))  # a learned 4x4 image per channel
+        self.modulation = _he(nn.Linear(latent_dim, widths[0], bias=False))
+        stages: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            layers = [] if i == 0 else [Resample(widths[i - 1], width, up=True)]
+            stages.append(
+                nn.Sequential(*layers, *(ResidualBlock(width, expansion, total) for _ in range(blocks)))
+            )
+        self.stages = nn.Sequential(*stages)
+        self.to_rgb = _conv(widths[-1], 3)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.basis.unsqueeze(0) * self.modulation(z)[:, :, None, None]  # (N, W0, 4, 4)
+        return self.to_rgb(self.stages(x))  # (N, 3, S, S)
+
+
+class R3GANDiscriminator(nn.Module):
+    """Images ``(N, 3, S, S)`` -> one logit each ``(N,)``; G's stages in reverse."""
+
+    def __init__(
+        self, image_size: int = 64, channels: int = 768, blocks: int = 2, expansion: int = 2
+    ) -> None:
+        super().__init__()
+        widths = stage_widths(image_size, channels)[::-1]  # from S down to 4x4
+        total = blocks * len(widths)
+        self.from_rgb = _conv(3, widths[0])
+        stages: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            down = [Resample(width, widths[i + 1], up=False)] if i + 1 < len(widths) else []
+            stages.append(
+                nn.Sequential(*(ResidualBlock(width, expansion, total) for _ in range(blocks)), *down)
+            )
+        self.stages = nn.Sequential(*stages)
+        self.basis = _conv_4x4_depthwise(widths[-1])
+        self.to_logit = _he(nn.Linear(widths[-1], 1, bias=False))
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.stages(self.from_rgb(images))  # (N, W, 4, 4)
+        return self.to_logit(self.basis(x).flatten(1)).squeeze(1)  # (N,)
+
+
+def _conv_4x4_depthwise(channels: int) -> nn.Module:
+    """A depthwise 4x4 convolution without padding: each channel's 4x4 map -> one number."""
+    return _he(nn.Conv2d(channels, channels, 4, 1, 0, groups=channels, bias=False))
