@@ -4,13 +4,16 @@ ModelCheckpoint(monitor="val/fid"). Only the data path and the sizes are replace
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import wandb
 from PIL import Image
 
 from tests.conftest import FID_WEIGHTS, REPO
@@ -28,9 +31,7 @@ def readme_example() -> str:
     return block.group(1)
 
 
-def test_the_readme_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best_checkpoint(
-    tmp_path, monkeypatch
-):
+def test_the_readme_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best_checkpoint(tmp_path):
     if not FID_WEIGHTS.is_file():
         pytest.skip(f"FID Inception weights not found at {FID_WEIGHTS}")
     code = readme_example()
@@ -42,22 +43,27 @@ def test_the_readme_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(faces / f"{i}.jpg")
     code = code.replace('FACES = "/data/faces"', f"FACES = {str(tmp_path / 'faces')!r}")
     code = code.replace(SETTINGS, "SIZE, WIDTH, BATCH, EPOCHS, NUM_FAKE = 32, 8, 8, 2, 8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FACEGAN_FID_WEIGHTS", str(FID_WEIGHTS))
-    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    torch.manual_seed(0)
-    namespace: dict = {"__name__": "readme_example"}
-    exec(compile(code, "README.md example", "exec"), namespace)  # noqa: S102
-
-    trainer = namespace["trainer"]
-    fid = next(cb for cb in trainer.callbacks if type(cb).__name__ == "FIDMonitor")
-    assert [entry["epoch"] for entry in fid.history] == [0, 1]  # every epoch (the fit's end is the last one)
-    assert fid.cache_hit is False and fid.cache_path.is_file()  # keyed by the loader's pixels
-    best = trainer.checkpoint_callback
-    assert best.best_model_path.endswith(".ckpt") and (tmp_path / best.best_model_path).exists()
-    assert float(best.best_model_score) == min(entry["fid"] for entry in fid.history)
-    wandb.finish()  # what the end of the user's script does
+    report = tmp_path / "report.json"  # what the example's objects hold, for the assertions below
+    code += f"""
+import json
+fid = next(cb for cb in trainer.callbacks if isinstance(cb, FIDMonitor))
+json.dump({{"history": fid.history, "cache_hit": fid.cache_hit, "cache_path": str(fid.cache_path),
+           "best_path": trainer.checkpoint_callback.best_model_path,
+           "best_score": float(trainer.checkpoint_callback.best_model_score)}}, open({str(report)!r}, "w"))
+"""
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "FACEGAN_FID_WEIGHTS": str(FID_WEIGHTS), "FACEGAN_CACHE": str(tmp_path / "cache"),
+           "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    # its own process, as a user's script: W&B's service and the run end with it
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best-fid.ckpt" in result.stdout  # the example's own print
+    state = json.loads(report.read_text())
+    assert [entry["epoch"] for entry in state["history"]] == [0, 1]  # every epoch (the fit's end is the last)
+    assert state["cache_hit"] is False and Path(state["cache_path"]).is_file()  # keyed by the loader's pixels
+    assert (tmp_path / state["best_path"]).is_file()
+    assert state["best_score"] == min(entry["fid"] for entry in state["history"])
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     closed_records(runs[0])
