@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from torchmetrics.image.kid import poly_mmd
 
 SUBSETS, SUBSET_SIZE = 100, 1000  # torchmetrics' (and torch-fidelity's) defaults
@@ -29,8 +30,9 @@ class FeatureTap:
     """
 
     def __init__(self, network: nn.Module) -> None:
-        self.network, self.batches = network, []  # type: ignore[var-annotated]
-        self._handle = None
+        self.network = network
+        self.batches: list[Tensor] = []
+        self._handle: RemovableHandle | None = None
 
     def __enter__(self) -> FeatureTap:
         self._handle = self.network.register_forward_hook(

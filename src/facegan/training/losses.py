@@ -96,8 +96,6 @@ def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
 
 
-
-
 def get_losses(
     name: str,
 ) -> tuple[Callable[[Tensor, Tensor, float], Tensor], Callable[[Tensor], Tensor]]:
