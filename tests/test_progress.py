@@ -101,3 +101,18 @@ def test_optimizer_names_must_match_the_optimizers(tmp_path):
 def test_bad_optimizer_names_are_refused(names, message):
     with pytest.raises(ValueError, match=f"ProgressMonitor: `optimizer_names` .*{message}"):
         ProgressMonitor(optimizer_names=names)
+
+
+def test_a_batch_is_never_read_only_its_shape(tmp_path, monkeypatch):
+    """No device read per step: a batch on the meta device (no data; reading it raises) is enough."""
+    monitor = ProgressMonitor()
+    trainer = tiny_trainer(logger=CSVLogger(tmp_path), log_every_n_steps=1, callbacks=[monitor])
+    model = tiny_gan()
+    trainer.fit(model, tiny_data())
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module, "perf_counter", clock)
+    monitor.on_train_epoch_start(trainer, model)
+    clock.now += 0.5
+    batch = (torch.empty(5, 3, 32, 32, device="meta"), torch.empty(5, device="meta"))
+    monitor.on_train_batch_end(trainer, model, None, batch, 0)
+    assert monitor.images_per_sec == pytest.approx(5 / 0.5)
