@@ -24,6 +24,7 @@ class DumpWeights(L.Callback):
             "images_seen": int(pl_module.images_seen),
             "fid": [dict(entry) for entry in fid[0].history] if fid else [],
             "world_size": trainer.world_size,
+            "node_rank": trainer.node_rank,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         torch.save(state, self.out / f"rank{trainer.global_rank}-{when}.pt")

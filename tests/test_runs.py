@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from facegan.cli.runs import set_logger_version
-from facegan.io.runs import logger_step, run_dir
+from facegan.io.runs import epoch_end_step, logger_step, run_dir
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 
@@ -32,6 +32,23 @@ def test_logger_step_is_the_step_lightning_logs_metrics_at(tmp_path):
     with open(run_dir(trainer) / "metrics.csv") as file:
         steps = sorted({int(row["step"]) for row in csv.DictReader(file) if row.get("train/d_loss")})
     assert steps == [0, 1, 2, 3]  # the metrics of batch i are logged at logger_step i
+
+
+def test_epoch_end_step_is_the_step_lightning_logs_epoch_end_metrics_at(tmp_path):
+    """Grids and fit-end records made after an epoch's batches share the step of its epoch metrics."""
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen.append(epoch_end_step(trainer))
+            pl_module.log("epoch_mark", float(trainer.current_epoch))  # an epoch-end metric
+
+    logger = CSVLogger(tmp_path)
+    trainer = tiny_trainer(logger=logger, max_epochs=2, limit_train_batches=3, callbacks=[Record()])
+    trainer.fit(tiny_gan(), tiny_data())
+    with open(run_dir(trainer) / "metrics.csv") as file:
+        logged = [int(row["step"]) for row in csv.DictReader(file) if row.get("epoch_mark")]
+    assert seen == logged == [2, 5]  # the last batch of each epoch (3 batches: steps 0-2, 3-5)
 
 
 def test_a_csv_logger_set_to_a_version_writes_into_that_run_folder(tmp_path):

@@ -81,6 +81,8 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
                 "--config", str(REPO / "configs/wandb.yaml"),
                 "--config", str(fid_overlay(tmp_path / "fid.yaml")),
                 "--model.latent_dim", "64",
+                "--model.g_lr", "1e-4",
+                "--model.d_lr", "3e-4",
             ]
         )  # fmt: skip
         run_id = cli.trainer.logger.version
@@ -92,20 +94,51 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
     assert len(runs) == 1 and runs[0].name.endswith(run_id)
     records = runs[0] / f"run-{run_id}.wandb"
     rows = history(records)
-    fids = [row["val/fid"] for row in rows if "val/fid" in row]
+    fid_rows = [row for row in rows if "val/fid" in row]
+    fids = [row["val/fid"] for row in fid_rows]
     assert len(fids) == 2 and all(value > 0 for value in fids)  # one per epoch (debug: 2 epochs)
     assert fids == pytest.approx([entry["fid"] for entry in cli.trainer.callbacks[0].history])
-    assert any("val/fid_seconds" in row for row in rows)
+    assert all("val/fid_seconds" in row for row in fid_rows)
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/kimg"):
         assert any(key in row for row in rows), key
+    # Debug overlay: 3 batches of 8 images per epoch, logged at steps 0-2 and 3-5. Each epoch's FID
+    # row, validation row and sample grid share the step of its last batch, and the FID row says the
+    # images seen (so FID plots against train/kimg): 24 and 48 images.
+    assert [row["trainer/global_step"] for row in fid_rows] == [2, 5]
+    assert [row["train/kimg"] for row in fid_rows] == pytest.approx([0.024, 0.048])
+    assert [row["trainer/global_step"] for row in rows if "val/d_real" in row] == [2, 5]
     images = [row for row in rows if row.get("samples/_type") == "images/separated"]
+    assert [row["trainer/global_step"] for row in images] == [2, 5]
     assert [row["samples/captions"] for row in images] == [["epoch 0, 0.0 kimg"], ["epoch 1, 0.0 kimg"]]
     for row in images:
         assert (runs[0] / "files" / row["samples/filenames"][0]).is_file()
-    # The resolved config (every setting, not only the module's hyperparameters) is the run config.
+    # Throughput and learning rates at every logged step (log_every_n_steps=1), with the losses' steps.
+    speed = [row for row in rows if "train/images_per_sec" in row]
+    assert [row["trainer/global_step"] for row in speed] == list(range(6))
+    assert all(0 < row["train/images_per_sec"] < float("inf") for row in speed)
+    assert {(row["train/g_lr"], row["train/d_lr"]) for row in speed} == {(1e-4, 3e-4)}
+    # D's sign accuracy: the fraction of the batch's 8 logits on the right side of 0.
+    for key in ("train/d_acc_real", "train/d_acc_fake"):
+        values = [row[key] for row in rows if key in row]
+        assert len(values) == 6 and all(0 <= v <= 1 and 8 * v == round(8 * v) for v in values), key
+    # The resolved config (every setting, not only the module's hyperparameters) is the run config,
+    # each setting once: no flat copy of the module's / data module's hparams beside the sections.
     recorded = config(records)
     assert recorded["model"]["latent_dim"] == 64 and recorded["data"]["batch_size"] == 8
+    assert recorded["model"]["ema_kimg"] is None  # None settings included, as in config.yaml
     assert recorded["trainer"]["max_epochs"] == 2 and "samples" in recorded and "checkpoint" in recorded
+    assert set(recorded) - {"_wandb"} == {
+        "seed_everything", "trainer", "model", "data", "allow_recipe_change", "samples", "checkpoint",
+        "divergence", "progress", "ckpt_path", "weights_only",
+    }  # fmt: skip
+    # Callback settings are keys of their own (W&B shows a list of dicts as one string).
+    fid_settings = recorded["trainer"]["callbacks"]["FIDMonitor"]["init_args"]
+    assert (
+        fid_settings["num_fake"] == 8
+        and fid_settings["num_real"] == 16
+        and fid_settings["every_n_kimg"] is None
+    )
+    assert lists_of_mappings(recorded) == []
     # Checkpoints and the local grids share one run folder: <save_dir>/<project>/<run id>/.
     run_folder = tmp_path / "lightning_logs/facegan" / run_id
     assert sorted(p.name for p in (run_folder / "samples").iterdir()) == [
@@ -113,3 +146,12 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
         "epoch=0001-kimg=0.0.png",
     ]
     assert (run_folder / "checkpoints/last.ckpt").is_file()
+
+
+def lists_of_mappings(value, path: str = "") -> list[str]:
+    """Where a config holds a list with a mapping in it (one opaque value in W&B)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in lists_of_mappings(item, f"{path}.{key}")]
+    if isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        return [path]
+    return []

@@ -16,6 +16,7 @@ _EXPORTS = {
     "FaceGAN": "facegan.training.module",
     "FaceDataModule": "facegan.data",
     "FIDMonitor": "facegan.callbacks",
+    "ProgressMonitor": "facegan.callbacks",
     "SampleGridMonitor": "facegan.callbacks",
     "export_generator": "facegan.io.export",
     "load_generator": "facegan.io.load",
@@ -25,6 +26,7 @@ __all__ = [
     "FIDMonitor",
     "FaceDataModule",
     "FaceGAN",
+    "ProgressMonitor",
     "SampleGridMonitor",
     "__version__",
     "export_generator",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from facegan.callbacks import FIDMonitor, SampleGridMonitor
+    from facegan.callbacks import FIDMonitor, ProgressMonitor, SampleGridMonitor
     from facegan.data import FaceDataModule
     from facegan.io.export import export_generator
     from facegan.io.load import load_generator

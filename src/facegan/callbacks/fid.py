@@ -237,8 +237,11 @@ class FIDMonitor(L.Callback):
     @staticmethod
     def _to_loggers(trainer: L.Trainer, entry: dict[str, Any]) -> None:
         step = logger_step(trainer)
+        metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
+        if entry.get("kimg") is not None:  # in the same row, so dashboards can plot FID against kimg
+            metrics["train/kimg"] = entry["kimg"]
         for logger in trainer.loggers:
-            logger.log_metrics({"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}, step=step)
+            logger.log_metrics(metrics, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_kimg:
@@ -272,6 +275,8 @@ class FIDMonitor(L.Callback):
             entry = self._evaluated_at(trainer.global_step) or self.evaluate(trainer, pl_module)
             pl_module.log("val/fid", entry["fid"], prog_bar=True, sync_dist=False)
             pl_module.log("val/fid_seconds", entry["seconds"], sync_dist=False)
+            if entry.get("kimg") is not None:  # the images seen, in the row of the FID (plots against kimg)
+                pl_module.log("train/kimg", entry["kimg"], sync_dist=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_fit_end and self._evaluated_at(trainer.global_step) is None:

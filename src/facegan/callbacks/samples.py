@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from facegan.images import to_unit
-from facegan.io.runs import logger_step, run_dir
+from facegan.io.runs import epoch_end_step, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,13 @@ class SampleGridMonitor(L.Callback):
             self.write_grid(trainer, pl_module)
 
     @torch.no_grad()
-    def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
-        """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere)."""
+    def write_grid(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int | None = None
+    ) -> Path | None:
+        """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere).
+
+        ``step`` is the logger step; ``None`` -> the step of the epoch's metrics (its last batch's).
+        """
         module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
         images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
         if not trainer.is_global_zero:
@@ -92,11 +97,12 @@ class SampleGridMonitor(L.Callback):
         path = folder / f"epoch={epoch:04d}-kimg={kimg:.1f}.png"
         save_image(grid, path)
         caption = f"epoch {epoch}, {kimg:.1f} kimg"
+        step = epoch_end_step(trainer) if step is None else step
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=self.key, images=[grid], caption=[caption], step=logger_step(trainer))
+                logger.log_image(key=self.key, images=[grid], caption=[caption], step=step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(self.key, grid, logger_step(trainer))
+                logger.experiment.add_image(self.key, grid, step)
         log.info("SampleGridMonitor: wrote %s", path)
         self.last_path = path
         return path

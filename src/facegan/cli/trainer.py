@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
-import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
 
-from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, SampleGridMonitor
+from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, ProgressMonitor, SampleGridMonitor
+from facegan.cli.logged_config import logged_config
 from facegan.cli.recipe import describe, plain, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
@@ -42,8 +41,9 @@ def init_args(hparams: Any) -> dict[str, Any]:
 
 
 class SaveAndLogConfig(SaveConfigCallback):
-    """Save ``config.yaml`` in the log folder (as LightningCLI does) and make the fully resolved
-    config the W&B run config, so every run's dashboard shows exactly what produced it."""
+    """Save ``config.yaml`` in the log folder (as LightningCLI does) and log the fully resolved config
+    to every logger (the W&B run config), every setting once, so a run's dashboard shows exactly what
+    produced it (see :mod:`facegan.cli.logged_config`)."""
 
     resuming = False  # set by the CLI: a resume writes config-resume-N.yaml beside the run's config.yaml
 
@@ -57,12 +57,10 @@ class SaveAndLogConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        if loggers:
-            config = yaml.safe_load(self.parser.dump(self.config))
-            config.pop("config", None)  # the paths of the --config files, not settings
-            for logger in loggers:
-                logger.experiment.config.update(config, allow_val_change=True)
+        if trainer.loggers:
+            config = logged_config(self.parser, self.config)
+            for logger in trainer.loggers:  # W&B: config.update(allow_val_change=True), resumes included
+                logger.log_hyperparams(config)
 
 
 class FaceGANCLI(LightningCLI):
@@ -225,6 +223,7 @@ class FaceGANCLI(LightningCLI):
         parser.add_lightning_class_args(SampleGridMonitor, "samples")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(DivergenceMonitor, "divergence")  # --divergence.action warn
+        parser.add_lightning_class_args(ProgressMonitor, "progress")  # train/images_per_sec, g_lr, d_lr
         parser.set_defaults(
             {
                 # Every epoch; `last.ckpt` always points at the newest state for --ckpt_path last.
@@ -249,7 +248,12 @@ def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
 
     ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand).
     """
-    trainer_defaults: dict[str, Any] = {"max_epochs": 100, "log_every_n_steps": 10}
+    # Lightning's own hparams logging would log the module's and data's settings a second time, flat.
+    trainer_defaults: dict[str, Any] = {
+        "max_epochs": 100,
+        "log_every_n_steps": 10,
+        "enable_autolog_hparams": False,
+    }
     return FaceGANCLI(
         FaceGAN,
         FaceDataModule,

@@ -25,6 +25,16 @@ def logger_step(trainer: L.Trainer) -> int:
     return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
+def epoch_end_step(trainer: L.Trainer) -> int:
+    """The step Lightning logs epoch-end metrics at (``on_train_epoch_end``, and after the fit): the
+    epoch's last batch's, one below :func:`logger_step` once the batch loop has counted that batch.
+
+    Records made in those hooks (sample grids, fit-end FID) use it, so they share the step of the
+    epoch's metrics (``val/fid``, ``val/d_real``) instead of landing one step later on their own.
+    """
+    return max(0, logger_step(trainer) - 1)
+
+
 def run_root(trainer: L.Trainer) -> Path:
     """``<save_dir>/<name>`` of the first logger: the folder holding one sub-folder per run."""
     if not trainer.loggers:

@@ -1,0 +1,95 @@
+"""``ProgressMonitor``: training throughput (images/s) and the learning rates, for dashboards."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, cast
+
+import lightning as L
+
+from facegan.images import batch_images
+from facegan.io.runs import drawn_per_rank, logger_step
+
+
+class ProgressMonitor(L.Callback):
+    """Log ``train/images_per_sec`` and one ``train/<name>_lr`` per optimizer at Lightning's logging steps.
+
+    The throughput and learning rates GAN trainers report beside the losses (StyleGAN2-ADA's
+    ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``). Everything
+    is measured on the host, with no device synchronization and no tensor per step: the images are
+    counted from the batches' shapes (under DDP, what every process's loader drew, as
+    ``FIDMonitor(every_n_kimg=...)`` counts them); the time is the wall clock from one batch's end to
+    the next one's (data loading included), not counting what happens between an epoch's last batch
+    and the next epoch's start (epoch-end FID, grids, checkpoints) nor validation. Work that other
+    callbacks do at a batch's end (an ``every_n_kimg`` FID) counts, as in Lightning's
+    ``ThroughputMonitor``. As it does not synchronize, the host may run a few steps ahead of an
+    accelerator; over a logging interval of many steps that evens out. The rows go straight
+    to ``trainer.loggers`` (global rank 0) at the step of the batch's own metrics, every
+    ``Trainer(log_every_n_steps)`` batches. The learning rates are the first parameter group's.
+
+    A monitor: it reads the optimizers, never changes training.
+
+    Args:
+        optimizer_names: names of ``trainer.optimizers`` in order (FaceGAN: ``("g", "d")``), giving
+            ``train/g_lr`` and ``train/d_lr``; ``[]`` logs no learning rate (only the throughput).
+    """
+
+    def __init__(self, optimizer_names: list[str] | tuple[str, ...] = ("g", "d")) -> None:
+        super().__init__()
+        names = list(optimizer_names)
+        if any(not isinstance(name, str) or not name or "/" in name for name in names):
+            raise ValueError(
+                f"ProgressMonitor: `optimizer_names` must be non-empty names without '/', but got {names!r}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"ProgressMonitor: `optimizer_names` must be distinct, but got {names!r}")
+        self.optimizer_names = names
+        self.images_per_sec: float | None = None  # the last value logged
+        self._images = 0  # images shown to D (all processes) since the last logging step
+        self._seconds = 0.0  # training time since the last logging step
+        self._mark: float | None = None  # the last batch's end (or the epoch's start, validation's end)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        count = len(trainer.optimizers)
+        if self.optimizer_names and count != len(self.optimizer_names):
+            raise ValueError(
+                f"ProgressMonitor: `optimizer_names` {self.optimizer_names!r} names "
+                f"{len(self.optimizer_names)} optimizers, but the module has {count}; give one name each"
+            )
+        self._images, self._seconds = 0, 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark = perf_counter()  # the epoch's first batch, loading included, counts from here
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark = perf_counter()  # validation within or at the end of an epoch does not count
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = perf_counter()
+        self._seconds += now - (now if self._mark is None else self._mark)
+        self._mark = now
+        images = batch_images(batch).shape[0]  # a shape: host metadata, no device read
+        if trainer.world_size > 1:
+            drawn = drawn_per_rank(trainer, batch_idx)
+            images = (images if drawn is None else drawn) * trainer.world_size
+        self._images += images
+        every = cast(Any, trainer).log_every_n_steps  # set by Lightning at runtime, not declared on Trainer
+        step = logger_step(trainer)
+        if not every or (step + 1) % every:  # Lightning's rule for the steps it logs at
+            return
+        if trainer.is_global_zero:
+            self._log(trainer, step)
+        self._images, self._seconds = 0, 0.0
+
+    def _log(self, trainer: L.Trainer, step: int) -> None:
+        metrics: dict[str, float] = {}
+        if self._seconds > 0:
+            self.images_per_sec = self._images / self._seconds
+            metrics["train/images_per_sec"] = self.images_per_sec
+        # optimizer_names matches trainer.optimizers (checked at train start) or is empty
+        for name, optimizer in zip(self.optimizer_names, trainer.optimizers, strict=False):
+            metrics[f"train/{name}_lr"] = float(optimizer.param_groups[0]["lr"])
+        for logger in trainer.loggers if metrics else ():
+            logger.log_metrics(metrics, step=step)
