@@ -22,6 +22,16 @@ def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
+@pytest.fixture(autouse=True)
+def _a_wandb_service_per_process():
+    """W&B's in-process service announces itself in ``WANDB_SERVICE``; a CLI run a later test launches
+    would attach to it (its run file then appears late, a resumed run id is "in use"). Each process
+    its own, as for users."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 def _repository_files() -> set[str] | None:
     """What ``git status`` shows of the checkout, ignored files included (``None`` without git)."""
     try:
