@@ -82,3 +82,19 @@ def test_parameter_counts_match_the_architecture_by_hand():
     g, d = R3GANGenerator(64, 64, 768), R3GANDiscriminator(64, 768)
     print(f"r3gan 64 px, width 768: G {count(g) / 1e6:.2f} M, D {count(d) / 1e6:.2f} M parameters")
     assert (count(g), count(d)) == (g_expected, d_expected)
+
+
+def test_downsampling_is_torchs_antialiased_bilinear_inside_and_runs_in_bfloat16():
+    from torch.nn import functional as F
+
+    from facegan.nets.r3gan import Resample
+
+    x = torch.randn(2, 3, 16, 16)
+    reference = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)
+    down = Resample(3, 3, up=False)(x)
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1])  # edges: replicated
+    up = Resample(3, 3, up=True)(x)
+    torch.testing.assert_close(up, F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = R3GANDiscriminator(32, 16)(R3GANGenerator(32, 8, 16)(torch.randn(2, 8)))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()

@@ -45,6 +45,7 @@ def config_dict(config: NetworkConfig) -> dict[str, Any]:
         "image_size": config.image_size,
         "latent_dim": config.latent_dim,
         "g_channels": config.g_channels,
+        "blocks_per_stage": config.blocks_per_stage,
         "output_range": [-1.0, 1.0],
     }
 
@@ -68,7 +69,8 @@ def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig:
             raise CheckpointError(f"{where} lacks the setting {name!r}")
     if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
         raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    for name in ("image_size", "latent_dim", "g_channels"):
+    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
+    for name in ("image_size", "latent_dim", "g_channels", "blocks_per_stage"):
         value = meta[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
@@ -78,7 +80,7 @@ def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig:
     try:
         return NetworkConfig(
             arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
-            g_channels=meta["g_channels"],
+            g_channels=meta["g_channels"], blocks_per_stage=meta["blocks_per_stage"],
         )  # fmt: skip
     except ValueError as error:
         raise CheckpointError(f"{where}: {error}") from None

@@ -22,6 +22,7 @@ Widths follow the paper's FFHQ presets: stages up to 32 px have the base width (
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,17 +95,27 @@ class ResidualBlock(nn.Module):
 
 class Resample(nn.Module):
     """Bilinear x2 up- or downsampling, with a 1x1 conv where the width changes (before going up,
-    after going down: always at the lower resolution, where it is cheaper)."""
+    after going down: always at the lower resolution, where it is cheaper).
+
+    Down is the antialiased bilinear filter ``[1, 3, 3, 1] / 8`` per axis, stride 2 (edges
+    replicated), as a fixed depthwise convolution: it runs in bfloat16 on CPUs and has the double
+    backward R1/R2 need (``F.interpolate(antialias=True)`` has neither on CPU).
+    """
 
     def __init__(self, c_in: int, c_out: int, up: bool) -> None:
         super().__init__()
         self.up = up
         self.project = _conv(c_in, c_out) if c_in != c_out else nn.Identity()
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8.0
+        self.register_buffer("kernel", torch.outer(taps, taps)[None, None], persistent=False)  # (1, 1, 4, 4)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.up:
             return F.interpolate(self.project(x), scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.project(F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True))
+        channels = x.shape[1]
+        kernel = cast(Tensor, self.kernel).to(x.dtype).expand(channels, 1, 4, 4)
+        x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, stride=2, groups=channels)
+        return self.project(x)
 
 
 class R3GANGenerator(nn.Module):

@@ -19,6 +19,7 @@ from torch import nn
 from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from facegan.nets.keras import KerasDiscriminator, KerasGenerator
 from facegan.nets.layers import apply_spectral_norm
+from facegan.nets.r3gan import R3GANDiscriminator, R3GANGenerator, check_widths
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
 
@@ -32,6 +33,7 @@ class NetworkConfig:
     g_channels: int = 64  # dcgan/resnet: width of G's last hidden layer (ngf in the paper)
     d_channels: int = 64  # dcgan/resnet: width of D's first layer (ndf in the paper)
     spectral_norm: bool = False  # spectral normalization of every D layer
+    blocks_per_stage: int = 2  # r3gan: residual blocks per resolution
 
     def __post_init__(self) -> None:
         if self.arch not in FAMILIES:
@@ -41,10 +43,13 @@ class NetworkConfig:
             raise ValueError(
                 f"`image_size` must be one of {sizes} for arch={self.arch!r}, but got {self.image_size}"
             )
-        for name in ("latent_dim", "g_channels", "d_channels"):
+        for name in ("latent_dim", "g_channels", "d_channels", "blocks_per_stage"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, but got {value!r}")
+        if self.arch == "r3gan":
+            check_widths(self.image_size, self.g_channels, "g_channels")
+            check_widths(self.image_size, self.d_channels, "d_channels")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ FAMILIES: dict[str, Family] = {
         True,
         lambda c: ResNetGenerator(c.image_size, c.latent_dim, c.g_channels),
         lambda c: ResNetDiscriminator(c.image_size, c.d_channels),
+    ),
+    "r3gan": Family(
+        (32, 64, 128),
+        False,  # no normalization of any kind: R1 + R2 keep D in check
+        lambda c: R3GANGenerator(c.image_size, c.latent_dim, c.g_channels, c.blocks_per_stage),
+        lambda c: R3GANDiscriminator(c.image_size, c.d_channels, c.blocks_per_stage),
     ),
 }
 ARCHITECTURES = tuple(FAMILIES)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("nonsaturating", "hinge")
+LOSSES = ("nonsaturating", "hinge", "rpgan")
 
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
@@ -104,6 +104,8 @@ def get_losses(
         return nonsaturating_d_loss, nonsaturating_g_loss
     if name == "hinge":
         return hinge_d_loss, hinge_g_loss
+    if name == "rpgan":  # G's loss takes the paired real logits too (see Players.g_loss)
+        return rpgan_d_loss, rpgan_g_loss  # type: ignore[return-value]
     raise ValueError(f"`loss` must be one of {LOSSES}, but got {name!r}")
 
 

@@ -38,16 +38,16 @@ class FaceGAN(L.LightningModule):
     """A GAN that learns to draw faces.
 
     Args:
-        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px), ``"keras"`` (the
-            Keras DCGAN face example at 128 px) or ``"resnet"`` (SNGAN's ResNet, 32/64/128 px).
+        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px), ``"keras"`` (the Keras DCGAN
+            face example, 128 px), ``"resnet"`` (SNGAN's ResNet) or ``"r3gan"`` (R3GAN's, 32/64/128 px).
         image_size: side of the square images in pixels (linked to the data module in the CLI).
         latent_dim: size of the latent vector ``z``.
         g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
-            ``None`` means the papers' 64. The ``keras`` widths are fixed.
+            ``r3gan``: width of its stages up to 32 px; ``None``: the papers' 64 (R3GAN's 768).
         d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
         spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
             BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
-        loss: ``"nonsaturating"`` (BCE on logits) or ``"hinge"``.
+        loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
         label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
             targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
             clipped as Keras clips probabilities (see :mod:`facegan.training.losses`); 0 disables it.
@@ -64,8 +64,10 @@ class FaceGAN(L.LightningModule):
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
-        r1_every: lazy regularization: compute R1 every ``r1_every`` discriminator updates and
-            scale it by ``r1_every`` (StyleGAN2: 16), so it costs 1/16 of a D forward-backward.
+        r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,
+            scaled by it (StyleGAN2: 16; 1 is eager, as R3GAN), so it costs 1/16 of a D step.
+        r2_gamma: weight of the R2 penalty ``gamma / 2 * |grad_x D(x_fake)|^2`` on generated images.
+        blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at
             batch 32); ``None`` trains without one. With an EMA, grids, FID, ``generate`` and
             ``export`` use it.
@@ -94,12 +96,12 @@ class FaceGAN(L.LightningModule):
 
     def __init__(
         self,
-        arch: Literal["dcgan", "keras", "resnet"] = "dcgan",
+        arch: Literal["dcgan", "keras", "resnet", "r3gan"] = "dcgan",
         image_size: int = 64,
         latent_dim: int = 128,
         g_channels: int | None = None,
         d_channels: int | None = None,
-        loss: Literal["nonsaturating", "hinge"] = "nonsaturating",
+        loss: Literal["nonsaturating", "hinge", "rpgan"] = "nonsaturating",
         label_noise: float = 0.0,
         g_lr: float = 2e-4,
         d_lr: float = 2e-4,
@@ -112,6 +114,8 @@ class FaceGAN(L.LightningModule):
         spectral_norm: bool | None = None,
         r1_gamma: float = 0.0,
         r1_every: int = 16,
+        r2_gamma: float = 0.0,
+        blocks_per_stage: int | None = None,
         ema_kimg: float | None = None,
         ema_rampup: float | None = 0.05,
         num_samples: int = 64,
@@ -195,9 +199,6 @@ class FaceGAN(L.LightningModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
 
-    def _r1(self, real: Tensor) -> Tensor:
-        return self.players.r1(real)
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
         if not self.data_guard.admit(real, batch_idx, distributed.attached_trainer(self)):
@@ -231,14 +232,9 @@ class FaceGAN(L.LightningModule):
         real_logits = self.players.logits(real)  # (B,)
         fake_logits = self.players.logits(fake.detach())  # (B,)
         d_loss = self.d_loss_fn(real_logits, fake_logits, hp.label_noise)
-        d_total = d_loss
-        if hp.r1_gamma > 0 and self.d_updates % hp.r1_every == 0:  # lazy R1: every k-th step, times k
-            r1 = self._r1(real)
-            d_total = d_loss + (0.5 * hp.r1_gamma * hp.r1_every) * r1
-            if weight:
-                self.log("train/r1", r1.detach())
+        penalty, penalties = self.players.regularization(real, fake, self.d_updates)  # lazy R1 + R2
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_total * weight)
+        self.manual_backward((d_loss + penalty) * weight)
         shown = distributed.average_gradients(self, opt_d, images)  # all processes' images this step
         if not weight and not int(shown):  # no process had an image: no step anywhere, as in one process
             self.untoggle_optimizer(opt_d)  # (a host read only in this rare stand-in step, on every rank)
@@ -249,14 +245,15 @@ class FaceGAN(L.LightningModule):
         self.d_updates += 1
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
-            self.log_dict(discriminator_metrics(real_logits.detach(), fake_logits.detach(), self.images_seen))
+            metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach(), self.images_seen)
+            self.log_dict({**metrics, **penalties})
 
         # Generator: the same fake (or fresh ones) through the updated D, D frozen.
         if self.d_updates % hp.n_disc_steps == 0:
             self.toggle_optimizer(opt_g)
             if hp.g_fresh_latents:
                 fake = self.players.fakes(torch.randn(real.shape[0], hp.latent_dim, device=self.device))
-            g_loss = self.g_loss_fn(self.players.logits(fake))
+            g_loss = self.players.g_loss(fake, real)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss * weight)
             distributed.average_gradients(self, opt_g)

@@ -1,4 +1,4 @@
-"""How the training step runs the two players: compiled or eager forwards, augmentation, R1."""
+"""How the training step runs the two players: compiled or eager forwards, augmentation, R1/R2, G's loss."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from facegan.training.augment import diff_augment
-from facegan.training.losses import gradient_penalty
+from facegan.training.losses import gradient_penalty, rpgan_g_loss
 
 
 class Players:
@@ -17,8 +17,8 @@ class Players:
 
     ``compile()`` swaps in ``torch.compile`` forwards; they share the networks' parameters and are
     kept out of the module tree (and so out of ``state_dict`` and checkpoints, whose keys stay those
-    of the plain networks). R1 always runs the eager D: its double backward is not supported by
-    compiled graphs.
+    of the plain networks). R1 and R2 always run the eager D: their double backward is not supported
+    by compiled graphs.
     """
 
     def __init__(self, owner: nn.Module) -> None:
@@ -50,8 +50,36 @@ class Players:
         """D's float32 logits ``(B,)`` of augmented ``images`` (losses stay float32 under autocast)."""
         return self.compiled.get("d", self.discriminator)(self.augment(images)).float()
 
-    def r1(self, real: Tensor) -> Tensor:
-        """R1 penalty on ``real`` through the augmentation, in float32 with autocast off (eager D)."""
-        with torch.autocast(device_type=real.device.type, enabled=False):
-            real = real.detach().float().requires_grad_(True)
-            return gradient_penalty(real, self.discriminator(self.augment(real)).float())
+    def penalty(self, images: Tensor) -> Tensor:
+        """Zero-centered gradient penalty on ``images`` (R1 on reals, R2 on fakes: detached, so it
+        trains D only) through the augmentation, in float32 with autocast off (eager D)."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            images = images.detach().float().requires_grad_(True)
+            return gradient_penalty(images, self.discriminator(self.augment(images)).float())
+
+    def regularization(
+        self, real: Tensor, fake: Tensor, d_updates: int
+    ) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """``(penalty to add to D's loss, what to log)``: R1 on ``real`` and R2 on ``fake``, each
+        ``gamma / 2 * |grad|^2``, lazily every ``r1_every`` D updates and then scaled by it."""
+        hp = cast(Any, self.owner).hparams
+        total: Tensor | float = 0.0
+        logs: dict[str, Tensor] = {}
+        if d_updates % hp.r1_every:
+            return total, logs
+        for name, gamma, images in (("r1", hp.r1_gamma, real), ("r2", hp.r2_gamma, fake)):
+            if gamma > 0:
+                value = self.penalty(images)
+                total = total + (0.5 * gamma * hp.r1_every) * value
+                logs[f"train/{name}"] = value.detach()
+        return total, logs
+
+    def g_loss(self, fake: Tensor, real: Tensor) -> Tensor:
+        """G's loss on ``fake`` through the current D; the relativistic one pairs them with ``real``."""
+        owner = cast(Any, self.owner)
+        fake_logits = self.logits(fake)
+        if owner.hparams.loss != "rpgan":
+            return owner.g_loss_fn(fake_logits)
+        with torch.no_grad():  # D is frozen and the reals need no gradient: only their scores
+            real_logits = self.logits(real)
+        return rpgan_g_loss(fake_logits, real_logits)

@@ -25,6 +25,13 @@ def check_settings(hp: Mapping[str, Any]) -> None:
         raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {hp['label_noise']}")
     if hp["num_samples"] < 1:
         raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {hp['num_samples']}")
+    if hp["blocks_per_stage"] is not None and (hp["arch"] != "r3gan" or hp["blocks_per_stage"] < 1):
+        raise ValueError(
+            f"FaceGAN: `blocks_per_stage` applies to arch='r3gan' only (an integer >= 1); got "
+            f"{hp['blocks_per_stage']} with arch={hp['arch']!r}"
+        )
+    if hp["r2_gamma"] < 0:
+        raise ValueError(f"FaceGAN: `r2_gamma` must be >= 0, but got {hp['r2_gamma']}")
     if hp["r1_gamma"] < 0 or hp["r1_every"] < 1:
         raise ValueError(
             f"FaceGAN: `r1_gamma` must be >= 0 and `r1_every` an integer >= 1, but got "
@@ -39,14 +46,17 @@ def check_settings(hp: Mapping[str, Any]) -> None:
 
 
 def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
-    """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths -> 64, the papers')."""
+    """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths: the papers', 64;
+    R3GAN's 768)."""
     arch = hp["arch"]
+    width = 768 if arch == "r3gan" else 64
     return NetworkConfig(
         arch=arch,
         image_size=hp["image_size"],
         latent_dim=hp["latent_dim"],
-        g_channels=64 if hp["g_channels"] is None else hp["g_channels"],
-        d_channels=64 if hp["d_channels"] is None else hp["d_channels"],
+        g_channels=width if hp["g_channels"] is None else hp["g_channels"],
+        d_channels=width if hp["d_channels"] is None else hp["d_channels"],
+        blocks_per_stage=hp["blocks_per_stage"] or 2,
         spectral_norm=SPECTRAL_NORM_DEFAULT.get(arch, False)
         if hp["spectral_norm"] is None
         else hp["spectral_norm"],
