@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from facegan import FaceDataModule, FaceGAN
 from facegan.images import to_uint8
@@ -88,6 +89,12 @@ def test_fid_equals_single_process_value_on_the_same_latents(ddp_run):
     metric.update(to_uint8(model.sample(z=latents)), real=False)
     expected = float(metric.compute())
     assert fid0[-1]["fid"] == pytest.approx(expected, rel=1e-3)
+    # KID: rank 0's (real features live there) on every rank's generated features, broadcast
+    assert [e["kid"] for e in fid0] == [e["kid"] for e in fid1] and fid0[-1]["kid"] is not None
+    kid = KernelInceptionDistance(feature=metric.inception, subsets=10, subset_size=NUM_FAKE)
+    kid.update(to_uint8(real), real=True)
+    kid.update(to_uint8(model.sample(z=latents)), real=False)
+    assert fid0[-1]["kid"] == pytest.approx(float(kid.compute()[0]), rel=1e-3, abs=1e-5)
 
 
 def test_one_wandb_run_and_one_grid_per_epoch(ddp_run):

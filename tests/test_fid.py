@@ -246,7 +246,9 @@ def test_every_n_kimg_follows_images_on_the_host_without_reading_the_module_each
 
     monitor = FIDMonitor(every_n_kimg=0.01)  # every 10 images
     evaluated = []
-    monkeypatch.setattr(monitor, "evaluate", lambda trainer, module: evaluated.append(monitor._seen) or {})
+    monkeypatch.setattr(
+        monitor, "evaluate", lambda trainer, module: evaluated.append(monitor.schedule.seen) or {}
+    )
     monkeypatch.setattr(FIDMonitor, "_to_loggers", staticmethod(lambda trainer, entry: None))
     trainer = SimpleNamespace(world_size=1)
     monitor.on_train_start(trainer, Module())

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from facegan.callbacks import FIDMonitor
 from facegan.callbacks import fid as fid_callback
@@ -109,12 +110,12 @@ def test_any_data_module_gives_its_split_loader_and_the_cache_is_keyed_by_pixels
     real = from_datamodule(UsersData(unit_images), "train", (0.0, 1.0), 10_000, 16)
     assert real.key is None and real.count == 40 and real.name == "UsersData.train_dataloader()"
     metric = pooled_metric()
-    states, path, hit = real_statistics(metric, real, EXTRACTOR, tmp_path)
+    states, path, hit, _ = real_statistics(metric, real, EXTRACTOR, tmp_path)
     assert not hit and path.is_file()
     expected = features((unit_images * 255).round().to(torch.uint8))
     assert torch.allclose(states[0] / states[2], torch.from_numpy(expected.mean(0)), atol=1e-9)
     again = from_datamodule(UsersData(unit_images.clone()), "train", (0.0, 1.0), 10_000, 16)
-    assert real_statistics(pooled_metric(), again, EXTRACTOR, tmp_path)[1:] == (path, True)
+    assert real_statistics(pooled_metric(), again, EXTRACTOR, tmp_path)[1:3] == (path, True)
     changed = unit_images.clone()
     changed[7, 0, 0, 0] = 1.0 - changed[7, 0, 0, 0]  # one pixel of one image
     other = real_statistics(pooled_metric(), from_datamodule(UsersData(changed), "train", (0.0, 1.0), 10_000, 16),
@@ -127,7 +128,7 @@ def test_any_data_module_gives_its_split_loader_and_the_cache_is_keyed_by_pixels
     # a shuffled DataLoader is read in order (evenly spaced): the same images, the same cache file
     shuffled = DataLoader(TensorDataset(unit_images), batch_size=16, shuffle=True, drop_last=True)
     hit = real_statistics(pooled_metric(), from_loader(shuffled, (0.0, 1.0), 40, "s"), EXTRACTOR, tmp_path)
-    assert hit[1:] == (path, True)
+    assert hit[1:3] == (path, True)
 
     class Reshuffled:  # an iterable that shuffles itself every pass: filed under what was used, warned
         def __iter__(self):
@@ -142,7 +143,7 @@ def test_statistics_files_npz_as_pytorch_fid_writes_them_and_the_cache_file(unit
     fake_uint8_ = (unit_images.flip(0) ** 2 * 255).round().to(torch.uint8)
     expected = reference_fid(features(real_uint8), features(fake_uint8_))
     metric = pooled_metric()
-    states, cache_file, _ = real_statistics(
+    states, cache_file, _, _ = real_statistics(
         metric, from_loader([real_uint8], "uint8", 40, "real"), EXTRACTOR, tmp_path
     )
     saved = save_npz(tmp_path / "real.npz", states)
@@ -207,6 +208,11 @@ def test_fid_monitor_measures_a_callable_against_a_users_loader(unit_images, tmp
         features(((fakes + 1) * 127.5).round().to(torch.uint8)),
     )
     assert entry["fid"] == pytest.approx(expected, rel=1e-6) and position == [16, 16, 8]
+    # KID from the same features (no second pass): torchmetrics' KernelInceptionDistance on them
+    reference = KernelInceptionDistance(feature=Pooled(), subsets=100, subset_size=40)
+    reference.update((unit_images * 255).round().to(torch.uint8), real=True)
+    reference.update(((fakes + 1) * 127.5).round().to(torch.uint8), real=False)
+    assert entry["kid"] == pytest.approx(reference.compute()[0].item(), rel=1e-5) and entry["kid_std"] < 1e-6
     with pytest.raises(TypeError, match=r"needs `sample\(z=...\)` and `hparams.latent_dim`; or give"):
         FIDMonitor(real=real).setup(trainer, module, "fit")
     with pytest.raises(TypeError, match=r"FIDMonitor: `real` must be a data module, a DataLoader"):
@@ -219,7 +225,7 @@ def test_fid_monitor_measures_a_callable_against_a_users_loader(unit_images, tmp
 
 def test_a_statistics_file_path_is_used_without_reading_images(unit_images, tmp_path, monkeypatch):
     monkeypatch.setattr(fid_callback, "build_fid_metric", lambda path: (pooled_metric(), EXTRACTOR))
-    states, _, _ = real_statistics(
+    states, _, _, _ = real_statistics(
         pooled_metric(), from_loader([unit_images], (0.0, 1.0), 40, "r"), EXTRACTOR, tmp_path
     )
     stats = save_npz(tmp_path / "stats.npz", states)

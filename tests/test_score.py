@@ -55,10 +55,12 @@ def test_two_folders_of_pngs_score_as_torch_fidelity_does(weights, tmp_path, cap
           "--json", str(out), "--device", "cpu", "--no-progress"])  # fmt: skip
     ours = json.loads(out.read_text())
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(fake), input2=str(real), fid=True, cuda=False, cache=False, verbose=False,
-        feature_extractor_weights_path=weights,
-    )["frechet_inception_distance"]  # fmt: skip
-    assert ours["fid"] == pytest.approx(theirs, rel=1e-3)
+        input1=str(fake), input2=str(real), fid=True, kid=True, kid_subset_size=20, cuda=False, cache=False,
+        verbose=False, feature_extractor_weights_path=weights,
+    )  # fmt: skip
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+    # KID: subsets of all 20 images on both sides, so torch-fidelity's own subset draws give the same
+    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
     assert (ours["num_fake"], ours["num_real"], ours["image_size"]) == (20, 20, 64)
     printed = capsys.readouterr().out
     assert f"FID        {ours['fid']:.4f}" in printed and "20 images from" in printed
@@ -95,12 +97,15 @@ def test_a_checkpoint_scores_as_fid_monitor_and_saved_statistics_score_the_same(
     model = model_from_checkpoint(ckpt)
     monitor.setup(fake_trainer, model, "fit")
     assert monitor.cache_hit is True and str(monitor.cache_path) == scored["real_statistics"]  # score's cache
-    assert monitor.evaluate(fake_trainer, model)["fid"] == pytest.approx(scored["fid"], rel=1e-5)
+    entry = monitor.evaluate(fake_trainer, model)
+    assert entry["fid"] == pytest.approx(scored["fid"], rel=1e-5)
+    assert entry["kid"] == pytest.approx(scored["kid"], rel=1e-4, abs=1e-7)  # the cached real features too
 
     main(["score", str(ckpt), str(tmp_path / "real.npz"), "--num", "8", "--weights", weights,
           "--json", str(tmp_path / "b.json"), "--no-progress"])  # fmt: skip
     from_npz = json.loads((tmp_path / "b.json").read_text())
     assert from_npz["fid"] == pytest.approx(scored["fid"], rel=1e-4) and from_npz["num_real"] == 8
+    assert from_npz["kid"] is None  # an .npz holds mu and sigma only
     assert scored["image_size"] == 32 and scored["real_statistics_cached"] is False
 
 

@@ -12,20 +12,27 @@ import lightning as L
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from facegan.callbacks.fid_checks import NO_REAL, refuse_checkpoints_without_fid
-from facegan.images import batch_images
+from facegan.callbacks.fid_schedule import (
+    NO_REAL,
+    KimgSchedule,
+    check_arguments,
+    entry_metrics,
+    refuse_checkpoints_without_fid,
+)
 from facegan.io.paths import cache_dir
-from facegan.io.runs import drawn_per_rank, logger_step
+from facegan.io.runs import logger_step
 from facegan.metrics.fid import generated_fid, set_real_states
 from facegan.metrics.inception import build_fid_metric
+from facegan.metrics.kid import SUBSET_SIZE, SUBSETS, kid
 from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
 from facegan.metrics.real_stats import real_statistics, recorded_count
+from facegan.training.distributed import gather_rows
 
 log = logging.getLogger(__name__)
 
 
 class FIDMonitor(L.Callback):
-    """Fréchet Inception Distance of generated images, logged as ``val/fid`` and ``val/fid_seconds``.
+    """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
     Wraps torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
     resize, network in float32, statistics in float64) fed with uint8 images. Generated images come
@@ -48,7 +55,7 @@ class FIDMonitor(L.Callback):
     would check on epochs without FID is refused at setup, before training (Lightning would raise at
     the first such epoch).
     ``every_n_kimg`` and fit-end results go to ``trainer.loggers``. Under DDP each rank generates its
-    share of the latents and every rank calls ``compute()``, which all-reduces the statistics.
+    share of the latents, every rank calls ``compute()`` (it all-reduces), KID is rank 0's, broadcast.
 
     Args:
         num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
@@ -73,6 +80,10 @@ class FIDMonitor(L.Callback):
         fake_range: value range of the generated images (``[-1, 1]`` is facegan's); clamped to it.
         image_size: side that image files are resized to; ``None`` -> ``pl_module.hparams.image_size``.
         crop_size: central square cropped from image files first; ``None``: the shorter side.
+        kid: also compute KID (unbiased, unlike FID at a few thousand images) from the same features;
+            the real images' features are cached with their statistics (8 KB per image).
+        kid_subsets: KID's random subsets; ``kid_subset_size``: images per subset, capped at the
+            counts (torch-fidelity's 100 x 1000; with fewer images every subset is the whole set).
         batch_size: images per generator / Inception batch.
         seed: seed of the fixed latents, identical across evaluations, runs and resumes.
         weights_path: the Inception weights file ``weights-inception-2015-12-05-6726825d.pth``;
@@ -103,26 +114,19 @@ class FIDMonitor(L.Callback):
         fake_range: tuple[float, float] | str = (-1.0, 1.0),
         image_size: int | None = None,
         crop_size: int | None = None,
+        kid: bool = True,
+        kid_subsets: int = SUBSETS,
+        kid_subset_size: int = SUBSET_SIZE,
     ) -> None:
         super().__init__()
-        for ok, name, allowed, value in (
-            (num_fake >= 2, "num_fake", "an integer >= 2", num_fake),
-            (num_real is None or num_real >= 2, "num_real", "null or an integer >= 2", num_real),
-            (every_n_epochs >= 0, "every_n_epochs", "an integer >= 0 (0 disables)", every_n_epochs),
-            (every_n_kimg is None or every_n_kimg > 0, "every_n_kimg", "null or > 0", every_n_kimg),
-            (batch_size >= 1, "batch_size", "an integer >= 1", batch_size),
-            (isinstance(split, str) and split != "", "split", "'train', 'val' or 'test'", split),
-            (generator is None or callable(generator), "generator", "a callable z -> images", generator),
-            (latent_dim is None or latent_dim >= 1, "latent_dim", "null or an integer >= 1", latent_dim),
-            (image_size is None or image_size >= 1, "image_size", "null or an integer >= 1", image_size),
-        ):
-            if not ok:
-                raise ValueError(f"FIDMonitor: `{name}` must be {allowed}, but got {value!r}")
+        check_arguments(locals())
         self.num_fake, self.num_real, self.split, self.batch_size = num_fake, num_real, split, batch_size
         self.every_n_epochs, self.every_n_kimg, self.at_fit_end = every_n_epochs, every_n_kimg, at_fit_end
         self.seed, self.weights_path, self.cache_dir = seed, weights_path, cache_dir
         self.real, self.generator, self.latent_dim = real, generator, latent_dim
         self.image_size, self.crop_size = image_size, crop_size
+        self.kid, self.kid_subsets, self.kid_subset_size = kid, kid_subsets, kid_subset_size
+        self._real_features: torch.Tensor | None = None  # (num_real, 2048) for KID, global rank 0
         try:
             self.real_range: ValueRange = check_value_range(real_range, "real_range")
             self.fake_range: ValueRange = check_value_range(fake_range, "fake_range")
@@ -137,8 +141,7 @@ class FIDMonitor(L.Callback):
         self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
         self._num_real: int | None = None  # real images behind the statistics (global rank 0)
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
-        self._next_images = 0  # images_seen that triggers the next every_n_kimg evaluation
-        self._seen = 0  # images_seen, followed on the host during a fit
+        self.schedule = KimgSchedule(every_n_kimg) if every_n_kimg else None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -183,9 +186,11 @@ class FIDMonitor(L.Callback):
                 log.warning(
                     "FIDMonitor: num_real=%d but %s has %d images", self.num_real, real.name, real.count
                 )
-            states, self.cache_path, self.cache_hit = real_statistics(
-                self.metric, real, self.extractor, cache_dir("fid", self.cache_dir)
+            states, self.cache_path, self.cache_hit, self._real_features = real_statistics(
+                self.metric, real, self.extractor, cache_dir("fid", self.cache_dir), features=self.kid
             )
+            if self.kid and self._real_features is None:
+                log.warning("FIDMonitor: no KID: %s holds no per-image features (only mu/sigma)", real)
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"FIDMonitor: {error}") from error
         set_real_states(self.metric, states)
@@ -215,20 +220,34 @@ class FIDMonitor(L.Callback):
         def sample(z: torch.Tensor) -> torch.Tensor:
             return fake_uint8(generator(z.to(device)), self.fake_range)
 
-        fid = generated_fid(self.metric, sample, latents, self.batch_size)
+        features: list[torch.Tensor] | None = [] if self.kid else None
+        fid = generated_fid(self.metric, sample, latents, self.batch_size, features)
+        kid_mean = kid_std = None
+        if features is not None:  # collectives on every rank; the real features live on rank 0
+            fake, real = gather_rows(trainer, features[0].to(pl_module.device)).cpu(), self._real_features
+            score = (
+                None if real is None else kid(real, fake, self.kid_subsets, self.kid_subset_size, self.seed)
+            )
+            kid_mean, kid_std = score[:2] if score else (None, None)
+            if trainer.world_size > 1:
+                kid_mean, kid_std = trainer.strategy.broadcast((kid_mean, kid_std))  # rank 0's
         seen = getattr(pl_module, "images_seen", None)
         entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "kimg": None if seen is None else float(seen) / 1000.0,
             "fid": fid,
+            "kid": kid_mean,
+            "kid_std": kid_std,
             "seconds": time.perf_counter() - start,
             "num_fake": self.num_fake,
             "num_real": self._num_real,
         }
         self.history.append(entry)
         self.last_fid = fid
-        log.info("FIDMonitor: FID %.4f at step %d (%.1f s)", fid, entry["step"], entry["seconds"])
+        log.info(
+            "FIDMonitor: FID %.4f, KID %s at step %d (%.1f s)", fid, kid_mean, entry["step"], entry["seconds"]
+        )
         return entry
 
     def _evaluated_at(self, step: int) -> dict[str, Any] | None:
@@ -237,46 +256,24 @@ class FIDMonitor(L.Callback):
     @staticmethod
     def _to_loggers(trainer: L.Trainer, entry: dict[str, Any]) -> None:
         step = logger_step(trainer)
-        metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
-        if entry.get("kimg") is not None:  # in the same row, so dashboards can plot FID against kimg
-            metrics["train/kimg"] = entry["kimg"]
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+            logger.log_metrics(entry_metrics(entry), step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_kimg:
-            interval = max(1, round(self.every_n_kimg * 1000))
-            self._seen = int(cast(Any, pl_module).images_seen)  # one device sync per fit
-            self._next_images = (self._seen // interval + 1) * interval
+        if self.schedule is not None:
+            self.schedule.start(int(cast(Any, pl_module).images_seen))  # one device sync per fit
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self.every_n_kimg:
-            return
-        # Counted on the host (no sync). In one process: the batch's images, what the module adds to
-        # images_seen. Under DDP every rank must take the same decision (compute() is collective), so
-        # it counts what the loaders drew, skipped images included, the same on every rank; only a
-        # loader that does not say what it drew costs a collective per batch.
-        world, images = trainer.world_size, batch_images(batch).shape[0]
-        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else images
-        self._seen += (images if drawn is None else drawn) * world
-        seen = self._seen
-        due = seen >= self._next_images
-        if drawn is None:
-            due = trainer.strategy.reduce_boolean_decision(due, all=False)
-        if due:
-            interval = max(1, round(self.every_n_kimg * 1000))
-            self._next_images = (seen // interval + 1) * interval
+        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
             self._to_loggers(trainer, self.evaluate(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             entry = self._evaluated_at(trainer.global_step) or self.evaluate(trainer, pl_module)
-            pl_module.log("val/fid", entry["fid"], prog_bar=True, sync_dist=False)
-            pl_module.log("val/fid_seconds", entry["seconds"], sync_dist=False)
-            if entry.get("kimg") is not None:  # the images seen, in the row of the FID (plots against kimg)
-                pl_module.log("train/kimg", entry["kimg"], sync_dist=False)
+            for key, value in entry_metrics(entry).items():
+                pl_module.log(key, value, prog_bar=key == "val/fid", sync_dist=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_fit_end and self._evaluated_at(trainer.global_step) is None:

@@ -1,4 +1,4 @@
-"""``python -m facegan score FAKE REAL``: FID of a checkpoint, an export or image files against real images.
+"""``python -m facegan score FAKE REAL``: FID and KID of a checkpoint, an export or image files against real images.
 
     python -m facegan score last.ckpt /data/celeba                   # FID of 1,000 generated faces
     python -m facegan score generated/ real/ --json fid.json          # two folders (or zips) of images
@@ -39,6 +39,7 @@ from facegan.io.hub import is_repo_id
 from facegan.io.paths import cache_dir
 from facegan.metrics.fid import set_real_states
 from facegan.metrics.inception import build_fid_metric
+from facegan.metrics.kid import FeatureTap, kid
 from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, fake_uint8, from_datamodule, from_files
 from facegan.metrics.real_stats import real_statistics, save_npz
 
@@ -147,20 +148,28 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
     metric.to(device)
     if isinstance(real, RealImages):
         real = _progress(real, "real images", ns.batch_size, ns.no_progress)
-    states, stats_path, hit = real_statistics(metric, real, extractor, cache_dir("fid", ns.cache_dir))
+    states, stats_path, hit, real_features = real_statistics(
+        metric, real, extractor, cache_dir("fid", ns.cache_dir), features=True
+    )
     set_real_states(metric, states)
     if ns.save_stats:
         save_npz(ns.save_stats, states)
     metric.reset()  # the generated half only
-    with torch.no_grad():
+    with torch.no_grad(), FeatureTap(metric.inception) as tap:
         for batch in _progress(fake, "generated", ns.batch_size, ns.no_progress).batches():
             metric.update(batch.to(device), real=False)
     num_fake = int(metric.fake_features_num_samples)
     if num_fake < 2:
         raise ValueError(f"FAKE {ns.fake!r}: {num_fake} readable images; FID needs at least 2")
     fid = float(metric.compute())
+    scored = (
+        None if real_features is None else kid(real_features, tap.features(), seed=ns.seed)
+    )  # FIDMonitor's
     return {
         "fid": fid,
+        "kid": None if scored is None else scored[0],
+        "kid_std": None if scored is None else scored[1],
+        "kid_subset_size": None if scored is None else scored[2],
         "num_fake": num_fake,
         "num_real": int(states[2]),
         "fake": str(ns.fake),
@@ -181,6 +190,12 @@ def report(results: dict[str, Any], ns: argparse.Namespace) -> str:
     source = "read from" if results["real_statistics_cached"] else "computed, saved to"
     rows = [
         ("FID", f"{results['fid']:.4f}"),
+        (
+            "KID",
+            "n/a (statistics without per-image features)"
+            if results["kid"] is None
+            else f"{results['kid']:.5f} +- {results['kid_std']:.5f} (subsets of {results['kid_subset_size']})",
+        ),
         ("generated", f"{results['num_fake']} images from {results['fake']} at {results['image_size']} px"),
         (
             "real",

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from facegan.metrics.kid import FeatureTap
+
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
@@ -31,15 +33,23 @@ def set_real_states(metric: FrechetInceptionDistance, states: Sequence[Tensor] |
 
 @torch.no_grad()
 def generated_fid(
-    metric: FrechetInceptionDistance, sample: Callable[[Tensor], Tensor], latents: Tensor, batch_size: int
+    metric: FrechetInceptionDistance,
+    sample: Callable[[Tensor], Tensor],
+    latents: Tensor,
+    batch_size: int,
+    features: list[Tensor] | None = None,
 ) -> float:
     """FID of ``sample(z)`` (uint8 images) over ``latents`` against the metric's real states.
 
-    ``compute()`` all-reduces under DDP, so call it on every rank, each with its share of latents.
+    ``features``: a list to append the generated images' Inception features to (for KID; the same
+    forward pass). ``compute()`` all-reduces under DDP, so call it on every rank, each with its share.
     """
     metric.reset()  # the generated half only (reset_real_features=False)
-    for z in latents.split(batch_size):
-        metric.update(sample(z).to(metric.device), real=False)
+    with FeatureTap(metric.inception) as tap:
+        for z in latents.split(batch_size):
+            metric.update(sample(z).to(metric.device), real=False)
+    if features is not None:
+        features.append(tap.features())
     fid = float(metric.compute())
     metric.reset()
     return fid

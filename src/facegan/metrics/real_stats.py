@@ -23,6 +23,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.io.atomic import atomic_write
 from facegan.metrics.fid import REAL_STATES, real_states, set_real_states
+from facegan.metrics.kid import FeatureTap
 from facegan.metrics.real_images import PixelHash, RealImages, warn_unstable
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,23 @@ def save_stats(path: Path, stats: dict[str, Any]) -> None:
 
 
 def real_statistics(
-    metric: FrechetInceptionDistance, real: RealImages | Path, extractor: dict[str, Any], folder: Path
-) -> tuple[list[Tensor], Path, bool]:
-    """``(real states, file, whether it was read)`` of ``real``: read from a statistics file (a path),
-    or found in the cache under ``folder``, or computed with ``metric`` and cached.
+    metric: FrechetInceptionDistance,
+    real: RealImages | Path,
+    extractor: dict[str, Any],
+    folder: Path,
+    features: bool = False,
+) -> tuple[list[Tensor], Path, bool, Tensor | None]:
+    """``(real states, file, whether it was read, per-image features or None)`` of ``real``: read from
+    a statistics file (a path), found in the cache under ``folder``, or computed with ``metric`` and
+    cached. ``features``: also keep (and cache) each image's features, for KID; a cache file without
+    them is then computed again. Statistics files of pytorch-fid (``.npz``) hold none.
 
     A source without a key of its own is keyed by a hash of its pixels (one extra pass over them);
     if a second pass gives other pixels (a shuffled loader), the statistics are filed under the
     pixels actually used, with a warning.
     """
     if isinstance(real, Path):
-        return states_from_file(real, extractor), real, True
+        return states_from_file(real, extractor), real, True, file_features(real) if features else None
     if real.count < 2:
         raise ValueError(f"{real.name} has {real.count} images; FID needs at least 2")
     key = real.key
@@ -86,11 +93,11 @@ def real_statistics(
     blob, digest = stats_key(key, real.count, extractor)
     path = stats_file(folder, digest)
     stats = load_stats(path, blob)
-    if stats is not None:
-        return [stats[name] for name in REAL_STATES], path, True
+    if stats is not None and (not features or "features" in stats):
+        return [stats[name] for name in REAL_STATES], path, True, stats.get("features")
     set_real_states(metric, None)
     used = PixelHash()
-    with torch.no_grad():
+    with torch.no_grad(), FeatureTap(metric.inception) as tap:
         for batch in real.batches():  # (B, 3, H, W) uint8
             metric.update(batch.to(metric.device), real=True)
             used.update(batch)
@@ -101,8 +108,17 @@ def real_statistics(
         blob, digest = stats_key(used.key(), real.count, extractor)
         path = stats_file(folder, digest)
     stats = {"key": blob, **real_states(metric)}
+    if features:
+        stats["features"] = tap.features()  # (N, 2048) float32: 8 KB per image
     save_stats(path, stats)
-    return [stats[name] for name in REAL_STATES], path, False
+    return [stats[name] for name in REAL_STATES], path, False, stats.get("features")
+
+
+def file_features(path: Path) -> Tensor | None:
+    """The per-image features a facegan statistics file (``.pt``) holds; ``None`` for ``.npz``."""
+    if path.suffix == ".npz":
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("features")
 
 
 def states_from_file(path: str | Path, extractor: dict[str, Any]) -> list[Tensor]:
