@@ -1,9 +1,10 @@
-"""``python -m facegan generate`` and ``python -m facegan export``: what to do with a trained model.
+"""``python -m facegan generate``, ``export`` and ``prepare``: what to do with a model, and with data.
 
     python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
     python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
     python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
     python -m facegan export --ckpt last.ckpt --out generator/                     # safetensors + JSON
+    python -m facegan prepare --root /data/celeba --out celeba-64/ --image-size 64  # LitData shards
 
 ``--ckpt`` takes a Lightning checkpoint written by facegan or an export folder. Both are read
 without executing code from the file (see :mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`).
@@ -15,13 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from facegan.cli import prepare
 from facegan.cli.generate import generate
+from facegan.data.decode import BadImageError
 from facegan.io.checkpoints import CheckpointError, model_from_checkpoint
 from facegan.io.export import export_generator
 
 TOOLS = {
     "generate": "write generated faces: a grid, a folder of PNGs or a GIF",
     "export": "the generator alone: safetensors + JSON, loadable without Lightning",
+    "prepare": prepare.HELP,
 }
 
 
@@ -48,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
     exp.add_argument("--out", required=True, help="folder to write generator.safetensors and config.json to")
+    prepare.add_parser(commands)
     return parser
 
 
@@ -55,7 +60,9 @@ def main(args: list[str] | None = None) -> Path:
     """Run ``generate`` or ``export``; exits with status 2 and a one-line message on bad input."""
     ns = build_parser().parse_args(args)
     try:
-        if ns.command == "export":
+        if ns.command == "prepare":
+            path = prepare.run(ns)
+        elif ns.command == "export":
             path = export_generator(model_from_checkpoint(ns.ckpt), ns.out)
         else:
             path = generate(
@@ -70,7 +77,7 @@ def main(args: list[str] | None = None) -> Path:
                 nrow=ns.nrow,
                 overwrite=ns.overwrite,
             )
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, ValueError, FileNotFoundError, ImportError, BadImageError) as error:
         print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"facegan {ns.command}: wrote {path}")
