@@ -106,8 +106,10 @@ def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_d
     split among the ranks from it); ``seed_everything`` gives one to all.
     """
     litdata = require_litdata()
+    from facegan.data.resumable import ResumableStreamingDataLoader
+
     dataset = litdata.StreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed)
-    return litdata.StreamingDataLoader(
+    return ResumableStreamingDataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
