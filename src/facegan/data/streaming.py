@@ -76,7 +76,9 @@ class ShardRows(Dataset):
     def _dataset(self) -> Any:
         if self._rows is None:
             litdata = require_litdata()
-            self._rows = litdata.StreamingDataset(self.url, cache_dir=self.cache_dir, shuffle=False)
+            self._rows = litdata.StreamingDataset(
+                self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0
+            )
         return self._rows
 
     def __len__(self) -> int:
@@ -108,7 +110,12 @@ def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_d
     litdata = require_litdata()
     from facegan.data.resumable import ResumableStreamingDataLoader
 
-    dataset = litdata.StreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed)
+    # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
+    # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
+    # at 64 px in process on 2 cores).
+    dataset = litdata.StreamingDataset(
+        url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed, batch_decode=0
+    )
     return ResumableStreamingDataLoader(
         dataset,
         batch_size=batch_size,
