@@ -123,11 +123,19 @@ def test_prepare_refuses_an_occupied_out_folder_and_training_checks_the_prepared
     noise_images(tmp_path / "faces", 6)
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "notes.txt").write_text("mine")
+    (tmp_path / "shards" / "train").mkdir()  # not ours: no facegan-shards.json beside it
     with pytest.raises(ValueError, match="is not empty.*--overwrite"):
         prepare_shards(str(tmp_path / "faces"), tmp_path / "shards", 16)
-    assert (tmp_path / "shards" / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="replaces prepared folders only"):
+        prepare_shards(str(tmp_path / "faces"), tmp_path / "shards", 16, overwrite=True)
+    assert (tmp_path / "shards" / "notes.txt").read_text() == "mine" and (
+        tmp_path / "shards" / "train"
+    ).is_dir()
     prepare_shards(str(tmp_path / "faces"), tmp_path / "ready", 16, num_workers=1, val_fraction=0.0,
                    test_fraction=0.0)  # fmt: skip
+    meta = prepare_shards(str(tmp_path / "faces"), tmp_path / "ready", 16, num_workers=1, overwrite=True,
+                          val_fraction=0.0, test_fraction=0.0)  # fmt: skip
+    assert meta["splits"]["train"]["count"] == len(rows(tmp_path / "ready" / "train")) == 6
     with pytest.raises(ValueError, match="prepared at image_size=16.*--data.image_size 16"):
         FaceDataModule(str(tmp_path / "ready"), image_size=32, batch_size=2).setup()
     with pytest.raises(ValueError, match="shards.*cache false"):
@@ -137,9 +145,16 @@ def test_prepare_refuses_an_occupied_out_folder_and_training_checks_the_prepared
 
 
 def test_without_litdata_the_error_names_the_extra(tmp_path, monkeypatch):
+    noise_images(tmp_path / "faces", 4)
+    prepare_shards(str(tmp_path / "faces"), tmp_path / "shards", 16, num_workers=1)
     monkeypatch.setitem(sys.modules, "litdata", None)  # import litdata -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'facegan\[stream\]'"):
-        prepare_shards(str(tmp_path), tmp_path / "out", 16)
+        prepare_shards(str(tmp_path / "faces"), tmp_path / "again", 16)
+    with pytest.raises(ImportError, match=r"pip install 'facegan\[stream\]'"):
+        FaceDataModule(str(tmp_path / "shards"), image_size=16, batch_size=2).setup()
+    data = FaceDataModule(str(tmp_path / "faces"), image_size=16, batch_size=2, num_workers=0)
+    data.setup()  # image folders need no LitData
+    assert next(iter(data.train_dataloader())).shape == (2, 3, 16, 16)
 
 
 def test_a_data_module_over_shards_trains_and_gives_fid_its_real_images(tmp_path):

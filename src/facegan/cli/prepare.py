@@ -37,7 +37,11 @@ def add_parser(commands: Any) -> None:
         "--skip-bad-images", action="store_true", help="skip unreadable images (listed in the JSON)"
     )
     prep.add_argument("--max-skipped-fraction", type=float, default=0.1, help="with --skip-bad-images")
-    prep.add_argument("--overwrite", action="store_true", help="replace a prepared folder at --out")
+    prep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the prepared folder at --out (one with facegan-shards.json)",
+    )
 
 
 def run(ns: argparse.Namespace) -> Path:

@@ -170,10 +170,15 @@ def prepare_shards(
         raise ValueError(f"prepare: --out {out!r}: write to a local folder, then copy it (e.g. aws s3 sync)")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"prepare: --out {str(folder)!r} is a file; give a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / META_NAME).is_file()):
         raise ValueError(
-            f"prepare: --out {str(folder)!r} is not empty; choose another folder or pass --overwrite "
-            "(replaces a prepared folder there)"
+            f"prepare: --out {str(folder)!r} is not empty; choose another folder"
+            + (
+                " (--overwrite replaces prepared folders only)"
+                if overwrite
+                else ", or --overwrite to replace"
+            )
+            + f" a prepared one ({META_NAME})"
         )
     data = FaceDataModule(root=root, source=source, image_size=image_size, batch_size=1,  # type: ignore[arg-type]
                           crop_size=crop_size, flip=False, **split_settings)  # fmt: skip
@@ -182,14 +187,15 @@ def prepare_shards(
     workers = num_workers or os.cpu_count() or 1
     splits: dict[str, Any] = {}
     for split in SPLITS:
+        shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
+    for split in SPLITS:
         dataset = data.image_datasets[split]
-        target = folder / split
-        shutil.rmtree(target, ignore_errors=True)
         if len(dataset):
             try:
-                write_split(dataset, target, workers, chunk_size)
+                write_split(dataset, folder / split, workers, chunk_size)
             except BaseException:
-                shutil.rmtree(target, ignore_errors=True)  # partial chunks of this run; no metadata
+                for written in SPLITS:  # this run's chunks; without the metadata they were never usable
+                    shutil.rmtree(folder / written, ignore_errors=True)
                 raise
         skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]
         key = data.fingerprint(split)

@@ -135,6 +135,7 @@ class Shards:
     """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings."""
 
     def __init__(self, root: str, image_size: int, crop_size: int | None, cache_dir: str | None) -> None:
+        require_litdata()  # at setup, not at the first batch
         self.root, self.cache_dir = str(root), cache_dir
         self.meta = read_meta(self.root)
         prepared = self.meta["image_size"], self.meta["crop_size"]
