@@ -45,7 +45,7 @@ def main() -> None:
     for path in ("jpeg", "cache"):
         dm = FaceDataModule(
             root=args.root, image_size=args.image_size, batch_size=args.batch_size,
-            num_workers=args.workers, cache=path == "cache", cache_dir=cache_dir, flip=True,
+            num_workers=args.workers, cache=path == "cache", cache_dir=cache_dir, flip=True, pin_memory=False,
         )  # fmt: skip
         start = time.perf_counter()
         dm.setup("fit")

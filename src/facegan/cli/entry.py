@@ -1,7 +1,7 @@
 """The ``facegan`` command (and ``python -m facegan``): one entry point for every subcommand.
 
-``fit``/``validate``/``test`` go to LightningCLI (:mod:`facegan.cli.trainer`), ``generate``/``export``
-to :mod:`facegan.cli.tools`; ``--help`` lists them all.
+``fit``/``validate``/``test`` go to LightningCLI (:mod:`facegan.cli.trainer`), ``generate``/``export``/
+``prepare`` to :mod:`facegan.cli.tools`; ``--help`` lists them all.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m facegan generate``, ``export`` and ``score``: what to do with a trained model.
+"""``python -m facegan generate``, ``export``, ``score`` and ``prepare``: what to do with a model, and with data.
 
     python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
     python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
@@ -6,6 +6,7 @@
     python -m facegan export --ckpt last.ckpt --out generator/                     # a Hub model folder
     python -m facegan export --ckpt last.ckpt --out generator/ --push-to-hub user/faces-64
     python -m facegan score last.ckpt /data/celeba --json fid.json                 # FID (see cli/score.py)
+    python -m facegan prepare --root /data/celeba --out celeba-64/ --image-size 64  # LitData shards
 
 ``generate --ckpt`` takes a Lightning checkpoint written by facegan, an export folder or the Hub repo
 id of one (``user/name``). All are read without executing code from the file (see
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facegan.cli import prepare
 from facegan.cli.generate import generate
 from facegan.cli.score import add_parser as add_score_parser
 from facegan.cli.score import report, score
@@ -32,7 +34,8 @@ from facegan.metrics.inception import WeightsError
 TOOLS = {
     "generate": "write generated faces: a grid, a folder of PNGs or a GIF",
     "export": "the generator alone as a Hugging Face Hub model folder (weights, config, model card)",
-    "score": "FID of a checkpoint, export or image folder against real images or statistics",
+    "score": "FID and KID of a checkpoint, export or image folder against real images or statistics",
+    "prepare": prepare.HELP,
 }
 
 
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", help="with --push-to-hub: a Hub token with write access (default: HF_TOKEN, hf auth login)"
     )
     add_score_parser(commands, TOOLS["score"])
+    prepare.add_parser(commands)
     return parser
 
 
@@ -88,13 +92,15 @@ def export(ns: argparse.Namespace) -> Path:
 
 
 def main(args: list[str] | None = None) -> Path | None:
-    """Run ``generate``, ``export`` or ``score``; exits with status 2 and a one-line message on bad input."""
+    """Run ``generate``, ``export``, ``score`` or ``prepare``; exits with status 2 and a one-line message on bad input."""
     ns = build_parser().parse_args(args)
     try:
         if ns.command == "score":
             print(report(score(ns), ns))
             return Path(ns.json) if ns.json else None
-        if ns.command == "export":
+        if ns.command == "prepare":
+            path = prepare.run(ns)
+        elif ns.command == "export":
             path = export(ns)
         else:
             path = generate(
@@ -117,6 +123,7 @@ def main(args: list[str] | None = None) -> Path | None:
         WeightsError,
         HubError,
         WriteError,
+        ImportError,
     ) as error:
         print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -18,8 +18,11 @@ from facegan.data.decode import FaceImageDataset, collate_images
 from facegan.data.fingerprint import fingerprint
 from facegan.data.procedural import ProceduralFaces
 from facegan.data.resident import DeviceBatches
-from facegan.data.sources import CELEBA_PARTITION, SOURCES, resolve_source
+from facegan.data.settings import check_settings
+from facegan.data.shards import is_remote
+from facegan.data.sources import CELEBA_PARTITION, resolve_source
 from facegan.data.splits import SPLITS, partition_split, random_split
+from facegan.data.streaming import ShardRows, Shards, is_prepared
 from facegan.data.views import Flipped, unflipped
 from facegan.data.workers import leave_job_sigterm_to_the_trainer
 from facegan.images import from_uint8
@@ -35,9 +38,10 @@ class FaceDataModule(L.LightningDataModule):
         root: where the images are. ``None`` -> the built-in procedural faces (no download). A
             folder of images (searched recursively), a ``.zip`` of images, or a CelebA folder
             holding ``img_align_celeba/`` or ``img_align_celeba.zip`` (read without extraction)
-            and optionally ``list_eval_partition.txt`` (train/val/test).
+            and optionally ``list_eval_partition.txt`` (train/val/test). Or shards written by
+            ``python -m facegan prepare``: their folder, or a URL LitData streams (``s3://...``).
         source: ``"auto"`` detects the kind from ``root``; or force ``"procedural"``,
-            ``"folder"``, ``"celeba"``, ``"zip"``.
+            ``"folder"``, ``"celeba"``, ``"zip"``, ``"shards"``.
         image_size: side of the square training images in pixels.
         batch_size: images per batch (the last incomplete training batch is dropped).
         crop_size: side of the central square cropped before resizing; ``None`` crops to the
@@ -52,7 +56,7 @@ class FaceDataModule(L.LightningDataModule):
         max_skipped_fraction: with ``skip_bad_images``, fail once more than this share of a split's
             files were skipped; 1 skips any number (an epoch without any image still fails).
         num_workers: loader worker processes; ``None`` -> one per spare core, at most 8, for
-            decoding (also when building the cache), and none for reading the cache.
+            decoding (also when building the cache), and none for reading the cache or shards.
         pin_memory: ``None`` -> pinned only when training on a CUDA GPU.
         persistent_workers: keep workers alive between epochs. Off: fresh workers each epoch draw
             their random streams from the trainer's, which a checkpoint holds (bit-exact resumes).
@@ -72,7 +76,7 @@ class FaceDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        source: Literal["auto", "procedural", "folder", "celeba", "zip"] = "auto",
+        source: Literal["auto", "procedural", "folder", "celeba", "zip", "shards"] = "auto",
         image_size: int = 64,
         batch_size: int = 64,
         crop_size: int | None = None,
@@ -93,34 +97,7 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if root is not None and not str(root).strip():
-            raise ValueError(
-                "FaceDataModule: `root` is empty; give the folder or zip of images, or leave it unset "
-                "(null) to train on the built-in procedural faces"
-            )
-        if source not in SOURCES:
-            raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {source!r}")
-        if image_size < 8:
-            raise ValueError(f"FaceDataModule: `image_size` must be >= 8, but got {image_size}")
-        if batch_size < 1:
-            raise ValueError(f"FaceDataModule: `batch_size` must be >= 1, but got {batch_size}")
-        if crop_size is not None and crop_size < 1:
-            raise ValueError(
-                f"FaceDataModule: `crop_size` must be a positive integer or null, got {crop_size}"
-            )
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"FaceDataModule: `{name}` must be in [0, 1), but got {value}")
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                "FaceDataModule: `val_fraction` + `test_fraction` must leave images for training"
-            )
-        if not 0.0 <= max_skipped_fraction <= 1.0:
-            raise ValueError(
-                f"FaceDataModule: `max_skipped_fraction` must be in [0, 1]: {max_skipped_fraction}"
-            )
-        if device_resident and not cache:
-            raise ValueError("FaceDataModule: `device_resident` needs `cache` (set --data.cache true)")
+        check_settings(self.hparams)
         self.root = root
         self.source = source
         self.image_size = image_size
@@ -130,6 +107,7 @@ class FaceDataModule(L.LightningDataModule):
         self.cache_path: Path | None = None  # the training cache's rows file, when `cache`
         self._cache_skipped = 0
         self.kind: str | None = None  # resolved source kind, after setup()
+        self.shards: Shards | None = None  # prepared shards, when `root` is a prepared folder or a URL
 
     # ------------------------------------------------------------------------------------ setup
     def _split(self, names: list[str], partition: Path | None) -> dict[str, list[int]]:
@@ -148,9 +126,16 @@ class FaceDataModule(L.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        kind, source, partition = resolve_source(self.root, self.source)
+        shards = self.source == "shards" or (self.source == "auto" and is_prepared(self.root))
+        kind, source, partition = ("shards", None, None) if shards else resolve_source(self.root, self.source)
         self.kind = kind
-        if source is None:
+        if shards:
+            if hp.cache:
+                raise ValueError(f"FaceDataModule: {self.root!r} holds shards (decoded); set cache false")
+            where = str(cache_dir("shards", hp.cache_dir)) if is_remote(str(self.root)) else None
+            self.shards = Shards(str(self.root), self.image_size, hp.crop_size, where)
+            self.datasets = {split: self.shards.rows(split) for split in SPLITS}
+        elif source is None:
             if hp.cache:
                 raise ValueError(
                     "FaceDataModule: `cache` applies to image files; the built-in procedural faces are "
@@ -222,32 +207,39 @@ class FaceDataModule(L.LightningDataModule):
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
             raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
         workers = self._workers()
-        if isinstance(dataset, CachedFaces) and self.hparams.num_workers is None:
+        uint8 = isinstance(dataset, (CachedFaces, ShardRows))
+        if uint8 and self.hparams.num_workers is None:
             # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
             # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
             workers = 0
-        pin = self.hparams.pin_memory
-        if pin is None:
-            trainer = getattr(self, "trainer", None)
-            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # constant training batch size (BatchNorm); evaluation sees every image
             num_workers=workers,
-            pin_memory=pin,
+            pin_memory=self._pin(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
-            collate_fn=collate_uint8 if isinstance(dataset, CachedFaces) else collate_images,
+            collate_fn=collate_uint8 if uint8 else collate_images,
             worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
             if workers
             else None,
         )
 
+    def _pin(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        pin = self.hparams.pin_memory
+        return (trainer is not None and trainer.strategy.root_device.type == "cuda") if pin is None else pin
+
     def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if not self.datasets:
+            self.setup()
+        if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
+            workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
+            settings = (self.batch_size, workers, seed, self._pin(), self.hparams.persistent_workers)
+            return self.shards.train_loader(*settings)
         if self.hparams.device_resident:
-            if not self.datasets:
-                self.setup()
             trainer = getattr(self, "trainer", None)
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -283,6 +275,8 @@ class FaceDataModule(L.LightningDataModule):
         """
         if not self.datasets:
             self.setup()
+        if self.shards is not None:
+            return self.shards.fingerprint(split)
         dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
         return fingerprint(dataset, self.kind, split, self.image_size, self.hparams.crop_size)
 

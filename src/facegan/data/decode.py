@@ -149,6 +149,11 @@ class FaceImageDataset(Dataset):
         """Distinct files skipped as unreadable so far (by any loader worker)."""
         return bytes(self._skipped).count(1)
 
+    @property
+    def skipped_indices(self) -> list[int]:
+        """Which of this dataset's indices were skipped as unreadable so far (by any worker)."""
+        return [i for i, mark in enumerate(bytes(self._skipped)) if mark]
+
     def load(self, index: int) -> Tensor:
         """The preprocessed uint8 image ``(3, S, S)``; :class:`BadImageError` naming the file if bad."""
         i = self.indices[index]

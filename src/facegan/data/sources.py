@@ -15,7 +15,7 @@ from pathlib import Path
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
-SOURCES = ("auto", "procedural", "folder", "celeba", "zip")
+SOURCES = ("auto", "procedural", "folder", "celeba", "zip", "shards")
 MAX_IMAGE_BYTES = 256 << 20  # larger files or zip members are refused unread (a 12000x12000 JPEG is ~50 MB)
 
 

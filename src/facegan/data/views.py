@@ -7,6 +7,7 @@ from torch.utils.data import Dataset
 
 from facegan.data.cache import CachedFaces
 from facegan.data.decode import FaceImageDataset
+from facegan.data.streaming import ShardRows
 from facegan.images import from_uint8
 
 
@@ -32,9 +33,9 @@ class Flipped(Dataset):
 
 
 class FromUint8(Dataset):
-    """float ``[-1, 1]`` view of a uint8 dataset (FID's real images from the cache)."""
+    """float ``[-1, 1]`` view of a uint8 dataset (FID's real images from the cache or shards)."""
 
-    def __init__(self, dataset: CachedFaces) -> None:
+    def __init__(self, dataset: CachedFaces | ShardRows) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ class FromUint8(Dataset):
 
 def unflipped(dataset: Dataset) -> Dataset:
     """The images of a training dataset exactly as preprocessed, but never flipped (for FID)."""
-    if isinstance(dataset, CachedFaces):
+    if isinstance(dataset, (CachedFaces, ShardRows)):
         return FromUint8(dataset)
     if isinstance(dataset, Flipped):
         return dataset.dataset
