@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -52,3 +53,20 @@ def _tests_never_write_into_the_repository():
     after = _repository_files()
     if before is not None and after is not None and after != before:
         raise AssertionError(f"the tests wrote into the repository: {sorted(after - before)}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on 2 shared cores, two threads make Inception and eigvals many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights() -> str:
+    """The FID Inception weights file from ../shared; tests that need it skip without it."""
+    if not FID_WEIGHTS.is_file():
+        pytest.skip(f"FID Inception weights not found at {FID_WEIGHTS}")
+    return str(FID_WEIGHTS)

@@ -22,23 +22,7 @@ from facegan.callbacks import FIDMonitor
 from facegan.cli.tools import main
 from facegan.images import to_uint8
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared/fid/weights-inception-2015-12-05-6726825d.pth"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, two threads make Inception and eigvals many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def weights() -> str:
-    if not WEIGHTS.is_file():
-        pytest.skip(f"FID Inception weights not found at {WEIGHTS}")
-    return str(WEIGHTS)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 @pytest.fixture(scope="module")

@@ -16,24 +16,9 @@ from PIL import Image
 from facegan.callbacks import FIDMonitor
 from facegan.cli.tools import main
 from facegan.io.checkpoints import model_from_checkpoint
-from tests.conftest import FID_WEIGHTS
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, two threads make Inception several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def weights() -> str:
-    if not FID_WEIGHTS.is_file():
-        pytest.skip(f"FID Inception weights not found at {FID_WEIGHTS}")
-    return str(FID_WEIGHTS)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def pngs(folder: pathlib.Path, count: int, side: int, mean: float, seed: int) -> pathlib.Path:
