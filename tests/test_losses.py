@@ -95,7 +95,7 @@ def test_hinge_losses_at_known_logits():
 def test_get_losses_names_the_allowed_values():
     assert get_losses("hinge") == (hinge_d_loss, hinge_g_loss)
     with pytest.raises(
-        ValueError, match=r"`loss` must be one of \('nonsaturating', 'hinge'\), but got 'wgan'"
+        ValueError, match=r"`loss` must be one of \('nonsaturating', 'hinge', 'rpgan'\), but got 'wgan'"
     ):
         get_losses("wgan")
 
