@@ -23,7 +23,7 @@ from facegan.callbacks import FIDMonitor
 from facegan.callbacks import fid as fid_callback
 from facegan.metrics.fid import generated_fid, set_real_states
 from facegan.metrics.real_images import as_uint8, fake_uint8, from_datamodule, from_files, from_loader
-from facegan.metrics.real_stats import real_statistics, save_npz, states_from_file
+from facegan.metrics.real_stats import read_stats_file, real_statistics, save_npz
 
 EXTRACTOR = {"feature": "pooled-test"}
 
@@ -110,25 +110,27 @@ def test_any_data_module_gives_its_split_loader_and_the_cache_is_keyed_by_pixels
     real = from_datamodule(UsersData(unit_images), "train", (0.0, 1.0), 10_000, 16)
     assert real.key is None and real.count == 40 and real.name == "UsersData.train_dataloader()"
     metric = pooled_metric()
-    states, path, hit, _ = real_statistics(metric, real, EXTRACTOR, tmp_path)
+    first = real_statistics(metric, real, EXTRACTOR, tmp_path)
+    states, path, hit = first.states, first.path, first.cached
     assert not hit and path.is_file()
     expected = features((unit_images * 255).round().to(torch.uint8))
     assert torch.allclose(states[0] / states[2], torch.from_numpy(expected.mean(0)), atol=1e-9)
     again = from_datamodule(UsersData(unit_images.clone()), "train", (0.0, 1.0), 10_000, 16)
-    assert real_statistics(pooled_metric(), again, EXTRACTOR, tmp_path)[1:3] == (path, True)
+    hit_again = real_statistics(pooled_metric(), again, EXTRACTOR, tmp_path)
+    assert (hit_again.path, hit_again.cached) == (path, True)
     changed = unit_images.clone()
     changed[7, 0, 0, 0] = 1.0 - changed[7, 0, 0, 0]  # one pixel of one image
     other = real_statistics(pooled_metric(), from_datamodule(UsersData(changed), "train", (0.0, 1.0), 10_000, 16),
                             EXTRACTOR, tmp_path)  # fmt: skip
-    assert other[1] != path and other[2] is False
+    assert other.path != path and other.cached is False
     fewer = real_statistics(pooled_metric(), from_datamodule(UsersData(unit_images), "train", (0.0, 1.0), 20, 16),
                             EXTRACTOR, tmp_path)  # fmt: skip
-    assert fewer[1] not in (path, other[1])  # the count is part of the key
+    assert fewer.path not in (path, other.path)  # the count is part of the key
     assert not recwarn.list
     # a shuffled DataLoader is read in order (evenly spaced): the same images, the same cache file
     shuffled = DataLoader(TensorDataset(unit_images), batch_size=16, shuffle=True, drop_last=True)
     hit = real_statistics(pooled_metric(), from_loader(shuffled, (0.0, 1.0), 40, "s"), EXTRACTOR, tmp_path)
-    assert hit[1:3] == (path, True)
+    assert (hit.path, hit.cached) == (path, True)
 
     class Reshuffled:  # an iterable that shuffles itself every pass: filed under what was used, warned
         def __iter__(self):
@@ -143,9 +145,8 @@ def test_statistics_files_npz_as_pytorch_fid_writes_them_and_the_cache_file(unit
     fake_uint8_ = (unit_images.flip(0) ** 2 * 255).round().to(torch.uint8)
     expected = reference_fid(features(real_uint8), features(fake_uint8_))
     metric = pooled_metric()
-    states, cache_file, _, _ = real_statistics(
-        metric, from_loader([real_uint8], "uint8", 40, "real"), EXTRACTOR, tmp_path
-    )
+    computed = real_statistics(metric, from_loader([real_uint8], "uint8", 40, "real"), EXTRACTOR, tmp_path)
+    states, cache_file = computed.states, computed.path
     saved = save_npz(tmp_path / "real.npz", states)
     with np.load(saved) as npz:  # what pytorch-fid reads
         assert np.allclose(npz["mu"], features(real_uint8).mean(0))
@@ -154,16 +155,16 @@ def test_statistics_files_npz_as_pytorch_fid_writes_them_and_the_cache_file(unit
         bare = tmp_path / "pytorch-fid.npz"
         np.savez(bare, mu=npz["mu"], sigma=npz["sigma"])  # no count: pytorch-fid's own files
     for source in (saved, bare, cache_file):
-        set_real_states(metric, states_from_file(source, EXTRACTOR))
+        set_real_states(metric, read_stats_file(source, EXTRACTOR).states)
         fid = generated_fid(metric, lambda z: fake_uint8_[: len(z)], torch.zeros(40, 1), 40)
         assert fid == pytest.approx(expected, rel=1e-6), source
     with pytest.raises(ValueError, match=r"computed with another feature extractor"):
-        states_from_file(cache_file, {"feature": 2048})
+        read_stats_file(cache_file, {"feature": 2048})
     np.savez(tmp_path / "bad.npz", mean=np.zeros(3))
     with pytest.raises(ValueError, match=r"bad.npz: a statistics .npz needs `mu` and `sigma`"):
-        states_from_file(tmp_path / "bad.npz", EXTRACTOR)
+        read_stats_file(tmp_path / "bad.npz", EXTRACTOR)
     with pytest.raises(FileNotFoundError, match=r"missing.npz' does not exist"):
-        states_from_file(tmp_path / "missing.npz", EXTRACTOR)
+        read_stats_file(tmp_path / "missing.npz", EXTRACTOR)
 
 
 def test_image_files_are_cropped_resized_and_keyed_by_their_files(tmp_path):
@@ -225,9 +226,9 @@ def test_fid_monitor_measures_a_callable_against_a_users_loader(unit_images, tmp
 
 def test_a_statistics_file_path_is_used_without_reading_images(unit_images, tmp_path, monkeypatch):
     monkeypatch.setattr(fid_callback, "build_fid_metric", lambda path: (pooled_metric(), EXTRACTOR))
-    states, _, _, _ = real_statistics(
+    states = real_statistics(
         pooled_metric(), from_loader([unit_images], (0.0, 1.0), 40, "r"), EXTRACTOR, tmp_path
-    )
+    ).states
     stats = save_npz(tmp_path / "stats.npz", states)
     monitor = FIDMonitor(
         real=str(stats), generator=lambda z: torch.zeros(len(z), 3, 8, 8), latent_dim=2, num_fake=4

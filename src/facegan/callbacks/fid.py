@@ -25,7 +25,7 @@ from facegan.metrics.fid import generated_fid, set_real_states
 from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.kid import SUBSET_SIZE, SUBSETS, kid
 from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
-from facegan.metrics.real_stats import real_statistics, recorded_count
+from facegan.metrics.real_stats import real_statistics
 from facegan.training.distributed import gather_rows
 
 log = logging.getLogger(__name__)
@@ -186,16 +186,16 @@ class FIDMonitor(L.Callback):
                 log.warning(
                     "FIDMonitor: num_real=%d but %s has %d images", self.num_real, real.name, real.count
                 )
-            states, self.cache_path, self.cache_hit, self._real_features = real_statistics(
+            stats = real_statistics(
                 self.metric, real, self.extractor, cache_dir("fid", self.cache_dir), features=self.kid
             )
+            self.cache_path, self.cache_hit, self._real_features = stats.path, stats.cached, stats.features
+            self._num_real = stats.count  # None for a pytorch-fid .npz, which does not record it
             if self.kid and self._real_features is None:
                 log.warning("FIDMonitor: no KID: %s holds no per-image features (only mu/sigma)", real)
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"FIDMonitor: {error}") from error
-        set_real_states(self.metric, states)
-        # images behind the statistics; None for a pytorch-fid .npz, which does not record them
-        self._num_real = recorded_count(real) if isinstance(real, Path) else int(states[2])
+        set_real_states(self.metric, stats.states)
         log.info(
             "FIDMonitor: real statistics (cache %s, %.1f s): %s",
             "hit" if self.cache_hit else "miss", time.perf_counter() - start, self.cache_path,

@@ -8,8 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from facegan.images import batch_images
-from facegan.io.runs import drawn_per_rank
+from facegan.io.runs import images_drawn
 
 EPOCH_KEYS = ("val/fid", "val/kid", "val/kid_std", "val/fid_seconds")  # what an epoch evaluation logs
 NO_REAL = (
@@ -85,11 +84,10 @@ class KimgSchedule:
         self.next = (images_seen // self.interval + 1) * self.interval
 
     def due(self, trainer: L.Trainer, batch: Any, batch_idx: int) -> bool:
-        world, images = trainer.world_size, batch_images(batch).shape[0]
-        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else images
-        self.seen += (images if drawn is None else drawn) * world
+        images, same_everywhere = images_drawn(trainer, batch, batch_idx)
+        self.seen += images
         due = self.seen >= self.next
-        if drawn is None:
+        if not same_everywhere:
             due = trainer.strategy.reduce_boolean_decision(due, all=False)
         if due:
             self.next = (self.seen // self.interval + 1) * self.interval

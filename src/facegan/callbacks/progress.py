@@ -7,8 +7,7 @@ from typing import Any, cast
 
 import lightning as L
 
-from facegan.images import batch_images
-from facegan.io.runs import drawn_per_rank, logger_step
+from facegan.io.runs import images_drawn, logger_step
 
 
 class ProgressMonitor(L.Callback):
@@ -70,11 +69,7 @@ class ProgressMonitor(L.Callback):
         now = perf_counter()
         self._seconds += now - (now if self._mark is None else self._mark)
         self._mark = now
-        images = batch_images(batch).shape[0]  # a shape: host metadata, no device read
-        if trainer.world_size > 1:
-            drawn = drawn_per_rank(trainer, batch_idx)
-            images = (images if drawn is None else drawn) * trainer.world_size
-        self._images += images
+        self._images += images_drawn(trainer, batch, batch_idx)[0]
         every = cast(Any, trainer).log_every_n_steps  # set by Lightning at runtime, not declared on Trainer
         step = logger_step(trainer)
         if not every or (step + 1) % every:  # Lightning's rule for the steps it logs at

@@ -148,12 +148,10 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
     metric.to(device)
     if isinstance(real, RealImages):
         real = _progress(real, "real images", ns.batch_size, ns.no_progress)
-    states, stats_path, hit, real_features = real_statistics(
-        metric, real, extractor, cache_dir("fid", ns.cache_dir), features=True
-    )
-    set_real_states(metric, states)
+    stats = real_statistics(metric, real, extractor, cache_dir("fid", ns.cache_dir), features=True)
+    set_real_states(metric, stats.states)
     if ns.save_stats:
-        save_npz(ns.save_stats, states)
+        save_npz(ns.save_stats, stats.states)
     metric.reset()  # the generated half only
     with torch.no_grad(), FeatureTap(metric.inception) as tap:
         for batch in _progress(fake, "generated", ns.batch_size, ns.no_progress).batches():
@@ -162,21 +160,19 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
     if num_fake < 2:
         raise ValueError(f"FAKE {ns.fake!r}: {num_fake} readable images; FID needs at least 2")
     fid = float(metric.compute())
-    scored = (
-        None if real_features is None else kid(real_features, tap.features(), seed=ns.seed)
-    )  # FIDMonitor's
+    scored = None if stats.features is None else kid(stats.features, tap.features(), seed=ns.seed)
     return {
         "fid": fid,
         "kid": None if scored is None else scored[0],
         "kid_std": None if scored is None else scored[1],
         "kid_subset_size": None if scored is None else scored[2],
         "num_fake": num_fake,
-        "num_real": int(states[2]),
+        "num_real": stats.count,
         "fake": str(ns.fake),
         "real": str(ns.real),
         "image_size": side,
-        "real_statistics": str(stats_path),
-        "real_statistics_cached": hit,
+        "real_statistics": str(stats.path),
+        "real_statistics_cached": stats.cached,
         "extractor": extractor,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -199,7 +195,8 @@ def report(results: dict[str, Any], ns: argparse.Namespace) -> str:
         ("generated", f"{results['num_fake']} images from {results['fake']} at {results['image_size']} px"),
         (
             "real",
-            f"{results['num_real']} images from {results['real']} ({source} {results['real_statistics']})",
+            f"{results['num_real'] or 'an unknown number of'} images from {results['real']} "
+            f"({source} {results['real_statistics']})",
         ),
         ("seconds", f"{results['seconds']:.1f}"),
     ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from facegan.data.resident import DeviceBatches
+from facegan.images import batch_images
 
 
 def logger_step(trainer: L.Trainer) -> int:
@@ -77,3 +79,18 @@ def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
     except TypeError:
         return None
     return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))
+
+
+def images_drawn(trainer: L.Trainer, batch: Any, batch_idx: int) -> tuple[int, bool]:
+    """``(images of this training batch over all processes, whether that is the same on every one)``,
+    counted on the host from shapes and loaders (no device read, no collective).
+
+    One process: the batch's own images. Under DDP: what the loaders drew (:func:`drawn_per_rank`)
+    times the world size, identical on every process; for a loader that does not say, this
+    process's batch times the world size, which may differ between processes (``False``).
+    """
+    images = batch_images(batch).shape[0]  # a shape: host metadata
+    if trainer.world_size == 1:
+        return images, True
+    drawn = drawn_per_rank(trainer, batch_idx)
+    return (images if drawn is None else drawn) * trainer.world_size, drawn is not None

@@ -8,6 +8,7 @@ Under DDP, give rank 0 the real states and the other ranks zeros: ``compute()`` 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -45,7 +46,8 @@ def generated_fid(
     forward pass). ``compute()`` all-reduces under DDP, so call it on every rank, each with its share.
     """
     metric.reset()  # the generated half only (reset_real_features=False)
-    with FeatureTap(metric.inception) as tap:
+    tap = FeatureTap(metric.inception)
+    with tap if features is not None else contextlib.nullcontext():  # collect features only if asked
         for z in latents.split(batch_size):
             metric.update(sample(z).to(metric.device), real=False)
     if features is not None:

@@ -51,6 +51,11 @@ class RealImages:
     key: dict[str, Any] | None = None
 
 
+def spaced_indices(size: int, count: int) -> list[int]:
+    """``count`` evenly spaced, distinct indices into ``size`` items (the real-statistics subset rule)."""
+    return [i * size // count for i in range(count)]
+
+
 def check_value_range(value_range: Any, argument: str) -> ValueRange:
     """``value_range`` as ``(low, high)`` floats or ``"uint8"``; ``ValueError`` naming ``argument``."""
     if isinstance(value_range, str) and value_range == "uint8":
@@ -110,9 +115,8 @@ def from_loader(
         and size is not None
         and not isinstance(loader.dataset, IterableDataset)
     ):
-        spaced = [i * size // count for i in range(count)]  # evenly spaced, distinct
         loader = DataLoader(
-            Subset(loader.dataset, spaced), batch_size=loader.batch_size or 64,
+            Subset(loader.dataset, spaced_indices(size, count)), batch_size=loader.batch_size or 64,
             collate_fn=loader.collate_fn, num_workers=loader.num_workers,
         )  # fmt: skip
 
@@ -166,8 +170,7 @@ def from_datamodule(
 
 def _spaced(dataset: Dataset, count: int, batch_size: int) -> Iterator[Tensor]:
     """``count`` evenly spaced images of a ``[-1, 1]`` dataset (skipped ``None`` items left out)."""
-    available = len(dataset)  # type: ignore[arg-type]
-    indices = [i * available // count for i in range(count)]  # evenly spaced, distinct
+    indices = spaced_indices(len(dataset), count)  # type: ignore[arg-type]
     for images in DataLoader(Subset(dataset, indices), batch_size=batch_size, collate_fn=collate_images):
         if len(images):  # (B, 3, S, S) in [-1, 1]; B < batch_size if images were skipped
             yield to_uint8(images)
@@ -193,12 +196,10 @@ def from_files(
     square and resized to ``image_size`` as training images are; evenly spaced when there are more."""
     kind, source, _ = resolve_source(str(path))
     assert source is not None  # a path is never the procedural faces
-    files = FaceImageDataset(source, list(range(len(source))), image_size, crop_size)
-    if len(files) == 0:
+    if len(source) == 0:
         raise ValueError(f"{path}: no images (jpg, png, webp, bmp) found")
-    count = min(len(files), limit)
-    spaced = [i * len(files) // count for i in range(count)]
-    chosen = FaceImageDataset(source, spaced, image_size, crop_size)
+    count = min(len(source), limit)
+    chosen = FaceImageDataset(source, spaced_indices(len(source), count), image_size, crop_size)
     key = fingerprint(chosen, kind, "all", image_size, crop_size)
 
     def batches() -> Iterator[Tensor]:

@@ -5,7 +5,7 @@ number of images, the subset rule and the feature extractor (weights checksum, r
 any of them is a new file. Files are written atomically and checked against their key when read.
 
 Statistics also travel as files of their own: pytorch-fid's ``.npz`` (``mu``, ``sigma``), which
-:func:`save_npz` writes and :func:`states_from_file` reads, as it reads this cache's ``.pt`` files.
+:func:`save_npz` writes and :func:`read_stats_file` reads, as it reads this cache's ``.pt`` files.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +65,42 @@ def save_stats(path: Path, stats: dict[str, Any]) -> None:
         log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
 
 
+@dataclass
+class RealStatistics:
+    """Real-image statistics and where they came from.
+
+    Attributes:
+        states: the FID metric's real states ``(features sum, cov sum, count)``.
+        path: the cache file or statistics file that holds them.
+        cached: read (a statistics file, a cache hit) rather than computed now.
+        features: per-image features ``(N, 2048)`` for KID, when kept; ``None`` otherwise.
+        count: images behind them; ``None`` for a pytorch-fid ``.npz``, which does not say.
+    """
+
+    states: list[Tensor]
+    path: Path
+    cached: bool
+    features: Tensor | None
+    count: int | None
+
+
 def real_statistics(
     metric: FrechetInceptionDistance,
     real: RealImages | Path,
     extractor: dict[str, Any],
     folder: Path,
     features: bool = False,
-) -> tuple[list[Tensor], Path, bool, Tensor | None]:
-    """``(real states, file, whether it was read, per-image features or None)`` of ``real``: read from
-    a statistics file (a path), found in the cache under ``folder``, or computed with ``metric`` and
-    cached. ``features``: also keep (and cache) each image's features, for KID; a cache file without
-    them is then computed again. Statistics files of pytorch-fid (``.npz``) hold none.
+) -> RealStatistics:
+    """The statistics of ``real``: read from a statistics file (a path), found in the cache under
+    ``folder``, or computed with ``metric`` and cached. ``features``: also keep (and cache) each
+    image's features, for KID; a cache file without them is then computed again.
 
     A source without a key of its own is keyed by a hash of its pixels (one extra pass over them);
     if a second pass gives other pixels (a shuffled loader), the statistics are filed under the
     pixels actually used, with a warning.
     """
     if isinstance(real, Path):
-        return states_from_file(real, extractor), real, True, file_features(real) if features else None
+        return read_stats_file(real, extractor)
     if real.count < 2:
         raise ValueError(f"{real.name} has {real.count} images; FID needs at least 2")
     key = real.key
@@ -93,37 +112,33 @@ def real_statistics(
     blob, digest = stats_key(key, real.count, extractor)
     path = stats_file(folder, digest)
     stats = load_stats(path, blob)
-    if stats is not None and (not features or "features" in stats):
-        return [stats[name] for name in REAL_STATES], path, True, stats.get("features")
-    set_real_states(metric, None)
-    used = PixelHash()
-    with torch.no_grad(), FeatureTap(metric.inception) as tap:
-        for batch in real.batches():  # (B, 3, H, W) uint8
-            metric.update(batch.to(metric.device), real=True)
-            used.update(batch)
-    if used.count < 2:
-        raise ValueError(f"{real.name}: {used.count} readable images; FID needs at least 2")
-    if real.key is None and used.key() != key:
-        warn_unstable(real.name)
-        blob, digest = stats_key(used.key(), real.count, extractor)
-        path = stats_file(folder, digest)
-    stats = {"key": blob, **real_states(metric)}
-    if features:
-        stats["features"] = tap.features()  # (N, 2048) float32: 8 KB per image
-    save_stats(path, stats)
-    return [stats[name] for name in REAL_STATES], path, False, stats.get("features")
+    cached = stats is not None and (not features or "features" in stats)
+    if not cached:
+        set_real_states(metric, None)
+        used = PixelHash()
+        with torch.no_grad(), FeatureTap(metric.inception) as tap:
+            for batch in real.batches():  # (B, 3, H, W) uint8
+                metric.update(batch.to(metric.device), real=True)
+                used.update(batch)
+        if used.count < 2:
+            raise ValueError(f"{real.name}: {used.count} readable images; FID needs at least 2")
+        if real.key is None and used.key() != key:
+            warn_unstable(real.name)
+            blob, digest = stats_key(used.key(), real.count, extractor)
+            path = stats_file(folder, digest)
+        stats = {"key": blob, **real_states(metric)}
+        if features:
+            stats["features"] = tap.features()  # (N, 2048) float32: 8 KB per image
+        save_stats(path, stats)
+    assert stats is not None
+    states = [stats[name] for name in REAL_STATES]
+    return RealStatistics(states, path, cached, stats.get("features"), int(states[2]))
 
 
-def file_features(path: Path) -> Tensor | None:
-    """The per-image features a facegan statistics file (``.pt``) holds; ``None`` for ``.npz``."""
-    if path.suffix == ".npz":
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True).get("features")
-
-
-def states_from_file(path: str | Path, extractor: dict[str, Any]) -> list[Tensor]:
-    """Real states from a statistics file: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images``
-    when facegan wrote it) or a facegan cache file (``.pt``, refused if another extractor made it)."""
+def read_stats_file(path: str | Path, extractor: dict[str, Any]) -> RealStatistics:
+    """A statistics file, read once: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images`` when
+    facegan wrote it; no per-image features) or a facegan cache file (``.pt``, with its features if
+    kept; refused if another extractor made it)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
@@ -135,11 +150,13 @@ def states_from_file(path: str | Path, extractor: dict[str, Any]) -> list[Tensor
                                  f"{sorted(missing)} missing")  # fmt: skip
             mu = torch.from_numpy(stats["mu"].astype(np.float64))
             sigma = torch.from_numpy(stats["sigma"].astype(np.float64))
-            n = int(stats["num_images"]) if "num_images" in stats.files else 2  # any n >= 2 gives mu, sigma
+            count = int(stats["num_images"]) if "num_images" in stats.files else None
         if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
             raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match")
+        n = count or 2  # any n >= 2 gives back mu and sigma
         # torchmetrics keeps sums: mean = sum / n, cov = (cov_sum - n mean mean^T) / (n - 1)
-        return [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
+        states = [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
+        return RealStatistics(states, path, True, None, count)
     try:
         stats = torch.load(path, map_location="cpu", weights_only=True)
         made_by = json.loads(stats["key"])["extractor"]
@@ -149,7 +166,8 @@ def states_from_file(path: str | Path, extractor: dict[str, Any]) -> list[Tensor
     if made_by != json.loads(json.dumps(extractor, default=str)):
         raise ValueError(f"{path}: computed with another feature extractor ({made_by}) than this one "
                          f"({extractor}); recompute it with these weights")  # fmt: skip
-    return [stats[name] for name in REAL_STATES]
+    states = [stats[name] for name in REAL_STATES]
+    return RealStatistics(states, path, True, stats.get("features"), int(states[2]))
 
 
 def save_npz(path: str | Path, states: list[Tensor]) -> Path:
@@ -162,11 +180,3 @@ def save_npz(path: str | Path, states: list[Tensor]) -> Path:
     with atomic_write(path) as file:
         np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(n))
     return path
-
-
-def recorded_count(path: Path) -> int | None:
-    """The number of images a statistics file says it was made of (``None``: a pytorch-fid ``.npz``)."""
-    if path.suffix == ".npz":
-        with np.load(path) as stats:
-            return int(stats["num_images"]) if "num_images" in stats.files else None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["real_features_num_samples"])
