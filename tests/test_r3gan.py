@@ -37,6 +37,7 @@ def test_shapes_at_every_size_and_no_normalization(size):
     norms = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
     assert not any(isinstance(m, norms) for m in [*g.modules(), *d.modules()])
     assert torch.allclose(g(z[1:2]), images[1:2], atol=1e-5)  # no batch statistics: per-latent images
+    assert torch.equal(g.eval()(z), images.clamp(-1, 1))  # eval mode: the same images, clamped
 
 
 def test_blocks_start_as_the_identity_with_he_initialized_inner_layers():

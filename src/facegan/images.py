@@ -31,3 +31,12 @@ def from_uint8(images: Tensor) -> Tensor:
 def batch_images(batch: Any) -> Tensor:
     """The images of a batch: the batch itself, or the first item of ``(images, labels...)``."""
     return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+def grid_image(images: Tensor, nrow: int) -> Any:
+    """A ``PIL.Image`` grid of ``[-1, 1]`` images, ``nrow`` per row, 2 px black between them."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(to_uint8(images).cpu(), nrow=nrow, padding=2)  # (3, H, W) uint8, black padding
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())

@@ -16,10 +16,9 @@ from typing import Any, cast
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from facegan.images import to_uint8
+from facegan.images import grid_image, to_uint8
 from facegan.io.checkpoints import model_from_checkpoint
 from facegan.io.hub import is_repo_id
 from facegan.io.load import load_generator
@@ -146,8 +145,7 @@ def generate(
         for k, t in tqdm(steps, desc="frames", disable=not progress):
             z = slerp(keys[k], keys[(k + 1) % KEYFRAMES], t)
             images = torch.cat([sample(chunk).cpu() for chunk in z.split(batch_size)])
-            grid = make_grid(images, nrow=nrow, padding=2, pad_value=-1.0)
-            frames.append(Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()))
+            frames.append(grid_image(images, nrow))
         frames[0].save(target, save_all=True, append_images=frames[1:], duration=80, loop=0)
         return target
 
@@ -164,5 +162,5 @@ def generate(
                     written += 1
             bar.update(len(chunk))
     if as_grid:
-        _save_png(make_grid(torch.cat(parts), nrow=nrow, padding=2, pad_value=-1.0), target)
+        grid_image(torch.cat(parts), nrow).save(target)
     return target

@@ -61,15 +61,11 @@ def _prepare_folder(out: Path) -> None:
 
 def _grid_png(model: Any) -> bytes:
     """A PNG grid of the sampling generator's images of the first :data:`GRID_IMAGES` fixed latents."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    from facegan.images import to_uint8
+    from facegan.images import grid_image
 
     z = model.sample_z[:GRID_IMAGES]
-    grid = make_grid(to_uint8(model.sample(z=z)), nrow=math.ceil(math.sqrt(len(z))), padding=2)
     buffer = io.BytesIO()
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(buffer, format="PNG")  # (H, W, 3) uint8
+    grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

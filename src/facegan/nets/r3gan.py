@@ -11,7 +11,7 @@ standing statistics), and no layer has a bias except the activations' (a learned
 leaky ReLU). Weights are drawn from ``N(0, gain^2 / fan_in)`` (He init, "MSR"), gains as the paper's.
 
 G: ``z`` modulates a learned 4x4 basis per channel, stages up to ``S`` with bilinear x2 upsampling,
-then a 1x1 conv to RGB (no tanh: ``sample()`` clamps to ``[-1, 1]``). D mirrors it: 1x1 conv from
+then a 1x1 conv to RGB (no tanh; clamped to ``[-1, 1]`` in eval mode only). D mirrors it: 1x1 conv from
 RGB, stages with bilinear x2 downsampling, a depthwise 4x4 conv and a linear layer to one logit.
 
 Widths follow the paper's FFHQ presets: stages up to 32 px have the base width (``g_channels`` /
@@ -119,7 +119,8 @@ class Resample(nn.Module):
 
 
 class R3GANGenerator(nn.Module):
-    """``z (N, latent_dim)`` -> images ``(N, 3, S, S)`` (unbounded; about ``[-1, 1]`` once trained)."""
+    """``z (N, latent_dim)`` -> images ``(N, 3, S, S)``: unbounded in training (about ``[-1, 1]`` once
+    trained), clamped to ``[-1, 1]`` in eval mode."""
 
     def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 768, blocks: int = 2,
                  expansion: int = 2) -> None:  # fmt: skip
@@ -140,7 +141,10 @@ class R3GANGenerator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         x = self.basis.unsqueeze(0) * self.modulation(z)[:, :, None, None]  # (N, W0, 4, 4)
-        return self.to_rgb(self.stages(x))  # (N, 3, S, S)
+        images = self.to_rgb(self.stages(x))  # (N, 3, S, S)
+        # Trained unbounded, as the paper (no tanh); in eval mode (sampling, exports) images are
+        # clamped to [-1, 1], the range every facegan generator gives.
+        return images if self.training else images.clamp(-1.0, 1.0)
 
 
 class R3GANDiscriminator(nn.Module):

@@ -1,7 +1,7 @@
 """The network families facegan knows, and the one way to build them from a :class:`NetworkConfig`.
 
 Every generator maps ``z (N, latent_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]`` (``r3gan``'s has
-no tanh, as the paper: about that range once trained, clamped by ``sample()``) and has a
+no tanh, as the paper: unbounded in training, clamped in eval mode) and has a
 ``latent_dim`` attribute; every discriminator maps such images to one logit each, ``(N,)``. A family
 is registered once in :data:`FAMILIES` with its sizes, its spectral-norm default and two builders;
 adding a family means adding a file and one entry here.
