@@ -6,13 +6,13 @@
 Trains with ``python -m facegan fit`` settings (any CLI argument is passed on) on
 ``../shared/data/celeba-sample`` (5,000 aligned CelebA faces) at 64 px for ``--minutes`` of training
 time (Lightning's ``max_time``, checked after every batch; data setup and the real statistics are
-not counted), then computes FID with the standard InceptionV3 features between ``--num-fake``
+not counted), then computes FID and KID with the standard InceptionV3 features between ``--num-fake``
 generated images (2,000: FID is biased by the count, so compare equal counts only) and
 ``--num-real`` real images (5,000; statistics cached on disk by :class:`facegan.FIDMonitor`, so only
 the first run pays for them). With an EMA generator, FID is also computed for the raw generator:
 the EMA's share of the result (``--no-raw-generator`` skips it).
 
-Prints one JSON line (label, minutes, kimg, fid, fid_raw_generator, ...) and appends it to
+Prints one JSON line (label, minutes, kimg, fid, kid, fid_raw_generator, commit, ...) and appends it to
 ``<out>/results.jsonl``; the run folder (checkpoints, sample grids) is ``<out>/<label>/``.
 ``--threads N`` sets torch's intra-op threads (two runs side by side on 2 cores: 1 each).
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="the FID Inception weights file (default: $FACEGAN_FID_WEIGHTS or ../shared/fid/)",
     )
     return parser.parse_known_args(argv)
+
+
+def commit() -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
+    run = lambda *cmd: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return run("git", "rev-parse", "--short", "HEAD") + ("+dirty" if run("git", "status", "--short", "-uno") else "")
 
 
 def main(argv: list[str]) -> dict:
@@ -96,8 +103,12 @@ def main(argv: list[str]) -> dict:
         "num_fake": args.num_fake,
         "num_real": args.num_real,
         "args": cli_args,
+        "commit": commit(),
     }
-    result["fid"] = round(fid.evaluate(trainer, model)["fid"], 2)
+    score = fid.evaluate(trainer, model)
+    result["fid"] = round(score["fid"], 2)
+    result["kid"] = score["kid"] and round(score["kid"], 5)
+    result["kid_std"] = score["kid_std"] and round(score["kid_std"], 5)
     result["fid_seconds"] = round(fid.history[-1]["seconds"], 1)
     if model.generator_ema is not None and not args.no_raw_generator:
         # the same latents through the raw generator (standing statistics are kept per generator)
