@@ -59,7 +59,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def commit() -> str:
     """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
     run = lambda *cmd: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return run("git", "rev-parse", "--short", "HEAD") + ("+dirty" if run("git", "status", "--short", "-uno") else "")
+    return run("git", "rev-parse", "--short", "HEAD") + (
+        "+dirty" if run("git", "status", "--short", "-uno") else ""
+    )
 
 
 def main(argv: list[str]) -> dict:
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> dict:
     from facegan.cli import main as cli_main
 
     args, cli_args = parse(argv)
+    measured = commit()  # before training: what the run measures, whatever changes meanwhile
     if args.threads:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.out) / args.label
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> dict:
         "num_fake": args.num_fake,
         "num_real": args.num_real,
         "args": cli_args,
-        "commit": commit(),
+        "commit": measured,
     }
     score = fid.evaluate(trainer, model)
     result["fid"] = round(score["fid"], 2)

@@ -7,7 +7,7 @@ Modes:
     average   SGD, a D without BatchNorm (spectral norm), a G that draws one learned image whatever
               ``z`` is (so the fakes do not depend on the processes' latents), R1 at every step; one
               step on 4 images split over 2 processes (``--devices 2``) or all 4 in one (``--devices 1``).
-    skip      the full recipe (EMA, lazy R1, 2 D steps per G step); process 1's images are all
+    skip      the full recipe (EMA, lazy R1, ADA, 2 D steps per G step); process 1's images are all
               unreadable (its batches are empty), process 0's are fine; 2 epochs.
     none      every image is unreadable on both processes.
     diverge   process 1 alone sees a non-finite loss; the DivergenceMonitor must stop both.
@@ -78,6 +78,7 @@ class Record(L.Callback):
             "params": {name: p.detach().clone() for name, p in pl_module.named_parameters()},
             "images_seen": int(pl_module.images_seen),  # type: ignore[arg-type]
             "d_updates": pl_module.d_updates,  # type: ignore[attr-defined]
+            "ada": pl_module.players.ada.state_dict(),  # type: ignore[attr-defined]
             "error": error,
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}.pt")
@@ -108,7 +109,8 @@ def main(mode: str, out: Path, devices: int) -> None:
         gan.generator = OneImage()
         data, batch, epochs = Faces(4, set()), 4 // devices, 1
     else:
-        gan = FaceGAN(**common, ema_kimg=0.01, r1_gamma=0.1, r1_every=2, n_disc_steps=2)
+        gan = FaceGAN(**common, ema_kimg=0.01, r1_gamma=0.1, r1_every=2, n_disc_steps=2,
+                      augment="translation", ada_target=0.6, ada_kimg=0.1)  # fmt: skip
         unreadable = {1, 3, 5, 7} if mode == "skip" else set(range(8)) if mode == "none" else set()
         data, batch, epochs = Faces(8, unreadable), 2, 2
         if mode == "diverge":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -60,6 +61,10 @@ def test_a_process_whose_batches_are_all_unreadable_takes_part_with_zero_weight(
     assert rank0["d_updates"] == rank1["d_updates"] == 4
     # ... and only process 0's images (indices 0, 2, 4, 6, twice) were counted.
     assert rank0["images_seen"] == rank1["images_seen"] == 8
+    # ADA adjusted once (4 D updates), on both processes alike, from process 0's 8 images only.
+    assert rank0["ada"] == rank1["ada"] and rank0["ada"]["steps"] == 0
+    assert rank0["ada"]["r_t"] * 8 == round(rank0["ada"]["r_t"] * 8)
+    assert rank0["ada"]["p"] in (0.0, pytest.approx(0.08))
 
 
 def test_an_epoch_without_images_on_every_process_stops_every_process(tmp_path):

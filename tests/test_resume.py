@@ -19,6 +19,9 @@ DEBUG = str(REPO / "configs/debug.yaml")
 
 # With an EMA generator and lazy R1, whose state (EMA weights, R1 step phase) must resume too.
 EMA_R1 = ["--model.ema_kimg", "0.05", "--model.r1_gamma", "0.1", "--model.r1_every", "2"]
+# Adaptive augmentation: p and its interval's partial sums (3 D updates per epoch, 4 per interval).
+# The target is below this seed's first r_t (0.375), so p moves off 0 at the first adjustment.
+ADA = ["--model.augment", "translation", "--model.ada_target", "0.3", "--model.ada_kimg", "0.1"]
 
 
 def fit(*args: str):
@@ -27,7 +30,7 @@ def fit(*args: str):
 
 def state(path):
     checkpoint = torch.load(path, weights_only=True)
-    return checkpoint["state_dict"], checkpoint["optimizer_states"], checkpoint["facegan"]["d_updates"]
+    return checkpoint["state_dict"], checkpoint["optimizer_states"], checkpoint["facegan"]
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
@@ -36,7 +39,7 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch, work
     trainer's, which the checkpoint holds (persistent ones differed: state_dict difference 0.064)."""
     (tmp_path / "straight").mkdir()
     (tmp_path / "resumed").mkdir()
-    data = ["--data.num_workers", workers]
+    data = ["--data.num_workers", workers, *ADA]
     monkeypatch.chdir(tmp_path / "straight")
     fit("--trainer.max_epochs", "2", *data)
     monkeypatch.chdir(tmp_path / "resumed")
@@ -44,13 +47,14 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch, work
     cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last", *data)
 
     assert cli.trainer.current_epoch == 2 and int(cli.model.images_seen) == 2 * 3 * 8
-    weights, optimizers, d_updates = state(
-        tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt"
-    )
-    weights2, optimizers2, d_updates2 = state(
+    weights, optimizers, facegan = state(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt")
+    weights2, optimizers2, facegan2 = state(
         tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt"
     )
-    assert d_updates == d_updates2 == 6
+    assert facegan["d_updates"] == facegan2["d_updates"] == 6
+    # ADA: one adjustment (after 4 updates) moved p off 0 by 32 images / 100; 2 updates of the next interval.
+    assert facegan["ada"] == facegan2["ada"] and facegan["ada"]["steps"] == 2
+    assert facegan["ada"]["p"] == pytest.approx(0.32)
     assert any(name.startswith("generator_ema.") for name in weights)
     for name, value in weights.items():
         assert torch.equal(value, weights2[name]), name  # G, D, EMA G, sample_z, images_seen

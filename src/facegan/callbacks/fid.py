@@ -14,11 +14,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.callbacks.fid_schedule import (
     NO_REAL,
-    KimgSchedule,
     check_arguments,
     entry_metrics,
     refuse_checkpoints_without_fid,
 )
+from facegan.callbacks.kimg import KimgSchedule
 from facegan.io.paths import cache_dir
 from facegan.io.runs import logger_step
 from facegan.metrics.fid import generated_fid, set_real_states

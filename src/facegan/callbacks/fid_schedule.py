@@ -1,5 +1,5 @@
-"""When :class:`~facegan.callbacks.FIDMonitor` evaluates (every N kimg, counted on the host), what it
-refuses at setup before any weight is read, and the keys it logs."""
+"""What :class:`~facegan.callbacks.FIDMonitor` refuses at setup before any weight is read, and the
+keys it logs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-
-from facegan.io.runs import images_drawn
 
 EPOCH_KEYS = ("val/fid", "val/kid", "val/kid_std", "val/fid_seconds")  # what an epoch evaluation logs
 NO_REAL = (
@@ -63,32 +61,3 @@ def entry_metrics(entry: dict[str, Any]) -> dict[str, float]:
     if entry.get("kimg") is not None:
         metrics["train/kimg"] = entry["kimg"]
     return metrics
-
-
-class KimgSchedule:
-    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images.
-
-    Counted on the host (no sync). In one process: the batch's images, what the module adds to
-    images_seen. Under DDP every rank must take the same decision (FID's compute() is collective), so
-    it counts what the loaders drew, skipped images included, the same on every rank; only a loader
-    that does not say what it drew costs a collective per batch.
-    """
-
-    def __init__(self, every_n_kimg: float) -> None:
-        self.interval = max(1, round(every_n_kimg * 1000))
-        self.seen = 0  # images_seen, followed on the host during a fit
-        self.next = 0  # images_seen that triggers the next evaluation
-
-    def start(self, images_seen: int) -> None:
-        self.seen = images_seen
-        self.next = (images_seen // self.interval + 1) * self.interval
-
-    def due(self, trainer: L.Trainer, batch: Any, batch_idx: int) -> bool:
-        images, same_everywhere = images_drawn(trainer, batch, batch_idx)
-        self.seen += images
-        due = self.seen >= self.next
-        if not same_everywhere:
-            due = trainer.strategy.reduce_boolean_decision(due, all=False)
-        if due:
-            self.next = (self.seen // self.interval + 1) * self.interval
-        return due

@@ -1,4 +1,4 @@
-"""``SampleGridMonitor``: a fixed-latent image grid every N epochs, as PNG and in every image logger."""
+"""``SampleGridMonitor``: a fixed-latent image grid every N epochs (or kimg), as PNG and in every image logger."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from facegan.callbacks.kimg import KimgSchedule, start_images
 from facegan.images import to_unit
-from facegan.io.runs import epoch_end_step, run_dir
+from facegan.io.runs import epoch_end_step, logger_step, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Te
 
 
 class SampleGridMonitor(L.Callback):
-    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs``.
+    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
+    (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images.
 
     The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to every logger that takes
     images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images seen) and
@@ -41,25 +43,36 @@ class SampleGridMonitor(L.Callback):
     latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
 
     Args:
-        every_n_epochs: epochs between grids (a grid is also written after the last epoch).
+        every_n_epochs: epochs between grids (a grid is also written after the last epoch); 0: none
+            at epoch ends.
+        every_n_kimg: also a grid every this many thousand images (as papers schedule snapshots).
         num_images: images in the grid, at most the module's ``num_samples`` fixed latents.
         nrow: images per grid row; ``None`` -> a square-ish grid.
         key: name of the image in the loggers.
     """
 
     def __init__(
-        self, every_n_epochs: int = 1, num_images: int = 64, nrow: int | None = None, key: str = "samples"
+        self,
+        every_n_epochs: int = 1,
+        num_images: int = 64,
+        nrow: int | None = None,
+        key: str = "samples",
+        every_n_kimg: float | None = None,
     ):
         super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"SampleGridMonitor: `every_n_epochs` must be >= 1, but got {every_n_epochs}")
+        if every_n_epochs < 0:
+            raise ValueError(f"SampleGridMonitor: `every_n_epochs` must be >= 0, but got {every_n_epochs}")
+        if every_n_kimg is not None and every_n_kimg <= 0:
+            raise ValueError(f"SampleGridMonitor: `every_n_kimg` must be > 0 or null, but got {every_n_kimg}")
         if num_images < 1:
             raise ValueError(f"SampleGridMonitor: `num_images` must be >= 1, but got {num_images}")
         self.every_n_epochs = every_n_epochs
+        self.schedule = None if every_n_kimg is None else KimgSchedule(every_n_kimg)
         self.num_images = num_images
         self.nrow = nrow or max(1, int(num_images**0.5))
         self.key = key
         self.last_path: Path | None = None
+        self.kimg_grid_at = -1  # global_step of the last every_n_kimg grid
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not callable(getattr(pl_module, "sample", None)) or not hasattr(pl_module, "sample_z"):
@@ -73,9 +86,21 @@ class SampleGridMonitor(L.Callback):
                 f"({available}); raise --model.num_samples or lower num_images"
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.schedule is not None:
+            self.schedule.start(start_images(pl_module, "SampleGridMonitor(every_n_kimg=...)"))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
+            self.write_grid(trainer, pl_module, step=logger_step(trainer))
+            self.kimg_grid_at = trainer.global_step
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        last = trainer.current_epoch + 1 >= (trainer.max_epochs or -1) > 0
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last:
+        last = trainer.current_epoch + 1 >= (trainer.max_epochs or -1) > 0 or trainer.should_stop
+        every = self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if (every or last) and self.kimg_grid_at != trainer.global_step:  # not twice for one batch
             self.write_grid(trainer, pl_module)
 
     @torch.no_grad()

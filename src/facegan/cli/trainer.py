@@ -14,10 +14,16 @@ from typing import Any, cast
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from facegan.callbacks import CheckpointOnInterrupt, DivergenceMonitor, ProgressMonitor, SampleGridMonitor
+from facegan.callbacks import (
+    CheckpointOnInterrupt,
+    DivergenceMonitor,
+    KimgBudget,
+    KimgCheckpoint,
+    ProgressMonitor,
+    SampleGridMonitor,
+)
 from facegan.cli.logged_config import logged_config
 from facegan.cli.recipe import describe, plain, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
@@ -221,7 +227,8 @@ class FaceGANCLI(LightningCLI):
         )
         parser.link_arguments("data.image_size", "model.image_size")  # set once: --data.image_size
         parser.add_lightning_class_args(SampleGridMonitor, "samples")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(KimgCheckpoint, "checkpoint")  # + --checkpoint.every_n_kimg
+        parser.add_lightning_class_args(KimgBudget, "budget")  # --budget.max_kimg: stop after N kimg
         parser.add_lightning_class_args(DivergenceMonitor, "divergence")  # --divergence.action warn
         parser.add_lightning_class_args(ProgressMonitor, "progress")  # train/images_per_sec, g_lr, d_lr
         parser.set_defaults(

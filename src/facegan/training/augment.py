@@ -71,9 +71,16 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
-def diff_augment(x: Tensor, policy: tuple[str, ...] | str) -> Tensor:
-    """Apply the augmentations of ``policy`` in order; the identity for an empty policy."""
+def diff_augment(x: Tensor, policy: tuple[str, ...] | str, p: float = 1.0) -> Tensor:
+    """Apply the augmentations of ``policy`` in order, each to each image with probability ``p``
+    (adaptive augmentation, :mod:`facegan.training.ada`); the identity for an empty policy or ``p = 0``."""
     names = parse_policy(policy) if isinstance(policy, str) else policy
+    if p <= 0:
+        return x
     for name in names:
-        x = AUGMENTATIONS[name](x)
+        augmented = AUGMENTATIONS[name](x)
+        if p < 1:
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+            augmented = torch.where(chosen, augmented, x)
+        x = augmented
     return x

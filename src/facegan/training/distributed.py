@@ -42,6 +42,15 @@ def is_distributed(module: L.LightningModule) -> bool:
     return world_size(module) > 1 and dist.is_available() and dist.is_initialized()
 
 
+def all_reduce_sum(module: L.LightningModule, tensor: Tensor) -> Tensor:
+    """``tensor`` summed over the processes (a copy; ``tensor`` itself in one process)."""
+    if not is_distributed(module):
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def disable_reducer(module: L.LightningModule) -> None:
     """Stop the whole-module DDP wrapper from reducing gradients (see the module docstring)."""
     trainer = attached_trainer(module)

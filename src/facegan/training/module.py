@@ -62,6 +62,9 @@ class FaceGAN(L.LightningModule):
         augment: DiffAugment policy applied to every image D sees in training, real and fake, and
             to the fakes G is trained through: comma-separated names from ``"color"``,
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
+        ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
+            driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
+            :mod:`facegan.training.ada`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
         r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,
@@ -111,6 +114,8 @@ class FaceGAN(L.LightningModule):
         n_disc_steps: int = 1,
         g_fresh_latents: bool = False,
         augment: str = "",
+        ada_target: float | None = None,
+        ada_kimg: float = 500.0,
         spectral_norm: bool | None = None,
         r1_gamma: float = 0.0,
         r1_every: int = 16,
@@ -170,17 +175,19 @@ class FaceGAN(L.LightningModule):
         return generate(generator, z, batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": rng_states()}
+        ada = self.players.ada.state_dict()
+        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": rng_states(), "ada": ada}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
+        if state.get("ada") is not None and self.players.ada.adaptive:
+            self.players.ada.load_state_dict(state["ada"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
-            # Resuming a fit: continue the random streams (latents, data order, flips, dropout) where
-            # the checkpoint left them, so N/2 steps + resume + N/2 steps equals N steps straight. Set
-            # here, before the first training iterator draws its shuffle seed (Lightning's sanity
-            # check runs with its RNG isolated); `FaceGAN.load_from_checkpoint` leaves the RNG alone.
+            # Resuming a fit: the random streams continue where the checkpoint left them (N/2 steps +
+            # resume + N/2 = N steps straight); set before the first training iterator draws its
+            # shuffle seed. `FaceGAN.load_from_checkpoint` leaves the RNG alone.
             set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training
@@ -202,10 +209,9 @@ class FaceGAN(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
         if not self.data_guard.admit(real, batch_idx, distributed.attached_trainer(self)):
-            # Every image of the batch was skipped as unreadable. In one process: no step. Under DDP
-            # the other ranks are about to all-reduce: take part with a stand-in batch and zero weight
-            # (zero gradients, no images counted), so every rank runs the same forwards, collectives
-            # and D/G/R1/EMA schedule, and the weights stay identical.
+            # Every image of the batch was skipped as unreadable. In one process: no step. Under DDP,
+            # a stand-in batch with zero weight (no gradients, no images counted): every rank runs the
+            # same forwards, collectives and D/G/R1/ADA/EMA schedule, so the weights stay identical.
             if not distributed.is_distributed(self):
                 return
             size = self.hparams.image_size
@@ -243,10 +249,11 @@ class FaceGAN(L.LightningModule):
         self.untoggle_optimizer(opt_d)
         self.images_seen += shown
         self.d_updates += 1
+        strength = self.players.adapt(real_logits, fake_logits, weight)  # every rank, same updates
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
             metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach(), self.images_seen)
-            self.log_dict({**metrics, **penalties})
+            self.log_dict({**metrics, **penalties, **strength})
 
         # Generator: the same fake (or fresh ones) through the updated D, D frozen.
         if self.d_updates % hp.n_disc_steps == 0:
@@ -271,8 +278,7 @@ class FaceGAN(L.LightningModule):
     def on_validation_start(self) -> None:
         distributed.broadcast_buffers(self)  # D's BatchNorm statistics drift apart per process in training
 
-    def on_test_start(self) -> None:
-        distributed.broadcast_buffers(self)
+    on_test_start = on_validation_start
 
     def _evaluate(self, batch: Any, prefix: str) -> None:
         real = batch_images(batch)

@@ -7,13 +7,16 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from facegan.training import distributed
+from facegan.training.ada import AdaptiveStrength
 from facegan.training.augment import diff_augment
 from facegan.training.losses import gradient_penalty, rpgan_g_loss
 
 
 class Players:
     """G and D as the training step uses them: ``owner.generator`` and ``owner.discriminator``, looked
-    up at every call (a network swapped in later is used), and ``owner.augment_policy``.
+    up at every call (a network swapped in later is used), ``owner.augment_policy`` at the strength
+    of ``ada`` (fixed at 1, or adaptive with ``owner.hparams.ada_target``).
 
     ``compile()`` swaps in ``torch.compile`` forwards; they share the networks' parameters and are
     kept out of the module tree (and so out of ``state_dict`` and checkpoints, whose keys stay those
@@ -24,6 +27,8 @@ class Players:
     def __init__(self, owner: nn.Module) -> None:
         self.owner = owner
         self.compiled: dict[str, Any] = {}
+        hp = cast(Any, owner).hparams
+        self.ada = AdaptiveStrength(hp.ada_target, hp.ada_kimg)
 
     @property
     def generator(self) -> nn.Module:
@@ -42,9 +47,9 @@ class Players:
         return self.compiled.get("g", self.generator)(z)
 
     def augment(self, images: Tensor) -> Tensor:
-        """What D sees in training: ``images`` through the DiffAugment policy (if any)."""
+        """What D sees in training: ``images`` through the DiffAugment policy (if any) at strength ``p``."""
         policy = cast(tuple[str, ...], self.owner.augment_policy)
-        return diff_augment(images, policy) if policy else images
+        return diff_augment(images, policy, self.ada.p) if policy else images
 
     def logits(self, images: Tensor) -> Tensor:
         """D's float32 logits ``(B,)`` of augmented ``images`` (losses stay float32 under autocast)."""
@@ -73,6 +78,17 @@ class Players:
                 total = total + (0.5 * gamma * hp.r1_every) * value
                 logs[f"train/{name}"] = value.detach()
         return total, logs
+
+    def adapt(self, real_logits: Tensor, fake_logits: Tensor, weight: float) -> dict[str, float]:
+        """After a D update: feed the adaptive strength its overfitting signal (``D(real)``, or
+        ``D(real) - D(fake)`` for the relativistic loss) and, once per interval, adjust ``p`` (one
+        all-reduce over the processes); what to log."""
+        if not self.ada.adaptive:
+            return {}
+        relativistic = cast(Any, self.owner).hparams.loss == "rpgan"
+        self.ada.observe(real_logits - fake_logits if relativistic else real_logits, weight)
+        self.ada.update(lambda sums: distributed.all_reduce_sum(cast(Any, self.owner), sums))
+        return self.ada.metrics()
 
     def g_loss(self, fake: Tensor, real: Tensor) -> Tensor:
         """G's loss on ``fake`` through the current D; the relativistic one pairs them with ``real``."""

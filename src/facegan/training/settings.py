@@ -41,6 +41,16 @@ def check_settings(hp: Mapping[str, Any]) -> None:
         raise ValueError(f"FaceGAN: `ema_kimg` must be > 0 or null (no EMA), but got {hp['ema_kimg']}")
     if hp["ema_rampup"] is not None and hp["ema_rampup"] <= 0:
         raise ValueError(f"FaceGAN: `ema_rampup` must be > 0 or null, but got {hp['ema_rampup']}")
+    if hp["ada_target"] is not None and not (0 < hp["ada_target"] < 1 and hp["ada_kimg"] > 0):
+        raise ValueError(
+            f"FaceGAN: `ada_target` must be in (0, 1) (ADA: 0.6) or null, and `ada_kimg` > 0; got "
+            f"ada_target={hp['ada_target']}, ada_kimg={hp['ada_kimg']}"
+        )
+    if hp["ada_target"] is not None and not hp["augment"].strip(" ,"):
+        raise ValueError(
+            "FaceGAN: `ada_target` adapts the strength of the `augment` policy, which is empty; give "
+            "one, e.g. augment='color,translation' (--model.augment color,translation)"
+        )
     if hp["label_noise"] and hp["loss"] != "nonsaturating":
         raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
 

@@ -1,0 +1,127 @@
+"""Training counted in images (StyleGAN's kimg): a budget (``max_kimg``), and checkpoints every N kimg.
+
+Papers give schedules in images ("25M images", "snapshot every 200 kimg"); Lightning counts steps,
+and under manual optimization ``global_step`` counts both players' optimizer steps. These count the
+images the discriminator is shown, as ``FaceGAN.images_seen`` does, on the host: one device read
+at the start of a fit, then the batches' shapes (see :class:`KimgSchedule`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, cast
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from facegan.io.runs import images_drawn
+
+log = logging.getLogger(__name__)
+
+
+class KimgSchedule:
+    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (with
+    ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again).
+
+    Counted on the host (no sync). In one process: the batch's images, what the module adds to
+    images_seen. Under DDP every rank must take the same decision (FID's compute() and checkpoints
+    are collective), so it counts what the loaders drew, skipped images included, the same on every
+    rank; only a loader that does not say what it drew costs a collective per batch.
+    """
+
+    def __init__(self, every_n_kimg: float, once: bool = False) -> None:
+        self.interval = max(1, round(every_n_kimg * 1000))
+        self.once = once
+        self.seen = 0  # images_seen, followed on the host during a fit
+        self.next: float = 0  # images_seen that triggers the next decision
+
+    def start(self, images_seen: int) -> None:
+        self.seen = images_seen
+        self.next = self.interval if self.once else (images_seen // self.interval + 1) * self.interval
+
+    def due(self, trainer: L.Trainer, batch: Any, batch_idx: int) -> bool:
+        images, same_everywhere = images_drawn(trainer, batch, batch_idx)
+        self.seen += images
+        due = self.seen >= self.next
+        if not same_everywhere:
+            due = trainer.strategy.reduce_boolean_decision(due, all=False)
+        if due:
+            self.next = math.inf if self.once else (self.seen // self.interval + 1) * self.interval
+        return due
+
+
+def start_images(pl_module: L.LightningModule, who: str) -> int:
+    """``pl_module.images_seen`` at the start of a fit (one device read), or a ``TypeError``."""
+    if not hasattr(pl_module, "images_seen"):
+        raise TypeError(f"{who} counts images: the LightningModule needs an `images_seen` counter")
+    return int(cast(Any, pl_module).images_seen)
+
+
+class KimgBudget(L.Callback):
+    """Stop the fit once the discriminator has been shown ``max_kimg`` thousand images.
+
+    Whichever comes first stops the fit: this, ``max_epochs``, ``max_steps`` or ``max_time`` (give
+    ``--trainer.max_epochs -1`` to count images only). The fit ends as at an epoch end: the last
+    checkpoint, grid and FID are written. A resumed fit that has already reached the budget stops
+    before its first batch. ``None`` sets no budget.
+    """
+
+    def __init__(self, max_kimg: float | None = None) -> None:
+        if max_kimg is not None and max_kimg <= 0:
+            raise ValueError(f"KimgBudget: `max_kimg` must be > 0 or null (no budget), but got {max_kimg}")
+        self.max_kimg = max_kimg
+        self.schedule = None if max_kimg is None else KimgSchedule(max_kimg, once=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.schedule is None:
+            return
+        self.schedule.start(start_images(pl_module, "KimgBudget"))
+        if self.schedule.seen >= self.schedule.interval:
+            log.warning(
+                "KimgBudget: %s kimg already reached (max_kimg=%s)", self.schedule.seen / 1000, self.max_kimg
+            )
+            trainer.should_stop = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
+            log.info(
+                "KimgBudget: stopping at %.1f kimg (max_kimg=%s)", self.schedule.seen / 1000, self.max_kimg
+            )
+            trainer.should_stop = True
+
+
+class KimgCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that can also save every ``every_n_kimg`` thousand images.
+
+    At each multiple it saves as at an epoch end (its ``filename``, ``save_top_k``, ``save_last``);
+    with a ``monitor`` only ``last.ckpt`` is written there, since the monitored value (e.g.
+    ``val/fid``) is measured on its own schedule. Every other argument is ``ModelCheckpoint``'s.
+    """
+
+    def __init__(self, *args: Any, every_n_kimg: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if every_n_kimg is not None and every_n_kimg <= 0:
+            raise ValueError(f"KimgCheckpoint: `every_n_kimg` must be > 0 or null, but got {every_n_kimg}")
+        self.every_n_kimg = every_n_kimg
+        self.schedule = None if every_n_kimg is None else KimgSchedule(every_n_kimg)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.schedule is not None:
+            self.schedule.start(start_images(pl_module, "KimgCheckpoint"))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.schedule is None or not self.schedule.due(trainer, batch, batch_idx):
+            return
+        if self._should_skip_saving_checkpoint(trainer):  # e.g. this step was saved already
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor is None:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)

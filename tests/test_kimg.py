@@ -1,0 +1,88 @@
+"""Training counted in images: ``KimgBudget`` stops at ``max_kimg``, ``SampleGridMonitor`` and
+``KimgCheckpoint`` write every N kimg, and the CLI takes all three."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facegan.callbacks import KimgBudget, KimgCheckpoint, SampleGridMonitor
+from facegan.cli import main
+from tests.conftest import REPO
+from tests.test_module import tiny_data, tiny_gan, tiny_trainer
+
+
+def test_the_budget_stops_the_fit_at_the_first_batch_past_max_kimg_and_a_resume_past_it_at_once(tmp_path):
+    torch.manual_seed(0)
+    gan = tiny_gan()
+    trainer = tiny_trainer(max_epochs=-1, limit_train_batches=None, callbacks=[KimgBudget(max_kimg=0.02)])
+    trainer.fit(gan, tiny_data())  # 8 images per batch, 8 batches per epoch: 20 images -> 3 batches
+    assert (
+        int(gan.images_seen) == 24 and gan.d_updates == 3 and trainer.current_epoch == 1
+    )  # ended as at an epoch end
+    again = tiny_trainer(max_epochs=-1, callbacks=[KimgBudget(max_kimg=0.02)])
+    again.fit(gan, tiny_data())
+    assert int(gan.images_seen) == 24 and gan.d_updates == 3  # no batch: the budget was spent
+
+
+def test_grids_every_n_kimg_and_not_twice_for_the_epochs_last_batch(tmp_path):
+    torch.manual_seed(0)
+    gan = tiny_gan()
+    grids = SampleGridMonitor(every_n_epochs=1, num_images=4, every_n_kimg=0.1)
+    written: list[int] = []
+    write = grids.write_grid
+    grids.write_grid = lambda trainer, module, step=None: (
+        written.append(int(module.images_seen)) or write(trainer, module, step)
+    )
+    trainer = tiny_trainer(default_root_dir=tmp_path, limit_train_batches=5, callbacks=[grids])
+    trainer.fit(gan, tiny_data(batch_size=40, num_procedural=200))
+    assert written == [120, 200]  # past 100 after 3 batches, at 200 after 5; the epoch end is that batch
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["epoch=0000-kimg=0.1.png", "epoch=0000-kimg=0.2.png"]
+
+
+def test_checkpoints_every_n_kimg(tmp_path):
+    torch.manual_seed(0)
+    checkpoints = KimgCheckpoint(
+        dirpath=tmp_path,
+        filename="{step}",
+        every_n_kimg=0.016,
+        save_top_k=-1,
+        every_n_epochs=0,
+        save_last=True,
+    )
+    trainer = tiny_trainer(limit_train_batches=5, enable_checkpointing=True, callbacks=[checkpoints])
+    trainer.fit(tiny_gan(), tiny_data())
+    # 16 images = 2 batches of 8; global_step counts G's and D's optimizer steps: 2 per batch.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step=4.ckpt", "step=8.ckpt"]
+    saved = torch.load(tmp_path / "step=8.ckpt", weights_only=True)
+    assert int(saved["state_dict"]["images_seen"]) == 32
+
+
+def test_the_cli_takes_max_kimg_and_kimg_schedules(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(
+        ["fit", "--config", str(REPO / "configs/debug.yaml"), "--trainer.max_epochs", "-1",
+         "--trainer.limit_train_batches", "null", "--data.batch_size", "50", "--data.num_procedural", "400",
+         "--budget.max_kimg", "0.3", "--checkpoint.save_top_k", "-1", "--samples.every_n_kimg", "0.1", "--checkpoint.every_n_kimg", "0.2"]
+    )  # fmt: skip
+    assert int(cli.model.images_seen) == 300 and cli.trainer.current_epoch == 1  # 6 of 8 batches
+    run = tmp_path / "lightning_logs/version_0"
+    names = sorted(p.name for p in (run / "samples").iterdir())
+    assert names == [f"epoch=0000-kimg=0.{k}.png" for k in (1, 2, 3)]  # 0.3: the fit's end, once
+    # at 200 images (4 batches: global_step 8), and at the stop (6 batches) as at an epoch end
+    steps = {p.name.split("step=")[-1] for p in (run / "checkpoints").glob("epoch=*.ckpt")}
+    assert steps == {"8.ckpt", "12.ckpt"} and (run / "checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: KimgBudget(max_kimg=0), "KimgBudget: `max_kimg` must be > 0 or null"),
+        (lambda: KimgCheckpoint(every_n_kimg=-1.0), "KimgCheckpoint: `every_n_kimg` must be > 0 or null"),
+        (lambda: SampleGridMonitor(every_n_kimg=0.0), "SampleGridMonitor: `every_n_kimg` must be > 0"),
+    ],
+)
+def test_bad_schedules_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
