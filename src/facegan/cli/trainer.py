@@ -32,6 +32,7 @@ from facegan.io.atomic import check_writable
 from facegan.io.checkpoint_io import AtomicCheckpointIO
 from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
 from facegan.io.runs import run_root
+from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
 from facegan.training.module import FaceGAN
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,20 @@ class FaceGANCLI(LightningCLI):
     """
 
     def before_instantiate_classes(self) -> None:
-        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``."""
+        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``; bf16
+        on a CPU that emulates it is warned about (see :mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
             log.info("facegan: arch=%s has fixed widths; the CLI's default widths do not apply", model.arch)
+        bf16 = precision_name(config.trainer.precision) == "bf16-mixed"
+        if bf16 and trains_on_cpu(config.trainer.accelerator) and not cpu_has_bf16():
+            log.warning(
+                "facegan: --trainer.precision bf16-mixed on a CPU without bf16 units (%s): PyTorch "
+                "emulates bf16 there, slower than float32; give --trainer.precision 32-true",
+                " or ".join(BF16_FLAGS),
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM."""

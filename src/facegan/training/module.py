@@ -142,7 +142,6 @@ class FaceGAN(L.LightningModule):
         if ema_kimg is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.d_loss_fn, self.g_loss_fn = get_losses(loss)
-
         seeded = torch.Generator().manual_seed(sample_seed)
         # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
         self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
@@ -150,7 +149,7 @@ class FaceGAN(L.LightningModule):
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
         self.data_guard = DataGuard(image_size)  # first batch checked, epochs without images refused
-        self.players = Players(self)
+        self.players = Players(self)  # G and D as the step uses them; the augmentation strength (ADA)
         # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
 
@@ -175,7 +174,7 @@ class FaceGAN(L.LightningModule):
         return generate(generator, z, batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        ada = self.players.ada.state_dict()
+        ada = self.players.ada.state_dict()  # p and the partial sums of its interval
         checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": rng_states(), "ada": ada}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
