@@ -5,8 +5,8 @@
 
 Trains with ``python -m facegan fit`` settings (any CLI argument is passed on) on
 ``../shared/data/celeba-sample`` (5,000 aligned CelebA faces) at 64 px for ``--minutes`` of training
-time (Lightning's ``max_time``, checked after every batch; data setup and the real statistics are
-not counted), then computes FID and KID with the standard InceptionV3 features between ``--num-fake``
+time (Lightning's ``max_time``, checked after every batch; a recipe's ``max_epochs`` is lifted, a
+``--budget.max_kimg`` still applies; data setup and the real statistics are not counted), then computes FID and KID with the standard InceptionV3 features between ``--num-fake``
 generated images (2,000: FID is biased by the count, so compare equal counts only) and
 ``--num-real`` real images (5,000; statistics cached on disk by :class:`facegan.FIDMonitor`, so only
 the first run pays for them). With an EMA generator, FID is also computed for the raw generator:
@@ -79,8 +79,8 @@ def main(argv: list[str]) -> dict:
             "--data.root", args.data,
             "--data.image_size", "64",
             "--trainer.default_root_dir", str(run_dir),
-            "--trainer.max_epochs", "-1",
             *cli_args,
+            "--trainer.max_epochs", "-1",  # after the recipe's (small_data.yaml stops at 100): time only
             "--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
         ],
         run=False,

@@ -23,6 +23,8 @@ PRIVATE_USES = {
     r"\._trainer\b": None,
     r"CUDAAccelerator": None,
     r"def _parse_ckpt_path": "cli/trainer.py",
+    r"\._save_(topk|last)_checkpoint\b|\._monitor_candidates\b": "callbacks/kimg.py",
+    r"_is_(avx512_bf16|amx_tile)_supported": "training/hardware.py",
 }
 
 
