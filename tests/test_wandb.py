@@ -129,7 +129,7 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
     assert recorded["trainer"]["max_epochs"] == 2 and "samples" in recorded and "checkpoint" in recorded
     assert set(recorded) - {"_wandb"} == {
         "seed_everything", "trainer", "model", "data", "allow_recipe_change", "samples", "checkpoint",
-        "divergence", "progress", "ckpt_path", "weights_only",
+        "divergence", "progress", "budget", "ckpt_path", "weights_only",
     }  # fmt: skip
     # Callback settings are keys of their own (W&B shows a list of dicts as one string).
     fid_settings = recorded["trainer"]["callbacks"]["FIDMonitor"]["init_args"]
