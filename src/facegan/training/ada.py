@@ -7,12 +7,13 @@ signal ``r_t``: every :data:`INTERVAL` D updates, ``p`` moves by
 processes'), so it can go from 0 to 1 in ``ada_kimg`` thousand images (ADA: 500), clamped to [0, 1].
 
 ``r_t`` is ADA's ``E[sign(D(aug(real)))]`` for the absolute losses (``nonsaturating``, ``hinge``): the
-share of reals D is sure of. A relativistic D's scores have no zero (only differences count), so for
-``rpgan`` it is ``E[sign(D(aug(real)) - D(aug(fake)))]`` on the loss's pairs: the share of pairs D
-orders correctly. Both are 0 for a D that cannot tell and 1 for one that has memorised the reals;
-ADA's target is 0.6.
+share of reals D calls real minus the share it calls fake. A relativistic D's scores have no zero
+(only differences count), so for ``rpgan`` it is ``E[sign(D(aug(real)) - D(aug(fake)))]`` on the
+loss's pairs: pairs D orders right minus pairs it orders wrong. Both are 0 for a D that cannot tell
+and 1 for one that has memorised the reals; ADA's target is 0.6.
 
-The signs are summed on the device (no host sync per step) and all-reduced over the processes once
+The signs are summed on the device and the images counted on the host (no host sync per step); both
+are all-reduced over the processes once
 per interval, so ``p`` is the same on every rank. The state (``p``, the last ``r_t`` and the partial
 sums of the current interval) goes into checkpoints, so a resumed fit continues exactly.
 """
@@ -36,9 +37,8 @@ class AdaptiveStrength:
         self.target, self.kimg = target, kimg
         self.p = 1.0 if target is None else 0.0
         self.r_t: float | None = None
-        self.sums: Tensor | None = (
-            None  # (2,) float32 on the device (exact to 2^24 images): sum of signs, number of images
-        )
+        self.signs: Tensor | None = None  # () float32 on the device: this interval's sum of signs
+        self.count = 0.0  # this interval's images (their weights), on the host
         self.steps = 0  # D updates observed in this interval
 
     @property
@@ -50,8 +50,8 @@ class AdaptiveStrength:
         if not self.adaptive:
             return
         signs = torch.sign(signal.detach().float()).sum() * weight
-        step = torch.stack([signs, signs.new_tensor(signal.shape[0] * weight)])
-        self.sums = step if self.sums is None else self.sums + step
+        self.signs = signs if self.signs is None else self.signs + signs
+        self.count += signal.shape[0] * weight
         self.steps += 1
 
     def update(self, all_reduce_sum: Callable[[Tensor], Tensor]) -> bool:
@@ -60,10 +60,11 @@ class AdaptiveStrength:
         ``all_reduce_sum`` sums a tensor over the processes (the identity in one process); every
         process calls it at the same D update, since all count the same updates.
         """
-        if self.target is None or self.steps < INTERVAL or self.sums is None:
+        if self.target is None or self.steps < INTERVAL or self.signs is None:
             return False
-        signs, count = all_reduce_sum(self.sums).tolist()
-        self.sums, self.steps = None, 0
+        sums = torch.stack([self.signs, self.signs.new_tensor(self.count)])  # one collective for both
+        signs, count = all_reduce_sum(sums).tolist()
+        self.signs, self.count, self.steps = None, 0.0, 0
         if count <= 0:
             return False
         self.r_t = signs / count
@@ -78,10 +79,10 @@ class AdaptiveStrength:
         return {"train/aug_p": self.p} | ({} if self.r_t is None else {"train/r_t": self.r_t})
 
     def state_dict(self) -> dict[str, Any]:
-        sums = None if self.sums is None else self.sums.tolist()
+        sums = None if self.signs is None else [float(self.signs), self.count]  # [signs, images]
         return {"p": self.p, "r_t": self.r_t, "sums": sums, "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.p, self.r_t, self.steps = state["p"], state["r_t"], state["steps"]
-        sums = state["sums"]
-        self.sums = None if sums is None else torch.tensor(sums, dtype=torch.float32, device=device)
+        signs, self.count = state["sums"] or (None, 0.0)
+        self.signs = None if signs is None else torch.tensor(signs, dtype=torch.float32, device=device)
