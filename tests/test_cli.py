@@ -72,7 +72,7 @@ def test_fit_with_debug_overlay_runs_end_to_end_in_a_subprocess(tmp_path):
     run = tmp_path / "lightning_logs" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     grids = sorted((run / "samples").glob("*.png"))
-    assert [g.name for g in grids] == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]
+    assert [g.name for g in grids] == ["epoch=0000-kimg=0.024.png", "epoch=0001-kimg=0.048.png"]
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["state_dict"]["images_seen"].item() == 2 * 3 * 8
     assert checkpoint["global_step"] == 2 * 3 * 2  # a D and a G step per batch

@@ -106,6 +106,6 @@ def test_one_wandb_run_and_one_grid_per_epoch(ddp_run):
     folders = list((ddp_run / "lightning_logs/facegan").iterdir())
     assert len(folders) == 1
     assert sorted(p.name for p in (folders[0] / "samples").iterdir()) == [
-        "epoch=0000-kimg=0.0.png",
-        "epoch=0001-kimg=0.1.png",
+        "epoch=0000-kimg=0.048.png",
+        "epoch=0001-kimg=0.096.png",
     ]

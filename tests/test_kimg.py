@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from facegan.callbacks import KimgBudget, KimgCheckpoint, SampleGridMonitor
+from facegan.callbacks.samples import kimg_label
 from facegan.cli import main
 from tests.conftest import REPO
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
@@ -38,7 +39,24 @@ def test_grids_every_n_kimg_and_not_twice_for_the_epochs_last_batch(tmp_path):
     trainer.fit(gan, tiny_data(batch_size=40, num_procedural=200))
     assert written == [120, 200]  # past 100 after 3 batches, at 200 after 5; the epoch end is that batch
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
-    assert names == ["epoch=0000-kimg=0.1.png", "epoch=0000-kimg=0.2.png"]
+    assert names == ["epoch=0000-kimg=0.12.png", "epoch=0000-kimg=0.2.png"]
+
+
+def test_grids_close_together_get_names_of_their_own(tmp_path):
+    """Every 40 images: rounded to 0.1 kimg, 80 and 120 (and 160 and 200) would share a file."""
+    grids = SampleGridMonitor(every_n_epochs=1, num_images=4, every_n_kimg=0.04)
+    trainer = tiny_trainer(default_root_dir=tmp_path, limit_train_batches=5, callbacks=[grids])
+    trainer.fit(tiny_gan(), tiny_data(batch_size=40, num_procedural=200))
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == [f"epoch=0000-kimg={k}.png" for k in ("0.04", "0.08", "0.12", "0.16", "0.2")]
+
+
+@pytest.mark.parametrize(
+    ("images", "label"),
+    [(0, "0.0"), (64, "0.064"), (120, "0.12"), (1000, "1.0"), (385536, "385.536"), (25_000_000, "25000.0")],
+)
+def test_grid_names_give_the_exact_thousands_of_images(images, label):
+    assert kimg_label(images) == label
 
 
 def test_checkpoints_every_n_kimg(tmp_path):

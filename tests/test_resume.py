@@ -65,8 +65,8 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch, work
     run = tmp_path / "resumed/lightning_logs"
     assert [p.name for p in run.iterdir()] == ["version_0"]
     assert sorted(p.name for p in (run / "version_0/samples").iterdir()) == [
-        "epoch=0000-kimg=0.0.png",
-        "epoch=0001-kimg=0.0.png",
+        "epoch=0000-kimg=0.024.png",
+        "epoch=0001-kimg=0.048.png",
     ]
 
 

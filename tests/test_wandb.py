@@ -54,8 +54,19 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     run_id = run_ids.pop()
     resumed = history(runs[1] / f"run-{run_id}.wandb")
     assert any(row.get("epoch") == 1 for row in resumed)
-    grids = sorted(p.name for p in (tmp_path / "lightning_logs/facegan" / run_id / "samples").iterdir())
-    assert grids == ["epoch=0000-kimg=0.0.png", "epoch=0001-kimg=0.0.png"]
+    run_folder = tmp_path / "lightning_logs/facegan" / run_id
+    grids = sorted(p.name for p in (run_folder / "samples").iterdir())
+    assert grids == ["epoch=0000-kimg=0.024.png", "epoch=0001-kimg=0.048.png"]
+    # The configs sit in the run folder, beside its checkpoints, not in the save_dir all runs share.
+    configs = {p.name: p.read_bytes() for p in run_folder.glob("config*.yaml")}
+    assert sorted(configs) == ["config-resume-1.yaml", "config.yaml"]
+    assert not list((tmp_path / "lightning_logs").glob("config*.yaml"))
+    # So a resume is compared with the run's recipe: another precision is refused, nothing written.
+    refused = [*command, "--trainer.max_epochs", "3", "--ckpt_path", "last", "--trainer.precision", "bf16-mixed"]
+    result = subprocess.run(refused, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "'32-true' in the run's config.yaml, 'bf16-mixed' now" in result.stderr, result.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in run_folder.glob("config*.yaml")} == configs
 
 
 def test_wandb_overlay_parses_to_a_wandb_logger_and_fid_monitor(capsys):
@@ -109,7 +120,7 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
     assert [row["trainer/global_step"] for row in rows if "val/d_real" in row] == [2, 5]
     images = [row for row in rows if row.get("samples/_type") == "images/separated"]
     assert [row["trainer/global_step"] for row in images] == [2, 5]
-    assert [row["samples/captions"] for row in images] == [["epoch 0, 0.0 kimg"], ["epoch 1, 0.0 kimg"]]
+    assert [row["samples/captions"] for row in images] == [["epoch 0, 0.024 kimg"], ["epoch 1, 0.048 kimg"]]
     for row in images:
         assert (runs[0] / "files" / row["samples/filenames"][0]).is_file()
     # Throughput and learning rates at every logged step (log_every_n_steps=1), with the losses' steps.
@@ -142,8 +153,8 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
     # Checkpoints and the local grids share one run folder: <save_dir>/<project>/<run id>/.
     run_folder = tmp_path / "lightning_logs/facegan" / run_id
     assert sorted(p.name for p in (run_folder / "samples").iterdir()) == [
-        "epoch=0000-kimg=0.0.png",
-        "epoch=0001-kimg=0.0.png",
+        "epoch=0000-kimg=0.024.png",
+        "epoch=0001-kimg=0.048.png",
     ]
     assert (run_folder / "checkpoints/last.ckpt").is_file()
 

@@ -33,11 +33,25 @@ def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Te
     return torch.cat([gathered[rank, : len(share)] for rank, share in enumerate(shares)])
 
 
+def kimg_label(images: int) -> str:
+    """Images seen as exact thousands with at least one decimal, for file names and captions.
+
+    Two grids of one epoch get two names however close together they are (a rounded ``0.1`` would
+    name grids at 120 and 140 images alike, the second replacing the first).
+
+    Example:
+        >>> [kimg_label(n) for n in (0, 120, 1000, 385536)]
+        ['0.0', '0.12', '1.0', '385.536']
+    """
+    whole, rest = divmod(int(images), 1000)
+    return f"{whole}.{f'{rest:03d}'.rstrip('0') or '0'}"
+
+
 class SampleGridMonitor(L.Callback):
     """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
     (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images.
 
-    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to every logger that takes
+    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to every logger that takes
     images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images seen) and
     ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
     latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
@@ -116,12 +130,12 @@ class SampleGridMonitor(L.Callback):
         if not trainer.is_global_zero:
             return None
         grid = make_grid(to_unit(images).cpu(), nrow=self.nrow, padding=2)  # (3, H, W) in [0, 1]
-        epoch, kimg = trainer.current_epoch, float(module.images_seen) / 1000.0
+        epoch, kimg = trainer.current_epoch, kimg_label(int(module.images_seen))
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"epoch={epoch:04d}-kimg={kimg:.1f}.png"
+        path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
         save_image(grid, path)
-        caption = f"epoch {epoch}, {kimg:.1f} kimg"
+        caption = f"epoch {epoch}, {kimg} kimg"
         step = epoch_end_step(trainer) if step is None else step
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

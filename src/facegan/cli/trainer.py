@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from facegan.callbacks import (
     CheckpointOnInterrupt,
@@ -24,7 +24,7 @@ from facegan.callbacks import (
     ProgressMonitor,
     SampleGridMonitor,
 )
-from facegan.cli.logged_config import logged_config
+from facegan.cli.logged_config import SaveAndLogConfig
 from facegan.cli.recipe import describe, plain, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
@@ -45,29 +45,6 @@ LINKED = {"model.image_size": "data.image_size"}  # set through the other one on
 def init_args(hparams: Any) -> dict[str, Any]:
     """The constructor arguments in saved hyperparameters (without LightningCLI's ``_instantiator``)."""
     return {name: value for name, value in hparams.items() if not name.startswith("_")}
-
-
-class SaveAndLogConfig(SaveConfigCallback):
-    """Save ``config.yaml`` in the log folder (as LightningCLI does) and log the fully resolved config
-    to every logger (the W&B run config), every setting once, so a run's dashboard shows exactly what
-    produced it (see :mod:`facegan.cli.logged_config`)."""
-
-    resuming = False  # set by the CLI: a resume writes config-resume-N.yaml beside the run's config.yaml
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
-        if self.resuming and (folder / "config.yaml").exists():
-            n = 1
-            while (folder / f"config-resume-{n}.yaml").exists():
-                n += 1
-            self.config_filename = f"config-resume-{n}.yaml"  # the run's own config.yaml stays as it was
-        super().setup(trainer, pl_module, stage)
-
-    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.loggers:
-            config = logged_config(self.parser, self.config)
-            for logger in trainer.loggers:  # W&B: config.update(allow_val_change=True), resumes included
-                logger.log_hyperparams(config)
 
 
 class FaceGANCLI(LightningCLI):
