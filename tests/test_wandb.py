@@ -62,7 +62,8 @@ def test_resume_continues_the_same_wandb_run(tmp_path):
     assert sorted(configs) == ["config-resume-1.yaml", "config.yaml"]
     assert not list((tmp_path / "lightning_logs").glob("config*.yaml"))
     # So a resume is compared with the run's recipe: another precision is refused, nothing written.
-    refused = [*command, "--trainer.max_epochs", "3", "--ckpt_path", "last", "--trainer.precision", "bf16-mixed"]
+    refused = [*command, "--trainer.max_epochs", "3", "--ckpt_path", "last"]
+    refused += ["--trainer.precision", "bf16-mixed"]
     result = subprocess.run(refused, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "'32-true' in the run's config.yaml, 'bf16-mixed' now" in result.stderr, result.stderr[-3000:]
