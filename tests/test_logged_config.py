@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import yaml
+from jsonargparse import ArgumentParser
 
 from facegan.cli import main
-from facegan.cli.logged_config import keyed_by_class, logged_config
+from facegan.cli.logged_config import SaveAndLogConfig, keyed_by_class, logged_config
 from tests.conftest import REPO
+
+
+def one_process_trainer(folder):
+    """What SaveAndLogConfig reads of a Trainer with no logger on one process: its run folder is ``folder``."""
+    return SimpleNamespace(
+        is_global_zero=True,
+        loggers=[],
+        default_root_dir=str(folder),
+        strategy=SimpleNamespace(broadcast=lambda x: x),
+    )
+
+
+def test_config_files_of_a_run_resumes_and_a_refused_overwrite(tmp_path):
+    parser = ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    save = lambda lr, **kwargs: SaveAndLogConfig(parser, parser.parse_args([f"--lr={lr}"]), **kwargs)  # noqa: E731
+    trainer = one_process_trainer(tmp_path / "run")
+    save(0.1, overwrite=True).setup(trainer, None, "fit")
+    for lr in (0.2, 0.3):  # each resume its own file; the run's config.yaml stays
+        resume = save(lr, overwrite=True)
+        resume.resuming = True
+        resume.setup(trainer, None, "fit")
+    files = {p.name: yaml.safe_load(p.read_text())["lr"] for p in (tmp_path / "run").iterdir()}
+    assert files == {"config.yaml": 0.1, "config-resume-1.yaml": 0.2, "config-resume-2.yaml": 0.3}
+    with pytest.raises(RuntimeError, match=r"run/config.yaml already exists: give this run another folder"):
+        save(0.4, overwrite=False).setup(trainer, None, "fit")
+    assert yaml.safe_load((tmp_path / "run/config.yaml").read_text())["lr"] == 0.1
 
 
 def test_lists_of_classes_become_mappings_keyed_by_class_name():

@@ -51,9 +51,9 @@ class SampleGridMonitor(L.Callback):
     """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
     (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images.
 
-    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to every logger that takes
-    images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images seen) and
-    ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
+    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to
+    every logger that takes images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images
+    seen) and ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
     latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
 
     Args:
