@@ -57,3 +57,14 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_with_the_fix(monkeypatch, caplog
         "facegan: --trainer.precision bf16-mixed on a CPU without bf16 units (avx512_bf16 or amx_bf16): "
         "PyTorch emulates bf16 there, slower than float32; give --trainer.precision 32-true"
     ])  # fmt: skip
+
+
+def test_the_cpu_bf16_overlay_turns_on_bf16_and_channels_last_over_a_recipe(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    configs = [REPO / "configs" / name for name in ("small_data.yaml", "cpu_bf16.yaml", "debug.yaml")]
+    cli = main([arg for config in configs for arg in ("--config", str(config))], run=False)
+    assert cli.trainer.precision == "bf16-mixed"
+    assert cli.model.hparams.channels_last is True
+    # The recipe's own settings stand: the overlay changes the number format, not the recipe.
+    hparams = cli.model.hparams
+    assert (hparams.g_channels, hparams.augment, hparams.ema_kimg) == (32, "color,translation", 10.0)

@@ -2,9 +2,10 @@
 
 CPUs with AVX512-BF16 (Intel Cooper Lake and later, AMD Zen 4 and later) or AMX-BF16 (Intel Sapphire
 Rapids and later) multiply bf16 natively; there ``bf16-mixed`` autocast with channels-last batches trains
-faster than float32 (1.4x for ``configs/small_data.yaml`` on an AVX512-BF16 CPU, in the README; the
-recipe stays float32 until bf16's FID at equal images is settled). Elsewhere PyTorch emulates bf16,
-which is expected to be slower than float32: the CLI warns, and ``--trainer.precision 32-true`` is the fix. Check a machine with
+faster than float32 (1.3-1.5x for ``configs/small_data.yaml`` on an AVX512-BF16 CPU, in the README).
+The CPU recipes stay float32, since they also run where bf16 is emulated; the overlay
+``configs/cpu_bf16.yaml`` turns both on. Elsewhere PyTorch emulates bf16, which is expected to be
+slower than float32: the CLI warns, and ``--trainer.precision 32-true`` is the fix. Check a machine with
 ``lscpu | grep -o -w 'avx512_bf16\\|amx_bf16'`` (Linux) or
 ``python -c "from facegan.training.hardware import cpu_has_bf16; print(cpu_has_bf16())"``.
 """
