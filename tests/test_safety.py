@@ -165,7 +165,16 @@ class CtrlCDuringTheGeneratorStep(torch.nn.Module):
         return self.inner(z)
 
 
-def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path):
+@pytest.fixture
+def sigint_handler():
+    """Sets this process's SIGINT handler for one test (a background job inherits SIG_IGN, an
+    interactive shell Python's own handler), then puts back the one it found."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigint_handler):
     """Python raises KeyboardInterrupt wherever Ctrl-C lands (here: between D's update and G's); the
     checkpoint must hold whole steps: G updated as often as D, EMA and counters in step."""
     import lightning as L
@@ -184,7 +193,7 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path):
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
         callbacks=[interrupt],
     )  # fmt: skip
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    sigint_handler(signal.default_int_handler)  # as under an interactive shell
     with pytest.raises(SIGTERMException):
         trainer.fit(gan, tiny_data())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
@@ -194,6 +203,31 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path):
     assert d_updates == 2  # the interrupted batch finished, no later one started
     assert checkpoint["global_step"] == 2 * d_updates  # one G step per D step: none cut off
     assert int(checkpoint["state_dict"]["images_seen"]) == 8 * d_updates
+
+
+def test_an_ignored_ctrl_c_stays_ignored_through_a_fit(tmp_path, sigint_handler):
+    """Under nohup or as a background job SIGINT is ignored: the callback must not turn Ctrl-C back on."""
+    import lightning as L
+
+    from facegan.callbacks import CheckpointOnInterrupt
+    from tests.test_module import tiny_data, tiny_gan
+
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, *args):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    sigint_handler(signal.SIG_IGN)
+    interrupt = CheckpointOnInterrupt()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        default_root_dir=tmp_path, callbacks=[interrupt, Probe()],
+    )  # fmt: skip
+    trainer.fit(tiny_gan(), tiny_data())
+    assert seen == [signal.SIG_IGN, signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not interrupt.ctrl_c
 
 
 def test_a_full_disk_during_a_checkpoint_save_ends_the_cli_with_one_line_and_keeps_the_last_one(
