@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torchvision.utils import make_grid, save_image
 
 from facegan.callbacks.kimg import KimgSchedule, start_images
-from facegan.images import to_unit
+from facegan.images import grid_image
 from facegan.io.runs import epoch_end_step, logger_step, run_dir
 
 log = logging.getLogger(__name__)
@@ -129,19 +129,22 @@ class SampleGridMonitor(L.Callback):
         images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
         if not trainer.is_global_zero:
             return None
-        grid = make_grid(to_unit(images).cpu(), nrow=self.nrow, padding=2)  # (3, H, W) in [0, 1]
+        # One uint8 picture for the PNG and every logger: W&B casts float images to uint8 without
+        # scaling (wandb >= 0.31: a [0, 1] grid logs black), so loggers get bytes, never floats.
+        grid = grid_image(images, nrow=self.nrow)
+        pixels = np.asarray(grid)  # (H, W, 3) uint8
         epoch, kimg = trainer.current_epoch, kimg_label(int(module.images_seen))
         folder = run_dir(trainer) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
-        save_image(grid, path)
+        grid.save(path)
         caption = f"epoch {epoch}, {kimg} kimg"
         step = epoch_end_step(trainer) if step is None else step
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=self.key, images=[grid], caption=[caption], step=step)
+                logger.log_image(key=self.key, images=[pixels], caption=[caption], step=step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(self.key, grid, step)
+                logger.experiment.add_image(self.key, pixels, step, dataformats="HWC")
         log.info("SampleGridMonitor: wrote %s", path)
         self.last_path = path
         return path
