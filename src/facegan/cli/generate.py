@@ -57,18 +57,45 @@ def _sampler(ckpt: str, device: torch.device) -> tuple[Callable[[Tensor], Tensor
     return (lambda z: model.sample(z=z.to(device))), int(model.hparams.latent_dim)
 
 
+SEED_RANGE = (-0x8000_0000_0000_0000, 0xFFFF_FFFF_FFFF_FFFF)  # what torch.Generator.manual_seed takes
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``--seed`` (``ValueError`` naming it when out of range)."""
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise ValueError(f"--seed must be in [{low}, {high}], but got {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _available_devices() -> list[str]:
+    """The ``--device`` values this machine can compute on."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
+
+
 def _device(name: str) -> torch.device:
+    """The device ``--device`` names (``auto``: the first CUDA device, else the CPU); ``ValueError``
+    naming ``--device`` and what is available when it is no device, or none this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    available = ", ".join([*_available_devices(), "auto"])
     try:
         device = torch.device(name)
-    except RuntimeError as error:
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name; available here: {available}") from None
+    if device.type == "meta":
         raise ValueError(
-            f"--device {name!r} is not a device ({error}); use cpu, cuda, cuda:1 or auto"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: no CUDA device is available here; use --device cpu")
-    return device
+            f"--device 'meta' holds shapes only and cannot make images; available here: {available}"
+        )
+    index = device.index or 0
+    if (
+        device.type == "cpu"
+        or (device.type == "cuda" and index < torch.cuda.device_count())
+        or (device.type == "mps" and index == 0 and torch.backends.mps.is_available())
+    ):
+        return device
+    raise ValueError(f"--device {name!r} is not available here; available: {available}")
 
 
 def _save_png(images: Tensor, path: Path) -> None:
@@ -78,6 +105,11 @@ def _save_png(images: Tensor, path: Path) -> None:
 def _prepare_output(target: Path, out: str, single_file: bool, overwrite: bool) -> None:
     """Check that ``--out`` can be written, and that a folder holds no earlier model's images."""
     folder = target.parent if single_file else target
+    if single_file and target.is_dir():
+        raise ValueError(
+            f"--out {out!r} is an existing folder, not an image file; give a file name, e.g. "
+            f"{str(target / ('grid' + target.suffix))!r}"
+        )
     if not single_file:
         if target.exists() and not target.is_dir():
             raise ValueError(f"--out {out!r} is a file; give a folder, or a .png/.jpg name for a grid")
@@ -132,10 +164,11 @@ def generate(
         raise ValueError(f"--nrow must be >= 1, but got {nrow}")
     if truncation is not None:
         truncated_normal(1, 1, truncation, torch.Generator())  # a bad --truncation fails before any work
+    rng = seeded(seed)  # a bad --seed or --device fails before any work too
+    torch_device = _device(device)
     as_grid = suffix in GRID_SUFFIXES or interpolate is not None
     _prepare_output(target, out, as_grid, overwrite)  # before any image is made
-    sample, latent_dim = _sampler(ckpt, _device(device))
-    rng = torch.Generator().manual_seed(seed)
+    sample, latent_dim = _sampler(ckpt, torch_device)
     nrow = nrow or max(1, math.isqrt(num))
 
     if interpolate is not None:  # each grid cell walks a loop through KEYFRAMES latents
