@@ -142,10 +142,8 @@ def test_a_format_1_export_still_loads_and_is_recognised(ckpt, tmp_path, capsys)
     model = model_from_checkpoint(ckpt)
     old = tmp_path / "old"
     old.mkdir()  # what the first export wrote: generator.safetensors + config.json, format_version 1
-    model.sample(z=model.sample_z[:1])  # it refreshed the standing statistics first, as export does
-    save_file(
-        model.generator_ema.state_dict(), old / "generator.safetensors", {"format": "facegan-generator"}
-    )
+    standing = model.standing_generator().state_dict()  # the EMA generator with standing statistics
+    save_file(standing, old / "generator.safetensors", {"format": "facegan-generator"})
     meta = {"format": "facegan-generator", "format_version": 1, "arch": "dcgan", "image_size": 32,
             "latent_dim": 16, "g_channels": 8, "output_range": [-1.0, 1.0]}  # fmt: skip
     (old / "config.json").write_text(json.dumps(meta))

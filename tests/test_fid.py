@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan import FaceDataModule, FaceGAN
-from facegan.callbacks import FIDMonitor
+from facegan.callbacks import FIDMonitor, SampleGridMonitor
 from facegan.cli.tools import main
 from facegan.images import to_uint8
 
@@ -277,3 +277,34 @@ def test_a_checkpoint_on_val_fid_every_n_epochs_keeps_the_best_measured_model(we
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch=1.ckpt", "epoch=3.ckpt"]
     best = min(monitor.history, key=lambda entry: entry["fid"])
     assert checkpoint.best_model_score == pytest.approx(best["fid"])
+
+
+def test_monitors_leave_the_training_run_bit_identical(weights, tmp_path):
+    """With or without FIDMonitor (cold or warm cache) or SampleGridMonitor, the same seed trains the
+    same weights: callbacks draw from their own generators, never from the training's streams."""
+
+    def train(*callbacks) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        gan = FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8)
+        trainer = L.Trainer(
+            accelerator="cpu", max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path, callbacks=list(callbacks),
+        )  # fmt: skip
+        trainer.fit(gan, FaceDataModule(image_size=32, batch_size=8, num_procedural=64, num_workers=0))
+        return {name: value.detach().clone() for name, value in gan.state_dict().items()}
+
+    def fid() -> FIDMonitor:
+        return FIDMonitor(num_fake=2, num_real=4, weights_path=weights, cache_dir=str(tmp_path / "cache"))
+
+    plain = train()
+    cold, warm = fid(), fid()
+    for name, run in {
+        "FIDMonitor, cold cache": train(cold),
+        "FIDMonitor, warm cache": train(warm),
+        "SampleGridMonitor": train(SampleGridMonitor(num_images=4)),
+    }.items():
+        assert run.keys() == plain.keys()
+        changed = [key for key in plain if not torch.equal(run[key], plain[key])]
+        assert changed == [], f"{name} changed {changed}"
+    assert (cold.cache_hit, warm.cache_hit) == (False, True) and len(cold.history) == 2

@@ -146,3 +146,20 @@ def test_sample_outside_a_trainer_follows_loaded_and_changed_weights():
     fresh = gan(2)
     fresh.load_state_dict(user.state_dict())
     assert torch.equal(user.sample(z=z), fresh.sample(z=z))
+
+
+def test_sample_leaves_the_modules_own_weights_and_running_statistics_as_they_were():
+    """Standing statistics go into a copy: the generators' buffers are training state (checkpoints)."""
+    from facegan import FaceGAN
+
+    gan = FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8, ema_kimg=1.0)
+    gan.generator.train()(torch.randn(8, 16))  # running statistics away from their initial values
+    before = {name: value.clone() for name, value in gan.state_dict().items()}
+    images = gan.sample(z=gan.sample_z[:4])
+    assert {name for name, value in gan.state_dict().items() if not torch.equal(value, before[name])} == set()
+    standing = gan.standing_generator()
+    assert standing is not gan.generator_ema and torch.equal(
+        standing.eval()(gan.sample_z[:4]).clamp(-1, 1), images
+    )
+    recompute_batchnorm_stats(gan.generator_ema, 16, num_batches=16, batch_size=64, seed=0)  # in place
+    assert torch.equal(gan.generator_ema.eval()(gan.sample_z[:4]).clamp(-1, 1), images)

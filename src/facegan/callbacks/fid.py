@@ -27,6 +27,7 @@ from facegan.metrics.kid import SUBSET_SIZE, SUBSETS, kid
 from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
 from facegan.metrics.real_stats import real_statistics
 from facegan.training.distributed import gather_rows
+from facegan.training.rng import random_streams_kept
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,10 @@ class FIDMonitor(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        with random_streams_kept():  # the Inception net's initialisation and real loaders draw from them
+            self._setup(trainer, pl_module)
+
+    def _setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         refuse_checkpoints_without_fid(trainer, self.every_n_epochs)
         if self.real is None and getattr(trainer, "datamodule", None) is None:
             raise TypeError(NO_REAL)
@@ -208,9 +213,16 @@ class FIDMonitor(L.Callback):
         return int(size)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        """Compute the FID now (call it on every rank), append it to :attr:`history` and return that."""
+        """Compute the FID now (call it on every rank), append it to :attr:`history` and return that.
+
+        The training's random streams are left as they were (a user's ``generator`` may draw).
+        """
         if self.metric is None or self.latents is None:
             raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
+        with random_streams_kept():
+            return self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         start = time.perf_counter()
         self.metric.to(pl_module.device)
         latents = torch.tensor_split(self.latents, trainer.world_size)[trainer.global_rank]  # this rank's
@@ -273,7 +285,10 @@ class FIDMonitor(L.Callback):
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             entry = self._evaluated_at(trainer.global_step) or self.evaluate(trainer, pl_module)
             for key, value in entry_metrics(entry).items():
-                pl_module.log(key, value, prog_bar=key == "val/fid", sync_dist=False)
+                # Every rank holds the same FID/KID (compute() all-reduces, KID is broadcast): "max"
+                # keeps them exact (a mean of equal floats need not be), and gives the slowest rank's
+                # seconds; synced, Lightning has no warning to print on each rank for each key.
+                pl_module.log(key, value, prog_bar=key == "val/fid", sync_dist=True, reduce_fx="max")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_fit_end and self._evaluated_at(trainer.global_step) is None:

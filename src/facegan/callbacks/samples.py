@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from facegan.callbacks.kimg import KimgSchedule, start_images
 from facegan.images import grid_image
 from facegan.io.runs import epoch_end_step, logger_step, run_dir
+from facegan.training.rng import random_streams_kept
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class SampleGridMonitor(L.Callback):
         ``step`` is the logger step; ``None`` -> the step of the epoch's metrics (its last batch's).
         """
         module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
-        images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
+        with random_streams_kept():  # a module's sample() may draw; the training's streams stay as they were
+            images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
         if not trainer.is_global_zero:
             return None
         # One uint8 picture for the PNG and every logger: W&B casts float images to uint8 without

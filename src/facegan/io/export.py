@@ -111,10 +111,9 @@ def export_generator(
         if REPO_ID.fullmatch(push_to_hub) is None:
             raise ValueError(f"--push-to-hub must be a Hub repo id 'owner/name', but got {push_to_hub!r}")
     _prepare_folder(out)
-    grid = _grid_png(model)  # sample() also refreshes the BatchNorm standing statistics exported below
-    tensors = {
-        name: t.detach().cpu().contiguous() for name, t in model.sampling_generator.state_dict().items()
-    }
+    grid = _grid_png(model)
+    generator = model.standing_generator()  # as sample() runs it: standing BatchNorm statistics
+    tensors = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
     card = model_card(model, push_to_hub or out.resolve().name, evaluations, SAMPLES_FILE)
     contents = {
         SAMPLES_FILE: grid,

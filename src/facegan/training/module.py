@@ -150,7 +150,7 @@ class FaceGAN(L.LightningModule):
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
         self.data_guard = DataGuard(image_size)  # first batch checked, epochs without images refused
         self.players = Players(self)  # G and D as the step uses them; the augmentation strength (ADA)
-        # BatchNorm standing statistics of the sampling generator, recomputed when its weights change.
+        # A copy of the sampling generator with BatchNorm standing statistics, made when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
 
     # ------------------------------------------------------------------------------- sampling
@@ -158,6 +158,12 @@ class FaceGAN(L.LightningModule):
     def sampling_generator(self) -> torch.nn.Module:
         """The generator used for images that leave the model (grids, FID, export): the EMA one if any."""
         return self.generator if self.generator_ema is None else self.generator_ema
+
+    def standing_generator(self) -> torch.nn.Module:
+        """What :meth:`sample` runs: :attr:`sampling_generator` with BatchNorm standing statistics for
+        its current weights, in a copy (the module's own running statistics are never changed); the
+        sampling generator itself when it has no BatchNorm. Exports write its weights."""
+        return self.standing_stats.net(self.sampling_generator)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
@@ -169,9 +175,7 @@ class FaceGAN(L.LightningModule):
         the rest of the batch, and matches what training-mode batch statistics produce.
         """
         z = latents(n, z, self.hparams.latent_dim, self.device)
-        generator = self.sampling_generator
-        self.standing_stats.refresh(generator)
-        return generate(generator, z, batch_size)
+        return generate(self.standing_generator(), z, batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         ada = self.players.ada.state_dict()  # p and the partial sums of its interval
@@ -290,6 +294,7 @@ class FaceGAN(L.LightningModule):
                 f"{prefix}/d_fake": torch.sigmoid(self.discriminator(fake)).mean(),
             },
             batch_size=real.shape[0],
+            sync_dist=True,  # each process holds other images: the epoch's mean is over all of them
         )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -8,6 +8,8 @@ every state is a tensor or a plain type.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
@@ -35,3 +37,18 @@ def set_rng_states(state: dict[str, Any]) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+@contextmanager
+def random_streams_kept() -> Iterator[None]:
+    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`).
+
+    Callbacks observe a run and must not change it: building a network (its layers' initialisation),
+    iterating a ``DataLoader`` (its base seed) or a cache miss draw from the global streams, which
+    would make the training depend on whether a metric is attached or its cache was warm.
+    """
+    state = rng_states()
+    try:
+        yield
+    finally:
+        set_rng_states(state)

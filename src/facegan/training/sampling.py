@@ -4,11 +4,14 @@
 change every step, so ``eval()`` outputs can be far worse than the batch-statistics outputs seen in
 training. As in BigGAN, facegan resets them and averages the batch statistics of a few fresh
 batches produced by the *current* weights (``torch.optim.swa_utils.update_bn`` does exactly that:
-reset, cumulative average, momentum restored); ``eval()`` then matches training-mode outputs while
-making each image independent of the rest of its batch. A no-op for generators without BatchNorm.
+reset, cumulative average, momentum restored), in a copy of the generator; ``eval()`` then matches
+training-mode outputs while making each image independent of the rest of its batch. A no-op for
+generators without BatchNorm.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -48,12 +51,14 @@ def has_batchnorm(module: nn.Module) -> bool:
 
 
 class StandingStats:
-    """Recompute a generator's standing statistics whenever its weights or buffers have changed.
+    """A copy of a generator with standing statistics, made again whenever its weights or buffers change.
 
-    :meth:`refresh` compares the generator's parameters and buffers with a copy taken right after
-    the last recomputation: a training step, ``load_state_dict``, a user's own optimizer step or a
-    training-mode forward (which moves the running statistics) all trigger a recomputation, and
-    nothing else does. Generators without BatchNorm are never copied or recomputed.
+    The copy, not the generator, gets the recomputed statistics: sampling never changes the module it
+    samples from (its running statistics are part of the training's state and of its checkpoints).
+    :meth:`net` compares the generator's parameters with the copy's and its buffers with a snapshot
+    taken when the copy was made: a training step, ``load_state_dict``, a user's own optimizer step or
+    a training-mode forward (which moves the running statistics) all trigger a new copy, and nothing
+    else does. Generators without BatchNorm are returned as they are, never copied.
     """
 
     def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
@@ -64,27 +69,35 @@ class StandingStats:
             batch_size,
         )
         self._generator_id: int | None = None
-        self._snapshot: list[torch.Tensor] = []
-
-    @staticmethod
-    def _state(generator: nn.Module) -> list[torch.Tensor]:
-        return [*generator.parameters(), *generator.buffers()]
+        self._copy: nn.Module | None = None
+        self._buffers: list[torch.Tensor] = []  # the generator's buffers when the copy was made
 
     def _unchanged(self, generator: nn.Module) -> bool:
-        state = self._state(generator)
+        if self._copy is None or self._generator_id != id(generator):
+            return False
+        params, copied = list(generator.parameters()), list(self._copy.parameters())
+        buffers = list(generator.buffers())
+        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (a moved module: new copy)
         return (
-            self._generator_id == id(generator)
-            and len(state) == len(self._snapshot)
-            and all(torch.equal(now, then) for now, then in zip(state, self._snapshot, strict=True))
+            len(params) == len(copied)
+            and len(buffers) == len(self._buffers)
+            and all(same(now, then) for now, then in zip(params, copied, strict=True))
+            and all(same(now, then) for now, then in zip(buffers, self._buffers, strict=True))
         )
 
     @torch.no_grad()
-    def refresh(self, generator: nn.Module) -> None:
-        if not has_batchnorm(generator) or self._unchanged(generator):
-            return
-        recompute_batchnorm_stats(generator, self.latent_dim, self.num_batches, self.batch_size, self.seed)
-        self._generator_id = id(generator)
-        self._snapshot = [t.detach().clone() for t in self._state(generator)]
+    def net(self, generator: nn.Module) -> nn.Module:
+        """``generator`` itself without BatchNorm, else its copy with standing statistics."""
+        if not has_batchnorm(generator):
+            return generator
+        if not self._unchanged(generator):
+            self._copy = None  # free the old copy before making the new one
+            fresh = copy.deepcopy(generator).requires_grad_(False)
+            recompute_batchnorm_stats(fresh, self.latent_dim, self.num_batches, self.batch_size, self.seed)
+            self._generator_id, self._copy = id(generator), fresh
+            self._buffers = [b.detach().clone() for b in generator.buffers()]
+        assert self._copy is not None
+        return self._copy
 
 
 @torch.no_grad()
