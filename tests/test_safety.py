@@ -92,8 +92,10 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
     except subprocess.TimeoutExpired:  # once seen on a heavily loaded 2-core box: show where it was
         process.kill()
         pytest.fail(f"fit did not exit within 300 s of the signal:\n{process.communicate()[1][-3000:]}")
-    found = re.search(r"(Ctrl-C|SIGTERM) at step (\d+): saved (\S+last\.ckpt)", stderr)
+    found = re.search(r"(Ctrl-C|SIGTERM) at step (\d+): saved (\S+last\.ckpt); resume with", stderr)
     assert found, stderr[-3000:]
+    assert found.group(1) == {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[sig]
+    assert process.returncode == 128 + sig  # the shell's codes, 130 and 143: not a finished run's 0
     checkpoint = load_checkpoint(found.group(3))
     assert checkpoint["global_step"] == int(found.group(2)) >= 4
     resumed = subprocess.run(
@@ -152,16 +154,18 @@ def test_a_loader_worker_leaves_a_stray_sigterm_to_the_trainer():
 
 
 class CtrlCDuringTheGeneratorStep(torch.nn.Module):
-    """Wraps G: presses Ctrl-C (SIGINT to this process) inside the G update of the second batch."""
+    """Wraps G: presses Ctrl-C (SIGINT to this process) ``presses`` times inside the G update of the
+    second batch."""
 
-    def __init__(self, generator: torch.nn.Module) -> None:
+    def __init__(self, generator: torch.nn.Module, presses: int = 1) -> None:
         super().__init__()
-        self.inner, self.calls = generator, 0
+        self.inner, self.calls, self.presses = generator, 0, presses
 
     def forward(self, z):
         self.calls += 1
         if self.calls == 4:  # batch 1: one forward for the D step, then this one for the G step
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(self.presses):
+                os.kill(os.getpid(), signal.SIGINT)
         return self.inner(z)
 
 
@@ -194,8 +198,9 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigi
         callbacks=[interrupt],
     )  # fmt: skip
     sigint_handler(signal.default_int_handler)  # as under an interactive shell
-    with pytest.raises(SIGTERMException):
+    with pytest.raises(SIGTERMException) as stopped:
         trainer.fit(gan, tiny_data())
+    assert stopped.value.code == 130  # a SystemExit: a user's script exits 130 too, not 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     assert interrupt.ctrl_c and interrupt.saved_path is not None
     checkpoint = load_checkpoint(interrupt.saved_path)
@@ -203,6 +208,50 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigi
     assert d_updates == 2  # the interrupted batch finished, no later one started
     assert checkpoint["global_step"] == 2 * d_updates  # one G step per D step: none cut off
     assert int(checkpoint["state_dict"]["images_seen"]) == 8 * d_updates
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(tmp_path, sigint_handler, caplog):
+    import lightning as L
+
+    from facegan.callbacks import CheckpointOnInterrupt
+    from tests.test_module import tiny_data, tiny_gan
+
+    gan = tiny_gan()
+    gan.generator = CtrlCDuringTheGeneratorStep(gan.generator, presses=2)
+    interrupt = CheckpointOnInterrupt()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=5, limit_val_batches=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[interrupt],
+    )  # fmt: skip
+    sigint_handler(signal.default_int_handler)
+    with pytest.raises(SystemExit) as stopped:  # Lightning's exit after a KeyboardInterrupt
+        trainer.fit(gan, tiny_data())
+    assert stopped.value.code != 0 and isinstance(stopped.value.__context__, KeyboardInterrupt)
+    assert gan.generator.calls == 4  # stopped inside the second batch's G step, not at its end
+    assert interrupt.saved_path is None and not list(tmp_path.rglob("*.ckpt"))
+    assert "Ctrl-C twice: stopped at once, nothing saved" in caplog.text
+
+
+def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monkeypatch):
+    """Lightning ends a fit cut by KeyboardInterrupt with ``sys.exit(1)``; the shell's code is 130."""
+    import facegan.cli.trainer
+    from facegan.cli.entry import main
+
+    def fit_cut_by_ctrl_c(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what lightning.pytorch.trainer.call does
+
+    monkeypatch.setattr(facegan.cli.trainer, "main", fit_cut_by_ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit"])
+    assert stopped.value.code == 130
+    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args: sys.exit(2))  # any other exit: as it was
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit"])
+    assert stopped.value.code == 2
 
 
 def test_an_ignored_ctrl_c_stays_ignored_through_a_fit(tmp_path, sigint_handler):

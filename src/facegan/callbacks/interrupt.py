@@ -20,18 +20,23 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(L.Callback):
-    """On Ctrl-C (SIGINT) or SIGTERM, save ``last.ckpt`` before the process exits.
+    """On Ctrl-C (SIGINT) or SIGTERM, save ``last.ckpt`` and exit with the shell's code for the signal.
 
     Lightning handles SIGTERM at a batch boundary: it notes the signal, finishes the batch, agrees
     with the other DDP processes (rank 0's flag is broadcast every batch) and raises
     ``SIGTERMException``. Python's Ctrl-C instead raises ``KeyboardInterrupt`` wherever the program
     is, e.g. between a D step and its counter or halfway through an EMA update. So during ``fit``
-    this callback turns the first Ctrl-C into that same SIGTERM path (a second Ctrl-C stops at once,
-    without a checkpoint of the half-done step). In ``on_exception`` it writes the state to the
-    run's checkpoint folder as ``last.ckpt`` (what ``fit --ckpt_path last`` resumes). Mid-epoch,
-    Lightning restarts the interrupted epoch's data from its beginning on resume; checkpoints at
-    epoch ends resume bit-exactly.
+    this callback turns the first Ctrl-C into that same SIGTERM path. In ``on_exception`` it writes
+    the state to the run's checkpoint folder as ``last.ckpt`` (what ``fit --ckpt_path last``
+    resumes) and sets the exit code of Lightning's ``SIGTERMException`` (a ``SystemExit``, which
+    would exit 0) to 130 after Ctrl-C and 143 after SIGTERM, so scripts and schedulers can tell an
+    interrupted run from a finished one. A second Ctrl-C stops at once and saves nothing (the step
+    under way is half done); the last checkpoint written before it stays. Mid-epoch, Lightning
+    restarts the interrupted epoch's data from its beginning on resume; checkpoints at epoch ends
+    resume bit-exactly.
     """
+
+    EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}  # 130, 143
 
     def __init__(self, filename: str = "last") -> None:
         self.filename = filename
@@ -73,6 +78,13 @@ class CheckpointOnInterrupt(L.Callback):
         self._restore()
         if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
             return
+        received = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) or self.ctrl_c else "SIGTERM"
+        if isinstance(exception, SIGTERMException):
+            exception.code = self.EXIT_CODES[received]
+        if isinstance(exception, KeyboardInterrupt) and self.ctrl_c:
+            if trainer.is_global_zero:
+                log.warning("Ctrl-C twice: stopped at once, nothing saved (the step under way was half done)")
+            return
         if trainer.state.fn != "fit" or trainer.global_step == 0:
             return
         folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
@@ -81,7 +93,6 @@ class CheckpointOnInterrupt(L.Callback):
         trainer.save_checkpoint(path)
         self.saved_path = path
         if trainer.is_global_zero:
-            received = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) or self.ctrl_c else "SIGTERM"
             log.warning(
                 "%s at step %d: saved %s; resume with `--ckpt_path last` (or ckpt_path=%r)",
                 received,

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
 
     try:
         trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    except SystemExit as stop:
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning exits 1 after a KeyboardInterrupt
+            raise SystemExit(130) from None  # the shell's code for Ctrl-C (128 + SIGINT)
+        raise
     except BadImageError as error:  # one clear line (unreadable images, none left), no worker traceback
         sys.exit(f"facegan: error: {error_message(error)}")
     except (ValueError, TypeError, OSError) as error:
