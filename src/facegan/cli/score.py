@@ -20,6 +20,7 @@ import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,18 +33,24 @@ from torch import Tensor
 from tqdm import tqdm
 
 from facegan.cli.generate import _device, _sampler
+from facegan.data.decode import BadImageError, error_message
 from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
 from facegan.io.export_format import is_export_folder
 from facegan.io.hub import is_repo_id
 from facegan.io.paths import cache_dir
-from facegan.metrics.fid import set_real_states
+from facegan.metrics.fid import compute_fid, set_real_states
 from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.kid import FeatureTap, kid
 from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, fake_uint8, from_datamodule, from_files
 from facegan.metrics.real_stats import real_statistics, save_npz
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+# The data module's advice for unreadable images, as this command's options (prepare does the same).
+OPTIONS = {
+    "--data.skip_bad_images true": "--skip-bad-images",
+    "--data.max_skipped_fraction": "`max_skipped_fraction` in the data section of REAL's config",
+}
 
 
 def add_parser(commands: Any, help_text: str) -> None:
@@ -66,6 +73,11 @@ def add_parser(commands: Any, help_text: str) -> None:
     score.add_argument("--weights", default=None, help="the Inception weights file (offline use)")
     score.add_argument("--image-size", type=int, default=None, help="side for image files (default: FAKE's)")
     score.add_argument("--crop-size", type=int, default=None, help="central square of image files first")
+    score.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave unreadable image files out with a warning (FAKE's and REAL's) instead of failing",
+    )
     score.add_argument(
         "--cache-dir", default=None, help="real-statistics cache (default ~/.cache/facegan/fid)"
     )
@@ -90,17 +102,27 @@ def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tupl
         raise FileNotFoundError(
             f"FAKE {str(path)!r} does not exist: give a .ckpt, an export folder or image files"
         )
-    side = ns.image_size or ns.crop_size or _first_side(path)
-    return from_files(path, side, ns.crop_size, ns.num, ns.batch_size), side
+    side = ns.image_size or ns.crop_size or _first_side(path, ns.skip_bad_images)
+    return from_files(path, side, ns.crop_size, ns.num, ns.batch_size, ns.skip_bad_images), side
 
 
-def _first_side(path: Path) -> int:
-    """The shorter side of FAKE's first image: the square its images are cropped to."""
+def _first_side(path: Path, skip_bad_images: bool) -> int:
+    """The shorter side of FAKE's first (readable) image: the square its images are cropped to."""
     _, source, _ = resolve_source(str(path))
     if source is None or len(source) == 0:
         raise ValueError(f"FAKE {str(path)!r}: no images (jpg, png, webp, bmp) found")
-    with Image.open(io.BytesIO(source.read(0))) as image:
-        return min(image.size)
+    for i in range(len(source)):
+        try:
+            with Image.open(io.BytesIO(source.read(i))) as image:
+                return min(image.size)
+        except Exception as error:  # PIL raises many types for a file that is no image
+            if not skip_bad_images:  # skipped: from_files warns when it reaches the file
+                raise BadImageError(
+                    f"FAKE {str(path)!r}: cannot read image {source.location(i)}: {type(error).__name__}: "
+                    f"{error}. FAKE's files must be images: fix or remove the file, or give "
+                    "--skip-bad-images to skip unreadable images"
+                ) from error
+    raise BadImageError(f"FAKE {str(path)!r}: none of its {len(source)} image files can be read")
 
 
 def _real(path: Path, side: int, ns: argparse.Namespace) -> RealImages | Path:
@@ -117,14 +139,16 @@ def _real(path: Path, side: int, ns: argparse.Namespace) -> RealImages | Path:
             raise ValueError(
                 f"REAL {str(path)!r} has no `data:` section (a facegan config, e.g. configs/celeba64.yaml)"
             )
-        data = data.get("init_args", data)
-        datamodule = FaceDataModule(**{k: v for k, v in data.items() if k != "class_path"})
+        data = {k: v for k, v in data.get("init_args", data).items() if k != "class_path"}
+        if ns.skip_bad_images:
+            data["skip_bad_images"] = True
+        datamodule = FaceDataModule(**data)
         return from_datamodule(datamodule, ns.split, (-1.0, 1.0), ns.num_real, ns.batch_size)
     if not path.exists():
         raise FileNotFoundError(
             f"REAL {str(path)!r} does not exist: give image files, a .npz/.pt or a config YAML"
         )
-    return from_files(path, side, ns.crop_size, ns.num_real, ns.batch_size)
+    return from_files(path, side, ns.crop_size, ns.num_real, ns.batch_size, ns.skip_bad_images)
 
 
 def _progress(images: RealImages, desc: str, batch_size: int, quiet: bool) -> RealImages:
@@ -136,7 +160,31 @@ def _progress(images: RealImages, desc: str, batch_size: int, quiet: bool) -> Re
 
 
 def score(ns: argparse.Namespace) -> dict[str, Any]:
-    """Compute the FID of ``ns.fake`` against ``ns.real``; the results as a dict (see module doc)."""
+    """Compute the FID of ``ns.fake`` against ``ns.real``; the results as a dict (see module doc).
+
+    An unreadable image is a :class:`BadImageError` whose advice names this command's options.
+    """
+    with warnings.catch_warnings():  # restores showwarning
+        show = warnings.showwarning
+
+        def show_as_options(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+            show(_as_options(str(message)), *args, **kwargs)  # a skipped file's warning has the advice too
+
+        warnings.showwarning = show_as_options
+        try:
+            return _score(ns)
+        except BadImageError as error:
+            raise BadImageError(_as_options(error_message(error))) from error
+
+
+def _as_options(message: str) -> str:
+    """``message`` with the data module's settings spelled as this command's options."""
+    for setting, option in OPTIONS.items():
+        message = message.replace(setting, option)
+    return message
+
+
+def _score(ns: argparse.Namespace) -> dict[str, Any]:
     for name in ("num", "num_real", "batch_size"):
         if getattr(ns, name) < (1 if name == "batch_size" else 2):
             raise ValueError(f"--{name.replace('_', '-')} must be >= {1 if name == 'batch_size' else 2}")
@@ -159,7 +207,7 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
     num_fake = int(metric.fake_features_num_samples)
     if num_fake < 2:
         raise ValueError(f"FAKE {ns.fake!r}: {num_fake} readable images; FID needs at least 2")
-    fid = float(metric.compute())
+    fid = compute_fid(metric)  # on one CPU thread
     scored = None if stats.features is None else kid(stats.features, tap.features(), seed=ns.seed)
     return {
         "fid": fid,

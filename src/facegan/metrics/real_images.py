@@ -185,25 +185,36 @@ class _Uint8Files(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Tensor:
-        return self.dataset.load(index)  # BadImageError names the file
+    def __getitem__(self, index: int) -> Tensor | None:
+        return self.dataset.load_or_skip(index)  # BadImageError names the file; None: skipped
 
 
 def from_files(
-    path: str | os.PathLike, image_size: int, crop_size: int | None, limit: int, batch_size: int
+    path: str | os.PathLike,
+    image_size: int,
+    crop_size: int | None,
+    limit: int,
+    batch_size: int,
+    skip_bad_images: bool = False,
 ) -> RealImages:
     """Images of a folder (recursive), a zip or a CelebA folder (all its images), center-cropped to a
-    square and resized to ``image_size`` as training images are; evenly spaced when there are more."""
+    square and resized to ``image_size`` as training images are; evenly spaced when there are more.
+    ``skip_bad_images``: leave unreadable files out with a warning (as the data module does), rather
+    than fail naming the first."""
     kind, source, _ = resolve_source(str(path))
     assert source is not None  # a path is never the procedural faces
     if len(source) == 0:
         raise ValueError(f"{path}: no images (jpg, png, webp, bmp) found")
     count = min(len(source), limit)
-    chosen = FaceImageDataset(source, spaced_indices(len(source), count), image_size, crop_size)
+    chosen = FaceImageDataset(
+        source, spaced_indices(len(source), count), image_size, crop_size, skip_bad_images=skip_bad_images
+    )
     key = fingerprint(chosen, kind, "all", image_size, crop_size)
 
     def batches() -> Iterator[Tensor]:
-        yield from DataLoader(_Uint8Files(chosen), batch_size=batch_size)
+        for images in DataLoader(_Uint8Files(chosen), batch_size=batch_size, collate_fn=collate_images):
+            if len(images):  # (B, 3, S, S) uint8; B < batch_size if files were skipped
+                yield images
 
     return RealImages(str(path), batches, count, key)
 
