@@ -118,3 +118,53 @@ def test_help_lists_every_subcommand_and_the_installed_command_runs_them(tmp_pat
     assert result.returncode == 0 and "--truncation" in result.stdout, result.stderr
     result = subprocess.run([str(script), "fit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--model.arch" in result.stdout, result.stderr
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_config_whose_aliases_explode_is_refused_at_once_with_one_line(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    result = subprocess.run(
+        [sys.executable, "-m", "facegan", "fit", "--config", str(bomb)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"facegan: error: --config '{bomb}': its YAML aliases expand to 490,329,064 values (at most "
+        "100,000); a config that large is not a recipe: write the settings out without nested aliases "
+        "(FACEGAN_TRACEBACK=1 shows where)"
+    ]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_settings_a_command_gives_come_from_flags_and_config_files(tmp_path):
+    from facegan.cli.given import given_settings
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "model:\n  arch: dcgan\n  g_lr: 0.001\ndata:\n  batch_size: 32\ntrainer:\n  max_epochs: 3\n"
+    )
+    top = tmp_path / "top.yaml"
+    top.write_text("fit:\n  data:\n    root: faces\n")
+    data = tmp_path / "data.yaml"
+    data.write_text("flip: false\n")
+    args = ["fit", "--config", str(recipe), f"--config={top}", "--model.loss=hinge", "--data.image_size"]
+    args += ["32", "--data", str(data), "--trainer.max_epochs", "2"]
+    assert given_settings(args) == {
+        "model.arch", "model.g_lr", "data.batch_size", "data.root", "model.loss", "data.image_size",
+        "data.flip",
+    }  # fmt: skip
+    assert given_settings({"model": {"ema_kimg": None}, "trainer": {}}) == {"model.ema_kimg"}

@@ -224,3 +224,22 @@ def test_without_a_logger_a_second_run_does_not_overwrite_the_first(tmp_path, mo
         and (tmp_path / "config.yaml").read_bytes() == before[Path("config.yaml")]
     )
     assert (tmp_path / "config-resume-1.yaml").is_file()
+
+
+def test_a_setting_given_equal_to_its_default_is_refused_when_the_checkpoint_differs(tmp_path, monkeypatch):
+    """`--model.arch dcgan` names the default: still an explicit choice, not one to drop silently."""
+    monkeypatch.chdir(tmp_path)
+    fit("--trainer.max_epochs", "1", "--model.arch", "resnet", "--model.augment", "cutout")
+    with pytest.raises(ValueError) as error:
+        fit("--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.arch", "dcgan")
+    assert "--model.arch: 'resnet' in the checkpoint, 'dcgan' now" in str(error.value)
+    assert "augment" not in str(error.value)  # left out: taken from the checkpoint, not refused
+    overlay = tmp_path / "augment.yaml"  # a --config file gives settings as much as a flag does
+    overlay.write_text("model:\n  augment: color,translation\n")
+    with pytest.raises(
+        ValueError, match=r"--model.augment: 'cutout' in the checkpoint, 'color,translation' now"
+    ):
+        fit("--trainer.max_epochs", "2", "--ckpt_path", "last", "--config", str(overlay))
+    cli = fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert (cli.model.hparams.arch, cli.model.hparams.augment) == ("resnet", "cutout")
+    assert cli.trainer.current_epoch == 2

@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from facegan.callbacks import (
     CheckpointOnInterrupt,
@@ -24,8 +27,9 @@ from facegan.callbacks import (
     ProgressMonitor,
     SampleGridMonitor,
 )
+from facegan.cli.given import given_settings
 from facegan.cli.logged_config import SaveAndLogConfig
-from facegan.cli.recipe import describe, plain, precision_name, recipe_changes
+from facegan.cli.recipe import describe, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
 from facegan.io.atomic import check_writable
@@ -71,7 +75,16 @@ class FaceGANCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM."""
+        """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM.
+
+        Without ``--trainer.logger`` the run logs to ``metrics.csv`` (``CSVLogger``) whether or not
+        TensorBoard is installed (Lightning's default logger depends on that); ``--trainer.logger
+        TensorBoardLogger`` (or ``configs/wandb.yaml``) logs elsewhere.
+        """
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if config["trainer"].get("logger") in (None, True):
+            root = config["trainer"].get("default_root_dir") or os.getcwd()
+            kwargs.setdefault("logger", CSVLogger(save_dir=root))  # <root>/lightning_logs/version_N
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -79,6 +92,13 @@ class FaceGANCLI(LightningCLI):
         if not any(isinstance(callback, CheckpointOnInterrupt) for callback in callbacks):
             callbacks.append(CheckpointOnInterrupt())
         return trainer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, noting first which model/data settings the command *gives*
+        (:mod:`facegan.cli.given`): a resume refuses a given one that differs from the checkpoint's,
+        even one equal to its default (``--model.arch dcgan``), and adopts the others."""
+        self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
+        super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         """Keep the command line's settings when ``--ckpt_path`` is a file.
@@ -121,14 +141,14 @@ class FaceGANCLI(LightningCLI):
         """Use a checkpoint only with the recipe that trained it (see recipe.py).
 
         A model or data setting that differs from the checkpoint's is taken from the checkpoint when
-        this command left it at its default (so resuming needs no repeated ``--config``), and refused
-        when this command gives it (unless ``--allow_recipe_change``); so is a ``--trainer.precision``
-        other than the one in the run's ``config.yaml``.
+        this command leaves it out (so resuming needs no repeated ``--config``), and refused when this
+        command gives it, as a flag or in a ``--config`` file, even equal to its default (unless
+        ``--allow_recipe_change``); so is a ``--trainer.precision`` other than the one in the run's
+        ``config.yaml``.
         """
         if ckpt_path is None:
             return
         checkpoint = load_checkpoint(ckpt_path)  # safe loading: a pickle is refused with one line
-        defaults = self._parser(self.subcommand).get_defaults()
         adopted: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
         given = []
         sections: list[tuple[str, str, Any, type]] = [
@@ -138,11 +158,10 @@ class FaceGANCLI(LightningCLI):
             sections.append(("data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule))
         for section, key, now, cls in sections:
             for name, before, after in recipe_changes(checkpoint, section, key, now, cls):
-                default = defaults.get(LINKED.get(f"{section}.{name}", f"{section}.{name}"))
-                if plain(after) == plain(default):
-                    adopted[section][name] = before
-                else:
+                if LINKED.get(f"{section}.{name}", f"{section}.{name}") in self.given:
                     given.append(describe(section, name, before, after))
+                else:
+                    adopted[section][name] = before
         given += self._precision_change(ckpt_path)
         if given and not self.config_init[self.subcommand].get("allow_recipe_change"):
             raise ValueError(
