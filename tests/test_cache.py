@@ -219,3 +219,23 @@ def test_a_dangling_symlink_follows_the_skip_rule_when_the_cache_is_built(faces,
     assert len(built.datasets["train"]) == 6 and built.skipped_images == 1
     with pytest.raises(BadImageError, match=r"cannot read image .*dangling\.png: FileNotFoundError"):
         cached(faces, tmp_path / "cache2")
+
+
+def test_a_cache_folder_that_cannot_be_written_ends_the_cli_with_one_line(faces, tmp_path):
+    """FACEGAN_CACHE naming a file: the cache folder beneath it cannot be made (a read-only one fails
+    alike, but not for root, who runs these tests in CI)."""
+    import sys
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file")
+    command = [sys.executable, "-m", "facegan", "fit", "--data.root", str(faces), "--data.cache", "true"]
+    command += ["--data.image_size", "32", "--data.batch_size", "2", "--trainer.max_epochs", "1"]
+    env = {**os.environ, "FACEGAN_CACHE": str(blocked), "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"facegan: error: cannot write {blocked / 'data'}: Not a directory; set FACEGAN_CACHE or "
+        "--data.cache_dir to a folder you can write to, or --data.cache false. Files already there are "
+        "unchanged (FACEGAN_TRACEBACK=1 shows where)"
+    )
+    assert blocked.read_text() == "a file"

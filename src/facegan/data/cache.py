@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from facegan.data.decode import FaceImageDataset
-from facegan.io.atomic import atomic_write, remove_abandoned
+from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def build_cache(
     meta = load_meta(rows_path, meta_path, blob)
     if meta is not None:
         return rows_path, meta
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(folder)  # creates it; a read-only cache folder fails here with one line
+    except WriteError as error:
+        advice = "set FACEGAN_CACHE or --data.cache_dir to a folder you can write to, or --data.cache false"
+        raise WriteError(folder, error, advice) from error
     for tmp in remove_abandoned(folder, "faces-*"):
         log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
     size = dataset.image_size

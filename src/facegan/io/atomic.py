@@ -48,10 +48,12 @@ class WriteError(OSError):
     The message names the path, the reason and what to do; what was there before is unchanged.
     """
 
-    def __init__(self, path: Path, error: OSError) -> None:
+    def __init__(self, path: Path, error: OSError, advice: str | None = None) -> None:
         code = error.errno
         reason = os.strerror(code) if code else str(error)
-        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if advice is not None:
+            pass
+        elif code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             advice = "free some space or write elsewhere"
         elif code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
             advice = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
