@@ -224,3 +224,14 @@ def test_fid_eigenvalues_run_on_one_thread_with_the_same_value(monkeypatch):
         assert torch.get_num_threads() == 2  # also after an error
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_seed_out_of_range_is_refused_naming_seed_before_any_work(tmp_path, capsys, monkeypatch):
+    use_metric(monkeypatch, Untouchable())
+    pngs(tmp_path / "fake", 4, 8, 100, seed=0)
+    pngs(tmp_path / "real", 4, 8, 100, seed=1)
+    code, line = run_score([str(tmp_path / "fake"), str(tmp_path / "real"), "--seed", str(2**64)], capsys)
+    assert code == 2
+    assert line.endswith(
+        "--seed must be in [-9223372036854775808, 18446744073709551615], but got 18446744073709551616"
+    )

@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from facegan.cli.generate import _device, _sampler
+from facegan.cli.generate import _device, _sampler, seeded
 from facegan.data.decode import BadImageError, error_message
 from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
@@ -90,7 +90,7 @@ def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tupl
     """FAKE as uint8 batches, and the side image files are resized to."""
     if path.suffix == ".ckpt" or is_export_folder(path) or is_repo_id(ns.fake):
         sample, latent_dim = _sampler(ns.fake if is_repo_id(ns.fake) else str(path), device)
-        z = torch.randn(ns.num, latent_dim, generator=torch.Generator().manual_seed(ns.seed))  # as FIDMonitor
+        z = torch.randn(ns.num, latent_dim, generator=seeded(ns.seed))  # as FIDMonitor
 
         def batches() -> Iterator[Tensor]:
             for chunk in z.split(ns.batch_size):
@@ -164,6 +164,7 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
 
     An unreadable image is a :class:`BadImageError` whose advice names this command's options.
     """
+    seeded(ns.seed)  # --seed out of torch's range: one line naming it, before any work
     with warnings.catch_warnings():  # restores showwarning
         show = warnings.showwarning
 
