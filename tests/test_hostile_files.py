@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import threading
 import tracemalloc
 import zipfile
@@ -105,6 +106,44 @@ def test_a_zip_member_that_inflates_beyond_any_image_is_refused_before_inflating
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 << 20
+
+
+def test_a_zip_member_that_lies_about_its_size_is_inflated_in_bounded_steps(tmp_path):
+    """Its headers declare 1,000 bytes; it inflates to 64 MiB. zipfile's ``read()`` inflated all of it in
+    one step (2x that at peak; 2.9 GB for a 2 GiB member) before its CRC check failed."""
+    zip_of(
+        tmp_path / "faces.zip", {**{f"{i}.png": png_bytes() for i in range(3)}, "bomb.png": bytes(64 << 20)}
+    )
+    with zipfile.ZipFile(tmp_path / "faces.zip") as zf:
+        local = zf.getinfo("bomb.png").header_offset
+    data = bytearray((tmp_path / "faces.zip").read_bytes())
+    central = data.rfind(b"PK\x01\x02")  # the last member's entry in the central directory
+    assert data[local : local + 4] == b"PK\x03\x04" and data[central + 46 : central + 54] == b"bomb.png"
+    struct.pack_into("<I", data, local + 22, 1000)  # uncompressed size in its local header ...
+    struct.pack_into("<I", data, central + 24, 1000)  # ... and in the central directory: 1,000 bytes
+    (tmp_path / "faces.zip").write_bytes(bytes(data))
+    with zipfile.ZipFile(tmp_path / "faces.zip") as zf:
+        assert zf.getinfo("bomb.png").file_size == 1000
+    tracemalloc.start()
+    with pytest.raises(
+        BadImageError, match=r"faces\.zip:bomb\.png: BadZipFile: Bad CRC-32 for file 'bomb\.png'"
+    ):
+        load_all(only_train(tmp_path / "faces.zip", batch_size=1))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 16 << 20  # one step (1 MiB) at a time, not the 64 MiB
+
+
+def test_a_bzip2_member_is_refused_unread_naming_the_method(tmp_path):
+    """bzip2 cannot be inflated in bounded steps (177 bytes of it are 200 MiB of zeros)."""
+    with zipfile.ZipFile(tmp_path / "faces.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"{i}.png", png_bytes())
+        zf.writestr("b.png", png_bytes(), compress_type=zipfile.ZIP_BZIP2)
+    with pytest.raises(
+        BadImageError, match=r"faces\.zip:b\.png: OSError: compressed with method 12 .*deflate"
+    ):
+        load_all(only_train(tmp_path / "faces.zip", batch_size=1))
 
 
 def test_duplicate_member_names_are_an_error(tmp_path):
