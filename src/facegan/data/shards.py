@@ -7,6 +7,9 @@ leaves none). Each row is ``{"image": uint8 (3, S, S), "name": file name}``, dec
 resized by the same function as the memmap cache (:meth:`FaceImageDataset.load_or_skip`), so the same
 pixels; row ``i`` of a split is its ``i``-th readable image, in the source's order (LitData's
 ``keep_data_ordered``: each worker converts one contiguous slice, chunks merged in worker order).
+The metadata lists each split's chunk files with their sizes and SHA-256 digests (``sha256sum``
+checks them by hand too; :mod:`facegan.data.streaming` checks them before reading). A ``prepare``
+that cannot write (a full disk) removes what it wrote and ends with a :class:`WriteError`.
 
 LitData is the optional ``stream`` extra (``pip install 'facegan[stream]'``); :func:`require_litdata`
 names it when it is missing.
@@ -15,9 +18,11 @@ names it when it is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator
@@ -26,7 +31,7 @@ from typing import Any
 
 from facegan.data.decode import DECODER_VERSION, BadImageError, FaceImageDataset
 from facegan.data.splits import SPLITS
-from facegan.io.atomic import atomic_write
+from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 
 META_NAME = "facegan-shards.json"
 SHARDS_FORMAT = 1
@@ -50,6 +55,29 @@ def is_remote(root: str) -> bool:
     return str(root).startswith(REMOTE_PREFIXES)
 
 
+class DamagedShardsError(BadImageError):
+    """Prepared shards that no longer hold what ``prepare`` wrote (a chunk missing, emptied, overwritten)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex, as ``sha256sum`` prints it), read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def chunk_records(folder: Path) -> list[dict[str, Any]]:
+    """The chunks of one written split, in ``index.json``'s order: file, images, bytes and SHA-256."""
+    index = json.loads((folder / "index.json").read_text())
+    return [
+        {"file": chunk["filename"], "items": chunk["chunk_size"], "bytes": (folder / chunk["filename"]).stat().st_size,
+         "sha256": file_sha256(folder / chunk["filename"])}
+        for chunk in index["chunks"]
+    ]  # fmt: skip
+
+
 def split_url(root: str, split: str) -> str:
     """The folder or URL of one split's shards below ``root``."""
     return f"{str(root).rstrip('/')}/{split}" if is_remote(root) else str(Path(root).expanduser() / split)
@@ -64,14 +92,21 @@ class _Decode:
     :class:`BadImageError` is not raised in the worker: LitData would terminate its workers and leave
     their helper processes orphaned (measured: one stayed, blocked on a pipe, after ``prepare``
     ended). Its message goes into :attr:`failure`, shared by the workers, which then skip the rest
-    unread; :func:`write_split` raises it once ``optimize`` has returned.
+    unread; :func:`write_split` raises it once ``optimize`` has returned. A failure inside LitData
+    itself (a chunk that cannot be written: a full disk) still ends in ``terminate()``; each worker
+    therefore ends its helper processes when terminated (:func:`_end_helpers_on_sigterm`).
     """
 
     def __init__(self, dataset: FaceImageDataset) -> None:
         self.dataset = dataset
         self.failure: Any = multiprocessing.Array("c", 4096)  # the first error's message (UTF-8), or empty
+        self.parent = os.getpid()
+        self.worker: int | None = None  # the worker process whose SIGTERM handler is installed
 
     def __call__(self, index: int) -> dict[str, Any] | None:
+        if self.worker != os.getpid() and os.getpid() != self.parent:
+            self.worker = os.getpid()
+            _end_helpers_on_sigterm()
         if self.failure.value:
             return None  # a worker met an error: finish fast, write nothing more
         try:
@@ -96,6 +131,56 @@ class _Decode:
         return BadImageError(message)
 
 
+def _end_helpers_on_sigterm() -> None:
+    """In a LitData worker: a SIGTERM ends the worker's own helper processes, then the worker.
+
+    When one worker fails (e.g. a chunk cannot be written: disk full), LitData ``terminate()``s the
+    workers, whose helper processes (a file remover, started before any image) then stayed behind,
+    blocked on a pipe, holding the terminal's or a ``| tee``'s output open: ``prepare`` seemed to
+    hang at its last progress line (measured: two left per failed run). Where SIGTERM is not a signal a
+    process can handle (Windows), nothing changes.
+    """
+
+    def end(signum: int, frame: Any) -> None:
+        for helper in multiprocessing.active_children():
+            helper.terminate()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action: the worker ends as terminate() meant
+
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        signal.signal(signal.SIGTERM, end)
+
+
+def _write_failure(error: BaseException) -> OSError | None:
+    """The failed write (disk full, read-only...) behind ``error``, or ``None`` if it is not one.
+
+    ``error`` is the :class:`OSError` itself (written in this process), or LitData's ``RuntimeError``
+    carrying a worker's traceback as text (``OSError: [Errno 28] No space left on device``).
+    """
+    if isinstance(error, OSError):
+        return error if error.errno in WRITE_ERRNOS else None
+    if isinstance(error, RuntimeError):
+        for code in map(int, re.findall(r"Error: \[Errno (\d+)\]", str(error))):
+            if code in WRITE_ERRNOS:
+                return OSError(code, os.strerror(code))
+    return None
+
+
+@contextlib.contextmanager
+def _progress_bar_closed_on_failure() -> Iterator[None]:
+    """Close LitData's progress bar when ``optimize`` fails: it is left open, and tqdm redrew it at
+    exit, after the error (which then was not the last line, nor at the start of one)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(ImportError):
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):
+                bar.close()
+        raise
+
+
 @contextlib.contextmanager
 def _process_settings_kept() -> Iterator[None]:
     """Undo what ``optimize`` changes process-wide: the multiprocessing start method, the SIGINT handler."""
@@ -113,7 +198,7 @@ def write_split(dataset: FaceImageDataset, out: Path, num_workers: int, chunk_si
     litdata = require_litdata()
     chunking: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {"chunk_bytes": "64MB"}
     decode = _Decode(dataset)
-    with _process_settings_kept():
+    with _process_settings_kept(), _progress_bar_closed_on_failure():
         litdata.optimize(
             fn=decode,
             inputs=list(range(len(dataset))),
@@ -188,28 +273,40 @@ def prepare_shards(
     splits: dict[str, Any] = {}
     for split in SPLITS:
         shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
-    for split in SPLITS:
-        dataset = data.image_datasets[split]
-        if len(dataset):
-            try:
+    try:
+        for split in SPLITS:
+            dataset = data.image_datasets[split]
+            chunks: list[dict[str, Any]] = []
+            if len(dataset):
                 write_split(dataset, folder / split, workers, chunk_size)
-            except BaseException:
-                for written in SPLITS:  # this run's chunks; without the metadata they were never usable
-                    shutil.rmtree(folder / written, ignore_errors=True)
-                raise
-        skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]
-        key = data.fingerprint(split)
-        if skipped:
-            key["skipped"] = len(skipped)  # fewer images than the source's split: other statistics
-        splits[split] = {"count": len(dataset) - len(skipped), "skipped": skipped, "fingerprint": key}
-    meta = {
-        "format": SHARDS_FORMAT,
-        "image_size": image_size,
-        "crop_size": crop_size,
-        "decoder": DECODER_VERSION,
-        "source": {"root": str(Path(root).expanduser().resolve()), "kind": data.kind},
-        "splits": splits,
-    }
-    with atomic_write(folder / META_NAME, "w") as file:  # last: it vouches for the shards
-        json.dump(meta, file, indent=1)
+                chunks = chunk_records(folder / split)
+            skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]
+            key = data.fingerprint(split)
+            if skipped:
+                key["skipped"] = len(skipped)  # fewer images than the source's split: other statistics
+            splits[split] = {"count": len(dataset) - len(skipped), "skipped": skipped, "fingerprint": key,
+                             "chunks": chunks}  # fmt: skip
+        meta = {
+            "format": SHARDS_FORMAT,
+            "image_size": image_size,
+            "crop_size": crop_size,
+            "decoder": DECODER_VERSION,
+            "source": {"root": str(Path(root).expanduser().resolve()), "kind": data.kind},
+            "splits": splits,
+        }
+        with atomic_write(folder / META_NAME, "w") as file:  # last: it vouches for the shards
+            json.dump(meta, file, indent=1)
+    except BaseException as error:
+        for written in SPLITS:  # this run's chunks; without the metadata they were never usable
+            shutil.rmtree(folder / written, ignore_errors=True)
+        failure = _write_failure(error)
+        if failure is None:
+            raise
+        write_error = WriteError(folder, failure)  # one line: the folder, the reason, what to do
+        # not "files already there are unchanged": the shards in it (partial, or replaced) are gone
+        message = str(write_error).replace(
+            "Files already there are unchanged", "The shards in it were removed"
+        )
+        write_error.args = (message,)
+        raise write_error from error
     return meta

@@ -7,13 +7,23 @@ its own share (LitData reads the world size and rank from ``torch.distributed``)
 the loader's ``state_dict()`` in the checkpoint and restores it, so a resume continues the epoch
 where it stopped. Validation, test and FID's real images read rows by index (:class:`ShardRows`).
 Batches are uint8, like the memmap cache's: the data module scales and flips them on the device.
+
+Prepared shards are checked before LitData reads them: the metadata's fields and types when it is
+loaded; in a local folder (or ``local:`` URL), at setup, that every chunk ``prepare`` recorded is
+there with its size; and each chunk's SHA-256 before its first image is read (:class:`ChunkCheck`).
+A damaged folder ends in one line naming the file and saying to run ``prepare`` again. A bucket's
+chunks are not hashed: LitData reads their images by byte ranges, never the whole chunk.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import multiprocessing
 import os
 import tempfile
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +31,16 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from facegan.data.shards import META_NAME, SHARDS_FORMAT, is_remote, require_litdata, split_url
+from facegan.data.shards import (
+    META_NAME,
+    SHARDS_FORMAT,
+    DamagedShardsError,
+    file_sha256,
+    is_remote,
+    require_litdata,
+    split_url,
+)
+from facegan.data.splits import SPLITS
 from facegan.data.workers import leave_job_sigterm_to_the_trainer
 
 
@@ -51,12 +70,139 @@ def read_meta(root: str, storage_options: dict | None = None) -> dict[str, Any]:
             f"FaceDataModule: {root!r} is not a prepared folder ({META_NAME} unreadable: {error}); "
             "write one with `python -m facegan prepare --root IMAGES --out DIR --image-size S`"
         ) from error
-    if meta.get("format") != SHARDS_FORMAT:
+    where = f"{root.rstrip('/')}/{META_NAME}" if is_remote(root) else str(Path(root).expanduser() / META_NAME)
+    if isinstance(meta, dict) and "format" in meta and meta["format"] != SHARDS_FORMAT:
         raise ValueError(
             f"FaceDataModule: {root!r} was prepared in format {meta.get('format')!r}, this facegan reads "
             f"{SHARDS_FORMAT}; prepare it again"
         )
+    return check_meta(meta, where)
+
+
+PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
+
+
+def _damaged(where: str, what: str) -> ValueError:
+    return ValueError(f"FaceDataModule: {where} is damaged: {what}; prepare the shards again ({PREPARE})")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_meta(meta: Any, where: str) -> dict[str, Any]:
+    """``meta`` if it has the fields and types ``prepare`` writes, else a ``ValueError`` naming ``where``.
+
+    ``chunks`` (each split's chunk files with their sizes and SHA-256) may be absent: shards prepared
+    before facegan recorded them still load, unverified, with a warning (:class:`Shards`).
+    """
+    if not isinstance(meta, dict):
+        raise _damaged(where, f"it holds a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != SHARDS_FORMAT:
+        raise _damaged(where, f"`format` is {meta.get('format')!r}, not {SHARDS_FORMAT}")
+    if not (_count(meta.get("image_size")) and meta["image_size"] > 0):
+        raise _damaged(where, f"`image_size` is {meta.get('image_size')!r}, not a positive integer")
+    if not (meta.get("crop_size") is None or (_count(meta["crop_size"]) and meta["crop_size"] > 0)):
+        raise _damaged(where, f"`crop_size` is {meta['crop_size']!r}, not a positive integer or null")
+    splits = meta.get("splits")
+    if not isinstance(splits, dict):
+        raise _damaged(where, "`splits` is missing" if splits is None else "`splits` is not an object")
+    for split in SPLITS:
+        info = splits.get(split)
+        if not isinstance(info, dict):
+            raise _damaged(where, f"`splits.{split}` is missing or not an object")
+        if not _count(info.get("count")):
+            raise _damaged(where, f"`splits.{split}.count` is {info.get('count')!r}, not a count")
+        if not isinstance(info.get("fingerprint"), dict):
+            raise _damaged(where, f"`splits.{split}.fingerprint` is missing or not an object")
+        chunks = info.get("chunks", [])
+        if not (isinstance(chunks, list) and all(_chunk_record(chunk) for chunk in chunks)):
+            raise _damaged(where, f"`splits.{split}.chunks` is not a list of {{file, items, bytes, sha256}}")
+        if "chunks" in info and sum(chunk["items"] for chunk in chunks) != info["count"]:
+            raise _damaged(where, f"`splits.{split}.chunks` hold other than its {info['count']} images")
     return meta
+
+
+def _chunk_record(chunk: Any) -> bool:
+    return (
+        isinstance(chunk, dict)
+        and isinstance(chunk.get("file"), str)
+        and "/" not in chunk["file"]
+        and _count(chunk.get("items"))
+        and _count(chunk.get("bytes"))
+        and isinstance(chunk.get("sha256"), str)
+    )
+
+
+class ChunkCheck:
+    """One split's chunk files in a local folder, checked against what ``prepare`` recorded.
+
+    :meth:`check_files` (at setup) finds each chunk present, non-empty and of its recorded size, and
+    ``index.json`` listing the same chunks; :meth:`verify` hashes a chunk before its first image is
+    read. Which chunks were verified is shared by the loader workers (one byte per chunk), so each
+    chunk is hashed once per training process, not once per worker and epoch. Without recorded
+    digests (shards prepared by an earlier facegan) only presence and emptiness are checked.
+    """
+
+    def __init__(self, folder: Path, chunks: list[dict[str, Any]] | None) -> None:
+        self.folder = folder
+        self.chunks = chunks
+        self.verified: Any = multiprocessing.RawArray("b", len(chunks or ()))
+        self.ends = list(itertools.accumulate(chunk["items"] for chunk in chunks or ()))
+
+    def check_files(self) -> None:
+        """Every chunk present with its size (all of ``index.json``'s where no chunks were recorded)."""
+        index_path = self.folder / "index.json"
+        try:
+            index = json.loads(index_path.read_text())
+            listed = [chunk["filename"] for chunk in index["chunks"]]
+        except FileNotFoundError:
+            raise DamagedShardsError(f"{index_path} is missing; {self._advice()}") from None
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise DamagedShardsError(f"{index_path} is unreadable ({error}); {self._advice()}") from None
+        if self.chunks is not None and listed != [chunk["file"] for chunk in self.chunks]:
+            raise DamagedShardsError(f"{index_path} lists other chunks than {META_NAME}; {self._advice()}")
+        sizes = [chunk["bytes"] for chunk in self.chunks] if self.chunks is not None else [None] * len(listed)
+        for name, size in zip(listed, sizes, strict=True):
+            path = self.folder / name
+            try:
+                actual = path.stat().st_size
+            except FileNotFoundError:
+                raise DamagedShardsError(f"chunk {path} is missing; {self._advice()}") from None
+            if actual == 0 or (size is not None and actual != size):
+                what = "is empty" if actual == 0 else f"has {actual} bytes, not the {size} prepare wrote"
+                raise DamagedShardsError(f"chunk {path} {what}; {self._advice()}")
+
+    def chunk_of(self, row: int) -> int:
+        """The chunk holding row ``row`` of the split."""
+        return bisect.bisect_right(self.ends, row)
+
+    def verify(self, chunk: int) -> None:
+        """Hash chunk number ``chunk`` unless done already; :class:`DamagedShardsError` if it changed."""
+        if self.chunks is None or not 0 <= chunk < len(self.chunks) or self.verified[chunk]:
+            return
+        record = self.chunks[chunk]
+        path = self.folder / record["file"]
+        try:
+            digest = file_sha256(path)
+        except OSError as error:
+            raise DamagedShardsError(f"chunk {path} is unreadable ({error}); {self._advice()}") from None
+        if digest != record["sha256"]:
+            raise DamagedShardsError(
+                f"chunk {path} is not the one prepare wrote (its SHA-256 differs: the file was changed or "
+                f"damaged); {self._advice()}"
+            )
+        self.verified[chunk] = 1
+
+    def _advice(self) -> str:
+        return f"the prepared folder {str(self.folder.parent)!r} is damaged: run `{PREPARE}` again"
+
+
+def local_folder(root: str) -> Path | None:
+    """The local folder of prepared shards at ``root`` (a path or ``local:`` URL), or ``None`` (a bucket)."""
+    if str(root).startswith("local:"):
+        return Path(str(root)[len("local:") :]).expanduser()
+    return None if is_remote(root) else Path(root).expanduser()
 
 
 def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
@@ -67,11 +213,14 @@ def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
 class ShardRows(Dataset):
     """One split's rows by index, as uint8 ``(3, S, S)`` images (evaluation loaders, FID's reals).
 
-    The LitData dataset is opened on first use in each process (loader workers open their own).
+    The LitData dataset is opened on first use in each process (loader workers open their own);
+    ``check`` verifies a row's chunk before it is read.
     """
 
-    def __init__(self, url: str, count: int, cache_dir: str | None = None) -> None:
-        self.url, self.count, self.cache_dir = url, count, cache_dir
+    def __init__(
+        self, url: str, count: int, cache_dir: str | None = None, check: ChunkCheck | None = None
+    ) -> None:
+        self.url, self.count, self.cache_dir, self.check = url, count, cache_dir, check
         self._rows: Any = None
 
     def _dataset(self) -> Any:
@@ -88,6 +237,8 @@ class ShardRows(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.count:
             raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
+        if self.check is not None:
+            self.check.verify(self.check.chunk_of(index))
         return self._dataset()[index]["image"]
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
@@ -102,21 +253,24 @@ class ShardRows(Dataset):
 
 
 def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_dir: str | None = None,
-                 pin_memory: bool = False, persistent_workers: bool = False) -> Any:  # fmt: skip
+                 pin_memory: bool = False, persistent_workers: bool = False,
+                 check: ChunkCheck | None = None) -> Any:  # fmt: skip
     """A ``StreamingDataLoader`` of shuffled uint8 training batches; the last partial batch is dropped.
 
     Every process must pass the same ``seed`` (the epoch's order is drawn from it and the epoch, and
-    split among the ranks from it); ``seed_everything`` gives one to all.
+    split among the ranks from it); ``seed_everything`` gives one to all. ``check`` verifies each
+    chunk before its first image is read.
     """
-    litdata = require_litdata()
+    require_litdata()
+    from facegan.data.checked_stream import CheckedStreamingDataset
     from facegan.data.resumable import ResumableStreamingDataLoader
 
     # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
     # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
     # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
     # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
-    dataset = litdata.StreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed,
-                                       batch_decode=0, item_shuffle_window=0)  # fmt: skip
+    dataset = CheckedStreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed,
+                                      batch_decode=0, item_shuffle_window=0, check=check)  # fmt: skip
     return ResumableStreamingDataLoader(
         dataset,
         batch_size=batch_size,
@@ -132,7 +286,11 @@ def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_d
 
 
 class Shards:
-    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings."""
+    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings.
+
+    In a local folder the chunk files are checked at once (:meth:`ChunkCheck.check_files`), and each
+    chunk's SHA-256 before its first read.
+    """
 
     def __init__(self, root: str, image_size: int, crop_size: int | None, cache_dir: str | None) -> None:
         require_litdata()  # at setup, not at the first batch
@@ -145,17 +303,35 @@ class Shards:
                 f"{prepared[1]}, but image_size={image_size}, crop_size={crop_size} were asked; set "
                 f"--data.image_size {prepared[0]} (and leave crop_size unset), or prepare again"
             )
+        self.checks: dict[str, ChunkCheck] = {}
+        folder = local_folder(self.root)
+        if folder is None:
+            return
+        splits = self.meta["splits"]
+        if any(info["count"] and "chunks" not in info for info in splits.values()):
+            warnings.warn(
+                f"FaceDataModule: {str(folder / META_NAME)!r} was written before facegan recorded each "
+                "chunk's SHA-256, so damaged chunks go unnoticed; run `python -m facegan prepare` again "
+                "to add them (the images are the same)",
+                stacklevel=2,
+            )
+        for split in SPLITS:
+            if splits[split]["count"]:
+                self.checks[split] = ChunkCheck(folder / split, splits[split].get("chunks"))
+                self.checks[split].check_files()
 
     def rows(self, split: str) -> ShardRows:
-        return ShardRows(split_url(self.root, split), self.meta["splits"][split]["count"], self.cache_dir)
+        count = self.meta["splits"][split]["count"]
+        return ShardRows(split_url(self.root, split), count, self.cache_dir, self.checks.get(split))
 
     def train_loader(self, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
                      persistent_workers: bool = False) -> Any:  # fmt: skip
         """The training split's ``StreamingDataLoader`` (:func:`train_loader`)."""
         url = split_url(self.root, "train")
         return train_loader(
-            url, batch_size, num_workers, seed, self.cache_dir, pin_memory, persistent_workers
-        )
+            url, batch_size, num_workers, seed, self.cache_dir, pin_memory, persistent_workers,
+            self.checks.get("train"),
+        )  # fmt: skip
 
     def fingerprint(self, split: str) -> dict[str, Any]:
         """The source's fingerprint of ``split`` (same pixels, same key), as recorded by ``prepare``."""
