@@ -302,11 +302,6 @@ def prepare_shards(
         failure = _write_failure(error)
         if failure is None:
             raise
-        write_error = WriteError(folder, failure)  # one line: the folder, the reason, what to do
-        # not "files already there are unchanged": the shards in it (partial, or replaced) are gone
-        message = str(write_error).replace(
-            "Files already there are unchanged", "The shards in it were removed"
-        )
-        write_error.args = (message,)
-        raise write_error from error
+        # one line: the folder, the reason, what to do, and that its shards (partial or replaced) are gone
+        raise WriteError(folder, failure, outcome="The shards in it were removed") from error
     return meta

@@ -45,10 +45,17 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACC
 class WriteError(OSError):
     """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...).
 
-    The message names the path, the reason and what to do; what was there before is unchanged.
+    The message names the path, the reason, what to do (``advice``: the reason's usual advice when
+    ``None``) and what became of the files there (``outcome``).
     """
 
-    def __init__(self, path: Path, error: OSError, advice: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        error: OSError,
+        advice: str | None = None,
+        outcome: str = "Files already there are unchanged",
+    ) -> None:
         code = error.errno
         reason = os.strerror(code) if code else str(error)
         if advice is not None:
@@ -59,7 +66,7 @@ class WriteError(OSError):
             advice = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
         else:
             advice = "check the folder"
-        super().__init__(f"cannot write {path}: {reason}; {advice}. Files already there are unchanged")
+        super().__init__(f"cannot write {path}: {reason}; {advice}. {outcome}")
         self.errno = code
 
 
