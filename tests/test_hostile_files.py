@@ -94,17 +94,24 @@ def png_bytes(**kwargs) -> bytes:
     return buffer.getvalue()
 
 
+def peak_bytes_refusing(archive, message: str) -> int:
+    """Peak Python memory while reading ``archive`` ends in a ``BadImageError`` matching ``message``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadImageError, match=message):
+            load_all(only_train(archive, batch_size=1))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_zip_member_that_inflates_beyond_any_image_is_refused_before_inflating(tmp_path):
     good = {f"{i}.png": png_bytes() for i in range(3)}
     zip_of(tmp_path / "faces.zip", {**good, "bomb.png": bytes(300 << 20)})  # 300 MiB of zeros, ~300 KB
     assert (tmp_path / "faces.zip").stat().st_size < 2 << 20
-    tracemalloc.start()
-    with pytest.raises(
-        BadImageError, match=r"bomb\.png: OSError: 314572800 bytes, larger than any plausible"
-    ):
-        load_all(only_train(tmp_path / "faces.zip", batch_size=1))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_bytes_refusing(
+        tmp_path / "faces.zip", r"bomb\.png: OSError: 314572800 bytes, larger than any plausible"
+    )
     assert peak < 50 << 20
 
 
@@ -124,13 +131,9 @@ def test_a_zip_member_that_lies_about_its_size_is_inflated_in_bounded_steps(tmp_
     (tmp_path / "faces.zip").write_bytes(bytes(data))
     with zipfile.ZipFile(tmp_path / "faces.zip") as zf:
         assert zf.getinfo("bomb.png").file_size == 1000
-    tracemalloc.start()
-    with pytest.raises(
-        BadImageError, match=r"faces\.zip:bomb\.png: BadZipFile: Bad CRC-32 for file 'bomb\.png'"
-    ):
-        load_all(only_train(tmp_path / "faces.zip", batch_size=1))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_bytes_refusing(
+        tmp_path / "faces.zip", r"faces\.zip:bomb\.png: BadZipFile: Bad CRC-32 for file 'bomb\.png'"
+    )
     assert peak < 16 << 20  # one step (1 MiB) at a time, not the 64 MiB
 
 

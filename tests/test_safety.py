@@ -178,25 +178,33 @@ def sigint_handler():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigint_handler):
-    """Python raises KeyboardInterrupt wherever Ctrl-C lands (here: between D's update and G's); the
-    checkpoint must hold whole steps: G updated as often as D, EMA and counters in step."""
+def interruptible_trainer(tmp_path):
+    """A 5-batch fit with a ``CheckpointOnInterrupt``: ``(trainer, callback)``."""
     import lightning as L
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from facegan.callbacks import CheckpointOnInterrupt
-    from tests.test_module import tiny_data, tiny_gan
 
-    torch.manual_seed(0)
-    gan = tiny_gan(ema_kimg=0.01, g_fresh_latents=True)  # fresh latents: a G forward in the G step
-    generator = gan.generator
-    gan.generator = CtrlCDuringTheGeneratorStep(generator)
     interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=5, limit_val_batches=0, logger=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
         callbacks=[interrupt],
     )  # fmt: skip
+    return trainer, interrupt
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigint_handler):
+    """Python raises KeyboardInterrupt wherever Ctrl-C lands (here: between D's update and G's); the
+    checkpoint must hold whole steps: G updated as often as D, EMA and counters in step."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from tests.test_module import tiny_data, tiny_gan
+
+    torch.manual_seed(0)
+    gan = tiny_gan(ema_kimg=0.01, g_fresh_latents=True)  # fresh latents: a G forward in the G step
+    generator = gan.generator
+    gan.generator = CtrlCDuringTheGeneratorStep(generator)
+    trainer, interrupt = interruptible_trainer(tmp_path)
     sigint_handler(signal.default_int_handler)  # as under an interactive shell
     with pytest.raises(SIGTERMException) as stopped:
         trainer.fit(gan, tiny_data())
@@ -211,19 +219,12 @@ def test_ctrl_c_stops_at_a_batch_boundary_with_a_whole_step_saved(tmp_path, sigi
 
 
 def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(tmp_path, sigint_handler, caplog):
-    import lightning as L
 
-    from facegan.callbacks import CheckpointOnInterrupt
     from tests.test_module import tiny_data, tiny_gan
 
     gan = tiny_gan()
     gan.generator = CtrlCDuringTheGeneratorStep(gan.generator, presses=2)
-    interrupt = CheckpointOnInterrupt()
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, limit_train_batches=5, limit_val_batches=0, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=[interrupt],
-    )  # fmt: skip
+    trainer, interrupt = interruptible_trainer(tmp_path)
     sigint_handler(signal.default_int_handler)
     with pytest.raises(SystemExit) as stopped:  # Lightning's exit after a KeyboardInterrupt
         trainer.fit(gan, tiny_data())
