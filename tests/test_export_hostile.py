@@ -62,7 +62,7 @@ def test_the_tensor_count_from_two_tiny_builds_is_exact(tmp_path, kwargs):
     model = tiny_gan(**kwargs)
     folder = export_generator(model, tmp_path / "export")
     z = torch.randn(2, 16)
-    torch.testing.assert_close(load_generator(folder)(z), model.sampling_generator.eval()(z))
+    torch.testing.assert_close(load_generator(folder)(z), model.standing_generator().eval()(z))
 
 
 @pytest.mark.parametrize(
