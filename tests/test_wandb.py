@@ -92,6 +92,8 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
                 "--config", str(REPO / "configs/debug.yaml"),
                 "--config", str(REPO / "configs/wandb.yaml"),
                 "--config", str(fid_overlay(tmp_path / "fid.yaml")),
+                # absolute: W&B may still write the run's files after the test has left tmp_path
+                "--trainer.logger.init_args.save_dir", str(tmp_path / "lightning_logs"),
                 "--model.latent_dim", "64",
                 "--model.g_lr", "1e-4",
                 "--model.d_lr", "3e-4",

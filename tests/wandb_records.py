@@ -45,11 +45,12 @@ def read_records(path: str | Path) -> list[Any]:
     return records
 
 
-def closed_records(path: str | Path, timeout: float = 60.0) -> list[Any]:
+def closed_records(path: str | Path, timeout: float = 300.0) -> list[Any]:
     """The records once the log ends with the run's ``exit`` record.
 
     ``wandb.finish()`` (and a process's exit) can return before W&B's service has written the last
-    buffered records to the file; reading at once then misses the final rows.
+    buffered records to the file; reading at once then misses the final rows. On a loaded 2-core
+    machine that took over 60 s once.
     """
     deadline = time.monotonic() + timeout
     while True:
