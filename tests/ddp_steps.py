@@ -80,6 +80,7 @@ class Record(L.Callback):
             "d_updates": pl_module.d_updates,  # type: ignore[attr-defined]
             "ada": pl_module.objective.ada.state_dict(),  # type: ignore[attr-defined]
             "error": error,
+            "draw": torch.randn(4),  # the next latents-like draw of this process's stream
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}.pt")
 

@@ -317,6 +317,8 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
         self.feed.start_fit()
+        if distributed.is_distributed(self):  # seed_everything and resumes gave every process one stream
+            distributed.decorrelate_ranks(self.global_rank)
 
     def on_train_epoch_start(self) -> None:
         self.feed.start_epoch()
