@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facegan.training.ada import INTERVAL, AdaptiveStrength
-from facegan.training.augment import color, diff_augment
+from facegan.training.augment import INTERVAL, AdaptiveStrength, color, diff_augment
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 

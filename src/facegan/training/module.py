@@ -176,7 +176,7 @@ class FaceGAN(L.LightningModule):
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
             driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
-            :mod:`facegan.training.ada`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
+            :class:`facegan.training.augment.AdaptiveStrength`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
         r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facegan.training.ada import AdaptiveStrength
-from facegan.training.augment import diff_augment, parse_policy
+from facegan.training.augment import AdaptiveStrength, diff_augment, parse_policy
 
 LOSSES = ("nonsaturating", "hinge", "rpgan")
 
@@ -143,7 +142,7 @@ class GANObjective:
     forward when ``compile=True``); :meth:`regularization` takes the eager network, since compiled
     graphs do not support R1's double backward. D sees every image (reals, fakes and the fakes G is
     trained through) through the DiffAugment policy ``augment`` at the strength ``ada.p``: 1, or
-    adapted toward ``ada_target`` (:mod:`facegan.training.ada`). The arguments are
+    adapted toward ``ada_target`` (:class:`~facegan.training.augment.AdaptiveStrength`). The arguments are
     :class:`~facegan.FaceGAN`'s of the same names.
 
     Example:
