@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from facegan import FaceGAN
-from facegan.training.losses import get_losses
+from facegan.training.objective import get_losses
 
 
 class BatchClock(L.Callback):

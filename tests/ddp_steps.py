@@ -78,8 +78,9 @@ class Record(L.Callback):
             "params": {name: p.detach().clone() for name, p in pl_module.named_parameters()},
             "images_seen": int(pl_module.images_seen),  # type: ignore[arg-type]
             "d_updates": pl_module.d_updates,  # type: ignore[attr-defined]
-            "ada": pl_module.players.ada.state_dict(),  # type: ignore[attr-defined]
+            "ada": pl_module.objective.ada.state_dict(),  # type: ignore[attr-defined]
             "error": error,
+            "draw": torch.randn(4),  # the next latents-like draw of this process's stream
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}.pt")
 

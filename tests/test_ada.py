@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facegan.training.ada import INTERVAL, AdaptiveStrength
-from facegan.training.augment import color, diff_augment
+from facegan.training.augment import INTERVAL, AdaptiveStrength, color, diff_augment
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 
@@ -90,7 +89,7 @@ def test_the_signal_is_d_real_or_for_the_relativistic_loss_d_real_minus_d_fake(l
     # reals (r_t = 1), a relativistic one orders every pair wrongly (r_t = -1).
     gan = tiny_gan(loss=loss, augment="translation", ada_target=0.6, ada_kimg=1.0)
     for _ in range(INTERVAL):
-        logs = gan.players.adapt(torch.full((8,), 5.0), torch.full((8,), 6.0), 1.0)
+        logs = gan.objective.adapt(torch.full((8,), 5.0), torch.full((8,), 6.0), 1.0)
     assert logs["train/r_t"] == (1.0 if moves else -1.0)
     assert logs["train/aug_p"] == pytest.approx(0.032 if moves else 0.0)
 
@@ -102,15 +101,15 @@ def test_a_fit_logs_the_strength_and_d_sees_images_at_it():
     original = gan.log_dict
     gan.log_dict = lambda values, **kw: logged.append(dict(values)) or original(values, **kw)
     seen: list[float] = []
-    augment = gan.players.augment
-    gan.players.augment = lambda images: seen.append(gan.players.ada.p) or augment(images)
+    augment = gan.objective.augment
+    gan.objective.augment = lambda images: seen.append(gan.objective.ada.p) or augment(images)
     tiny_trainer(limit_train_batches=INTERVAL + 1).fit(gan, tiny_data())
     rows = [row for row in logged if "train/d_real" in row]  # the D updates' rows
     assert len(rows) == INTERVAL + 1
     assert [row["train/aug_p"] for row in rows][: INTERVAL - 1] == [0.0] * (INTERVAL - 1)
     assert "train/r_t" not in rows[0] and "train/r_t" in rows[INTERVAL - 1]
     # 0.01 kimg: one interval moves p all the way (up or down); D saw the images at the p of its step.
-    assert gan.players.ada.p in (0.0, 1.0) and seen[-1] == gan.players.ada.p
+    assert gan.objective.ada.p in (0.0, 1.0) and seen[-1] == gan.objective.ada.p
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def test_resume_from_last_checkpoint_continues_counters(tmp_path):
     main([*common, "--trainer.max_epochs", "1"])
     last = Path(tmp_path) / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     cli = main([*common, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
-    assert cli.model.images_seen.item() == 2 * 3 * 8
+    assert cli.model.images_seen == 2 * 3 * 8
     assert cli.trainer.global_step == 12
 
 

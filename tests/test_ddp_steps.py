@@ -57,6 +57,7 @@ def test_a_process_whose_batches_are_all_unreadable_takes_part_with_zero_weight(
     assert result.returncode == 0, result.stderr[-3000:]
     assert rank0["error"] is rank1["error"] is None
     assert_identical(rank0, rank1)  # G, D and the EMA generator
+    assert not torch.equal(rank0["draw"], rank1["draw"])  # each process its own random stream
     # 2 epochs x 2 batches on both processes (the D/G/R1 schedules stayed in step) ...
     assert rank0["d_updates"] == rank1["d_updates"] == 4
     # ... and only process 0's images (indices 0, 2, 4, 6, twice) were counted.

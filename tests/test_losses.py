@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from facegan.training.losses import (
+from facegan.training.objective import (
     bce_with_logits,
     get_losses,
     gradient_penalty,

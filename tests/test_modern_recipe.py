@@ -46,14 +46,20 @@ def test_r2_trains_d_only_and_is_zero_centered_on_fakes():
     gan = r3gan(r1_gamma=0.0)
     fake = gan.generator(torch.randn(4, 16))
     real = torch.rand(4, 3, 32, 32) * 2 - 1
-    penalty, logs = gan.players.regularization(real, fake, d_updates=0)
+    penalty, logs = gan.objective.regularization(gan.discriminator, real, fake, d_updates=0)
     assert set(logs) == {"train/r2"}
     penalty.backward()
     assert all(p.grad is None for p in gan.generator.parameters())  # the fakes were detached
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gan.discriminator.parameters())
     lazy = r3gan(r1_every=4)
-    assert lazy.players.regularization(real, fake, d_updates=1) == (0.0, {})  # only every 4th D update
-    assert set(lazy.players.regularization(real, fake, d_updates=4)[1]) == {"train/r1", "train/r2"}
+    assert lazy.objective.regularization(lazy.discriminator, real, fake, d_updates=1) == (
+        0.0,
+        {},
+    )  # only every 4th D update
+    assert set(lazy.objective.regularization(lazy.discriminator, real, fake, 4)[1]) == {
+        "train/r1",
+        "train/r2",
+    }
 
 
 def test_the_generator_loss_is_softplus_of_real_minus_fake_scores_from_the_current_d():
@@ -62,7 +68,7 @@ def test_the_generator_loss_is_softplus_of_real_minus_fake_scores_from_the_curre
     real = torch.rand(4, 3, 32, 32) * 2 - 1
     fake = gan.generator(torch.randn(4, 16))
     expected = torch.nn.functional.softplus(gan.discriminator(real) - gan.discriminator(fake)).mean()
-    got = gan.players.g_loss(fake, real)
+    got = gan.objective.generator_loss(gan.discriminator, fake, real)
     torch.testing.assert_close(got, expected)
     got.backward()
     assert all(p.grad is not None for p in gan.generator.parameters() if p.requires_grad)

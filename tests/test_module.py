@@ -81,8 +81,17 @@ def test_training_logs_losses_d_outputs_and_images_seen():
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/kimg"):
         assert key in metrics and torch.isfinite(metrics[key])
     assert 0.0 <= metrics["train/d_real"] <= 1.0 and 0.0 <= metrics["train/d_fake"] <= 1.0
-    assert gan.images_seen.item() == 3 * 8
+    # One count, a Python int (callbacks read it every batch without a device sync); checkpoints keep
+    # it as the tensor state_dict["images_seen"], and loading one restores it.
+    assert type(gan.images_seen) is int and gan.images_seen == 3 * 8
     assert metrics["train/kimg"].item() == pytest.approx(0.024)
+    state = gan.state_dict()
+    assert state["images_seen"].dtype == torch.long and int(state["images_seen"]) == 24
+    fresh = tiny_gan()
+    fresh.load_state_dict(state)
+    assert fresh.images_seen == 24
+    with pytest.raises(RuntimeError, match="Missing key.*images_seen"):
+        fresh.load_state_dict({k: v for k, v in state.items() if k != "images_seen"})
     assert trainer.global_step == 6  # Lightning counts optimizer steps: one D + one G per batch
 
 

@@ -103,8 +103,9 @@ def test_bad_optimizer_names_are_refused(names, message):
         ProgressMonitor(optimizer_names=names)
 
 
-def test_a_batch_is_never_read_only_its_shape(tmp_path, monkeypatch):
-    """No device read per step: a batch on the meta device (no data; reading it raises) is enough."""
+def test_the_images_are_the_modules_count_and_the_batch_is_never_read(tmp_path, monkeypatch):
+    """No device read per step: the images are FaceGAN's host count (``images_seen``, a Python int);
+    the batch is not looked at (on the meta device it has no data: reading it would raise)."""
     monitor = ProgressMonitor()
     trainer = tiny_trainer(logger=CSVLogger(tmp_path), log_every_n_steps=1, callbacks=[monitor])
     model = tiny_gan()
@@ -114,5 +115,6 @@ def test_a_batch_is_never_read_only_its_shape(tmp_path, monkeypatch):
     monitor.on_train_epoch_start(trainer, model)
     clock.now += 0.5
     batch = (torch.empty(5, 3, 32, 32, device="meta"), torch.empty(5, device="meta"))
+    model.feed.seen += 5  # what the training step adds for a batch of 5 images
     monitor.on_train_batch_end(trainer, model, None, batch, 0)
     assert monitor.images_per_sec == pytest.approx(5 / 0.5)

@@ -18,7 +18,7 @@ from facegan.cli import main
 from facegan.nets import NetworkConfig, build_networks
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from facegan.training.ema import ema_beta, update_ema
-from facegan.training.losses import gradient_penalty
+from facegan.training.objective import gradient_penalty
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_module_r1_runs_in_float32_through_the_augmentation_under_autocast():
     gan.discriminator = Linear(torch.full((3, 32, 32), 0.5))
     real = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        r1 = gan.players.penalty(real)
+        r1 = gan.objective.penalty(gan.discriminator, real)
     assert r1.dtype == torch.float32
     torch.testing.assert_close(r1, torch.tensor(0.25 * 3 * 32 * 32))
 
@@ -128,8 +128,8 @@ def test_module_r1_runs_in_float32_through_the_augmentation_under_autocast():
 def test_lazy_r1_is_added_every_kth_d_step_only():
     gan = tiny_gan(r1_gamma=10.0, r1_every=2)
     calls: list[int] = []
-    original = gan.players.penalty
-    gan.players.penalty = lambda images: calls.append(gan.d_updates) or original(images)
+    original = gan.objective.penalty
+    gan.objective.penalty = lambda D, images: calls.append(gan.d_updates) or original(D, images)
     tiny_trainer(limit_train_batches=5).fit(gan, tiny_data())
     assert calls == [0, 2, 4]
 

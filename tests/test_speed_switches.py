@@ -38,7 +38,7 @@ def test_compiled_networks_train_and_checkpoints_keep_plain_keys():
     before = [p.detach().clone() for p in gan.parameters()]
     trainer = tiny_trainer(limit_train_batches=2)
     trainer.fit(gan, tiny_data())
-    assert set(gan.players.compiled) == {"g", "d"}
+    assert set(gan.compiled) == {"g", "d"}
     assert torch.isfinite(trainer.callback_metrics["train/r1"])
     assert any(not torch.equal(a, b) for a, b in zip(before, gan.parameters(), strict=True))
     keys = gan.state_dict().keys()

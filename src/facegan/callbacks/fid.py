@@ -26,8 +26,7 @@ from facegan.metrics.inception import build_fid_metric
 from facegan.metrics.kid import SUBSET_SIZE, SUBSETS, kid
 from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
 from facegan.metrics.real_stats import real_statistics
-from facegan.training.distributed import gather_rows
-from facegan.training.rng import random_streams_kept
+from facegan.training.distributed import gather_rows, random_streams_kept
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +272,12 @@ class FIDMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
-            self.schedule.start(int(cast(Any, pl_module).images_seen))  # one device sync per fit
+            self.schedule.start(int(cast(Any, pl_module).images_seen))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
+        if self.schedule is not None and self.schedule.due(int(cast(Any, pl_module).images_seen)):
             self._to_loggers(trainer, self.evaluate(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

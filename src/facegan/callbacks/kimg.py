@@ -1,9 +1,9 @@
 """Training counted in images (StyleGAN's kimg): a budget (``max_kimg``), and checkpoints every N kimg.
 
 Papers give schedules in images ("25M images", "snapshot every 200 kimg"); Lightning counts steps,
-and under manual optimization ``global_step`` counts both players' optimizer steps. These count the
-images the discriminator is shown, as ``FaceGAN.images_seen`` does, on the host: one device read
-at the start of a fit, then the batches' shapes (see :class:`KimgSchedule`).
+and under manual optimization ``global_step`` counts both players' optimizer steps. These read the
+images the discriminator was shown from the module's own count, ``FaceGAN.images_seen`` (see
+:class:`KimgSchedule`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any, cast
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from facegan.io.runs import images_drawn
-
 log = logging.getLogger(__name__)
 
 
@@ -24,37 +22,38 @@ class KimgSchedule:
     """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (with
     ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again).
 
-    Counted on the host (no sync). In one process: the batch's images, what the module adds to
-    images_seen. Under DDP every rank must take the same decision (FID's compute() and checkpoints
-    are collective), so it counts what the loaders drew, skipped images included, the same on every
-    rank; only a loader that does not say what it drew costs a collective per batch.
+    It reads the module's count after every batch: FaceGAN's is a Python int (no device sync) and the
+    same on every process, so under DDP every rank takes the same decision (FID's compute() and
+    checkpoints are collective). A module of your own keeps a host-side ``images_seen`` as well.
     """
 
     def __init__(self, every_n_kimg: float, once: bool = False) -> None:
         self.interval = max(1, round(every_n_kimg * 1000))
         self.once = once
-        self.seen = 0  # images_seen, followed on the host during a fit
+        self.seen = 0  # images_seen at the last look
         self.next: float = 0  # images_seen that triggers the next decision
 
     def start(self, images_seen: int) -> None:
         self.seen = images_seen
         self.next = self.interval if self.once else (images_seen // self.interval + 1) * self.interval
 
-    def due(self, trainer: L.Trainer, batch: Any, batch_idx: int) -> bool:
-        images, same_everywhere = images_drawn(trainer, batch, batch_idx)
-        self.seen += images
+    def due(self, images_seen: int) -> bool:
+        self.seen = images_seen
         due = self.seen >= self.next
-        if not same_everywhere:
-            due = trainer.strategy.reduce_boolean_decision(due, all=False)
         if due:
             self.next = math.inf if self.once else (self.seen // self.interval + 1) * self.interval
         return due
 
 
 def start_images(pl_module: L.LightningModule, who: str) -> int:
-    """``pl_module.images_seen`` at the start of a fit (one device read), or a ``TypeError``."""
+    """``pl_module.images_seen`` at the start of a fit, or a ``TypeError`` naming ``who`` needs it."""
     if not hasattr(pl_module, "images_seen"):
         raise TypeError(f"{who} counts images: the LightningModule needs an `images_seen` counter")
+    return images_seen(pl_module)
+
+
+def images_seen(pl_module: L.LightningModule) -> int:
+    """The module's count of images shown to D (FaceGAN's: a Python int, read without a device sync)."""
     return int(cast(Any, pl_module).images_seen)
 
 
@@ -86,7 +85,7 @@ class KimgBudget(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
+        if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
             log.info(
                 "KimgBudget: stopping at %.1f kimg (max_kimg=%s)", self.schedule.seen / 1000, self.max_kimg
             )
@@ -117,7 +116,7 @@ class KimgCheckpoint(ModelCheckpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.schedule is None or not self.schedule.due(trainer, batch, batch_idx):
+        if self.schedule is None or not self.schedule.due(images_seen(pl_module)):
             return
         if self._should_skip_saving_checkpoint(trainer):  # e.g. this step was saved already
             return

@@ -7,7 +7,8 @@ from typing import Any, cast
 
 import lightning as L
 
-from facegan.io.runs import images_drawn, logger_step
+from facegan.callbacks.kimg import images_seen, start_images
+from facegan.io.runs import logger_step
 
 
 class ProgressMonitor(L.Callback):
@@ -16,8 +17,8 @@ class ProgressMonitor(L.Callback):
     The throughput and learning rates GAN trainers report beside the losses (StyleGAN2-ADA's
     ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``). Everything
     is measured on the host, with no device synchronization and no tensor per step: the images are
-    counted from the batches' shapes (under DDP, what every process's loader drew, as
-    ``FIDMonitor(every_n_kimg=...)`` counts them); the time is the wall clock from one batch's end to
+    the module's own count, ``FaceGAN.images_seen`` (a Python int; under DDP, every process's
+    images), read at each batch's end; the time is the wall clock from one batch's end to
     the next one's (data loading included), not counting what happens between an epoch's last batch
     and the next epoch's start (epoch-end FID, grids, checkpoints) nor validation. Work that other
     callbacks do at a batch's end (an ``every_n_kimg`` FID) counts, as in Lightning's
@@ -44,7 +45,7 @@ class ProgressMonitor(L.Callback):
             raise ValueError(f"ProgressMonitor: `optimizer_names` must be distinct, but got {names!r}")
         self.optimizer_names = names
         self.images_per_sec: float | None = None  # the last value logged
-        self._images = 0  # images shown to D (all processes) since the last logging step
+        self._counted = 0  # the module's images_seen at the last logging step (or the fit's start)
         self._seconds = 0.0  # training time since the last logging step
         self._mark: float | None = None  # the last batch's end (or the epoch's start, validation's end)
 
@@ -55,7 +56,7 @@ class ProgressMonitor(L.Callback):
                 f"ProgressMonitor: `optimizer_names` {self.optimizer_names!r} names "
                 f"{len(self.optimizer_names)} optimizers, but the module has {count}; give one name each"
             )
-        self._images, self._seconds = 0, 0.0
+        self._counted, self._seconds = start_images(pl_module, "ProgressMonitor"), 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark = perf_counter()  # the epoch's first batch, loading included, counts from here
@@ -69,19 +70,19 @@ class ProgressMonitor(L.Callback):
         now = perf_counter()
         self._seconds += now - (now if self._mark is None else self._mark)
         self._mark = now
-        self._images += images_drawn(trainer, batch, batch_idx)[0]
         every = cast(Any, trainer).log_every_n_steps  # set by Lightning at runtime, not declared on Trainer
         step = logger_step(trainer)
         if not every or (step + 1) % every:  # Lightning's rule for the steps it logs at
             return
+        seen = images_seen(pl_module)
         if trainer.is_global_zero:
-            self._log(trainer, step)
-        self._images, self._seconds = 0, 0.0
+            self._log(trainer, step, seen - self._counted)
+        self._counted, self._seconds = seen, 0.0
 
-    def _log(self, trainer: L.Trainer, step: int) -> None:
+    def _log(self, trainer: L.Trainer, step: int, images: int) -> None:
         metrics: dict[str, float] = {}
         if self._seconds > 0:
-            self.images_per_sec = self._images / self._seconds
+            self.images_per_sec = images / self._seconds
             metrics["train/images_per_sec"] = self.images_per_sec
         # optimizer_names matches trainer.optimizers (checked at train start) or is empty
         for name, optimizer in zip(self.optimizer_names, trainer.optimizers, strict=False):

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from facegan.callbacks.kimg import KimgSchedule, start_images
+from facegan.callbacks.kimg import KimgSchedule, images_seen, start_images
 from facegan.images import grid_image
 from facegan.io.runs import epoch_end_step, logger_step, run_dir
-from facegan.training.rng import random_streams_kept
+from facegan.training.distributed import random_streams_kept
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class SampleGridMonitor(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.schedule is not None and self.schedule.due(trainer, batch, batch_idx):
+        if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
             self.write_grid(trainer, pl_module, step=logger_step(trainer))
             self.kimg_grid_at = trainer.global_step
 

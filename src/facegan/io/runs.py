@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader
-
-from facegan.data.resident import DeviceBatches
-from facegan.images import batch_images
 
 
 def logger_step(trainer: L.Trainer) -> int:
@@ -58,39 +53,3 @@ def run_dir(trainer: L.Trainer) -> Path:
         return Path(logger.log_dir)
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     return run_root(trainer) / version
-
-
-def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
-    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped.
-
-    Read from the loader's batch size and its (per-process) sampler's length, so it is the same on
-    every process without communication, which the batch's own size is not once ``skip_bad_images``
-    drops an unreadable image on one of them. ``None`` when the loader does not say (a user's own
-    batch sampler or iterable).
-    """
-    loader = trainer.train_dataloader
-    batch_size = getattr(loader, "batch_size", None)
-    if isinstance(loader, DeviceBatches):
-        return loader.batch_size
-    if not isinstance(loader, DataLoader) or batch_size is None:
-        return None
-    try:
-        total = len(loader.sampler)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))
-
-
-def images_drawn(trainer: L.Trainer, batch: Any, batch_idx: int) -> tuple[int, bool]:
-    """``(images of this training batch over all processes, whether that is the same on every one)``,
-    counted on the host from shapes and loaders (no device read, no collective).
-
-    One process: the batch's own images. Under DDP: what the loaders drew (:func:`drawn_per_rank`)
-    times the world size, identical on every process; for a loader that does not say, this
-    process's batch times the world size, which may differ between processes (``False``).
-    """
-    images = batch_images(batch).shape[0]  # a shape: host metadata
-    if trainer.world_size == 1:
-        return images, True
-    drawn = drawn_per_rank(trainer, batch_idx)
-    return (images if drawn is None else drawn) * trainer.world_size, drawn is not None

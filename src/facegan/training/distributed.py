@@ -1,4 +1,5 @@
-"""Distributed-training plumbing for a GAN in one LightningModule (plain torch.distributed).
+"""What changes when a GAN trains in several processes: DDP plumbing (plain torch.distributed) and
+each process's random streams.
 
 Under DDP, Lightning wraps the whole module (G and D) in one ``DistributedDataParallel``, whose
 reducer expects every parameter to receive a gradient in every backward pass. A GAN's D backward
@@ -8,19 +9,27 @@ search per backward). facegan instead does what a plain PyTorch GAN does with on
 network: it switches the whole-module reducer off for its training step (:func:`disable_reducer`)
 and all-reduces exactly the gradients of the player that is about to step
 (:func:`average_gradients`), right before ``opt.step()``.
+
+Random streams: every process gets its own (:func:`decorrelate_ranks`), checkpoints carry them
+(:func:`rng_states`), and callbacks run without advancing them (:func:`random_streams_kept`).
+Importing this file needs no Lightning.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -135,3 +144,48 @@ def gather_rows(trainer: Any, rows: Tensor) -> Tensor:
     padded[: len(rows)] = rows
     gathered = trainer.strategy.all_gather(padded)  # (world, max_n, D)
     return torch.cat([gathered[i, : int(n)] for i, n in enumerate(counts)])
+
+
+# ------------------------------------------------------------------------------- random states
+# Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
+# ``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way. Here
+# every state is a tensor or a plain type.
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's random states (torch CPU and CUDA, Python, NumPy), loadable with
+    ``weights_only=True``."""
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # (name, keys, pos, ...)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore states written by :func:`rng_states` (CUDA only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+@contextmanager
+def random_streams_kept() -> Iterator[None]:
+    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`).
+
+    Callbacks observe a run and must not change it: building a network (its layers' initialisation),
+    iterating a ``DataLoader`` (its base seed) or a cache miss draw from the global streams, which
+    would make the training depend on whether a metric is attached or its cache was warm.
+    """
+    state = rng_states()
+    try:
+        yield
+    finally:
+        set_rng_states(state)

@@ -10,15 +10,12 @@ average over a long half-life would lag far behind them; the ramp-up caps the ha
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 
 def ema_beta(
-    batch_images: int | Tensor,
-    half_life_kimg: float,
-    images_seen: int | Tensor,
-    rampup: float | None = None,
-) -> float | Tensor:
+    batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
+) -> float:
     """Fraction of the average kept by one update that follows ``batch_images`` new images.
 
     Args:
@@ -27,26 +24,22 @@ def ema_beta(
         images_seen: images shown since the start of training (drives the ramp-up).
         rampup: cap the half-life at ``rampup * images_seen``; ``None`` disables the ramp-up.
 
-    Where a count is a tensor (the training step's device counters) the result is a 0-dim tensor on
-    its device, computed without a host sync; with ints, a float.
+    The counts are host integers (``FaceGAN.images_seen``), so this needs no device.
     """
-    longest = max(half_life_kimg * 1000.0, 1e-8)
-    half_life: float | Tensor = longest
-    if rampup is not None and isinstance(images_seen, Tensor):
-        half_life = (images_seen * rampup).clamp(min=1e-8, max=longest)  # no scalar copied to the device
-    elif rampup is not None:
-        half_life = max(min(longest, images_seen * rampup), 1e-8)
-    return 0.5 ** (batch_images / half_life)  # a tensor wherever a count is one
+    half_life = max(half_life_kimg * 1000.0, 1e-8)
+    if rampup is not None:
+        half_life = max(min(half_life, images_seen * rampup), 1e-8)
+    return 0.5 ** (batch_images / half_life)
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, beta: float | Tensor) -> None:
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied as they are.
 
     Buffers (BatchNorm running statistics, counters) are not averaged: facegan recomputes the
     BatchNorm statistics of whichever generator it samples from.
     """
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)  # beta: a float or a 0-dim tensor
+        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)

@@ -4,15 +4,18 @@ Manual optimization, one iteration per batch (Lightning docs, "manual optimizati
 ``fake = G(z)`` once; a discriminator update on ``real`` and ``fake.detach()``; then, every
 ``n_disc_steps`` batches, a generator update on the *same* ``fake`` (with ``g_fresh_latents``: on
 fresh ones) through the freshly updated D (``toggle_optimizer`` freezes the other player).
-Networks live in :mod:`facegan.nets`; losses, augmentation, EMA, sampling, DDP plumbing and random
-states in the other modules of this package.
+``training_step`` is that choreography; what each player minimizes is
+:class:`~facegan.training.objective.GANObjective`'s. Networks live in :mod:`facegan.nets`;
+augmentation, EMA, sampling and DDP plumbing in the other modules of this package.
 Mixed precision works with every option: D's logits and the losses are float32, R1 runs in float32.
-``sample()`` is the one way callbacks and tools get images out of the model.
+``sample()`` is the one way callbacks and tools get images out of the model; ``images_seen`` is the
+one count of training images, which callbacks read.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -20,18 +23,127 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
+from torch.utils.data import DataLoader
 
+from facegan.data.decode import NoImagesError
+from facegan.data.resident import DeviceBatches
 from facegan.images import batch_images
 from facegan.nets import build_networks
 from facegan.training import distributed
-from facegan.training.augment import parse_policy
 from facegan.training.ema import ema_beta, update_ema
-from facegan.training.guards import DataGuard
-from facegan.training.losses import discriminator_metrics, get_losses
-from facegan.training.players import Players
-from facegan.training.rng import rng_states, set_rng_states
+from facegan.training.objective import GANObjective, discriminator_metrics
 from facegan.training.sampling import StandingStats, generate, latents
 from facegan.training.settings import adam_pair, check_settings, network_config
+
+
+def check_batch(images: Tensor, image_size: int) -> None:
+    """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]``.
+
+    Meant for the first batch of a run (it reads the batch's range: one host sync). A batch entirely
+    in ``[0, 1]`` is refused: it is what torchvision's ``ToTensor`` gives, not facegan's convention.
+    """
+    expected = f"(B, 3, {image_size}, {image_size})"
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
+        raise ValueError(
+            f"FaceGAN: a training batch has shape {tuple(images.shape)}, but the model was built for "
+            f"image_size={image_size}: batches must be {expected}. Make the data and the model agree "
+            "(the CLI links --data.image_size to the model; in Python pass the same image_size to both)"
+        )
+    if not images.is_floating_point():
+        raise ValueError(
+            f"FaceGAN: a training batch has dtype {images.dtype}; facegan trains on float images in "
+            "[-1, 1] (facegan.images.from_uint8 converts uint8)"
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < -1.001 or high > 1.001 or low >= 0.0:
+        raise ValueError(
+            f"FaceGAN: a training batch has values in [{low:.3f}, {high:.3f}]; facegan trains on images "
+            "in [-1, 1] (after torchvision's ToTensor, add Normalize((0.5,) * 3, (0.5,) * 3))"
+        )
+
+
+def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
+    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped.
+
+    Read from the loader's batch size and its (per-process) sampler's length, so it is the same on
+    every process without communication, which the batch's own size is not once ``skip_bad_images``
+    drops an unreadable image on one of them. ``None`` when the loader does not say (a user's own
+    batch sampler or iterable).
+    """
+    loader = trainer.train_dataloader
+    batch_size = getattr(loader, "batch_size", None)
+    if isinstance(loader, DeviceBatches):
+        return loader.batch_size
+    if not isinstance(loader, DataLoader) or batch_size is None:
+        return None
+    try:
+        total = len(loader.sampler)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))
+
+
+class ImageFeed:
+    """The training batches as D is fed them: the first one of a fit checked against the model, each
+    one counted in :attr:`seen` (``FaceGAN.images_seen``), and an epoch without images refused.
+
+    Counted on the host from shapes, without a device read: in one process, each batch's images;
+    under DDP, what the loaders drew times the world size, the same on every process without
+    communication, so every rank takes the same decisions from it (``max_kimg``, kimg checkpoints,
+    grids and FID). Images skipped as unreadable leave the count at the epoch's last batch, where the
+    processes sum their epoch's images anyway (one collective per epoch): the count is exact at every
+    epoch end. A loader that does not say what it drew (a user's own batch sampler or iterable under
+    DDP) costs one all-reduce per batch instead.
+    """
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+        self.seen = 0  # images shown to D since the start of training, all processes together
+        self.checked = False  # whether this fit's first batch was checked
+        self.epoch_images = 0  # images trained on in this epoch, by this process
+        self.epoch_counted = 0  # what `seen` took in during this epoch
+
+    def start_fit(self) -> None:
+        self.checked = False
+
+    def start_epoch(self) -> None:
+        self.epoch_images = self.epoch_counted = 0
+
+    def admit(self, images: Tensor, batch_idx: int, trainer: L.Trainer) -> int:
+        """Count the batch ``images`` (``B`` may be 0: all skipped) and return its images over all
+        processes (host-known; the same on every process).
+
+        Raises ``ValueError`` for a first batch that does not match the model (one host sync per
+        fit), and :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which
+        no process had an image: the processes' counts are summed there, so every rank raises, or
+        none does; a rank that alone had none takes part with zero weight.
+        """
+        n = images.shape[0]
+        if n and not self.checked:
+            check_batch(images, self.image_size)
+            self.checked = True
+        self.epoch_images += n
+        world = trainer.world_size
+        drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else None
+        step = n if world == 1 else drawn * world if drawn is not None else self._sum(trainer, n)
+        self.seen += step
+        self.epoch_counted += step
+        if batch_idx + 1 == trainer.num_training_batches:
+            total = self.epoch_images if world == 1 else self._sum(trainer, self.epoch_images)
+            self.seen += total - self.epoch_counted  # images skipped as unreadable leave the count
+            if not total:
+                raise NoImagesError(
+                    f"FaceGAN: epoch {trainer.current_epoch} trained on no images: every batch was empty "
+                    "because every image was skipped as unreadable (were the files deleted or changed, or "
+                    "is crop_size larger than every image?); stopped before saving anything for this epoch"
+                )
+        return step
+
+    @staticmethod
+    def _sum(trainer: L.Trainer, count: int) -> int:
+        """``count`` summed over the processes (a collective and a host read)."""
+        total = torch.tensor(float(count), device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(total, reduce_op="sum"))
 
 
 class FaceGAN(L.LightningModule):
@@ -64,7 +176,7 @@ class FaceGAN(L.LightningModule):
             ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
             driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
-            :mod:`facegan.training.ada`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
+            :class:`facegan.training.augment.AdaptiveStrength`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
         r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,
@@ -95,7 +207,6 @@ class FaceGAN(L.LightningModule):
 
     hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
     sample_z: Tensor  # (num_samples, latent_dim) buffer
-    images_seen: Tensor  # () int64 buffer
 
     def __init__(
         self,
@@ -134,24 +245,34 @@ class FaceGAN(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         check_settings(self.hparams)
-        self.augment_policy = parse_policy(augment)
         self.net_config = network_config(self.hparams)
         self.generator, self.discriminator = build_networks(self.net_config)
         # The EMA generator: a frozen copy, never optimized, never in DDP's reducer; in checkpoints.
         self.generator_ema: torch.nn.Module | None = None
         if ema_kimg is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.d_loss_fn, self.g_loss_fn = get_losses(loss)
+        # What each player minimizes, for whichever networks the step passes it; the ADA strength.
+        self.objective = GANObjective(
+            loss, label_noise, augment, ada_target, ada_kimg, r1_gamma, r2_gamma, r1_every
+        )
+        # torch.compile'd G and D for the training step (compile=True), outside the module tree.
+        self.compiled: dict[str, Callable[..., Tensor]] = {}
         seeded = torch.Generator().manual_seed(sample_seed)
         # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
         self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
-        # Training progress in images shown to D (StyleGAN's kimg); persistent, so resumes keep it.
-        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+        self.feed = ImageFeed(image_size)  # checks and counts the training batches: images_seen
+        # images_seen is a Python int; checkpoints keep it as the tensor state_dict["images_seen"].
+        self.register_state_dict_post_hook(_save_images_seen)
+        self.register_load_state_dict_pre_hook(_load_images_seen)
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
-        self.data_guard = DataGuard(image_size)  # first batch checked, epochs without images refused
-        self.players = Players(self)  # G and D as the step uses them; the augmentation strength (ADA)
         # A copy of the sampling generator with BatchNorm standing statistics, made when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
+
+    @property
+    def images_seen(self) -> int:
+        """Training progress in images shown to D, all processes together (StyleGAN's kimg x 1000):
+        the one count that callbacks read (a Python int: no device sync), kept by checkpoints."""
+        return self.feed.seen
 
     # ------------------------------------------------------------------------------- sampling
     @property
@@ -178,104 +299,99 @@ class FaceGAN(L.LightningModule):
         return generate(self.standing_generator(), z, batch_size)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        ada = self.players.ada.state_dict()  # p and the partial sums of its interval
-        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": rng_states(), "ada": ada}
+        ada = self.objective.ada.state_dict()  # p and the partial sums of its interval
+        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": distributed.rng_states(), "ada": ada}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
-        if state.get("ada") is not None and self.players.ada.adaptive:
-            self.players.ada.load_state_dict(state["ada"], self.device)
+        if state.get("ada") is not None and self.objective.ada.adaptive:
+            self.objective.ada.load_state_dict(state["ada"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             # Resuming a fit: the random streams continue where the checkpoint left them (N/2 steps +
             # resume + N/2 = N steps straight); set before the first training iterator draws its
             # shuffle seed. `FaceGAN.load_from_checkpoint` leaves the RNG alone.
-            set_rng_states(state["rng"])
+            distributed.set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        self.data_guard.start_fit()
+        self.feed.start_fit()
+        if distributed.is_distributed(self):  # seed_everything and resumes gave every process one stream
+            distributed.decorrelate_ranks(self.global_rank)
 
     def on_train_epoch_start(self) -> None:
-        self.data_guard.start_epoch()
+        self.feed.start_epoch()
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
-        if self.hparams.compile:
-            self.players.compile()
+        if self.hparams.compile and not self.compiled:  # they share the weights; checkpoint keys stay plain
+            self.compiled = {"g": torch.compile(self.generator), "d": torch.compile(self.discriminator)}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        hp, objective = self.hparams, self.objective
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
-        if not self.data_guard.admit(real, batch_idx, distributed.attached_trainer(self)):
-            # Every image of the batch was skipped as unreadable. In one process: no step. Under DDP,
-            # a stand-in batch with zero weight (no gradients, no images counted): every rank runs the
-            # same forwards, collectives and D/G/R1/ADA/EMA schedule, so the weights stay identical.
+        images = self.feed.admit(real, batch_idx, self.trainer)  # all processes'; added to images_seen
+        weight = 1.0
+        if not real.shape[0]:  # every image of the batch was skipped as unreadable
             if not distributed.is_distributed(self):
-                return
-            size = self.hparams.image_size
-            return self._step(torch.zeros(2, 3, size, size, device=self.device), weight=0.0)
-        self._step(real, weight=1.0)
-
-    def _step(self, real: Tensor, weight: float) -> None:
-        """One D update (and, on schedule, one G update) on ``real``; losses scaled by ``weight``."""
-        hp = self.hparams
-        opt_g, opt_d = cast(list, self.optimizers())
-        distributed.disable_reducer(self)
+                return  # one process: no step
+            # DDP: a stand-in batch with zero weight (no gradients, no images counted): every rank runs
+            # the same forwards, collectives and D/G/R1/ADA/EMA schedule, so the weights stay identical.
+            real, weight = torch.zeros(2, 3, hp.image_size, hp.image_size, device=self.device), 0.0
         if hp.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        images = real.shape[0] if weight else 0  # what this process shows D in this step
+        opt_g, opt_d = cast(list, self.optimizers())
+        G, D = self.compiled.get("g", self.generator), self.compiled.get("d", self.discriminator)
+        distributed.disable_reducer(self)  # each player's gradients are averaged right before its step
         z = torch.randn(real.shape[0], hp.latent_dim, device=self.device)
-        if hp.g_fresh_latents:  # G trains on fakes of its own: no graph kept for these
-            with torch.no_grad():
-                fake = self.players.fakes(z)  # (B, 3, S, S)
-        else:
-            fake = self.players.fakes(z)  # (B, 3, S, S); graph kept for the generator update
+        with torch.set_grad_enabled(not hp.g_fresh_latents):  # G trains on these fakes, or fresh ones
+            fake = G(z)  # (B, 3, S, S)
 
         # Discriminator: real -> "real", fake.detach() -> "fake". Only D's parameters require grad.
         self.toggle_optimizer(opt_d)
-        real_logits = self.players.logits(real)  # (B,)
-        fake_logits = self.players.logits(fake.detach())  # (B,)
-        d_loss = self.d_loss_fn(real_logits, fake_logits, hp.label_noise)
-        penalty, penalties = self.players.regularization(real, fake, self.d_updates)  # lazy R1 + R2
+        d_loss, real_logits, fake_logits = objective.discriminator_loss(D, real, fake.detach())
+        penalty, penalties = objective.regularization(self.discriminator, real, fake, self.d_updates)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward((d_loss + penalty) * weight)
-        shown = distributed.average_gradients(self, opt_d, images)  # all processes' images this step
+        shown = distributed.average_gradients(self, opt_d, real.shape[0] if weight else 0)
         if not weight and not int(shown):  # no process had an image: no step anywhere, as in one process
             self.untoggle_optimizer(opt_d)  # (a host read only in this rare stand-in step, on every rank)
             return
         opt_d.step()
         self.untoggle_optimizer(opt_d)
-        self.images_seen += shown
         self.d_updates += 1
-        strength = self.players.adapt(real_logits, fake_logits, weight)  # every rank, same updates
+        strength = objective.adapt(real_logits, fake_logits, weight, self._all_reduce_sum)  # every rank
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
-            metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach(), self.images_seen)
-            self.log_dict({**metrics, **penalties, **strength})
+            kimg = torch.tensor(self.images_seen / 1000.0)  # on the host: no copy to the device
+            metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach())
+            self.log_dict({**metrics, "train/kimg": kimg, **penalties, **strength})
 
-        # Generator: the same fake (or fresh ones) through the updated D, D frozen.
-        if self.d_updates % hp.n_disc_steps == 0:
-            self.toggle_optimizer(opt_g)
-            if hp.g_fresh_latents:
-                fake = self.players.fakes(torch.randn(real.shape[0], hp.latent_dim, device=self.device))
-            g_loss = self.players.g_loss(fake, real)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss * weight)
-            distributed.average_gradients(self, opt_g)
-            opt_g.step()
-            self.untoggle_optimizer(opt_g)
-            if self.generator_ema is not None:
-                # Images since the last update, and the ramp-up's images_seen: the device counters,
-                # identical on every process (the step's count is all-reduced with D's gradients).
-                beta = ema_beta(shown * hp.n_disc_steps, hp.ema_kimg, self.images_seen, hp.ema_rampup)
-                update_ema(self.generator_ema, self.generator, beta)
-            if weight:
-                self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+        # Generator, every n_disc_steps D updates: the same fakes (or fresh ones) through the updated D.
+        if self.d_updates % hp.n_disc_steps:
+            return
+        self.toggle_optimizer(opt_g)
+        if hp.g_fresh_latents:
+            fake = G(torch.randn(real.shape[0], hp.latent_dim, device=self.device))
+        g_loss = objective.generator_loss(D, fake, real)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss * weight)
+        distributed.average_gradients(self, opt_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        if self.generator_ema is not None:  # the images since the last update (host counts, every rank alike)
+            beta = ema_beta(images * hp.n_disc_steps, hp.ema_kimg, self.images_seen, hp.ema_rampup)
+            update_ema(self.generator_ema, self.generator, beta)
+        if weight:
+            self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+
+    def _all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        return distributed.all_reduce_sum(self, tensor)
 
     # ----------------------------------------------------------------------- validation / test
     def on_validation_start(self) -> None:
@@ -303,3 +419,22 @@ class FaceGAN(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+
+def _save_images_seen(module: FaceGAN, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+    state[prefix + "images_seen"] = torch.tensor(module.images_seen)  # () int64, as the buffer it was
+
+
+def _load_images_seen(
+    module: FaceGAN,
+    state: dict[str, Any],
+    prefix: str,
+    metadata: Any,
+    strict: bool,
+    missing: list[str],
+    *_: Any,
+) -> None:
+    if prefix + "images_seen" in state:
+        module.feed.seen = int(state.pop(prefix + "images_seen"))
+    elif strict:
+        missing.append(prefix + "images_seen")

@@ -1,0 +1,238 @@
+"""The GAN objective in one place: D's loss, lazy R1/R2, the adaptive augmentation's feed, G's loss.
+
+Plain PyTorch, given the networks explicitly at every call (as R3GAN's ``AdversarialTraining`` and
+StyleGAN2-ADA's ``StyleGAN2Loss`` state theirs); it never sees the LightningModule, whose
+``training_step`` owns the optimizers and calls :class:`GANObjective` (see
+:mod:`facegan.training.module`).
+
+Losses are pure functions of D's logits (never Sigmoid + BCELoss: breaks under AMP). Convention: a
+logit is D's "realness" score; ``sigmoid(logit)`` is the probability D assigns to "real". Every loss
+returns a scalar (the batch mean). Under autocast D's logits and the losses are float32, and R1/R2
+run in float32 with autocast off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facegan.training.augment import AdaptiveStrength, diff_augment, parse_policy
+
+LOSSES = ("nonsaturating", "hinge", "rpgan")
+
+
+def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` (any real target).
+
+    ``t * softplus(-l) + (1 - t) * softplus(l) == softplus(l) - t * l``  # -log(sigmoid) terms
+    """
+    return (F.softplus(logits) - target * logits).mean()
+
+
+KERAS_EPSILON = 1e-7  # Keras' backend epsilon: its BCE clips probabilities to [eps, 1 - eps]
+KERAS_LOGIT_CLIP = math.log((1.0 - KERAS_EPSILON) / KERAS_EPSILON)  # the same clip on logits: 16.118
+
+
+def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
+    """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
+
+    ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
+    important trick!"). Keras labels generated images 1 and real ones 0 and adds
+    ``label_noise * U(0, 1)`` to every label; in facegan's convention (``sigmoid(logit)`` = P(real))
+    that is real targets ``1 - noise`` in ``[0.95, 1]`` and fake targets ``-noise`` in ``[-0.05, 0]``.
+    A target below 0 makes BCE on raw logits unbounded below (it rewards ever more negative fake
+    logits without limit), so, as Keras' BCE clips probabilities to ``[1e-7, 1 - 1e-7]``, the logits
+    are clipped to the same range (``|logit| <= 16.118``): the loss is then Keras' formula exactly,
+    bounded, and its gradient vanishes beyond the clip, as in Keras.
+    """
+    if not label_noise:
+        return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
+    real_target = 1.0 - label_noise * torch.rand_like(real_logits)
+    fake_target = -label_noise * torch.rand_like(fake_logits)
+    clip = KERAS_LOGIT_CLIP
+    return bce_with_logits(real_logits.clamp(-clip, clip), real_target) + bce_with_logits(
+        fake_logits.clamp(-clip, clip), fake_target
+    )
+
+
+def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating generator loss: ``-log(sigmoid(l)) == softplus(-l)``."""
+    return F.softplus(-fake_logits).mean()
+
+
+def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
+    """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN): ``relu(1 - l_real) + relu(1 + l_fake)``."""
+    if label_noise:
+        raise ValueError("`label_noise` applies to the 'nonsaturating' loss only; set it to 0 for 'hinge'")
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: Tensor) -> Tensor:
+    """Generator side of the hinge loss: ``-l_fake``."""
+    return -fake_logits.mean()
+
+
+def rpgan_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): each real image is paired with
+    one generated image and D learns to score the real one higher: ``softplus(l_fake - l_real)``
+    ``== -log(sigmoid(l_real - l_fake))``. Only differences of logits matter, so D cannot win by
+    shifting all its scores."""
+    if label_noise:
+        raise ValueError("`label_noise` applies to the 'nonsaturating' loss only; set it to 0 for 'rpgan'")
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same
+    pairs (``real_logits`` from D on the real batch, without gradient into G)."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
+def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
+    """Zero-centered gradient penalty: mean over the batch of ``|d logit / d image|^2``, differentiable.
+
+    R1 (Mescheder et al. 2018) on real images, R2 on generated ones (R3GAN uses both). ``images`` must
+    require grad and ``logits`` must come from them; for R2 they are the fakes detached from G, so the
+    penalty trains D only. The graph is kept (``create_graph=True``) so the penalty can be
+    back-propagated into D. Compute it in float32: under a float16 autocast the squared input
+    gradients overflow or underflow.
+    """
+    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
+    return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
+
+
+def get_losses(
+    name: str,
+) -> tuple[Callable[[Tensor, Tensor, float], Tensor], Callable[[Tensor], Tensor]]:
+    """Return ``(d_loss, g_loss)`` for a loss name from :data:`LOSSES`."""
+    if name == "nonsaturating":
+        return nonsaturating_d_loss, nonsaturating_g_loss
+    if name == "hinge":
+        return hinge_d_loss, hinge_g_loss
+    if name == "rpgan":  # G's loss takes the paired real logits too (see GANObjective.generator_loss)
+        return rpgan_d_loss, rpgan_g_loss  # type: ignore[return-value]
+    raise ValueError(f"`loss` must be one of {LOSSES}, but got {name!r}")
+
+
+def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes
+    (sign accuracy means the same for every loss)."""
+    return {
+        "train/d_real": torch.sigmoid(real_logits).mean(),
+        "train/d_fake": torch.sigmoid(fake_logits).mean(),
+        "train/d_acc_real": (real_logits > 0).float().mean(),
+        "train/d_acc_fake": (fake_logits < 0).float().mean(),
+    }
+
+
+def _identity(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+class GANObjective:
+    """FaceGAN's objective for any pair of networks: D's loss with lazy R1/R2, the adaptive
+    augmentation's feed, and G's loss, each given D (and G's images) explicitly.
+
+    ``D`` is whatever scores images: ``(B, 3, S, S) -> (B,)`` logits (FaceGAN passes its compiled
+    forward when ``compile=True``); :meth:`regularization` takes the eager network, since compiled
+    graphs do not support R1's double backward. D sees every image (reals, fakes and the fakes G is
+    trained through) through the DiffAugment policy ``augment`` at the strength ``ada.p``: 1, or
+    adapted toward ``ada_target`` (:class:`~facegan.training.augment.AdaptiveStrength`). The arguments are
+    :class:`~facegan.FaceGAN`'s of the same names.
+
+    Example:
+        >>> D = lambda images: images.mean(dim=(1, 2, 3))  # a stand-in D: (B, 3, S, S) -> (B,)
+        >>> objective = GANObjective(loss="hinge")
+        >>> real, fake = torch.ones(4, 3, 8, 8), -torch.ones(4, 3, 8, 8)
+        >>> float(objective.discriminator_loss(D, real, fake)[0]), float(objective.generator_loss(D, fake, real))
+        (0.0, 1.0)
+    """
+
+    def __init__(
+        self,
+        loss: str = "nonsaturating",
+        label_noise: float = 0.0,
+        augment: str = "",
+        ada_target: float | None = None,
+        ada_kimg: float = 500.0,
+        r1_gamma: float = 0.0,
+        r2_gamma: float = 0.0,
+        r1_every: int = 16,
+    ) -> None:
+        self.loss, self.label_noise = loss, label_noise
+        self.d_loss_fn, self.g_loss_fn = get_losses(loss)
+        self.policy = parse_policy(augment)
+        self.ada = AdaptiveStrength(ada_target, ada_kimg)
+        self.r1_gamma, self.r2_gamma, self.r1_every = r1_gamma, r2_gamma, r1_every
+
+    def augment(self, images: Tensor) -> Tensor:
+        """What D sees in training: ``images`` through the policy (if any) at strength ``ada.p``."""
+        return diff_augment(images, self.policy, self.ada.p) if self.policy else images
+
+    def logits(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+        """D's float32 logits ``(B,)`` of the augmented ``images`` (losses stay float32 under autocast)."""
+        return D(self.augment(images)).float()
+
+    def discriminator_loss(
+        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, real_logits, fake_logits)``: D's loss for calling ``real`` real and ``fake`` fake
+        (give ``fake`` detached: this loss trains D only); the logits are ``(B,)`` each."""
+        real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
+        return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
+
+    def penalty(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+        """Zero-centered gradient penalty on ``images`` (R1 on reals, R2 on fakes: detached, so it
+        trains D only) through the augmentation, in float32 with autocast off."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            images = images.detach().float().requires_grad_(True)
+            return gradient_penalty(images, self.logits(D, images))
+
+    def regularization(
+        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, d_updates: int
+    ) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """``(penalty to add to D's loss, what to log)``: R1 on ``real`` and R2 on ``fake``, each
+        ``gamma / 2 * |grad|^2``, lazily every ``r1_every`` D updates (``d_updates``: those done so
+        far) and then scaled by it. ``D`` must be eager (not compiled)."""
+        total: Tensor | float = 0.0
+        logs: dict[str, Tensor] = {}
+        if d_updates % self.r1_every:
+            return total, logs
+        for name, gamma, images in (("r1", self.r1_gamma, real), ("r2", self.r2_gamma, fake)):
+            if gamma > 0:
+                value = self.penalty(D, images)
+                total = total + (0.5 * gamma * self.r1_every) * value
+                logs[f"train/{name}"] = value.detach()
+        return total, logs
+
+    def adapt(
+        self,
+        real_logits: Tensor,
+        fake_logits: Tensor,
+        weight: float = 1.0,
+        all_reduce_sum: Callable[[Tensor], Tensor] = _identity,
+    ) -> dict[str, Any]:
+        """After a D update: feed the adaptive strength its overfitting signal (``D(real)``, or
+        ``D(real) - D(fake)`` for the relativistic loss; ``weight`` 0 counts no image) and, once per
+        interval, adjust ``p`` with the sums of every process (``all_reduce_sum``: the identity in
+        one process); what to log."""
+        if not self.ada.adaptive:
+            return {}
+        self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)
+        self.ada.update(all_reduce_sum)
+        return self.ada.metrics()
+
+    def generator_loss(self, D: Callable[[Tensor], Tensor], fake: Tensor, real: Tensor) -> Tensor:
+        """G's loss on ``fake`` through the current D (D frozen by the caller); the relativistic one
+        pairs them with ``real``."""
+        fake_logits = self.logits(D, fake)
+        if self.loss != "rpgan":
+            return self.g_loss_fn(fake_logits)
+        with torch.no_grad():  # D is frozen and the reals need no gradient: only their scores
+            real_logits = self.logits(D, real)
+        return rpgan_g_loss(fake_logits, real_logits)
