@@ -13,7 +13,6 @@ and all-reduces exactly the gradients of the player that is about to step
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -123,15 +122,3 @@ def decorrelate_ranks(rank: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def gather_rows(trainer: Any, rows: Tensor) -> Tensor:
-    """Every process's ``rows`` (``(n_rank, D)``, counts may differ by rank) concatenated in rank order,
-    on every process; ``rows`` itself in one process."""
-    if trainer.world_size == 1:
-        return rows
-    counts = trainer.strategy.all_gather(torch.tensor(len(rows), device=rows.device)).flatten()
-    padded = torch.zeros(int(counts.max()), *rows.shape[1:], dtype=rows.dtype, device=rows.device)
-    padded[: len(rows)] = rows
-    gathered = trainer.strategy.all_gather(padded)  # (world, max_n, D)
-    return torch.cat([gathered[i, : int(n)] for i, n in enumerate(counts)])
