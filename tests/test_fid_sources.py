@@ -21,8 +21,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from facegan.callbacks import FIDMonitor
 from facegan.metrics import fid as fid_engine
-from facegan.metrics.fid import FID, read_stats_file, real_statistics, save_npz
-from facegan.metrics.real_images import as_uint8, fake_uint8, from_datamodule, from_files, from_loader
+from facegan.metrics.fid import FID, fake_uint8, read_stats_file, real_statistics, save_npz
+from facegan.metrics.real_images import as_uint8, from_datamodule, from_files, from_loader
 
 EXTRACTOR = {"feature": "pooled-test"}
 

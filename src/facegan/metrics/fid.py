@@ -47,9 +47,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from facegan.images import to_uint8
 from facegan.io.atomic import atomic_write
 from facegan.io.paths import cache_dir as cache_folder
-from facegan.metrics.real_images import PixelHash, RealImages, ValueRange, fake_uint8, warn_unstable
+from facegan.metrics.real_images import PixelHash, RealImages, ValueRange, as_uint8, warn_unstable
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,22 @@ def generated(
     rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
     for z in torch.tensor_split(latents, world)[rank].split(batch_size):
         yield fake_uint8(sample(z), value_range)
+
+
+def fake_uint8(images: Tensor, value_range: ValueRange, argument: str = "fake_range") -> Tensor:
+    """Generated images in ``value_range`` -> uint8, clamped: a generator may overshoot its range a
+    little, but images far outside it (half its width) mean a wrong ``value_range``."""
+    if isinstance(value_range, str) or images.dtype == torch.uint8:
+        return as_uint8(images, value_range, argument, "the generated images")
+    low, high = value_range
+    margin = 0.5 * (high - low)
+    lowest, highest = float(images.min()), float(images.max())
+    if images.ndim != 4 or images.shape[1] != 3 or lowest < low - margin or highest > high + margin:
+        raise ValueError(
+            f"the generated images {tuple(images.shape)} span [{lowest:.4g}, {highest:.4g}]: expected "
+            f"(B, 3, H, W) in `{argument}`=[{low:g}, {high:g}]; declare the generator's range"
+        )
+    return to_uint8((images.float() - low) * (2.0 / (high - low)) - 1.0)
 
 
 # --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, offline ---
