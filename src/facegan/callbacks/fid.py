@@ -256,10 +256,7 @@ class FIDMonitor(L.Callback):
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "kimg": None if seen is None else float(seen) / 1000.0,
-            "fid": scores["fid"],
-            "kid": scores["kid"],
-            "kid_std": scores["kid_std"],
-            "seconds": scores["seconds"],
+            **{key: scores[key] for key in ("fid", "kid", "kid_std", "seconds")},
             "num_fake": self.num_fake,
             "num_real": None if real is None else real.count,  # None for a .npz, which does not say
         }

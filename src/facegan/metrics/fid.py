@@ -68,7 +68,7 @@ class FID:
 
     Args:
         metric: a ``FrechetInceptionDistance`` with ``reset_real_features=False`` and uint8 input
-            (:meth:`load` builds the standard one; tests give a small stand-in).
+            (:meth:`load` builds the standard one; any ``feature=`` module works, e.g. a small stand-in).
         extractor: what computed the features (part of the cache key; :func:`build_fid_metric`).
         kid: also compute KID from the same features; the real images' features are then kept and
             cached with their statistics (8 KB per image).
@@ -113,17 +113,13 @@ class FID:
         file (``.npz``/``.pt``), statistics already read, or ``None``: zeros (DDP ranks other than 0).
         """
         if isinstance(real, str | os.PathLike):
-            real = read_stats_file(real, self.extractor, self.num_features)
+            real = read_stats_file(real, self.extractor, int(self.metric.real_features_sum.shape[-1]))
         elif isinstance(real, RealImages):
             folder = cache_folder("fid", cache_dir)
             real = real_statistics(self.metric, real, self.extractor, folder, features=self.kid)
         set_real_states(self.metric, None if real is None else real.states)
         self.real = real
         return real
-
-    @property
-    def num_features(self) -> int:
-        return int(self.metric.real_features_sum.shape[-1])  # 2048 for Inception's pool features
 
     def __call__(self, fake: Iterable[Tensor], name: str = "the generated images") -> dict[str, Any]:
         """FID (and KID) of ``fake``, this process's uint8 ``(B, 3, H, W)`` batches, against the real half.
@@ -264,11 +260,6 @@ def build_fid_metric(
 
 
 # --- The distance -------------------------------------------------------------------------------------
-
-
-def real_states(metric: FrechetInceptionDistance) -> dict[str, Tensor]:
-    """The metric's real-image statistics, on the CPU."""
-    return {name: getattr(metric, name).cpu() for name in REAL_STATES}
 
 
 def set_real_states(metric: FrechetInceptionDistance, states: Sequence[Tensor] | None) -> None:
@@ -499,7 +490,7 @@ def real_statistics(
             warn_unstable(real.name)
             blob, digest = stats_key(used.key(), real.count, extractor)
             path = stats_file(folder, digest)
-        stats = {"key": blob, **real_states(metric)}
+        stats = {"key": blob, **{name: getattr(metric, name).cpu() for name in REAL_STATES}}
         if features:
             stats["features"] = tap.features()  # (N, 2048) float32: 8 KB per image
         save_stats(path, stats)
