@@ -6,8 +6,9 @@
 Both paths do the same work: generate each batch with ``FaceGAN.sample`` from the same latents,
 convert to uint8, and update ``FrechetInceptionDistance(feature=2048)`` (fake half); the direct path
 then computes the distance against the same real statistics. The callback path is
-``FIDMonitor.evaluate`` (the call behind ``val/fid``). Alternating repeats, medians, ratio (target
->= 0.95). Offline: the Inception weights come from ``--weights`` (default ../shared/fid/).
+``FIDMonitor.evaluate`` (the call behind ``val/fid``), which runs the FID engine
+(:class:`facegan.metrics.FID`, the one ``facegan score`` runs too). Alternating repeats, medians,
+ratio (target >= 0.95). Offline: the Inception weights come from ``--weights`` (default ../shared/fid/).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan import FaceGAN, FIDMonitor
 from facegan.images import to_uint8
-from facegan.metrics import build_fid_metric
+from facegan.metrics import FID, fixed_latents
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -41,14 +42,11 @@ def main() -> None:
     device = torch.device(args.device)
     model = FaceGAN(image_size=64, g_channels=32, d_channels=32).to(device)
     monitor = FIDMonitor(num_fake=args.num, batch_size=args.batch_size, weights_path=args.weights)
-    metric, _ = build_fid_metric(args.weights)
-    monitor.metric = metric.to(device)
+    monitor.fid = FID.load(args.weights).to(device)  # no real features: the tap runs, KID does not
     real = torch.randint(0, 256, (2 * args.batch_size, 3, 64, 64), dtype=torch.uint8, device=device)
-    monitor.metric.update(real, real=True)  # real statistics for both paths (values do not matter)
-    monitor.latents = torch.randn(
-        args.num, model.hparams.latent_dim, generator=torch.Generator().manual_seed(0)
-    )
-    trainer = SimpleNamespace(world_size=1, global_rank=0, current_epoch=0, global_step=0)
+    monitor.fid.metric.update(real, real=True)  # real statistics for both paths (values do not matter)
+    monitor.latents = fixed_latents(args.num, model.hparams.latent_dim, seed=0)
+    trainer = SimpleNamespace(current_epoch=0, global_step=0)
     direct = FrechetInceptionDistance(
         feature=2048, reset_real_features=False, normalize=False, antialias=False,
         feature_extractor_weights_path=args.weights,

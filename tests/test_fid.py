@@ -122,8 +122,8 @@ def test_real_statistics_cache_is_written_then_hit_and_keyed(weights, data, tmp_
     second.setup(fake_trainer(counting_data), Replay(torch.zeros(0)), "fit")
     assert second.cache_hit is True and counted.reads == 4 and second.cache_path == first.cache_path
     for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
-        assert torch.equal(getattr(second.metric, name), getattr(first.metric, name))
-    assert int(second.metric.real_features_num_samples) == 4
+        assert torch.equal(getattr(second.fid.metric, name), getattr(first.fid.metric, name))
+    assert int(second.fid.metric.real_features_num_samples) == 4
 
     third = FIDMonitor(**{**settings, "num_real": 3})  # another key: num_real
     third.setup(fake_trainer(counting_data), Replay(torch.zeros(0)), "fit")
@@ -231,7 +231,7 @@ def test_every_n_kimg_follows_the_modules_image_count(monkeypatch):
     monkeypatch.setattr(
         monitor, "evaluate", lambda trainer, module: evaluated.append(monitor.schedule.seen) or {}
     )
-    monkeypatch.setattr(FIDMonitor, "_to_loggers", staticmethod(lambda trainer, entry: None))
+    monkeypatch.setattr(FIDMonitor, "_log", staticmethod(lambda trainer, entry, in_batch=False: None))
     trainer = SimpleNamespace(world_size=1)
     module = Module()
     monitor.on_train_start(trainer, module)

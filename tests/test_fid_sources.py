@@ -20,10 +20,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from facegan.callbacks import FIDMonitor
-from facegan.callbacks import fid as fid_callback
-from facegan.metrics.fid import generated_fid, set_real_states
-from facegan.metrics.real_images import as_uint8, fake_uint8, from_datamodule, from_files, from_loader
-from facegan.metrics.real_stats import read_stats_file, real_statistics, save_npz
+from facegan.metrics import fid as fid_engine
+from facegan.metrics.fid import FID, fake_uint8, read_stats_file, real_statistics, save_npz
+from facegan.metrics.real_images import as_uint8, from_datamodule, from_files, from_loader
 
 EXTRACTOR = {"feature": "pooled-test"}
 
@@ -154,9 +153,10 @@ def test_statistics_files_npz_as_pytorch_fid_writes_them_and_the_cache_file(unit
         assert int(npz["num_images"]) == 40
         bare = tmp_path / "pytorch-fid.npz"
         np.savez(bare, mu=npz["mu"], sigma=npz["sigma"])  # no count: pytorch-fid's own files
+    engine = FID(metric, EXTRACTOR, kid=False)
     for source in (saved, bare, cache_file):
-        set_real_states(metric, read_stats_file(source, EXTRACTOR).states)
-        fid = generated_fid(metric, lambda z: fake_uint8_[: len(z)], torch.zeros(40, 1), 40)
+        engine.set_real(source)  # read and checked as FIDMonitor and score read a statistics file
+        fid = engine([fake_uint8_])["fid"]
         assert fid == pytest.approx(expected, rel=1e-6), source
     with pytest.raises(ValueError, match=r"computed with another feature extractor"):
         read_stats_file(cache_file, {"feature": 2048})
@@ -184,7 +184,7 @@ def test_image_files_are_cropped_resized_and_keyed_by_their_files(tmp_path):
 
 def test_fid_monitor_measures_a_callable_against_a_users_loader(unit_images, tmp_path, monkeypatch, caplog):
     """No LightningModule API needed: `generator` and `latent_dim` stand in for sample()."""
-    monkeypatch.setattr(fid_callback, "build_fid_metric", lambda path: (pooled_metric(), EXTRACTOR))
+    monkeypatch.setattr(fid_engine, "build_fid_metric", lambda *args, **kwargs: (pooled_metric(), EXTRACTOR))
     real = DataLoader(TensorDataset(unit_images, torch.zeros(40)), batch_size=16)
     fakes = unit_images.flip(0) ** 2 * 2 - 1  # the "generator" returns these, in [-1, 1]
     position = []
@@ -225,7 +225,7 @@ def test_fid_monitor_measures_a_callable_against_a_users_loader(unit_images, tmp
 
 
 def test_a_statistics_file_path_is_used_without_reading_images(unit_images, tmp_path, monkeypatch):
-    monkeypatch.setattr(fid_callback, "build_fid_metric", lambda path: (pooled_metric(), EXTRACTOR))
+    monkeypatch.setattr(fid_engine, "build_fid_metric", lambda *args, **kwargs: (pooled_metric(), EXTRACTOR))
     states = real_statistics(
         pooled_metric(), from_loader([unit_images], (0.0, 1.0), 40, "r"), EXTRACTOR, tmp_path
     ).states
@@ -239,5 +239,6 @@ def test_a_statistics_file_path_is_used_without_reading_images(unit_images, tmp_
     monitor.setup(trainer, L.LightningModule(), "fit")
     assert monitor.cache_path == Path(stats) and monitor.cache_hit is True
     assert torch.allclose(
-        monitor.metric.real_features_sum / monitor.metric.real_features_num_samples, states[0] / states[2]
+        monitor.fid.metric.real_features_sum / monitor.fid.metric.real_features_num_samples,
+        states[0] / states[2],
     )

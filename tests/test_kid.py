@@ -8,7 +8,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from facegan.metrics.kid import FeatureTap, kid
+from facegan.metrics.fid import FeatureTap, kid
 
 
 class Flat(torch.nn.Module):

@@ -106,9 +106,9 @@ def test_a_checkpoint_scores_as_fid_monitor_and_saved_statistics_score_the_same(
 def test_bad_input_fails_with_one_line_before_inception_loads(
     fake, real, flags, message, tmp_path, capsys, monkeypatch
 ):
-    import facegan.cli.score as score
+    import facegan.metrics.fid as fid_engine
 
-    monkeypatch.setattr(score, "build_fid_metric", lambda *a, **k: pytest.fail("Inception was loaded"))
+    monkeypatch.setattr(fid_engine, "build_fid_metric", lambda *a, **k: pytest.fail("Inception was loaded"))
     pngs(tmp_path / "fake", 2, 8, 100, seed=0)
     pngs(tmp_path / "real", 2, 8, 100, seed=1)
     (tmp_path / "config.yaml").write_text("model:\n  arch: dcgan\n")

@@ -14,9 +14,9 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.cli.tools import main
-from facegan.metrics.fid import generated_fid
+from facegan.metrics import fid as fid_engine
+from facegan.metrics.fid import FID, read_stats_file, real_statistics
 from facegan.metrics.real_images import from_loader
-from facegan.metrics.real_stats import read_stats_file, real_statistics
 from tests.test_fid_sources import EXTRACTOR, Pooled
 from tests.test_score import pngs
 
@@ -31,10 +31,8 @@ class Untouchable(Pooled):
 
 
 def use_metric(monkeypatch: pytest.MonkeyPatch, extractor: torch.nn.Module) -> None:
-    import facegan.cli.score as score
-
     metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False, normalize=False)
-    monkeypatch.setattr(score, "build_fid_metric", lambda *args, **kwargs: (metric, EXTRACTOR))
+    monkeypatch.setattr(fid_engine, "build_fid_metric", lambda *args, **kwargs: (metric, EXTRACTOR))
 
 
 def run_score(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -214,7 +212,7 @@ def test_fid_eigenvalues_run_on_one_thread_with_the_same_value(monkeypatch):
         metric.update(fake, real=False)
         several = float(metric.compute())  # torchmetrics itself, on 2 threads
         monkeypatch.setattr(torch.linalg, "eigvals", spy)
-        fid = generated_fid(metric, lambda z: fake[: len(z)], torch.zeros(40, 1), 40)
+        fid = FID(metric, EXTRACTOR, kid=False)([fake])["fid"]
         assert threads_seen == [1] and torch.get_num_threads() == 2  # one thread, then 2 again
         assert fid == pytest.approx(several, rel=1e-6)
         from facegan.metrics.fid import one_thread

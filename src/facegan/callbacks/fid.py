@@ -10,31 +10,28 @@ from typing import Any, cast
 
 import lightning as L
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from facegan.callbacks.fid_schedule import (
-    NO_REAL,
-    check_arguments,
-    entry_metrics,
-    refuse_checkpoints_without_fid,
-)
 from facegan.callbacks.kimg import KimgSchedule
-from facegan.io.paths import cache_dir
-from facegan.io.runs import logger_step
-from facegan.metrics.fid import generated_fid, set_real_states
-from facegan.metrics.inception import build_fid_metric
-from facegan.metrics.kid import SUBSET_SIZE, SUBSETS, kid
-from facegan.metrics.real_images import ValueRange, check_value_range, fake_uint8, resolve_real
-from facegan.metrics.real_stats import real_statistics
-from facegan.training.distributed import gather_rows, random_streams_kept
+from facegan.io.runs import epoch_end_step, logger_step
+from facegan.metrics.fid import FID, SUBSET_SIZE, SUBSETS, fixed_latents, generated
+from facegan.metrics.real_images import ValueRange, check_value_range, resolve_real
+from facegan.training.distributed import random_streams_kept
 
 log = logging.getLogger(__name__)
+
+EPOCH_KEYS = ("val/fid", "val/kid", "val/kid_std", "val/fid_seconds")  # what an evaluation logs
+NO_REAL = (
+    "FIDMonitor: no real images: give FIDMonitor(real=...) (a data module, a DataLoader, a folder or zip "
+    "of images, or a statistics file .npz/.pt), or fit with a data module"
+)
 
 
 class FIDMonitor(L.Callback):
     """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
-    Wraps torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
+    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too):
+    torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
     resize, network in float32, statistics in float64) fed with uint8 images. Generated images come
     from ``pl_module.sample(z=...)`` (or a given ``generator``) on fixed latents. Real images come from
     ``real``: by default the trainer's data module (facegan's, or any other through its
@@ -48,14 +45,16 @@ class FIDMonitor(L.Callback):
         fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
         trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
-    Epoch results are logged with ``pl_module.log`` in ``on_train_epoch_end``, so
-    ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees them when it saves at train epoch end (its
-    default with no validation or one validation per epoch; else give it ``save_on_train_epoch_end=True``).
-    With ``every_n_epochs=N``, such a checkpoint needs ``every_n_epochs`` N (or a multiple): one that
-    would check on epochs without FID is refused at setup, before training (Lightning would raise at
-    the first such epoch).
-    ``every_n_kimg`` and fit-end results go to ``trainer.loggers``. Under DDP each rank generates its
-    share of the latents, every rank calls ``compute()`` (it all-reduces), KID is rank 0's, broadcast.
+    Every evaluation, whatever triggered it (``every_n_epochs``, ``every_n_kimg``, the fit's end), is
+    logged one way: to each logger at the step of the latest training batch (the step Lightning logs
+    that batch's and that epoch's own metrics at), together with ``train/kimg``, and into
+    ``trainer.callback_metrics``, so ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees it when it
+    saves at train epoch end (its default with no validation or one validation per epoch; else give it
+    ``save_on_train_epoch_end=True``). With ``every_n_epochs=N``, such a checkpoint needs
+    ``every_n_epochs`` N (or a multiple): one that would check on epochs without FID is refused at
+    setup, before training (Lightning would raise at the first such epoch). Under DDP each rank
+    generates its share of the latents, every rank calls ``compute()`` (it all-reduces) and holds the
+    same FID and KID (rank 0's, broadcast); rank 0's loggers write them.
 
     Args:
         num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
@@ -119,27 +118,38 @@ class FIDMonitor(L.Callback):
         kid_subset_size: int = SUBSET_SIZE,
     ) -> None:
         super().__init__()
-        check_arguments(locals())
+        for ok, name, allowed in (
+            (num_fake >= 2, "num_fake", "an integer >= 2"),
+            (num_real is None or num_real >= 2, "num_real", "null or an integer >= 2"),
+            (every_n_epochs >= 0, "every_n_epochs", "an integer >= 0 (0 disables)"),
+            (every_n_kimg is None or every_n_kimg > 0, "every_n_kimg", "null or > 0"),
+            (batch_size >= 1, "batch_size", "an integer >= 1"),
+            (isinstance(split, str) and split != "", "split", "'train', 'val' or 'test'"),
+            (generator is None or callable(generator), "generator", "a callable z -> images"),
+            (latent_dim is None or latent_dim >= 1, "latent_dim", "null or an integer >= 1"),
+            (image_size is None or image_size >= 1, "image_size", "null or an integer >= 1"),
+            (kid_subsets >= 1, "kid_subsets", "an integer >= 1"),
+            (kid_subset_size >= 2, "kid_subset_size", "an integer >= 2"),
+        ):
+            if not ok:
+                raise ValueError(f"FIDMonitor: `{name}` must be {allowed}, but got {locals()[name]!r}")
         self.num_fake, self.num_real, self.split, self.batch_size = num_fake, num_real, split, batch_size
         self.every_n_epochs, self.every_n_kimg, self.at_fit_end = every_n_epochs, every_n_kimg, at_fit_end
         self.seed, self.weights_path, self.cache_dir = seed, weights_path, cache_dir
         self.real, self.generator, self.latent_dim = real, generator, latent_dim
         self.image_size, self.crop_size = image_size, crop_size
         self.kid, self.kid_subsets, self.kid_subset_size = kid, kid_subsets, kid_subset_size
-        self._real_features: torch.Tensor | None = None  # (num_real, 2048) for KID, global rank 0
         try:
             self.real_range: ValueRange = check_value_range(real_range, "real_range")
             self.fake_range: ValueRange = check_value_range(fake_range, "fake_range")
         except ValueError as error:
             raise ValueError(f"FIDMonitor: {error}") from None
-        self.metric: FrechetInceptionDistance | None = None  # never a child of the LightningModule
-        # per evaluation: epoch, step, kimg, fid, seconds, num_fake, num_real (images behind the FID)
+        self.fid: FID | None = None  # the engine; never a child of the LightningModule
+        # per evaluation: epoch, step, kimg, fid, kid, kid_std, seconds, num_fake, num_real
         self.history: list[dict[str, Any]] = []
         self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
-        self.extractor: dict[str, Any] = {}  # what computed the features (part of the cache key)
-        self._num_real: int | None = None  # real images behind the statistics (global rank 0)
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
         self.schedule = KimgSchedule(every_n_kimg) if every_n_kimg else None
 
@@ -150,7 +160,7 @@ class FIDMonitor(L.Callback):
             self._setup(trainer, pl_module)
 
     def _setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        refuse_checkpoints_without_fid(trainer, self.every_n_epochs)
+        self._refuse_checkpoints_without_fid(trainer)
         if self.real is None and getattr(trainer, "datamodule", None) is None:
             raise TypeError(NO_REAL)
         hparams = getattr(pl_module, "hparams", {})
@@ -166,20 +176,38 @@ class FIDMonitor(L.Callback):
             )
         if self.num_fake < trainer.world_size:
             raise ValueError(f"FIDMonitor: `num_fake` must be >= the {trainer.world_size} processes")
-        if self.metric is None:
-            self.metric, self.extractor = build_fid_metric(self.weights_path)
-        self.metric.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
-        seeded = torch.Generator().manual_seed(self.seed)
-        self.latents = torch.randn(self.num_fake, int(latent_dim), generator=seeded)
+        if self.fid is None:
+            self.fid = FID.load(self.weights_path, kid=self.kid, kid_subsets=self.kid_subsets,
+                                kid_subset_size=self.kid_subset_size, seed=self.seed)  # fmt: skip
+        self.fid.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
+        self.latents = fixed_latents(self.num_fake, int(latent_dim), self.seed)
         if trainer.is_global_zero:
             self._prepare_real(getattr(trainer, "datamodule", None), pl_module)
         else:  # real statistics live on rank 0 only: compute() sums every rank's states
-            set_real_states(self.metric, None)
+            self.fid.set_real(None)
         trainer.strategy.barrier("FIDMonitor.setup")
 
+    def _refuse_checkpoints_without_fid(self, trainer: L.Trainer) -> None:
+        """Refuse a ``ModelCheckpoint(monitor="val/fid")`` that checks on epochs without FID (Lightning
+        raises there, mid-run): its ``every_n_epochs`` must be a multiple of this monitor's."""
+        every_n_epochs = self.every_n_epochs
+        for checkpoint in trainer.checkpoint_callbacks:
+            if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor not in EPOCH_KEYS:
+                continue
+            every = checkpoint.every_n_epochs or 0
+            if every and (not every_n_epochs or every % every_n_epochs):
+                where = f"every {every_n_epochs} epochs" if every_n_epochs else "at no epoch end"
+                raise ValueError(
+                    f"FIDMonitor: ModelCheckpoint(monitor={checkpoint.monitor!r}) checks every {every} "
+                    f"epoch(s), but FIDMonitor logs it {where} (every_n_epochs={every_n_epochs}); give "
+                    "the checkpoint every_n_epochs equal to FIDMonitor's (or a multiple: "
+                    f"--checkpoint.every_n_epochs {every_n_epochs or 1} in the CLI), or FIDMonitor "
+                    "every_n_epochs=1"
+                )
+
     def _prepare_real(self, datamodule: Any, pl_module: L.LightningModule) -> None:
-        """Put the real statistics into the metric: from a statistics file, the cache, or computed."""
-        assert self.metric is not None
+        """Put the real statistics into the engine: from a statistics file, the cache, or computed."""
+        assert self.fid is not None
         start = time.perf_counter()
         try:
             real = resolve_real(
@@ -190,16 +218,13 @@ class FIDMonitor(L.Callback):
                 log.warning(
                     "FIDMonitor: num_real=%d but %s has %d images", self.num_real, real.name, real.count
                 )
-            stats = real_statistics(
-                self.metric, real, self.extractor, cache_dir("fid", self.cache_dir), features=self.kid
-            )
-            self.cache_path, self.cache_hit, self._real_features = stats.path, stats.cached, stats.features
-            self._num_real = stats.count  # None for a pytorch-fid .npz, which does not record it
-            if self.kid and self._real_features is None:
-                log.warning("FIDMonitor: no KID: %s holds no per-image features (only mu/sigma)", real)
+            stats = self.fid.set_real(real, self.cache_dir)
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"FIDMonitor: {error}") from error
-        set_real_states(self.metric, stats.states)
+        assert stats is not None
+        self.cache_path, self.cache_hit = stats.path, stats.cached
+        if self.kid and stats.features is None:
+            log.warning("FIDMonitor: no KID: %s holds no per-image features (only mu/sigma)", real)
         log.info(
             "FIDMonitor: real statistics (cache %s, %.1f s): %s",
             "hit" if self.cache_hit else "miss", time.perf_counter() - start, self.cache_path,
@@ -216,59 +241,59 @@ class FIDMonitor(L.Callback):
 
         The training's random streams are left as they were (a user's ``generator`` may draw).
         """
-        if self.metric is None or self.latents is None:
+        if self.fid is None or self.latents is None:
             raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
-        with random_streams_kept():
-            return self._evaluate(trainer, pl_module)
-
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        start = time.perf_counter()
-        self.metric.to(pl_module.device)
-        latents = torch.tensor_split(self.latents, trainer.world_size)[trainer.global_rank]  # this rank's
-        generator = self.generator or (lambda z: cast(Any, pl_module).sample(z=z))
         device = pl_module.device
-
-        def sample(z: torch.Tensor) -> torch.Tensor:
-            return fake_uint8(generator(z.to(device)), self.fake_range)
-
-        features: list[torch.Tensor] | None = [] if self.kid else None
-        fid = generated_fid(self.metric, sample, latents, self.batch_size, features)
-        kid_mean = kid_std = None
-        if features is not None:  # collectives on every rank; the real features live on rank 0
-            fake, real = gather_rows(trainer, features[0].to(pl_module.device)).cpu(), self._real_features
-            score = (
-                None if real is None else kid(real, fake, self.kid_subsets, self.kid_subset_size, self.seed)
+        self.fid.to(device)
+        generator = self.generator or (lambda z: cast(Any, pl_module).sample(z=z))
+        with random_streams_kept():
+            scores = self.fid(
+                generated(lambda z: generator(z.to(device)), self.latents, self.batch_size, self.fake_range)
             )
-            kid_mean, kid_std = score[:2] if score else (None, None)
-            if trainer.world_size > 1:
-                kid_mean, kid_std = trainer.strategy.broadcast((kid_mean, kid_std))  # rank 0's
         seen = getattr(pl_module, "images_seen", None)
+        real = self.fid.real  # global rank 0's
         entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "kimg": None if seen is None else float(seen) / 1000.0,
-            "fid": fid,
-            "kid": kid_mean,
-            "kid_std": kid_std,
-            "seconds": time.perf_counter() - start,
+            **{key: scores[key] for key in ("fid", "kid", "kid_std", "seconds")},
             "num_fake": self.num_fake,
-            "num_real": self._num_real,
+            "num_real": None if real is None else real.count,  # None for a .npz, which does not say
         }
         self.history.append(entry)
-        self.last_fid = fid
+        self.last_fid = entry["fid"]
         log.info(
-            "FIDMonitor: FID %.4f, KID %s at step %d (%.1f s)", fid, kid_mean, entry["step"], entry["seconds"]
-        )
+            "FIDMonitor: FID %.4f, KID %s at step %d (%.1f s)",
+            entry["fid"], entry["kid"], entry["step"], entry["seconds"],
+        )  # fmt: skip
         return entry
 
     def _evaluated_at(self, step: int) -> dict[str, Any] | None:
         return self.history[-1] if self.history and self.history[-1]["step"] == step else None
 
     @staticmethod
-    def _to_loggers(trainer: L.Trainer, entry: dict[str, Any]) -> None:
-        step = logger_step(trainer)
+    def _log(trainer: L.Trainer, entry: dict[str, Any], in_batch: bool = False) -> None:
+        """The one way every evaluation is logged, whatever triggered it.
+
+        FID, KID (if measured), the seconds it took and, in the same row so dashboards can plot them
+        against it, the images seen (``train/kimg``) go to each logger (global rank 0's write) at the
+        step of the latest training batch: in ``on_train_batch_end`` that batch's, after the batch loop
+        the last batch's (where Lightning logs epoch-end metrics). They also go into
+        ``trainer.callback_metrics`` (what ``ModelCheckpoint`` and ``EarlyStopping`` monitor) and the
+        progress bar, on every rank (FID and KID are the same on all). ``pl_module.log`` cannot serve
+        all three triggers: Lightning refuses it in ``on_train_end`` and writes batch-end values to the
+        loggers only every ``log_every_n_steps``.
+        """
+        metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
+        if entry.get("kid") is not None:
+            metrics.update({"val/kid": entry["kid"], "val/kid_std": entry["kid_std"]})
+        if entry.get("kimg") is not None:
+            metrics["train/kimg"] = entry["kimg"]
+        step = logger_step(trainer) if in_batch else epoch_end_step(trainer)
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
+        trainer.progress_bar_metrics["val/fid"] = entry["fid"]
         for logger in trainer.loggers:
-            logger.log_metrics(entry_metrics(entry), step=step)
+            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
@@ -278,20 +303,16 @@ class FIDMonitor(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.schedule is not None and self.schedule.due(int(cast(Any, pl_module).images_seen)):
-            self._to_loggers(trainer, self.evaluate(trainer, pl_module))
+            self._log(trainer, self.evaluate(trainer, pl_module), in_batch=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             entry = self._evaluated_at(trainer.global_step) or self.evaluate(trainer, pl_module)
-            for key, value in entry_metrics(entry).items():
-                # Every rank holds the same FID/KID (compute() all-reduces, KID is broadcast): "max"
-                # keeps them exact (a mean of equal floats need not be), and gives the slowest rank's
-                # seconds; synced, Lightning has no warning to print on each rank for each key.
-                pl_module.log(key, value, prog_bar=key == "val/fid", sync_dist=True, reduce_fx="max")
+            self._log(trainer, entry)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_fit_end and self._evaluated_at(trainer.global_step) is None:
-            self._to_loggers(trainer, self.evaluate(trainer, pl_module))
+            self._log(trainer, self.evaluate(trainer, pl_module))
 
     @property
     def state_key(self) -> str:

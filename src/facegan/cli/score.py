@@ -38,12 +38,8 @@ from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
 from facegan.io.export_format import is_export_folder
 from facegan.io.hub import is_repo_id
-from facegan.io.paths import cache_dir
-from facegan.metrics.fid import compute_fid, set_real_states
-from facegan.metrics.inception import build_fid_metric
-from facegan.metrics.kid import FeatureTap, kid
-from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, fake_uint8, from_datamodule, from_files
-from facegan.metrics.real_stats import real_statistics, save_npz
+from facegan.metrics.fid import FID, fixed_latents, generated, save_npz
+from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, from_datamodule, from_files
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 # The data module's advice for unreadable images, as this command's options (prepare does the same).
@@ -90,14 +86,9 @@ def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tupl
     """FAKE as uint8 batches, and the side image files are resized to."""
     if path.suffix == ".ckpt" or is_export_folder(path) or is_repo_id(ns.fake):
         sample, latent_dim = _sampler(ns.fake if is_repo_id(ns.fake) else str(path), device)
-        z = torch.randn(ns.num, latent_dim, generator=seeded(ns.seed))  # as FIDMonitor
-
-        def batches() -> Iterator[Tensor]:
-            for chunk in z.split(ns.batch_size):
-                yield fake_uint8(sample(chunk), (-1.0, 1.0)).cpu()
-
+        z = fixed_latents(ns.num, latent_dim, ns.seed)  # as FIDMonitor
         side = ns.image_size or int(sample(z[:1]).shape[-1])
-        return RealImages(str(path), batches, ns.num), side
+        return RealImages(str(path), lambda: generated(sample, z, ns.batch_size), ns.num), side
     if not path.exists():
         raise FileNotFoundError(
             f"FAKE {str(path)!r} does not exist: give a .ckpt, an export folder or image files"
@@ -193,36 +184,23 @@ def _score(ns: argparse.Namespace) -> dict[str, Any]:
     device = _device(ns.device)
     fake, side = _generated(Path(ns.fake).expanduser(), device, ns)  # bad input fails before Inception loads
     real = _real(Path(ns.real).expanduser(), side, ns)
-    metric, extractor = build_fid_metric(ns.weights, owner="facegan score (--weights)")
-    metric.to(device)
+    fid = FID.load(ns.weights, owner="facegan score (--weights)", seed=ns.seed).to(device)
     if isinstance(real, RealImages):
         real = _progress(real, "real images", ns.batch_size, ns.no_progress)
-    stats = real_statistics(metric, real, extractor, cache_dir("fid", ns.cache_dir), features=True)
-    set_real_states(metric, stats.states)
+    stats = fid.set_real(real, ns.cache_dir)
+    assert stats is not None
     if ns.save_stats:
         save_npz(ns.save_stats, stats.states)
-    metric.reset()  # the generated half only
-    with torch.no_grad(), FeatureTap(metric.inception) as tap:
-        for batch in _progress(fake, "generated", ns.batch_size, ns.no_progress).batches():
-            metric.update(batch.to(device), real=False)
-    num_fake = int(metric.fake_features_num_samples)
-    if num_fake < 2:
-        raise ValueError(f"FAKE {ns.fake!r}: {num_fake} readable images; FID needs at least 2")
-    fid = compute_fid(metric)  # on one CPU thread
-    scored = None if stats.features is None else kid(stats.features, tap.features(), seed=ns.seed)
+    scores = fid(_progress(fake, "generated", ns.batch_size, ns.no_progress).batches(), f"FAKE {ns.fake!r}")
     return {
-        "fid": fid,
-        "kid": None if scored is None else scored[0],
-        "kid_std": None if scored is None else scored[1],
-        "kid_subset_size": None if scored is None else scored[2],
-        "num_fake": num_fake,
+        **{key: scores[key] for key in ("fid", "kid", "kid_std", "kid_subset_size", "num_fake")},
         "num_real": stats.count,
         "fake": str(ns.fake),
         "real": str(ns.real),
         "image_size": side,
         "real_statistics": str(stats.path),
         "real_statistics_cached": stats.cached,
-        "extractor": extractor,
+        "extractor": fid.extractor,
         "seconds": round(time.perf_counter() - start, 2),
     }
 

@@ -29,7 +29,7 @@ from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_
 from facegan.io.export import export_generator
 from facegan.io.hub import HubError
 from facegan.io.model_card import evaluations_in
-from facegan.metrics.inception import WeightsError
+from facegan.metrics.fid import WeightsError
 
 TOOLS = {
     "generate": "write generated faces: a grid, a folder of PNGs or a GIF",

@@ -1,19 +1,11 @@
-"""Image-quality metrics without Lightning: the FID feature extractor, FID from cached real statistics.
+"""Image-quality metrics without Lightning: one FID/KID engine and the real images it compares against.
 
-:mod:`~facegan.metrics.inception` builds the standard InceptionV3 metric (offline weights),
-:mod:`~facegan.metrics.fid` fills its real and generated halves, :mod:`~facegan.metrics.real_stats`
-caches the real half on disk. :class:`facegan.FIDMonitor` is the Lightning callback on top.
+:mod:`~facegan.metrics.fid` is the engine (:class:`~facegan.metrics.fid.FID`: the Inception metric with
+offline weights, the real-statistics cache and statistics files, FID and KID of generated images);
+:mod:`~facegan.metrics.real_images` turns any source (a data module, a loader, image files) into uint8
+batches with a cache key. :class:`facegan.FIDMonitor`, ``facegan score`` and the benchmarks call the engine.
 """
 
-from facegan.metrics.fid import REAL_STATES, generated_fid, real_states, set_real_states
-from facegan.metrics.inception import WEIGHTS_FILE, build_fid_metric, resolve_weights
+from facegan.metrics.fid import FID, WEIGHTS_FILE, build_fid_metric, fixed_latents, generated, resolve_weights
 
-__all__ = [
-    "REAL_STATES",
-    "WEIGHTS_FILE",
-    "build_fid_metric",
-    "generated_fid",
-    "real_states",
-    "resolve_weights",
-    "set_real_states",
-]
+__all__ = ["FID", "WEIGHTS_FILE", "build_fid_metric", "fixed_latents", "generated", "resolve_weights"]

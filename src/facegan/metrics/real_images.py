@@ -284,19 +284,3 @@ def resolve_real(
 
 
 STATS_SUFFIXES = (".npz", ".pt")
-
-
-def fake_uint8(images: Tensor, value_range: ValueRange, argument: str = "fake_range") -> Tensor:
-    """Generated images in ``value_range`` -> uint8, clamped: a generator may overshoot its range a
-    little, but images far outside it (half its width) mean a wrong ``value_range``."""
-    if isinstance(value_range, str) or images.dtype == torch.uint8:
-        return as_uint8(images, value_range, argument, "the generated images")
-    low, high = value_range
-    margin = 0.5 * (high - low)
-    lowest, highest = float(images.min()), float(images.max())
-    if images.ndim != 4 or images.shape[1] != 3 or lowest < low - margin or highest > high + margin:
-        raise ValueError(
-            f"the generated images {tuple(images.shape)} span [{lowest:.4g}, {highest:.4g}]: expected "
-            f"(B, 3, H, W) in `{argument}`=[{low:g}, {high:g}]; declare the generator's range"
-        )
-    return to_uint8((images.float() - low) * (2.0 / (high - low)) - 1.0)

@@ -134,18 +134,6 @@ def decorrelate_ranks(rank: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def gather_rows(trainer: Any, rows: Tensor) -> Tensor:
-    """Every process's ``rows`` (``(n_rank, D)``, counts may differ by rank) concatenated in rank order,
-    on every process; ``rows`` itself in one process."""
-    if trainer.world_size == 1:
-        return rows
-    counts = trainer.strategy.all_gather(torch.tensor(len(rows), device=rows.device)).flatten()
-    padded = torch.zeros(int(counts.max()), *rows.shape[1:], dtype=rows.dtype, device=rows.device)
-    padded[: len(rows)] = rows
-    gathered = trainer.strategy.all_gather(padded)  # (world, max_n, D)
-    return torch.cat([gathered[i, : int(n)] for i, n in enumerate(counts)])
-
-
 # ------------------------------------------------------------------------------- random states
 # Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
 # ``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way. Here
