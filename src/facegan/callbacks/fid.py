@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from facegan.callbacks.kimg import KimgSchedule
+from facegan.callbacks.kimg import KimgSchedule, images_seen
 from facegan.io.runs import epoch_end_step, logger_step
 from facegan.metrics.fid import FID, SUBSET_SIZE, SUBSETS, fixed_latents, generated
 from facegan.metrics.real_images import ValueRange, check_value_range, resolve_real
@@ -297,12 +297,12 @@ class FIDMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
-            self.schedule.start(int(cast(Any, pl_module).images_seen))
+            self.schedule.start(images_seen(pl_module))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.schedule is not None and self.schedule.due(int(cast(Any, pl_module).images_seen)):
+        if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
             self._log(trainer, self.evaluate(trainer, pl_module), in_batch=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
