@@ -1,4 +1,4 @@
-"""The README's "FID in your own project" example runs as written: a user's own LightningDataModule over
+"""docs/metrics.md's "FID in your own project" example runs as written: a user's own LightningDataModule over
 torchvision ImageFolder, FIDMonitor, SampleGridMonitor, an offline WandbLogger and
 ModelCheckpoint(monitor="val/fid"). Only the data path and the sizes are replaced (tiny, for CPU)."""
 
@@ -23,18 +23,18 @@ MARKER = "<!-- example: own-data -->"
 SETTINGS = "SIZE, WIDTH, BATCH, EPOCHS, NUM_FAKE = 64, 64, 64, 25, 2000"
 
 
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    assert MARKER in text, "the README lost its own-data example"
+def docs_example() -> str:
+    text = (REPO / "docs" / "metrics.md").read_text()
+    assert MARKER in text, "docs/metrics.md lost its own-data example"
     block = re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S)
     assert block is not None
     return block.group(1)
 
 
-def test_the_readme_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best_checkpoint(tmp_path):
+def test_the_docs_example_trains_measures_fid_logs_to_wandb_and_keeps_the_best_checkpoint(tmp_path):
     if not FID_WEIGHTS.is_file():
         pytest.skip(f"FID Inception weights not found at {FID_WEIGHTS}")
-    code = readme_example()
+    code = docs_example()
     assert 'FACES = "/data/faces"' in code and SETTINGS in code  # what this test replaces is still there
     faces = tmp_path / "faces" / "people"
     faces.mkdir(parents=True)
