@@ -89,7 +89,8 @@ class FaceGANCLI(LightningCLI):
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
             log.info("facegan: arch=%s has fixed widths; the CLI's default widths do not apply", model.arch)
-        for role, width, default in zip(("generator", "discriminator"), ("g_channels", "d_channels"), CLI_WIDTHS):
+        roles = ("generator", "discriminator")
+        for role, width, default in zip(roles, ("g_channels", "d_channels"), CLI_WIDTHS, strict=True):
             if model[role] is not None and model[width] == default:  # the registry's width only
                 model[width] = None
         bf16 = precision_name(config.trainer.precision) == "bf16-mixed"
