@@ -55,7 +55,7 @@ __all__ = ["export_generator", "load_generator"]
 FORMAT = "facegan-generator"
 FORMAT_VERSION = 2  # a registry generator's; a user's own generator's is 3 (older facegans refuse it)
 OWN_NETWORK_VERSION = 3
-WEIGHTS_FILES = {1: "generator.safetensors", 2: constants.SAFETENSORS_SINGLE_FILE, 3: constants.SAFETENSORS_SINGLE_FILE}  # fmt: skip
+WEIGHTS_FILES = {1: "generator.safetensors", **dict.fromkeys((2, 3), constants.SAFETENSORS_SINGLE_FILE)}
 WEIGHTS_FILE = WEIGHTS_FILES[FORMAT_VERSION]
 CONFIG_FILE = constants.CONFIG_NAME
 CARD_FILE = constants.REPOCARD_NAME
@@ -69,27 +69,14 @@ GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed l
 # ----------------------------------------------------------------------------- config.json
 def config_dict(model: Any) -> dict[str, Any]:
     """The ``config.json`` of ``model``'s (a :class:`facegan.FaceGAN`'s) sampling generator."""
-    record, hp = model.hparams.get("generator"), model.hparams
-    if record is not None:  # a user's own generator: version 3
-        return {
-            "format": FORMAT,
-            "format_version": OWN_NETWORK_VERSION,
-            "generator": record,
-            "image_size": hp.image_size,
-            "latent_dim": hp.latent_dim,
-            "output_range": [-1.0, 1.0],
-        }
-    config = model.net_config
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "arch": config.arch,
-        "image_size": config.image_size,
-        "latent_dim": config.latent_dim,
-        "g_channels": config.g_channels,
-        "blocks_per_stage": config.blocks_per_stage,
-        "output_range": [-1.0, 1.0],
-    }
+    hp, c = model.hparams, model.net_config
+    if hp.get("generator") is not None:  # a user's own generator: version 3
+        built = {"format_version": OWN_NETWORK_VERSION, "generator": hp.generator}
+        built |= {"image_size": hp.image_size, "latent_dim": hp.latent_dim}
+    else:
+        built = {"format_version": FORMAT_VERSION, "arch": c.arch, "image_size": c.image_size,
+                 "latent_dim": c.latent_dim, "g_channels": c.g_channels, "blocks_per_stage": c.blocks_per_stage}  # fmt: skip
+    return {"format": FORMAT, **built, "output_range": [-1.0, 1.0]}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -118,19 +105,17 @@ def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig | 
     """What an export's ``config.json`` says to build, every field's type and range checked: a
     :class:`NetworkConfig` (versions 1 and 2), or the record of a user's own generator (version 3)."""
     where = repr(str(config_path))
-    if meta["format_version"] == OWN_NETWORK_VERSION:
-        for name in ("generator", "image_size", "latent_dim"):
-            if name not in meta:
-                raise CheckpointError(f"{where} lacks the setting {name!r}")
-        _checked_ints(meta, ("image_size", "latent_dim"), where)
-        try:
-            class_path, init_args = checked_record(meta["generator"], f"{where}: `generator`")
-        except ValueError as error:
-            raise CheckpointError(str(error)) from None
-        return {"class_path": class_path, "init_args": init_args}
-    for name in ("arch", "image_size", "latent_dim", "g_channels"):
+    own = meta["format_version"] == OWN_NETWORK_VERSION
+    for name in ("generator", "image_size", "latent_dim") if own else ("arch", "image_size", "latent_dim", "g_channels"):  # fmt: skip
         if name not in meta:
             raise CheckpointError(f"{where} lacks the setting {name!r}")
+    if own:
+        _checked_ints(meta, ("image_size", "latent_dim"), where)
+        try:
+            checked_record(meta["generator"], f"{where}: `generator`")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+        return meta["generator"]
     if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
         raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
     meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
