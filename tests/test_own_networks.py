@@ -22,6 +22,9 @@ from facegan.cli.generate import seeded, truncated_normal
 from facegan.cli.tools import main as tools
 from facegan.images import to_uint8
 from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
+from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from facegan.nets.r3gan import R3GANDiscriminator, R3GANGenerator
+from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from tests.conftest import REPO
 from tests.test_module import tiny_data, tiny_trainer
 
@@ -213,6 +216,26 @@ def test_a_built_in_discriminator_pairs_with_an_own_generator(tmp_path):
     model = model_from_checkpoint(tmp_path / "gan.ckpt", trust_code=True)
     assert type(model.discriminator).__name__ == "DCGANDiscriminator"
     assert torch.equal(flat(model.discriminator), flat(gan.discriminator))
+
+
+@pytest.mark.parametrize(
+    ("generator", "discriminator"),
+    [
+        (DCGANGenerator(32, 16, 8), R3GANDiscriminator(32, 32, 1)),
+        (R3GANGenerator(32, 16, 32, 1), ResNetDiscriminator(32, 8)),
+        (ResNetGenerator(32, 16, 8), DCGANDiscriminator(32, 8, batch_norm=False)),
+    ],
+)
+def test_the_registrys_networks_can_be_given_as_ones_own_and_mixed(generator, discriminator, tmp_path):
+    gan = FaceGAN(generator=generator, discriminator=discriminator, image_size=32)
+    trainer = tiny_trainer(limit_train_batches=1)
+    trainer.fit(gan, tiny_data())
+    trainer.save_checkpoint(tmp_path / "mixed.ckpt")
+    model = model_from_checkpoint(tmp_path / "mixed.ckpt", trust_code=True)
+    assert gan.hparams.generator["class_path"] == f"{type(generator).__module__}.{type(generator).__name__}"
+    assert type(model.generator) is type(generator) and type(model.discriminator) is type(discriminator)
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(model.sample(z=z), gan.sample(z=z))
 
 
 @pytest.mark.parametrize(
