@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from facegan import FaceGAN, export_generator, load_generator
+from facegan.cli import main as facegan_cli
 from facegan.cli.entry import main as facegan
 from facegan.cli.generate import seeded, truncated_normal
 from facegan.cli.tools import main as tools
@@ -289,6 +290,11 @@ def test_a_yaml_class_path_config_trains_from_the_cli_and_a_changed_network_is_r
         facegan([*common, "--model.generator.init_args.width", "8", "--ckpt_path", str(last)])
     assert "--model.generator: {'class_path'" in str(stop.value.code)
     assert "'width': 4" in str(stop.value.code) and "'width': 8" in str(stop.value.code)
+    # a resume that leaves the networks out takes them from the checkpoint, as any other setting
+    cli = facegan_cli(["fit", "--config", str(REPO / "configs/debug.yaml"), "--ckpt_path", str(last)])
+    assert type(cli.model.generator) is TinyG and cli.model.generator.width == 4
+    assert type(cli.model.discriminator) is TinyD
+    assert cli.model.images_seen == 2 * 8 + 3 * 8  # epoch 1 at debug.yaml's 3 batches (a trainer setting)
 
 
 # TODO(lead): README.md gets this block after `<!-- example: own-networks -->`; the test then reads it
