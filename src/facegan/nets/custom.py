@@ -41,7 +41,7 @@ def net_record(net: nn.Module, role: str) -> dict[str, Any]:
     ``"discriminator"``, for messages); ``ValueError`` saying what to change when it cannot be made."""
     cls = type(net)
     name = f"FaceGAN: the {role} {cls.__qualname__}"
-    if "<locals>" in cls.__qualname__ or "." in cls.__qualname__:
+    if "." in cls.__qualname__:  # Outer.Inner, f.<locals>.G: not importable by module.Class
         raise ValueError(
             f"{name} is defined inside a function or class; define it at the top level of a module, so "
             "checkpoints and exports can import it again"
