@@ -153,8 +153,8 @@ def test_a_format_1_export_still_loads_and_is_recognised(ckpt, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["export", "--ckpt", str(old), "--out", str(tmp_path / "again")])
     assert "is an export folder (the sampling generator only" in capsys.readouterr().err
-    (old / "config.json").write_text(json.dumps({**meta, "format_version": 3}))
-    with pytest.raises(CheckpointError, match="has format_version 3; this facegan reads 1, 2"):
+    (old / "config.json").write_text(json.dumps({**meta, "format_version": 4}))
+    with pytest.raises(CheckpointError, match="has format_version 4; this facegan reads 1, 2, 3"):
         load_generator(old)
 
 

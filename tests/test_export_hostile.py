@@ -37,7 +37,7 @@ def test_a_config_asking_for_65536_blocks_is_refused_from_the_header_without_bui
 ):
     folder = export(tmp_path, arch="r3gan", blocks_per_stage=1)
     edit_config(folder, blocks_per_stage=65536)  # within config.json's bounds; minutes to build
-    import facegan.io.load as load_module
+    import facegan.io.export as load_module
 
     built, original = [], load_module.build_generator
 

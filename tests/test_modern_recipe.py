@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facegan.io.export import export_generator
-from facegan.io.load import load_generator
+from facegan.io.export import export_generator, load_generator
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 

@@ -14,13 +14,13 @@ import time
 import pytest
 import torch
 
-from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.cli.trainer import AtomicCheckpointIO
 from facegan.io.checkpoints import load_checkpoint
 from tests.conftest import REPO
 
 KILL_DURING_SAVE = """
 import io, os, signal, sys, torch
-from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.cli.trainer import AtomicCheckpointIO
 path = sys.argv[1]
 real_save = torch.save
 def dying_save(obj, file, *args, **kwargs):
@@ -285,7 +285,7 @@ def test_a_full_disk_during_a_checkpoint_save_ends_the_cli_with_one_line_and_kee
 ):
     import errno
 
-    import facegan.io.checkpoint_io as checkpoint_io
+    import facegan.cli.trainer as trainer_module
     from facegan.cli.entry import main as facegan
 
     saves = []
@@ -298,7 +298,7 @@ def test_a_full_disk_during_a_checkpoint_save_ends_the_cli_with_one_line_and_kee
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, file)
 
-    monkeypatch.setattr(checkpoint_io.torch, "save", disk_full_from_the_third_save)
+    monkeypatch.setattr(trainer_module.torch, "save", disk_full_from_the_third_save)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
         facegan(
@@ -307,7 +307,7 @@ def test_a_full_disk_during_a_checkpoint_save_ends_the_cli_with_one_line_and_kee
     message = str(stop.value.code)
     assert message.startswith("facegan: error: cannot write ") and "No space left on device" in message
     assert "\n" not in message
-    monkeypatch.setattr(checkpoint_io.torch, "save", real_save)
+    monkeypatch.setattr(trainer_module.torch, "save", real_save)
     (last,) = (tmp_path / "lightning_logs").glob("*/checkpoints/last.ckpt")
     assert load_checkpoint(last)["epoch"] == 0  # epoch 0's checkpoint survives the failed epoch-1 save
     assert not list(last.parent.glob(".*.tmp"))

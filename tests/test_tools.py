@@ -223,7 +223,7 @@ def test_an_export_config_is_validated_before_any_network_is_built(
     main(["export", "--ckpt", str(ckpt), "--out", str(export)])
     config = json.loads((export / "config.json").read_text())
     (export / "config.json").write_text(json.dumps({**config, **change}))
-    import facegan.io.load as load_module
+    import facegan.io.export as load_module
 
     built, original = [], load_module.build_generator
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "ProgressMonitor": "facegan.callbacks",
     "SampleGridMonitor": "facegan.callbacks",
     "export_generator": "facegan.io.export",
-    "load_generator": "facegan.io.load",
+    "load_generator": "facegan.io.export",
 }
 
 __all__ = [
@@ -36,8 +36,7 @@ __all__ = [
 if TYPE_CHECKING:
     from facegan.callbacks import FIDMonitor, ProgressMonitor, SampleGridMonitor
     from facegan.data import FaceDataModule
-    from facegan.io.export import export_generator
-    from facegan.io.load import load_generator
+    from facegan.io.export import export_generator, load_generator
     from facegan.training.module import FaceGAN
 
 

@@ -1,7 +1,7 @@
 """Generated faces to files: a grid image, a folder of PNGs, or a GIF of latent interpolations.
 
 ``generate`` takes a facegan checkpoint, an export folder or the Hub repo id of one; all are read
-without executing code from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.load`).
+without executing code from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.export`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from facegan.images import grid_image, to_uint8
 from facegan.io.checkpoints import model_from_checkpoint
+from facegan.io.export import load_generator
 from facegan.io.hub import is_repo_id
-from facegan.io.load import load_generator
 
 IMAGE_NAME = re.compile(r"\d{6}\.png")  # the images a folder output is made of
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -48,12 +48,15 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     return wa * a + wb * b
 
 
-def _sampler(ckpt: str, device: torch.device) -> tuple[Callable[[Tensor], Tensor], int]:
-    """``(z -> images in [-1, 1], latent_dim)`` from a checkpoint file, an export folder or a Hub repo id."""
+def _sampler(
+    ckpt: str, device: torch.device, trust_code: bool = False
+) -> tuple[Callable[[Tensor], Tensor], int]:
+    """``(z -> images in [-1, 1], latent_dim)`` from a checkpoint file, an export folder or a Hub repo id
+    (one of a user's own networks only with ``trust_code``: see :mod:`facegan.nets.custom`)."""
     if Path(ckpt).is_dir() or is_repo_id(ckpt):
-        generator = load_generator(ckpt, device)
+        generator = load_generator(ckpt, device, trust_code=trust_code)
         return (lambda z: generator(z.to(device)).clamp(-1, 1)), int(cast(Any, generator).latent_dim)
-    model = model_from_checkpoint(ckpt).to(device)
+    model = model_from_checkpoint(ckpt, trust_code=trust_code).to(device)
     return (lambda z: model.sample(z=z.to(device))), int(model.hparams.latent_dim)
 
 
@@ -145,6 +148,7 @@ def generate(
     nrow: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    trust_code: bool = False,
 ) -> Path:
     """Write ``num`` generated faces to ``out`` (a grid image, a folder of PNGs, or a GIF); see module doc."""
     if num < 1:
@@ -168,7 +172,7 @@ def generate(
     torch_device = _device(device)
     as_grid = suffix in GRID_SUFFIXES or interpolate is not None
     _prepare_output(target, out, as_grid, overwrite)  # before any image is made
-    sample, latent_dim = _sampler(ckpt, torch_device)
+    sample, latent_dim = _sampler(ckpt, torch_device, trust_code)
     nrow = nrow or max(1, math.isqrt(num))
 
     if interpolate is not None:  # each grid cell walks a loop through KEYFRAMES latents

@@ -36,12 +36,13 @@ from facegan.cli.generate import _device, _sampler, seeded
 from facegan.data.decode import BadImageError, error_message
 from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
-from facegan.io.export_format import is_export_folder
+from facegan.io.export import is_export_folder
 from facegan.io.hub import is_repo_id
 from facegan.metrics.fid import FID, fixed_latents, generated, save_npz
 from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, from_datamodule, from_files
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+TRUST_CODE_HELP = "load a checkpoint/export of your own network classes (imports the modules it names)"
 # The data module's advice for unreadable images, as this command's options (prepare does the same).
 OPTIONS = {
     "--data.skip_bad_images true": "--skip-bad-images",
@@ -80,12 +81,13 @@ def add_parser(commands: Any, help_text: str) -> None:
     score.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     score.add_argument("--save-stats", default=None, metavar="PATH", help="write REAL's statistics as .npz")
     score.add_argument("--no-progress", action="store_true", help="no progress bars")
+    score.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
 
 
 def _generated(path: Path, device: torch.device, ns: argparse.Namespace) -> tuple[RealImages, int]:
     """FAKE as uint8 batches, and the side image files are resized to."""
     if path.suffix == ".ckpt" or is_export_folder(path) or is_repo_id(ns.fake):
-        sample, latent_dim = _sampler(ns.fake if is_repo_id(ns.fake) else str(path), device)
+        sample, latent_dim = _sampler(ns.fake if is_repo_id(ns.fake) else str(path), device, ns.trust_code)
         z = fixed_latents(ns.num, latent_dim, ns.seed)  # as FIDMonitor
         side = ns.image_size or int(sample(z[:1]).shape[-1])
         return RealImages(str(path), lambda: generated(sample, z, ns.batch_size), ns.num), side

@@ -10,7 +10,8 @@
 
 ``generate --ckpt`` takes a Lightning checkpoint written by facegan, an export folder or the Hub repo
 id of one (``user/name``). All are read without executing code from the file (see
-:mod:`facegan.io.checkpoints` and :mod:`facegan.io.load`).
+:mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`); one of your own network classes imports
+the module it names, and only with ``--trust-code`` (:mod:`facegan.nets.custom`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from facegan.cli import prepare
 from facegan.cli.generate import generate
+from facegan.cli.score import TRUST_CODE_HELP, report, score
 from facegan.cli.score import add_parser as add_score_parser
-from facegan.cli.score import report, score
 from facegan.data.decode import BadImageError
 from facegan.io.atomic import WriteError
 from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the images of an --out folder that already has files",
     )
+    gen.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
     exp = commands.add_parser("export", help=TOOLS["export"])
     exp.add_argument("--ckpt", required=True, help="facegan checkpoint (.ckpt)")
     exp.add_argument(
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--token", help="with --push-to-hub: a Hub token with write access (default: HF_TOKEN, hf auth login)"
     )
+    exp.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
     add_score_parser(commands, TOOLS["score"])
     prepare.add_parser(commands)
     return parser
@@ -82,7 +85,7 @@ def export(ns: argparse.Namespace) -> Path:
         raise ValueError("--private and --token go with --push-to-hub REPO")
     checkpoint = load_checkpoint(ns.ckpt)
     return export_generator(
-        model_from_checkpoint(ns.ckpt, checkpoint),
+        model_from_checkpoint(ns.ckpt, checkpoint, ns.trust_code),
         ns.out,
         evaluations=evaluations_in(checkpoint),
         push_to_hub=ns.push_to_hub,
@@ -114,6 +117,7 @@ def main(args: list[str] | None = None) -> Path | None:
                 interpolate=ns.interpolate,
                 nrow=ns.nrow,
                 overwrite=ns.overwrite,
+                trust_code=ns.trust_code,
             )
     except (
         CheckpointError,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -32,8 +33,7 @@ from facegan.cli.logged_config import SaveAndLogConfig
 from facegan.cli.recipe import describe, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
-from facegan.io.atomic import check_writable
-from facegan.io.checkpoint_io import AtomicCheckpointIO
+from facegan.io.atomic import atomic_write, check_writable, remove_abandoned
 from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
 from facegan.io.runs import run_root
 from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
@@ -44,6 +44,28 @@ log = logging.getLogger(__name__)
 CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter of the paper's FLOPs
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
 LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: each checkpoint goes through
+    :func:`facegan.io.atomic.atomic_write` (temp file in the target folder, fsync, ``os.replace``).
+
+    A crash or kill at any moment leaves either the previous complete file or the new complete file
+    under the checkpoint's name, never a truncated one (Lightning's default stages the bytes in the
+    system temp folder and then moves them, which is a plain copy when that folder is on another
+    file system). The temporary file of a save killed outright (SIGKILL, out of memory) is removed
+    by the next save into that folder. Remote paths (``s3://`` ...) keep Lightning's behaviour.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        remove_abandoned(Path(path).parent, "*.ckpt")
+        with atomic_write(path) as file:
+            torch.save(checkpoint, file)
 
 
 def init_args(hparams: Any) -> dict[str, Any]:
@@ -59,13 +81,18 @@ class FaceGANCLI(LightningCLI):
     """
 
     def before_instantiate_classes(self) -> None:
-        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``; bf16
-        on a CPU that emulates it is warned about (see :mod:`facegan.training.hardware`)."""
+        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras`` nor to
+        a network of your own (``--model.generator``/``--model.discriminator``); bf16 on a CPU that
+        emulates it is warned about (see :mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
             log.info("facegan: arch=%s has fixed widths; the CLI's default widths do not apply", model.arch)
+        roles = ("generator", "discriminator")
+        for role, width, default in zip(roles, ("g_channels", "d_channels"), CLI_WIDTHS, strict=True):
+            if model[role] is not None and model[width] == default:  # the registry's width only
+                model[width] = None
         bf16 = precision_name(config.trainer.precision) == "bf16-mixed"
         if bf16 and trains_on_cpu(config.trainer.accelerator) and not cpu_has_bf16():
             log.warning(
@@ -158,7 +185,8 @@ class FaceGANCLI(LightningCLI):
             sections.append(("data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule))
         for section, key, now, cls in sections:
             for name, before, after in recipe_changes(checkpoint, section, key, now, cls):
-                if LINKED.get(f"{section}.{name}", f"{section}.{name}") in self.given:
+                setting = LINKED.get(f"{section}.{name}", f"{section}.{name}")
+                if any(given == setting or given.startswith(f"{setting}.") for given in self.given):
                     given.append(describe(section, name, before, after))
                 else:
                     adopted[section][name] = before

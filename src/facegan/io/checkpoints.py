@@ -23,7 +23,7 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
     path = Path(path)
     if path.is_dir():
-        from facegan.io.export_format import is_export_folder  # (it imports this module)
+        from facegan.io.export import is_export_folder  # (it imports this module)
 
         if is_export_folder(path):
             raise CheckpointError(
@@ -65,15 +65,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any] | None = None) -> Any:
+def model_from_checkpoint(
+    path: str | os.PathLike, checkpoint: dict[str, Any] | None = None, trust_code: bool = False
+) -> Any:
     """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode.
 
-    ``checkpoint``: ``load_checkpoint(path)`` when the caller has already read it.
+    ``checkpoint``: ``load_checkpoint(path)`` when the caller has already read it. ``trust_code``: load
+    a checkpoint of a user's own networks, which imports the modules their ``class_path`` names and runs
+    their ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
     """
+    from facegan.nets.custom import refuse_untrusted
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
 
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    try:
+        records = {role: hparams.get(role) for role in ("generator", "discriminator")}
+        refuse_untrusted(records, f"checkpoint {str(path)!r}", trust_code)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     for key in ("g_betas", "d_betas"):
         if key in hparams:
             hparams[key] = tuple(hparams[key])

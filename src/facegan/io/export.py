@@ -1,10 +1,26 @@
-"""Exporting the generator alone as a Hugging Face Hub model folder, and publishing it.
+"""Exports: the generator alone as a Hugging Face Hub model folder, written and read back.
 
-``export_generator(model, "generator/")`` writes the folder :mod:`facegan.io.export_format` describes
-(``model.safetensors``, ``config.json``, a ``README.md`` model card and ``samples.png``); with
-``push_to_hub="user/name"`` it also uploads it. :func:`facegan.load_generator`
-(:mod:`facegan.io.load`) rebuilds the generator from such a folder or Hub repo. Nothing here or there
-executes code from a file: exports are safetensors, JSON, Markdown and PNG.
+``export_generator(model, "generator/")`` writes the folder below (``push_to_hub="user/name"`` also
+uploads it); :func:`load_generator` (``facegan.load_generator``) rebuilds the generator from such a
+folder or Hub repo as a plain ``nn.Module``, without Lightning, torchmetrics or W&B. An export holds
+safetensors, JSON, Markdown and PNG, with the Hub's file names (``huggingface_hub.constants``)::
+
+    model.safetensors   the sampling generator's state dict (the EMA one when trained with one),
+                        BatchNorm standing statistics included, so eval() reproduces FaceGAN.sample
+    config.json         format, format_version, what to build, image_size, latent_dim, output_range
+    README.md           the model card (:mod:`facegan.io.model_card`)
+    samples.png         the sample grid the card shows
+
+What to build: format version 2 names a registry generator (``arch``, ``g_channels``,
+``blocks_per_stage``); format version 3 a generator of the user's own (``generator``: its
+``class_path`` and ``init_args``, see :mod:`facegan.nets.custom`). Version 1 (the first export, before
+the Hub layout) held ``generator.safetensors`` and ``config.json`` only; every version is read.
+
+Reading checks the ``config.json`` and the weights file's header before anything is built (a tampered
+config cannot make it allocate memory, nor spend minutes building), the weights' kinds and values
+before they are loaded (no NaN, no int8 or bool cast into float weights), and never unpickles. A
+version-3 export imports the module its ``class_path`` names and runs the class's ``__init__``, so it
+is loaded only with ``trust_code=True`` (``--trust-code``): load only exports you trust.
 
 Each file is written atomically (:func:`facegan.io.atomic.atomic_write`) with the usual permissions
 (``0o666 & ~umask``), ``config.json`` last: an interrupted export never leaves a config without weights.
@@ -16,30 +32,295 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save
+import torch
+from huggingface_hub import constants
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
 
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
-from facegan.io.export_format import (
-    CARD_FILE,
-    CONFIG_FILE,
-    EXPORT_FILES,
-    SAMPLES_FILE,
-    WEIGHTS_FILE,
-    config_dict,
-    is_export_folder,
-)
-from facegan.io.load import load_generator
+from facegan.io.hub import download, is_repo_id
+from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
+from facegan.nets.custom import build_from_record, checked_record, refuse_untrusted
 
 __all__ = ["export_generator", "load_generator"]
 
+FORMAT = "facegan-generator"
+FORMAT_VERSION = 2  # a registry generator's; a user's own generator's is 3 (older facegans refuse it)
+OWN_NETWORK_VERSION = 3
+WEIGHTS_FILES = {1: "generator.safetensors", **dict.fromkeys((2, 3), constants.SAFETENSORS_SINGLE_FILE)}
+WEIGHTS_FILE = WEIGHTS_FILES[FORMAT_VERSION]
+CONFIG_FILE = constants.CONFIG_NAME
+CARD_FILE = constants.REPOCARD_NAME
+SAMPLES_FILE = "samples.png"
+# Written in this order: config.json last, so an interrupted export never names weights it lacks.
+EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)
+LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
 GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
 
 
+# ----------------------------------------------------------------------------- config.json
+def config_dict(model: Any) -> dict[str, Any]:
+    """The ``config.json`` of ``model``'s (a :class:`facegan.FaceGAN`'s) sampling generator."""
+    hp, c = model.hparams, model.net_config
+    if hp.get("generator") is not None:  # a user's own generator: version 3
+        built = {"format_version": OWN_NETWORK_VERSION, "generator": hp.generator}
+        built |= {"image_size": hp.image_size, "latent_dim": hp.latent_dim}
+    else:
+        built = {"format_version": FORMAT_VERSION, "arch": c.arch, "image_size": c.image_size,
+                 "latent_dim": c.latent_dim, "g_channels": c.g_channels, "blocks_per_stage": c.blocks_per_stage}  # fmt: skip
+    return {"format": FORMAT, **built, "output_range": [-1.0, 1.0]}
+
+
+# ----------------------------------------------------------------------------- reading
+def is_export_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that a facegan export wrote (any format version)."""
+    folder = Path(path)
+    if any((folder / name).is_file() for name in WEIGHTS_FILES.values()):
+        return True
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return False
+
+
+def _checked_ints(meta: dict[str, Any], names: Sequence[str], where: str) -> None:
+    for name in names:
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
+        low, high = LIMITS.get(name, (1, 1 << 16))
+        if not low <= value <= high:
+            raise CheckpointError(f"{where}: `{name}` must be in [{low}, {high}], but got {value}")
+
+
+def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig | dict[str, Any]:
+    """What an export's ``config.json`` says to build, every field's type and range checked: a
+    :class:`NetworkConfig` (versions 1 and 2), or the record of a user's own generator (version 3)."""
+    where = repr(str(config_path))
+    own = meta["format_version"] == OWN_NETWORK_VERSION
+    for name in ("generator", "image_size", "latent_dim") if own else ("arch", "image_size", "latent_dim", "g_channels"):  # fmt: skip
+        if name not in meta:
+            raise CheckpointError(f"{where} lacks the setting {name!r}")
+    if own:
+        _checked_ints(meta, ("image_size", "latent_dim"), where)
+        try:
+            checked_record(meta["generator"], f"{where}: `generator`")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+        return meta["generator"]
+    if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
+        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
+    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
+    _checked_ints(meta, ("image_size", "latent_dim", "g_channels", "blocks_per_stage"), where)
+    try:
+        return NetworkConfig(
+            arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
+            g_channels=meta["g_channels"], blocks_per_stage=meta["blocks_per_stage"],
+        )  # fmt: skip
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from None
+
+
+def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
+    """What the export in ``folder`` builds (checked, see :func:`_checked_config`) and its weights file."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} is not a facegan export: {CONFIG_FILE} is missing (make one with "
+            "`python -m facegan export --ckpt CKPT --out DIR`)"
+        )
+    try:
+        meta = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({type(error).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(config_path)!r} is not a facegan generator config")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in WEIGHTS_FILES:
+        raise CheckpointError(
+            f"{str(config_path)!r} has format_version {version!r}; this facegan reads "
+            f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
+        )
+    config = _checked_config(meta, config_path)
+    weights_path = folder / WEIGHTS_FILES[version]
+    if not weights_path.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} is not a complete facegan export: {weights_path.name} is missing (make one "
+            "with `python -m facegan export --ckpt CKPT --out DIR`)"
+        )
+    return config, weights_path
+
+
+def _shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Every state-dict tensor shape of the generator ``build`` makes, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        generator = build()
+    return {name: tuple(tensor.shape) for name, tensor in generator.state_dict().items()}
+
+
+def _tensor_count(config: NetworkConfig) -> int:
+    """How many tensors ``config``'s generator has, from two builds of one and two blocks per stage.
+
+    A build costs time in proportion to its blocks, even on the meta device (about 7 ms per
+    ``blocks_per_stage`` of a 32 px r3gan here): a config.json asking for 65536 would take minutes
+    before the header comparison could refuse it. The count is affine in ``blocks_per_stage``
+    (constant for families without blocks), so two tiny builds give it for any value.
+    """
+    one, two = (len(_shapes(partial(build_generator, replace(config, blocks_per_stage=n)))) for n in (1, 2))
+    return one + (config.blocks_per_stage - 1) * (two - one)
+
+
+def _header(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in the safetensors file's header (no tensor is read)."""
+    try:
+        with safe_open(str(weights_path), "pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
+
+
+def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path: Path) -> None:
+    """Refuse a tensor of another kind than the generator's (int8 or bool for float weights), or one
+    holding NaN or infinity (they load silently and give black images). Float16, bfloat16, float32
+    and float64 weights are cast on loading."""
+    for name, expected in generator.state_dict().items():
+        tensor = tensors[name]
+        if expected.is_floating_point() != tensor.is_floating_point() or (
+            not expected.is_floating_point() and tensor.dtype != expected.dtype
+        ):
+            kind = "a floating-point tensor" if expected.is_floating_point() else str(expected.dtype)
+            raise CheckpointError(
+                f"{str(weights_path)!r}: tensor {name!r} is {tensor.dtype}, but must be {kind}; the file "
+                "is damaged or not a facegan export (re-export it from its checkpoint)"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{str(weights_path)!r}: tensor {name!r} holds NaN or infinite values, which give blank "
+                "images (the training diverged, or the file is damaged)"
+            )
+
+
+def _builder(
+    config: NetworkConfig | dict[str, Any], folder: Path, trust_code: bool
+) -> Callable[[], nn.Module]:
+    """How to build the generator of ``config`` (see :func:`read_config`); a user's own generator only
+    with ``trust_code``, since building it imports and runs the module its ``class_path`` names."""
+    if isinstance(config, NetworkConfig):
+        return lambda: build_generator(config)
+    where = f"the export {str(folder)!r}"
+    try:
+        refuse_untrusted({"generator": config}, where, trust_code)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+
+    def build() -> nn.Module:
+        try:
+            return build_from_record(config, f"{where}: `generator`")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
+
+    return build
+
+
+def _load_folder(folder: Path, trust_code: bool = False) -> nn.Module:
+    """The generator of the export in ``folder``, on the CPU, in eval mode."""
+    config, weights_path = read_config(folder)
+    stored = _header(weights_path)
+    build = _builder(config, folder, trust_code)
+    if isinstance(config, NetworkConfig):  # before building the net the config describes: see _tensor_count
+        expected_count = _tensor_count(config)
+        if len(stored) != expected_count:
+            raise CheckpointError(
+                f"{str(weights_path)!r} does not match the config in {CONFIG_FILE}: it holds {len(stored)} "
+                f"tensors, but arch={config.arch!r} with blocks_per_stage={config.blocks_per_stage} has "
+                f"{expected_count}"
+            )
+    expected = _shapes(build)
+    if stored != expected:
+        wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+        raise CheckpointError(
+            f"{str(weights_path)!r} does not match the config in {CONFIG_FILE} ({len(wrong)} tensors differ, "
+            f"e.g. {wrong[0]!r}: {stored.get(wrong[0])} stored, {expected.get(wrong[0])} expected)"
+        )
+    # safetensors' own reader: huggingface_hub.load_torch_model refuses format 1's metadata (not "pt")
+    tensors = load_file(str(weights_path))
+    generator = build()
+    _check_values(tensors, generator, weights_path)
+    try:
+        generator.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{str(weights_path)!r} does not match the config in {CONFIG_FILE}: {error}"
+        ) from None
+    return generator.eval()
+
+
+def load_generator(
+    path_or_repo_id: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    trust_code: bool = False,
+) -> nn.Module:
+    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode.
+
+    Args:
+        path_or_repo_id: an export folder (``python -m facegan export``), or a Hugging Face Hub model
+            repo id ``"owner/name"`` holding one. A string that names an existing path, and any
+            ``Path``, is local; otherwise ``owner/name`` is a repo id (write ``./owner/name`` for a
+            local folder that must not be taken for one). Format-1 exports (``generator.safetensors``)
+            load as well.
+        device: where the generator goes.
+        revision: Hub repos only: a branch, tag or commit (default: ``main``).
+        token: Hub repos only: for private or gated repos; ``None`` uses ``HF_TOKEN`` or the saved
+            ``hf auth login``.
+        trust_code: load an export of a user's own generator (format version 3): it imports the module
+            its ``class_path`` names and runs the class's ``__init__``; only for exports you trust.
+
+    Returns:
+        The generator: ``G(z)`` maps ``z`` ``(N, G.latent_dim)`` to images ``(N, 3, S, S)`` in
+        ``[-1, 1]``, the images ``FaceGAN.sample(z=z)`` gave before the export.
+
+    Raises:
+        CheckpointError: the folder is not a (complete, untampered) facegan export, or one of a user's
+            own generator without ``trust_code``.
+        facegan.io.hub.HubError: a repo id that cannot be downloaded (no network, no token, no such
+            repo); the message names the repo and what is needed.
+
+    Example:
+        ``G = load_generator("user/faces-64"); images = G(torch.randn(16, G.latent_dim))``
+    """
+    if is_repo_id(path_or_repo_id):
+        repo_id = str(path_or_repo_id)
+        folder = download(repo_id, [CONFIG_FILE, WEIGHTS_FILE], revision=revision, token=token)
+        try:
+            generator = _load_folder(folder, trust_code)
+        except CheckpointError as error:
+            raise CheckpointError(f"Hub repo {repo_id!r} is not a facegan export: {error}") from None
+        return generator.to(device)
+    folder = Path(path_or_repo_id)
+    if folder.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} is a file, not an export folder: give the folder `python -m facegan export` "
+            "wrote (a training checkpoint is read by facegan.io.checkpoints.model_from_checkpoint)"
+        )
+    if not folder.exists():
+        raise CheckpointError(
+            f"export folder {str(folder)!r} does not exist (a Hub repo is given as 'owner/name')"
+        )
+    return _load_folder(folder, trust_code).to(device)
+
+
+# ----------------------------------------------------------------------------- writing
 def _prepare_folder(out: Path) -> None:
     """Create ``out``; refuse a file there, or a folder whose README/config another tool wrote."""
     if out.exists() and not out.is_dir():
@@ -119,7 +400,7 @@ def export_generator(
         SAMPLES_FILE: grid,
         WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),  # "pt": what Hub/transformers loaders expect
         CARD_FILE: str(card).encode("utf-8"),
-        CONFIG_FILE: (json.dumps(config_dict(model.net_config), indent=2) + "\n").encode(),
+        CONFIG_FILE: (json.dumps(config_dict(model), indent=2) + "\n").encode(),
     }
     for name in EXPORT_FILES:  # config.json last
         with atomic_write(out / name) as file:

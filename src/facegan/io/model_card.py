@@ -77,14 +77,18 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]], 
         evaluations: ``FIDMonitor.history`` entries; the last one is reported.
         samples: file name of the sample grid beside the card.
     """
-    config, hparams = model.net_config, dict(model.hparams)
+    hparams = dict(model.hparams)
+    own = hparams.get("generator")  # a user's own generator's record, else the registry's `arch`
+    arch, tag = (own["class_path"], "custom") if own else (model.net_config.arch, model.net_config.arch)
+    image_size, latent_dim = hparams["image_size"], hparams["latent_dim"]
+    trust = (", trust_code=True", " --trust-code") if own else ("", "")  # it imports the class's module
     seen = int(model.images_seen)
     generator = model.sampling_generator
     parameters = sum(p.numel() for p in generator.parameters())
     ema = hparams.get("ema_kimg")
     weights = "the EMA generator" + f" (half-life {ema} kimg)" if ema is not None else "the trained generator"
     rows = evaluation_rows(evaluations[-1]) if evaluations else []
-    size = f"{config.image_size} x {config.image_size}"
+    size = f"{image_size} x {image_size}"
     if rows:
         evaluation = "\n".join(
             [
@@ -103,8 +107,8 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]], 
     body = f"""
 # {name}
 
-A facegan GAN generator of faces: `{config.arch}` at {size} px,
-latent size {config.latent_dim}, trained for {seen / 1000:.1f} kimg.
+A facegan GAN generator of faces: `{arch}` at {size} px,
+latent size {latent_dim}, trained for {seen / 1000:.1f} kimg.
 
 ![Samples]({samples})
 
@@ -115,9 +119,9 @@ latents of its training grids.
 
 | | |
 |---|---|
-| Architecture | `{config.arch}` |
+| Architecture | `{arch}` |
 | Resolution | {size} px, RGB, values in [-1, 1] |
-| Latent size | {config.latent_dim} (standard normal `z`) |
+| Latent size | {latent_dim} (standard normal `z`) |
 | Generator parameters | {parameters:,} |
 | Weights | {weights} |
 | Trained | {seen / 1000:.1f} kimg ({seen:,} images shown to the discriminator) |
@@ -140,14 +144,14 @@ The model settings it was trained with (`facegan.FaceGAN` arguments, `--model.*`
 import torch
 import facegan
 
-G = facegan.load_generator("{name}")  # a Hub repo id or a local export folder
+G = facegan.load_generator("{name}"{trust[0]})  # a Hub repo id or a local export folder
 with torch.no_grad():
-    images = G(torch.randn(16, G.latent_dim))  # (16, 3, {config.image_size}, {config.image_size}) in [-1, 1]
+    images = G(torch.randn(16, G.latent_dim))  # (16, 3, {image_size}, {image_size}) in [-1, 1]
 ```
 
-or from the shell: `python -m facegan generate --ckpt {name} --num 64 --out grid.png`.
+or from the shell: `python -m facegan generate --ckpt {name}{trust[1]} --num 64 --out grid.png`.
 """
     data = ModelCardData(
-        library_name="facegan", pipeline_tag=TASK, tags=["facegan", "gan", TASK, "faces", config.arch]
+        library_name="facegan", pipeline_tag=TASK, tags=["facegan", "gan", TASK, "faces", tag]
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

@@ -2,7 +2,7 @@
 
 One file per family (:mod:`~facegan.nets.dcgan`, :mod:`~facegan.nets.keras`,
 :mod:`~facegan.nets.resnet`); :mod:`~facegan.nets.registry` lists them and builds them from a
-:class:`NetworkConfig`.
+:class:`NetworkConfig`; :mod:`~facegan.nets.custom` records and rebuilds a user's own networks.
 """
 
 from facegan.nets.registry import (

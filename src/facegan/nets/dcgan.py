@@ -29,7 +29,7 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, image_size: int = 64, latent_dim: int = 128, channels: int = 64) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.image_size, self.latent_dim, self.channels = image_size, latent_dim, channels
         n = num_halvings(image_size)
         widths = [channels * 2 ** (n - 1 - i) for i in range(n)]  # 64 px, 64 -> [512, 256, 128, 64]
         layers: list[nn.Module] = [
@@ -56,6 +56,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, image_size: int = 64, channels: int = 64, batch_norm: bool = True) -> None:
         super().__init__()
+        self.image_size, self.channels, self.batch_norm = image_size, channels, batch_norm
         n = num_halvings(image_size)
         widths = [channels * 2**i for i in range(n)]  # 64 px, 64 -> [64, 128, 256, 512]
         layers: list[nn.Module] = [

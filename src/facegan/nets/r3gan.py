@@ -125,7 +125,8 @@ class R3GANGenerator(nn.Module):
     def __init__(self, image_size: int = 64, latent_dim: int = 64, channels: int = 768, blocks: int = 2,
                  expansion: int = 2) -> None:  # fmt: skip
         super().__init__()
-        self.latent_dim = latent_dim
+        self.image_size, self.latent_dim, self.channels = image_size, latent_dim, channels
+        self.blocks, self.expansion = blocks, expansion
         widths = stage_widths(image_size, channels)
         total = blocks * len(widths)
         self.basis = nn.Parameter(torch.randn(widths[0], 4, 4))  # a learned 4x4 image per channel
@@ -154,6 +155,7 @@ class R3GANDiscriminator(nn.Module):
         self, image_size: int = 64, channels: int = 768, blocks: int = 2, expansion: int = 2
     ) -> None:
         super().__init__()
+        self.image_size, self.channels, self.blocks, self.expansion = image_size, channels, blocks, expansion
         widths = stage_widths(image_size, channels)[::-1]  # from S down to 4x4
         total = blocks * len(widths)
         self.from_rgb = _conv(3, widths[0])

@@ -2,7 +2,9 @@
 
 Every generator maps ``z (N, latent_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]`` (``r3gan``'s has
 no tanh, as the paper: unbounded in training, clamped in eval mode) and has a
-``latent_dim`` attribute; every discriminator maps such images to one logit each, ``(N,)``. A family
+``latent_dim`` attribute; every discriminator maps such images to one logit each, ``(N,)``. Each keeps
+its ``__init__`` arguments as attributes of the same name, so an instance can also be given to
+``FaceGAN(generator=..., discriminator=...)`` as one's own network (:mod:`facegan.nets.custom`). A family
 is registered once in :data:`FAMILIES` with its sizes, its spectral-norm default and two builders;
 adding a family means adding a file and one entry here.
 

@@ -87,7 +87,7 @@ class ResNetGenerator(nn.Module):
 
     def __init__(self, image_size: int = 64, latent_dim: int = 128, channels: int = 64) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.image_size, self.latent_dim, self.channels = image_size, latent_dim, channels
         n = num_halvings(image_size)
         widths = [channels * 2 ** (n - i) for i in range(n + 1)]  # 64 px, 64 -> [1024, ..., 64]
         self.top = widths[0]
@@ -111,6 +111,7 @@ class ResNetDiscriminator(nn.Module):
 
     def __init__(self, image_size: int = 64, channels: int = 64) -> None:
         super().__init__()
+        self.image_size, self.channels = image_size, channels
         n = num_halvings(image_size)
         widths = [channels * 2**i for i in range(n + 1)]
         blocks: list[nn.Module] = [DBlock(3, widths[0], downsample=True, first=True)]

@@ -28,12 +28,11 @@ from torch.utils.data import DataLoader
 from facegan.data.decode import NoImagesError
 from facegan.data.resident import DeviceBatches
 from facegan.images import batch_images
-from facegan.nets import build_networks
 from facegan.training import distributed
 from facegan.training.ema import ema_beta, update_ema
 from facegan.training.objective import GANObjective, discriminator_metrics
 from facegan.training.sampling import StandingStats, generate, latents
-from facegan.training.settings import adam_pair, check_settings, network_config
+from facegan.training.settings import adam_pair, check_settings, networks
 
 
 def check_batch(images: Tensor, image_size: int) -> None:
@@ -150,10 +149,12 @@ class FaceGAN(L.LightningModule):
     """A GAN that learns to draw faces.
 
     Args:
-        arch: network family, ``"dcgan"`` (Radford et al., 32/64/128 px), ``"keras"`` (the Keras DCGAN
-            face example, 128 px), ``"resnet"`` (SNGAN's ResNet) or ``"r3gan"`` (R3GAN's, 32/64/128 px).
+        arch: network family of the networks not given, ``"dcgan"`` (Radford et al., 32/64/128 px),
+            ``"keras"`` (the Keras DCGAN face example, 128 px), ``"resnet"`` (SNGAN's ResNet) or
+            ``"r3gan"`` (R3GAN's, 32/64/128 px).
         image_size: side of the square images in pixels (linked to the data module in the CLI).
-        latent_dim: size of the latent vector ``z``.
+        latent_dim: size of the latent vector ``z``; ``None``: the given generator's ``latent_dim``
+            attribute, or 128 for ``arch``'s. A value other than the given generator's is refused.
         g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
             ``r3gan``: width of its stages up to 32 px; ``None``: the papers' 64 (R3GAN's 768).
         d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
@@ -198,6 +199,12 @@ class FaceGAN(L.LightningModule):
             it when the model is on a CUDA device and PyTorch's default (foreach) elsewhere.
         compile: ``torch.compile`` G and D for the training step (not for R1, whose double
             backward compiled graphs do not support); first steps are slow while it compiles.
+        generator: your own generator instead of ``arch``'s: any ``nn.Module`` mapping ``z``
+            ``(N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]``, with a ``latent_dim`` attribute and
+            its ``__init__`` arguments kept as attributes of the same name (checkpoints and exports
+            rebuild it from them: see :mod:`facegan.nets.custom`). In YAML: ``class_path``/``init_args``.
+        discriminator: your own discriminator instead of ``arch``'s: images ``(N, 3, S, S)`` to
+            logits ``(N,)``, its ``__init__`` arguments kept as for ``generator``.
 
     Example:
         >>> gan = FaceGAN(image_size=32, g_channels=8, d_channels=8)
@@ -212,7 +219,7 @@ class FaceGAN(L.LightningModule):
         self,
         arch: Literal["dcgan", "keras", "resnet", "r3gan"] = "dcgan",
         image_size: int = 64,
-        latent_dim: int = 128,
+        latent_dim: int | None = None,
         g_channels: int | None = None,
         d_channels: int | None = None,
         loss: Literal["nonsaturating", "hinge", "rpgan"] = "nonsaturating",
@@ -240,13 +247,17 @@ class FaceGAN(L.LightningModule):
         channels_last: bool = False,
         fused_adam: bool | None = None,
         compile: bool = False,
+        generator: torch.nn.Module | None = None,
+        discriminator: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["generator", "discriminator"])  # no pickled modules: records
         self.automatic_optimization = False
         check_settings(self.hparams)
-        self.net_config = network_config(self.hparams)
-        self.generator, self.discriminator = build_networks(self.net_config)
+        given = {"generator": generator, "discriminator": discriminator}
+        self.generator, self.discriminator, self.net_config, recorded = networks(self.hparams, given)
+        self.hparams.update(recorded)  # latent_dim, and how to rebuild a given network
+        latent_dim = self.hparams.latent_dim
         # The EMA generator: a frozen copy, never optimized, never in DDP's reducer; in checkpoints.
         self.generator_ema: torch.nn.Module | None = None
         if ema_kimg is not None:

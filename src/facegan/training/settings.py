@@ -1,15 +1,19 @@
 """What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks and
-optimizers they imply."""
+optimizers they imply (a user's own networks, or the registry's built from ``arch``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from facegan.nets import SPECTRAL_NORM_DEFAULT, NetworkConfig
+from facegan.nets import SPECTRAL_NORM_DEFAULT, NetworkConfig, build_discriminator, build_generator
+from facegan.nets.custom import build_from_record, check_pair, net_record
+
+DEFAULT_LATENT_DIM = 128  # the registry's generators' latent size when `latent_dim` is left unset
+ARCH_ONLY = {"generator": ("g_channels",), "discriminator": ("d_channels", "spectral_norm")}
 
 
 def check_settings(hp: Mapping[str, Any]) -> None:
@@ -53,6 +57,54 @@ def check_settings(hp: Mapping[str, Any]) -> None:
         )
     if hp["label_noise"] and hp["loss"] != "nonsaturating":
         raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
+
+
+def networks(
+    hp: Mapping[str, Any], given: dict[str, Any]
+) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
+    """FaceGAN's ``(generator, discriminator)``: each the one ``given`` (an ``nn.Module`` or its record,
+    see :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig` of those built from
+    ``arch`` (``None`` when none is); and the hparams that record them: ``latent_dim`` (the given
+    generator's ``latent_dim`` attribute; else the argument, 128 when unset), ``generator`` and
+    ``discriminator`` (their records, ``None`` for ``arch``'s).
+    """
+    nets = {
+        role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
+        for role, net in given.items()
+    }
+    for role, names in ARCH_ONLY.items():
+        for name in names:
+            if nets[role] is not None and hp[name] is not None:
+                raise ValueError(
+                    f"FaceGAN: `{name}` sets up the registry's {role}; with your own {role} leave it "
+                    "unset (null) and configure your network itself"
+                )
+    latent_dim = hp["latent_dim"]
+    if nets["generator"] is not None:
+        own = getattr(nets["generator"], "latent_dim", None)
+        if isinstance(own, bool) or not isinstance(own, int) or own < 1:
+            raise ValueError(
+                f"FaceGAN: the generator {type(nets['generator']).__name__} has no integer `latent_dim` "
+                f"attribute (got {own!r}); set `self.latent_dim` in its __init__: facegan draws latents "
+                "of that size"
+            )
+        if latent_dim is not None and latent_dim != own:
+            raise ValueError(
+                f"FaceGAN: `latent_dim` is {latent_dim}, but the generator's `latent_dim` is {own}; leave "
+                "`latent_dim` unset (null): it is read from your generator"
+            )
+        latent_dim = own
+    latent_dim = DEFAULT_LATENT_DIM if latent_dim is None else latent_dim
+    config = None if None not in nets.values() else network_config({**hp, "latent_dim": latent_dim})
+    generator, discriminator = nets["generator"], nets["discriminator"]
+    if generator is None:
+        generator = build_generator(cast(NetworkConfig, config))
+    if discriminator is None:
+        discriminator = build_discriminator(cast(NetworkConfig, config))
+    if any(net is not None for net in nets.values()):  # a given network: the pair's shapes checked
+        check_pair(generator, discriminator, latent_dim, hp["image_size"])
+    records = {role: None if net is None else net_record(net, role) for role, net in nets.items()}
+    return generator, discriminator, config, {"latent_dim": latent_dim, **records}
 
 
 def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
