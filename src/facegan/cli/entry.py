@@ -30,8 +30,10 @@ def usage(prog: str) -> str:
 
 def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
     """Dispatch ``argv`` (default: ``sys.argv[1:]``) to the subcommand it names."""
+    from facegan.cli.quiet import silence_library_notices
     from facegan.cli.tools import TOOLS
 
+    silence_library_notices()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(usage(prog))
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
     from facegan.data.decode import BadImageError, error_message
 
     try:
-        trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+        trainer_main(None if argv is None else args, prog=prog)  # None: LightningCLI reads sys.argv itself
     except SystemExit as stop:
         if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning exits 1 after a KeyboardInterrupt
             raise SystemExit(130) from None  # the shell's code for Ctrl-C (128 + SIGINT)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from facegan.callbacks import (
     CheckpointOnInterrupt,
@@ -29,6 +31,7 @@ from facegan.callbacks import (
 )
 from facegan.cli.given import given_settings
 from facegan.cli.logged_config import SaveAndLogConfig
+from facegan.cli.quiet import OneLineParser
 from facegan.cli.recipe import describe, precision_name, recipe_changes
 from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
 from facegan.data import FaceDataModule
@@ -49,6 +52,25 @@ LINKED = {"model.image_size": "data.image_size"}  # set through the other one on
 def init_args(hparams: Any) -> dict[str, Any]:
     """The constructor arguments in saved hyperparameters (without LightningCLI's ``_instantiator``)."""
     return {name: value for name, value in hparams.items() if not name.startswith("_")}
+
+
+def device_error(trainer: Any, error: BaseException) -> ValueError:
+    """Lightning's refusal of ``--trainer.accelerator`` / ``--trainer.devices``, in one line with what to do."""
+    accelerator, devices = trainer.get("accelerator", "auto"), trainer.get("devices", "auto")
+    given = f"--trainer.accelerator {accelerator} --trainer.devices {devices}"
+    message = " ".join(str(error).split())
+    if "not available" in message or "No supported gpu backend" in message:
+        cuda = "no CUDA GPU" if torch.version.cuda else "a PyTorch without CUDA support"
+        advice = (
+            f"this machine has {cuda} (torch.cuda.is_available() is False): leave --trainer.accelerator "
+            "out (auto picks what is there) or give --trainer.accelerator cpu"
+        )
+    else:
+        advice = (
+            "--trainer.accelerator takes auto, cpu, cuda (or gpu) or mps; --trainer.devices a count "
+            "(1, 2, ...), -1 or auto for all, or GPU indices such as [0,1]"
+        )
+    return ValueError(f"{given}: {message.rstrip('.!')}. {advice}")
 
 
 class FaceGANCLI(LightningCLI):
@@ -85,7 +107,10 @@ class FaceGANCLI(LightningCLI):
         if config["trainer"].get("logger") in (None, True):
             root = config["trainer"].get("default_root_dir") or os.getcwd()
             kwargs.setdefault("logger", CSVLogger(save_dir=root))  # <root>/lightning_logs/version_N
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+            raise device_error(config["trainer"], error) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         callbacks = cast(Any, trainer).callbacks  # set by Lightning at runtime, not declared on Trainer
@@ -255,10 +280,11 @@ class FaceGANCLI(LightningCLI):
         )
 
 
-def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
+def main(args: list[str] | None = None, run: bool = True, prog: str = "python -m facegan") -> FaceGANCLI:
     """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data).
 
-    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand).
+    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand);
+    ``prog`` is the command's name in its messages.
     """
     # Lightning's own hparams logging would log the module's and data's settings a second time, flat.
     trainer_defaults: dict[str, Any] = {
@@ -275,5 +301,7 @@ def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_class=OneLineParser,
+        parser_kwargs={"prog": prog},
         run=run,
     )
