@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -38,7 +39,7 @@ from facegan.data import FaceDataModule
 from facegan.io.atomic import check_writable
 from facegan.io.checkpoint_io import AtomicCheckpointIO
 from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
-from facegan.io.runs import run_root
+from facegan.io.runs import run_dir, run_root
 from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
 from facegan.training.module import FaceGAN
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter of the paper's FLOPs
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
 LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
+UNUSED = {"config.yaml", "hparams.yaml"}  # what a run folder holds before its first batch
 
 
 def init_args(hparams: Any) -> dict[str, Any]:
@@ -79,6 +81,30 @@ class FaceGANCLI(LightningCLI):
     ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the configured logger's runs, and a
     resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._folders_before: set[Path] | None = None  # the run root's entries when fit began
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._discard_unused_run_folder()
+            raise
+
+    def _discard_unused_run_folder(self) -> None:
+        """After a fit that failed before training (a missing data folder, a bad setting found in
+        setup), remove the run folder it made, which holds nothing but its ``config.yaml``/``hparams.yaml``
+        (and the logger's root folder, if the run made it and it is now empty)."""
+        trainer = getattr(self, "trainer", None)
+        if self._folders_before is None or trainer is None or not trainer.is_global_zero:
+            return
+        root, folder = run_root(trainer), run_dir(trainer)
+        if folder.parent != root or folder in self._folders_before or not folder.is_dir():
+            return
+        if any(p.is_file() and p.relative_to(folder).as_posix() not in UNUSED for p in folder.rglob("*")):
+            return  # something of this run's training is there
+        shutil.rmtree(folder)
+        if root not in self._folders_before and not any(root.iterdir()):
+            root.rmdir()
 
     def before_instantiate_classes(self) -> None:
         """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``; bf16
@@ -233,6 +259,9 @@ class FaceGANCLI(LightningCLI):
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
         elif self.trainer.is_global_zero:  # DDP's other processes start once rank 0 has checked
             refuse_occupied_folder(self.trainer)
+            if self.trainer.loggers:  # a new run folder that training never uses is removed again
+                root = run_root(self.trainer)
+                self._folders_before = {root, *root.iterdir()} if root.is_dir() else set()
         if self.trainer.is_global_zero:
             check_writable(run_root(self.trainer))  # a read-only output folder: one line, before training
 
