@@ -34,7 +34,14 @@ from facegan.cli.given import given_settings
 from facegan.cli.logged_config import SaveAndLogConfig
 from facegan.cli.quiet import OneLineParser
 from facegan.cli.recipe import describe, precision_name, recipe_changes
-from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
+from facegan.cli.resume import (
+    continue_run,
+    find_last_checkpoint,
+    keep_csv_metrics,
+    logger_root,
+    refuse_occupied_folder,
+    run_config,
+)
 from facegan.data import FaceDataModule
 from facegan.io.atomic import check_writable
 from facegan.io.checkpoint_io import AtomicCheckpointIO
@@ -110,6 +117,8 @@ class FaceGANCLI(LightningCLI):
         """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras``; bf16
         on a CPU that emulates it is warned about (see :mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            self._resolve_ckpt_path(config)
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
@@ -132,7 +141,8 @@ class FaceGANCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if config["trainer"].get("logger") in (None, True):
             root = config["trainer"].get("default_root_dir") or os.getcwd()
-            kwargs.setdefault("logger", CSVLogger(save_dir=root))  # <root>/lightning_logs/version_N
+            # <root>/lightning_logs/version_N, or the run a --ckpt_path continues
+            kwargs.setdefault("logger", CSVLogger(save_dir=root, version=self._run_version))
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
@@ -150,20 +160,39 @@ class FaceGANCLI(LightningCLI):
         even one equal to its default (``--model.arch dcgan``), and adopts the others."""
         self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
         super().parse_arguments(parser, args)
+        # LightningCLI replaces the model's settings by a --ckpt_path file's right after parsing,
+        # silently overriding flags such as --model.arch (and loads a pickle with a torch traceback).
+        # facegan compares the two instead and refuses differences (_check_recipe), so the path is
+        # set aside until LightningCLI is done with that (before_instantiate_classes puts it back);
+        # tests/test_resume.py fails if a given flag is overridden silently.
+        subcommand = self.config.get("subcommand")
+        self._ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand:
+            self.config[subcommand]["ckpt_path"] = None
+        self._run_version: str | None = None  # the run a fit --ckpt_path continues (its logger's version)
 
-    def _parse_ckpt_path(self) -> None:
-        """Keep the command line's settings when ``--ckpt_path`` is a file.
-
-        LightningCLI 2.6 replaces the model's settings by the checkpoint's when ``--ckpt_path`` names
-        a file (not for ``last``), silently overriding flags such as ``--model.arch``, and loads it
-        with a torch traceback for a pickle. facegan compares the two instead and refuses differences
-        (:meth:`_check_recipe`). LightningCLI offers no public switch, so this is facegan's one
-        override of a private LightningCLI method; ``tests/test_resume.py`` fails if it stops applying.
-        """
+    def _resolve_ckpt_path(self, config: Any) -> None:
+        """Put ``--ckpt_path`` back, ``last`` as the file it means, and make the logger continue the
+        run that wrote it (:func:`~facegan.cli.resume.continue_run`), before the logger is built."""
+        config.ckpt_path = ckpt_path = self._ckpt_path
+        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
+            return
+        root = logger_root(config.trainer)
+        if ckpt_path == "last":
+            found = find_last_checkpoint(root)
+            if found is None:
+                raise ValueError(
+                    f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
+                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
+                    + "or give the checkpoint's path"
+                )
+            config.ckpt_path = str(found)  # the saved config names the file
+        if self.subcommand == "fit":
+            self._run_version = continue_run(config.trainer, Path(config.ckpt_path), root)
 
     def _checkpoint(self, required: bool) -> Path | None:
-        """The ``--ckpt_path`` of this subcommand as a file (``last`` resolved); ``None`` when unset or
-        one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
+        """The ``--ckpt_path`` of this subcommand as a file (``last`` was resolved before the trainer
+        was built); ``None`` when unset or one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is None:
@@ -173,17 +202,6 @@ class FaceGANCLI(LightningCLI):
                     "last.ckpt of this experiment); without one it would evaluate an untrained model"
                 )
             return None
-        if ckpt_path == "last":
-            found = find_last_checkpoint(self.trainer)
-            if found is None:
-                raise ValueError(
-                    f"--ckpt_path last: no last.ckpt under {run_root(self.trainer)}/*/checkpoints/; "
-                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
-                    + "or give the checkpoint's path"
-                )
-            config["ckpt_path"] = str(found)
-            self.config[self.subcommand]["ckpt_path"] = str(found)  # the saved config names the file
-            return found
         if ckpt_path in ("best", "hpc", "registry"):
             return None
         return check_checkpoint_path(ckpt_path)  # a folder (an export's, a run's) says what it is
@@ -255,7 +273,10 @@ class FaceGANCLI(LightningCLI):
             if isinstance(callback, SaveAndLogConfig):
                 callback.resuming = ckpt_path is not None
         if ckpt_path is not None:
-            version = continue_run(self.trainer, ckpt_path)
+            version = self._run_version
+            logger = self.trainer.loggers[0] if self.trainer.loggers else None
+            if version is not None and isinstance(logger, CSVLogger) and self.trainer.is_global_zero:
+                keep_csv_metrics(logger, run_dir(self.trainer) / "metrics.csv")
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
         elif self.trainer.is_global_zero:  # DDP's other processes start once rank 0 has checked
             refuse_occupied_folder(self.trainer)
