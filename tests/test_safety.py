@@ -241,7 +241,7 @@ def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monk
     import facegan.cli.trainer
     from facegan.cli.entry import main
 
-    def fit_cut_by_ctrl_c(args):
+    def fit_cut_by_ctrl_c(args, prog):
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -251,7 +251,7 @@ def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monk
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 130
-    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args: sys.exit(2))  # any other exit: as it was
+    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args, prog: sys.exit(2))  # any other exit: as it was
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 2
