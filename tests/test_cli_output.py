@@ -149,3 +149,22 @@ def test_a_fit_that_fails_before_training_leaves_no_run_folder(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         main(missing, prog="facegan")
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["generate", "--ckpt", "x.ckpt", "--out", "y.png", "--nmu", "3"],
+         "facegan generate: error: unknown option --nmu; did you mean --num? (`facegan generate --help` lists every option)"),
+        (["score", "a"],
+         "facegan score: error: the following arguments are required: REAL (`facegan score --help` lists every option)"),
+        (["fitt"], "facegan: error: unknown subcommand 'fitt'; did you mean fit? (`facegan --help` lists them)"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_any_subcommand_is_one_line(args, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(args, prog="facegan")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ default fit and a Ctrl-C and fails if any of them comes back.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import re
@@ -62,6 +63,24 @@ def unknown_options(message: str) -> list[str]:
     return [] if found is None else [t.split("=")[0] for t in found.group(1).split() if t.startswith("--")]
 
 
+def one_line(prog: str, message: str, help_text: str) -> str:
+    """A parser's error as one line: an unknown option with the closest one ``help_text`` lists."""
+    line = f"{prog}: error: {' '.join(message.split()).rstrip('.')}"  # the parser's lines, joined
+    unknown = unknown_options(message)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], options_in(help_text), n=1, cutoff=0.6)
+        line = f"{prog}: error: unknown option {unknown[0]}" + (f"; did you mean {close[0]}?" if close else "")
+    return f"{line} (`{prog} --help` lists every option)"
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse``'s parser (``generate``, ``score``, ...) answering a mistake as :func:`one_line` does."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(one_line(self.prog, message, self.format_help()) + "\n")
+        self.exit(2)
+
+
 class OneLineParser(LightningArgumentParser):
     """LightningCLI's parser, answering a mistake in one line (and exit code 2) instead of the full usage.
 
@@ -72,14 +91,5 @@ class OneLineParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         parser: Any = getattr(ex, "subcommand_parser", None) or self
-        prog = parser.prog.replace(" [options]", "")
-        line = f"{prog}: error: {' '.join(message.split()).rstrip('.')}"  # jsonargparse's lines, joined
-        unknown = unknown_options(message)
-        if unknown:
-            valid = options_in(parser.format_help())
-            close = difflib.get_close_matches(unknown[0], valid, n=1, cutoff=0.6)
-            line = f"{prog}: error: unknown option {unknown[0]}" + (
-                f"; did you mean {close[0]}?" if close else ""
-            )
-        sys.stderr.write(f"{line} (`{prog} --help` lists every option)\n")
+        sys.stderr.write(one_line(parser.prog.replace(" [options]", ""), message, parser.format_help()) + "\n")
         self.exit(2)
