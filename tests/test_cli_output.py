@@ -111,7 +111,9 @@ def test_a_bad_value_is_one_line_naming_the_setting(tmp_path, monkeypatch, capsy
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA GPU")
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
-def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line_saying_what_to_do(tmp_path, monkeypatch, accelerator):
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line_saying_what_to_do(
+    tmp_path, monkeypatch, accelerator
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
         main(["fit", "--trainer.accelerator", accelerator], prog="facegan")

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
-
 from jsonargparse import Namespace
+from lightning.pytorch.loggers import CSVLogger
 
 from facegan.cli.resume import continue_run, find_last_checkpoint, logger_root
 from facegan.io.runs import epoch_end_step, logger_step, run_dir

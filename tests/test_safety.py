@@ -251,7 +251,8 @@ def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monk
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 130
-    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args, prog: sys.exit(2))  # any other exit: as it was
+    # any other exit: as it was
+    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args, prog: sys.exit(2))
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 2

@@ -139,8 +139,9 @@ def test_without_weights_offline_score_says_how_to_give_them(tmp_path, capsys, m
         f"give its path with --weights PATH or the FACEGAN_FID_WEIGHTS environment variable, or put it in "
         f"{hub}/ (where torchmetrics downloads it)."
     ]
-    with pytest.raises(SystemExit):  # a file given that is not there: the message names it
-        main(["score", str(tmp_path / "a"), str(tmp_path / "a"), "--no-progress", "--weights", str(tmp_path / "w.pth")])
+    given = ["--weights", str(tmp_path / "w.pth")]  # a file given that is not there: the message names it
+    with pytest.raises(SystemExit):
+        main(["score", str(tmp_path / "a"), str(tmp_path / "a"), "--no-progress", *given])
     assert f"looked at {tmp_path / 'w.pth'} (the file given)" in capsys.readouterr().err
 
 

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
     if not args[0].startswith("-") and args[0] not in commands:  # options may come first: --config X fit
         close = difflib.get_close_matches(args[0], commands, n=1)
         guess = f"; did you mean {close[0]}?" if close else ""
-        sys.stderr.write(f"{prog}: error: unknown subcommand {args[0]!r}{guess} (`{prog} --help` lists them)\n")
+        sys.stderr.write(
+            f"{prog}: error: unknown subcommand {args[0]!r}{guess} (`{prog} --help` lists them)\n"
+        )
         raise SystemExit(2)
     if args[0] in TOOLS:
         from facegan.cli.tools import main as tools_main

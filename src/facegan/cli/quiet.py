@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
@@ -29,7 +30,11 @@ LOGGED = (
 # (message pattern, category, module pattern): warnings raised inside a library about the library.
 WARNED = (
     # torch 2.10+ deprecates `isinstance(x, LeafSpec)`, which Lightning's own _pytree.py still uses
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        FutureWarning,
+        r"lightning\.pytorch\.utilities\._pytree",
+    ),
 )
 
 
@@ -69,12 +74,16 @@ def one_line(prog: str, message: str, help_text: str) -> str:
     unknown = unknown_options(message)
     if unknown:
         close = difflib.get_close_matches(unknown[0], options_in(help_text), n=1, cutoff=0.6)
-        line = f"{prog}: error: unknown option {unknown[0]}" + (f"; did you mean {close[0]}?" if close else "")
+        line = f"{prog}: error: unknown option {unknown[0]}" + (
+            f"; did you mean {close[0]}?" if close else ""
+        )
     return f"{line} (`{prog} --help` lists every option)"
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
     """``argparse``'s parser (``generate``, ``score``, ...) answering a mistake as :func:`one_line` does."""
+
+    subcommands: Mapping[str, argparse.ArgumentParser]  # set by who adds them: whose options to suggest
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(one_line(self.prog, message, self.format_help()) + "\n")
@@ -91,5 +100,7 @@ class OneLineParser(LightningArgumentParser):
         if not self.exit_on_error:
             super().error(message, ex)
         parser: Any = getattr(ex, "subcommand_parser", None) or self
-        sys.stderr.write(one_line(parser.prog.replace(" [options]", ""), message, parser.format_help()) + "\n")
+        sys.stderr.write(
+            one_line(parser.prog.replace(" [options]", ""), message, parser.format_help()) + "\n"
+        )
         self.exit(2)

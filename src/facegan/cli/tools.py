@@ -40,7 +40,7 @@ TOOLS = {
 }
 
 
-def build_parser(prog: str = "python -m facegan") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m facegan") -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help=TOOLS["generate"])
@@ -74,7 +74,7 @@ def build_parser(prog: str = "python -m facegan") -> argparse.ArgumentParser:
     )
     add_score_parser(commands, TOOLS["score"])
     prepare.add_parser(commands)
-    parser.subcommands = commands.choices  # type: ignore[attr-defined]
+    parser.subcommands = commands.choices
     return parser
 
 

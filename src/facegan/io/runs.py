@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -40,7 +41,7 @@ def last_batch_step(trainer: L.Trainer) -> int:
     after it (epoch ends, validation, an interrupt) it is (:func:`epoch_end_step`). ``-1`` before the
     first batch.
     """
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    progress = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current)  # declared without processed
     return logger_step(trainer) - (0 if progress.processed > progress.completed else 1)
 
 

@@ -55,7 +55,8 @@ from facegan.metrics.real_images import PixelHash, RealImages, ValueRange, as_ui
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"  # torchmetrics'
+# Where torchmetrics (through torch-fidelity) downloads it from
+WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
 # How FIDMonitor takes the file, for the message when it is missing (`facegan score`: --weights PATH)
 MONITOR_OPTION = "FIDMonitor(weights_path=PATH) (in a config: `weights_path: PATH` in its init_args)"
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
