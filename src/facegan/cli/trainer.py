@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -56,6 +57,8 @@ CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter o
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
 LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
 UNUSED = {"config.yaml", "hparams.yaml"}  # what a run folder holds before its first batch
+# Lightning's refusals of an accelerator or device count (not of other Trainer settings)
+DEVICE_ERROR = re.compile(r"accelerator|devices|gpu backend|torch_xla", re.IGNORECASE)
 
 
 def init_args(hparams: Any) -> dict[str, Any]:
@@ -146,6 +149,8 @@ class FaceGANCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+            if not DEVICE_ERROR.search(str(error)):
+                raise
             raise device_error(config["trainer"], error) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
