@@ -71,10 +71,11 @@ def test_checkpoints_every_n_kimg(tmp_path):
     )
     trainer = tiny_trainer(limit_train_batches=5, enable_checkpointing=True, callbacks=[checkpoints])
     trainer.fit(tiny_gan(), tiny_data())
-    # 16 images = 2 batches of 8; global_step counts G's and D's optimizer steps: 2 per batch.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step=4.ckpt", "step=8.ckpt"]
-    saved = torch.load(tmp_path / "step=8.ckpt", weights_only=True)
-    assert int(saved["state_dict"]["images_seen"]) == 32
+    # 16 images = 2 batches of 8; {step} is the logged step of the batch saved after (0-based), not
+    # global_step, which counts G's and D's optimizer steps: 2 per batch.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step=1.ckpt", "step=3.ckpt"]
+    saved = torch.load(tmp_path / "step=3.ckpt", weights_only=True)
+    assert int(saved["state_dict"]["images_seen"]) == 32 and saved["global_step"] == 8
 
 
 def test_the_cli_takes_max_kimg_and_kimg_schedules(tmp_path, monkeypatch):
@@ -88,9 +89,9 @@ def test_the_cli_takes_max_kimg_and_kimg_schedules(tmp_path, monkeypatch):
     run = tmp_path / "lightning_logs/version_0"
     names = sorted(p.name for p in (run / "samples").iterdir())
     assert names == [f"epoch=0000-kimg=0.{k}.png" for k in (1, 2, 3)]  # 0.3: the fit's end, once
-    # at 200 images (4 batches: global_step 8), and at the stop (6 batches) as at an epoch end
+    # at 200 images (4 batches: logged step 3, global_step 8), and at the stop (6 batches) as at an epoch end
     steps = {p.name.split("step=")[-1] for p in (run / "checkpoints").glob("epoch=*.ckpt")}
-    assert steps == {"8.ckpt", "12.ckpt"} and (run / "checkpoints/last.ckpt").is_file()
+    assert steps == {"3.ckpt", "5.ckpt"} and (run / "checkpoints/last.ckpt").is_file()
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,9 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"--model.arch: 'dcgan' in the checkpoint, 'resnet' now"):
         fit("--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.arch", "resnet")
+    last = run / "checkpoints/last.ckpt"  # named as a file too: LightningCLI would adopt its settings
+    with pytest.raises(ValueError, match=r"--model.arch: 'dcgan' in the checkpoint, 'resnet' now"):
+        fit("--trainer.max_epochs", "2", "--ckpt_path", str(last), "--model.arch", "resnet")
     with pytest.raises(
         ValueError, match=r"--trainer.precision: '32-true' in the run's config.yaml, 'bf16-mixed' now"
     ):

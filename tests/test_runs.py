@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger
 
-from facegan.cli.runs import set_logger_version
+from facegan.cli.resume import continue_run, find_last_checkpoint, logger_root
 from facegan.io.runs import epoch_end_step, logger_step, run_dir
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
@@ -51,27 +52,46 @@ def test_epoch_end_step_is_the_step_lightning_logs_epoch_end_metrics_at(tmp_path
     assert seen == logged == [2, 5]  # the last batch of each epoch (3 batches: steps 0-2, 3-5)
 
 
+def logger_settings(class_path: str, **init_args) -> Namespace:
+    """The ``trainer`` settings as LightningCLI parsed them, before building the logger."""
+    logger = Namespace(class_path=class_path, init_args=Namespace(**init_args))
+    return Namespace(logger=logger, default_root_dir=None)
+
+
 def test_a_csv_logger_set_to_a_version_writes_into_that_run_folder(tmp_path):
-    logger = CSVLogger(tmp_path, name="runs")
-    assert set_logger_version(logger, "version_7")
+    trainer = logger_settings("lightning.pytorch.loggers.CSVLogger", save_dir=str(tmp_path), name="runs")
+    root = logger_root(trainer)
+    assert root == tmp_path / "runs"
+    assert continue_run(trainer, root / "version_7/checkpoints/last.ckpt", root) == "version_7"
+    logger = CSVLogger(**trainer.logger.init_args.as_dict())  # as LightningCLI builds it
     assert logger.version == "version_7"
     assert logger.log_dir == str(tmp_path / "runs" / "version_7")
+    # a checkpoint of another root (or not in a run's checkpoints/) starts a new run
+    assert continue_run(trainer, tmp_path / "elsewhere/version_2/checkpoints/last.ckpt", root) is None
+    assert continue_run(trainer, root / "version_7/last.ckpt", root) is None
 
 
-def test_other_loggers_are_left_alone():
-    assert not set_logger_version(object(), "x")
+def test_other_loggers_are_left_alone(tmp_path):
+    trainer = logger_settings("lightning.pytorch.loggers.logger.DummyLogger")
+    assert continue_run(trainer, tmp_path / "x/checkpoints/last.ckpt", tmp_path) is None
+    assert trainer.logger.init_args.as_dict() == {}
 
 
 WANDB_CHECKS = """
 import sys
 import lightning as L
 import wandb
+from jsonargparse import Namespace
 from lightning.pytorch.loggers import WandbLogger
-from facegan.cli.runs import set_logger_version
+from facegan.cli.resume import continue_run, logger_root
 
 save_dir = sys.argv[1]
-logger = WandbLogger(save_dir=save_dir, offline=True)
-assert set_logger_version(logger, "abcd1234")
+logger = Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=Namespace(save_dir=save_dir, project="p", offline=True))
+trainer = Namespace(logger=logger, default_root_dir=None)
+root = logger_root(trainer)
+print("root", root)
+print("continued", continue_run(trainer, root / "abcd1234" / "checkpoints" / "last.ckpt", root))
+logger = WandbLogger(**trainer.logger.init_args.as_dict(), **trainer.logger.dict_kwargs)
 print("version", logger.version, logger.experiment.id)
 wandb.finish()
 ids = []
@@ -94,20 +114,16 @@ def test_wandb_logger_versions_and_run_ids(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert lines["root"] == str(tmp_path / "p") and lines["continued"] == "abcd1234"
     assert lines["version"] == "abcd1234 abcd1234"
     first, second = lines["seeded"].split()
     assert first != second
 
 
 def test_last_is_the_newest_last_checkpoint_including_versioned_ones(tmp_path):
-    from types import SimpleNamespace
-
-    from facegan.cli.runs import find_last_checkpoint
-
-    trainer = SimpleNamespace(loggers=[], default_root_dir=str(tmp_path))  # logger false: one folder
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for age, name in enumerate(["last.ckpt", "last-v1.ckpt", "last-copy.ckpt"]):
         (folder / name).write_bytes(b"x")
         os.utime(folder / name, ns=(10**9 * (age + 1), 10**9 * (age + 1)))
-    assert find_last_checkpoint(trainer) == folder / "last-v1.ckpt"  # newer than an older run's last.ckpt
+    assert find_last_checkpoint(tmp_path) == folder / "last-v1.ckpt"  # newer than an older run's last.ckpt

@@ -97,7 +97,9 @@ def test_signal_saves_a_resumable_last_checkpoint(tmp_path, sig, group):
     assert found.group(1) == {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}[sig]
     assert process.returncode == 128 + sig  # the shell's codes, 130 and 143: not a finished run's 0
     checkpoint = load_checkpoint(found.group(3))
-    assert checkpoint["global_step"] == int(found.group(2)) >= 4
+    step = int(found.group(2))  # the step of the last batch's metrics (metrics.csv), not global_step
+    assert checkpoint["state_dict"]["images_seen"].item() == 8 * (step + 1) and step >= 1  # batches of 8
+    assert checkpoint["global_step"] == 2 * (step + 1)  # a D and a G step per batch
     resumed = subprocess.run(
         [*command[:6], "--trainer.max_epochs", str(checkpoint["epoch"] + 2), "--ckpt_path", "last"],
         cwd=tmp_path,
@@ -239,7 +241,7 @@ def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monk
     import facegan.cli.trainer
     from facegan.cli.entry import main
 
-    def fit_cut_by_ctrl_c(args):
+    def fit_cut_by_ctrl_c(args, prog):
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -249,7 +251,8 @@ def test_the_command_exits_130_when_lightning_stops_on_a_keyboard_interrupt(monk
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 130
-    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args: sys.exit(2))  # any other exit: as it was
+    # any other exit: as it was
+    monkeypatch.setattr(facegan.cli.trainer, "main", lambda args, prog: sys.exit(2))
     with pytest.raises(SystemExit) as stopped:
         main(["fit"])
     assert stopped.value.code == 2

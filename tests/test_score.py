@@ -16,6 +16,7 @@ from PIL import Image
 from facegan.callbacks import FIDMonitor
 from facegan.cli.tools import main
 from facegan.io.checkpoints import model_from_checkpoint
+from facegan.metrics.fid import WEIGHTS_FILE
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
@@ -130,5 +131,32 @@ def test_without_weights_offline_score_says_how_to_give_them(tmp_path, capsys, m
     pngs(tmp_path / "a", 2, 8, 100, seed=0)
     with pytest.raises(SystemExit):
         main(["score", str(tmp_path / "a"), str(tmp_path / "a"), "--no-progress"])
-    err = capsys.readouterr().err
-    assert "cannot load the FID Inception weights" in err and "--weights" in err
+    hub = tmp_path / "torch/hub/checkpoints"
+    assert capsys.readouterr().err.splitlines() == [
+        "facegan score: error: cannot load the FID Inception weights (<urlopen error simulated: "
+        f"no network>); looked at {hub / WEIGHTS_FILE} (no file there), then downloading it. The file is "
+        f"{WEIGHTS_FILE} from https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}: "
+        f"give its path with --weights PATH or the FACEGAN_FID_WEIGHTS environment variable, or put it in "
+        f"{hub}/ (where torchmetrics downloads it)."
+    ]
+    given = ["--weights", str(tmp_path / "w.pth")]  # a file given that is not there: the message names it
+    with pytest.raises(SystemExit):
+        main(["score", str(tmp_path / "a"), str(tmp_path / "a"), "--no-progress", *given])
+    assert f"looked at {tmp_path / 'w.pth'} (the file given)" in capsys.readouterr().err
+
+
+def test_without_weights_fid_monitor_says_how_to_give_them_in_a_config(tmp_path, monkeypatch):
+    from facegan.metrics.fid import WeightsError, build_fid_metric
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FACEGAN_FID_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(WeightsError) as error:
+        build_fid_metric()
+    assert str(error.value) == (
+        f"FIDMonitor: cannot load the FID Inception weights ('{tmp_path / 'missing.pth'}' is not a file); "
+        f"looked at {tmp_path / 'missing.pth'} ($FACEGAN_FID_WEIGHTS). The file is {WEIGHTS_FILE} from "
+        f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}: give its path with "
+        "FIDMonitor(weights_path=PATH) (in a config: `weights_path: PATH` in its init_args) or the "
+        f"FACEGAN_FID_WEIGHTS environment variable, or put it in {tmp_path / 'torch/hub/checkpoints'}/ "
+        "(where torchmetrics downloads it)."
+    )

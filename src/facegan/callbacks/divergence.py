@@ -10,6 +10,8 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from facegan.io.runs import last_batch_step
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class DivergenceMonitor(L.Callback):
 
     def _fail(self, trainer: L.Trainer, kind: str, detail: str) -> None:
         message = (
-            f"DivergenceMonitor: {detail} at step {trainer.global_step} (epoch {trainer.current_epoch}). "
+            f"DivergenceMonitor: {detail} at step {last_batch_step(trainer)} (epoch {trainer.current_epoch}). "
             f"Last good checkpoint: {self._last_good_checkpoint(trainer)}. Try a lower learning rate, "
             "--model.augment color,translation, or more data; DivergenceMonitor(action='warn') only warns."
         )

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from facegan.io.runs import run_dir
+from facegan.io.runs import last_batch_step, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class CheckpointOnInterrupt(L.Callback):
     the state to the run's checkpoint folder as ``last.ckpt`` (what ``fit --ckpt_path last``
     resumes) and sets the exit code of Lightning's ``SIGTERMException`` (a ``SystemExit``, which
     would exit 0) to 130 after Ctrl-C and 143 after SIGTERM, so scripts and schedulers can tell an
-    interrupted run from a finished one. A second Ctrl-C stops at once and saves nothing (the step
+    interrupted run from a finished one. The stop is said in one line, once the checkpoint is written,
+    with the step of the last batch's row in ``metrics.csv``. A second Ctrl-C stops at once and saves nothing (the step
     under way is half done); the last checkpoint written before it stays. Mid-epoch, Lightning
     restarts the interrupted epoch's data from its beginning on resume; checkpoints at epoch ends
     resume bit-exactly.
@@ -43,14 +44,15 @@ class CheckpointOnInterrupt(L.Callback):
         self.saved_path: Path | None = None
         self.ctrl_c = False  # the stop came from Ctrl-C (reported as such, not as SIGTERM)
         self._previous: Any = None  # the SIGINT handler before fit, restored after it
+        self._pid = os.getpid()  # the trainer's process (a terminal's Ctrl-C reaches its workers too)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a data loader worker forked with this handler: the trainer stops it
+            return
         if self.ctrl_c:  # the second Ctrl-C: stop now
             self._restore()
             raise KeyboardInterrupt
-        self.ctrl_c = True
-        # Only async-signal-safe calls here: no logging (its locks may be held by the interrupted code).
-        os.write(2, b"\nfacegan: Ctrl-C: stopping after this batch with a checkpoint (Ctrl-C again: now)\n")
+        self.ctrl_c = True  # said once the checkpoint is written, in one line (on_exception)
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own batch-boundary stop
 
     def _restore(self) -> None:
@@ -64,6 +66,7 @@ class CheckpointOnInterrupt(L.Callback):
         # ignored, as in background jobs, nor over a handler of the user's).
         main = threading.current_thread() is threading.main_thread()
         if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._pid = os.getpid()
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -90,13 +93,13 @@ class CheckpointOnInterrupt(L.Callback):
         folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
         folder = Path(folders[0]) if folders and folders[0] else run_dir(trainer) / "checkpoints"
         path = folder / f"{self.filename}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
         self.saved_path = path
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # the step of the last batch's row in metrics.csv, not global_step
             log.warning(
                 "%s at step %d: saved %s; resume with `--ckpt_path last` (or ckpt_path=%r)",
                 received,
-                trainer.global_step,
+                last_batch_step(trainer),
                 path,
                 str(path),
             )

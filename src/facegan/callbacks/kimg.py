@@ -13,7 +13,10 @@ import math
 from typing import Any, cast
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from facegan.io.runs import last_batch_step
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,9 @@ class KimgCheckpoint(ModelCheckpoint):
     At each multiple it saves as at an epoch end (its ``filename``, ``save_top_k``, ``save_last``);
     with a ``monitor`` only ``last.ckpt`` is written there, since the monitored value (e.g.
     ``val/fid``) is measured on its own schedule. Every other argument is ``ModelCheckpoint``'s.
+
+    ``{step}`` in ``filename`` is the step of the last trained batch's metrics (``metrics.csv``'s
+    ``step``, W&B's), not ``global_step``, which counts two optimizer steps per batch.
     """
 
     def __init__(self, *args: Any, every_n_kimg: float | None = None, **kwargs: Any) -> None:
@@ -106,6 +112,11 @@ class KimgCheckpoint(ModelCheckpoint):
             raise ValueError(f"KimgCheckpoint: `every_n_kimg` must be > 0 or null, but got {every_n_kimg}")
         self.every_n_kimg = every_n_kimg
         self.schedule = None if every_n_kimg is None else KimgSchedule(every_n_kimg)
+
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(max(0, last_batch_step(trainer)))
+        return candidates
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

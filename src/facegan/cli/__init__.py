@@ -1,5 +1,5 @@
 """Command line: ``fit``/``validate``/``test`` (:mod:`~facegan.cli.trainer`, LightningCLI),
-``generate``/``export`` (:mod:`~facegan.cli.tools`), resuming (:mod:`~facegan.cli.runs`)."""
+``generate``/``export`` (:mod:`~facegan.cli.tools`), resuming (:mod:`~facegan.cli.resume`)."""
 
 from facegan.cli.trainer import FaceGANCLI, main
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -30,22 +31,32 @@ def usage(prog: str) -> str:
 
 def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
     """Dispatch ``argv`` (default: ``sys.argv[1:]``) to the subcommand it names."""
+    from facegan.cli.quiet import silence_library_notices
     from facegan.cli.tools import TOOLS
 
+    silence_library_notices()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(usage(prog))
         raise SystemExit(0 if args else 2)
+    commands = [*TRAINER_COMMANDS, *TOOLS]
+    if not args[0].startswith("-") and args[0] not in commands:  # options may come first: --config X fit
+        close = difflib.get_close_matches(args[0], commands, n=1)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        sys.stderr.write(
+            f"{prog}: error: unknown subcommand {args[0]!r}{guess} (`{prog} --help` lists them)\n"
+        )
+        raise SystemExit(2)
     if args[0] in TOOLS:
         from facegan.cli.tools import main as tools_main
 
-        tools_main(args)
+        tools_main(args, prog)
         return
     from facegan.cli.trainer import main as trainer_main
     from facegan.data.decode import BadImageError, error_message
 
     try:
-        trainer_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+        trainer_main(None if argv is None else args, prog=prog)  # None: LightningCLI reads sys.argv itself
     except SystemExit as stop:
         if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning exits 1 after a KeyboardInterrupt
             raise SystemExit(130) from None  # the shell's code for Ctrl-C (128 + SIGINT)

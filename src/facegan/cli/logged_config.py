@@ -101,7 +101,7 @@ class SaveAndLogConfig(SaveConfigCallback):
                 self.parser.save(
                     self.config,
                     str(path),
-                    skip_none=False,
+                    **{"skip_unset" if SKIP_UNSET else "skip_none": False},
                     overwrite=self.overwrite,
                     multifile=self.multifile,
                 )

@@ -186,7 +186,7 @@ def _score(ns: argparse.Namespace) -> dict[str, Any]:
     device = _device(ns.device)
     fake, side = _generated(Path(ns.fake).expanduser(), device, ns)  # bad input fails before Inception loads
     real = _real(Path(ns.real).expanduser(), side, ns)
-    fid = FID.load(ns.weights, owner="facegan score (--weights)", seed=ns.seed).to(device)
+    fid = FID.load(ns.weights, owner="", option="--weights PATH", seed=ns.seed).to(device)
     if isinstance(real, RealImages):
         real = _progress(real, "real images", ns.batch_size, ns.no_progress)
     stats = fid.set_real(real, ns.cache_dir)

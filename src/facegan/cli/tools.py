@@ -22,6 +22,7 @@ from pathlib import Path
 
 from facegan.cli import prepare
 from facegan.cli.generate import generate
+from facegan.cli.quiet import OneLineArgumentParser
 from facegan.cli.score import TRUST_CODE_HELP, report, score
 from facegan.cli.score import add_parser as add_score_parser
 from facegan.data.decode import BadImageError
@@ -40,8 +41,8 @@ TOOLS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m facegan", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "python -m facegan") -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help=TOOLS["generate"])
     gen.add_argument(
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--trust-code", action="store_true", help=TRUST_CODE_HELP)
     add_score_parser(commands, TOOLS["score"])
     prepare.add_parser(commands)
+    parser.subcommands = commands.choices
     return parser
 
 
@@ -94,9 +96,12 @@ def export(ns: argparse.Namespace) -> Path:
     )
 
 
-def main(args: list[str] | None = None) -> Path | None:
+def main(args: list[str] | None = None, prog: str = "python -m facegan") -> Path | None:
     """Run ``generate``, ``export``, ``score`` or ``prepare``; exits with status 2 and a one-line message on bad input."""
-    ns = build_parser().parse_args(args)
+    parser = build_parser(prog)
+    ns, unknown = parser.parse_known_args(args)
+    if unknown:  # the subcommand's parser names its own options
+        parser.subcommands[ns.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if ns.command == "score":
             print(report(score(ns), ns))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +21,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from facegan.callbacks import (
     CheckpointOnInterrupt,
@@ -30,12 +33,20 @@ from facegan.callbacks import (
 )
 from facegan.cli.given import given_settings
 from facegan.cli.logged_config import SaveAndLogConfig
+from facegan.cli.quiet import OneLineParser
 from facegan.cli.recipe import describe, precision_name, recipe_changes
-from facegan.cli.runs import continue_run, find_last_checkpoint, refuse_occupied_folder, run_config
+from facegan.cli.resume import (
+    continue_run,
+    find_last_checkpoint,
+    keep_csv_metrics,
+    logger_root,
+    refuse_occupied_folder,
+    run_config,
+)
 from facegan.data import FaceDataModule
 from facegan.io.atomic import atomic_write, check_writable, remove_abandoned
 from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
-from facegan.io.runs import run_root
+from facegan.io.runs import run_dir, run_root
 from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
 from facegan.training.module import FaceGAN
 
@@ -44,6 +55,9 @@ log = logging.getLogger(__name__)
 CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter of the paper's FLOPs
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
 LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
+UNUSED = {"config.yaml", "hparams.yaml"}  # what a run folder holds before its first batch
+# Lightning's refusals of an accelerator or device count (not of other Trainer settings)
+DEVICE_ERROR = re.compile(r"accelerator|devices|gpu backend|torch_xla", re.IGNORECASE)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -73,6 +87,25 @@ def init_args(hparams: Any) -> dict[str, Any]:
     return {name: value for name, value in hparams.items() if not name.startswith("_")}
 
 
+def device_error(trainer: Any, error: BaseException) -> ValueError:
+    """Lightning's refusal of ``--trainer.accelerator`` / ``--trainer.devices``, in one line with what to do."""
+    accelerator, devices = trainer.get("accelerator", "auto"), trainer.get("devices", "auto")
+    given = f"--trainer.accelerator {accelerator} --trainer.devices {devices}"
+    message = " ".join(str(error).split())
+    if "not available" in message or "No supported gpu backend" in message:
+        cuda = "no CUDA GPU" if torch.version.cuda else "a PyTorch without CUDA support"
+        advice = (
+            f"this machine has {cuda} (torch.cuda.is_available() is False): leave --trainer.accelerator "
+            "out (auto picks what is there) or give --trainer.accelerator cpu"
+        )
+    else:
+        advice = (
+            "--trainer.accelerator takes auto, cpu, cuda (or gpu) or mps; --trainer.devices a count "
+            "(1, 2, ...), -1 or auto for all, or GPU indices such as [0,1]"
+        )
+    return ValueError(f"{given}: {message.rstrip('.!')}. {advice}")
+
+
 class FaceGANCLI(LightningCLI):
     """LightningCLI with facegan's defaults: checkpoints, sample grids, one ``image_size``.
 
@@ -80,11 +113,37 @@ class FaceGANCLI(LightningCLI):
     resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._folders_before: set[Path] | None = None  # the run root's entries when fit began
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._discard_unused_run_folder()
+            raise
+
+    def _discard_unused_run_folder(self) -> None:
+        """After a fit that failed before training (a missing data folder, a bad setting found in
+        setup), remove the run folder it made, which holds nothing but its ``config.yaml``/``hparams.yaml``
+        (and the logger's root folder, if the run made it and it is now empty)."""
+        trainer = getattr(self, "trainer", None)
+        if self._folders_before is None or trainer is None or not trainer.is_global_zero:
+            return
+        root, folder = run_root(trainer), run_dir(trainer)
+        if folder.parent != root or folder in self._folders_before or not folder.is_dir():
+            return
+        if any(p.is_file() and p.relative_to(folder).as_posix() not in UNUSED for p in folder.rglob("*")):
+            return  # something of this run's training is there
+        shutil.rmtree(folder)
+        if root not in self._folders_before and not any(root.iterdir()):
+            root.rmdir()
+
     def before_instantiate_classes(self) -> None:
         """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras`` nor to
         a network of your own (``--model.generator``/``--model.discriminator``); bf16 on a CPU that
         emulates it is warned about (see :mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            self._resolve_ckpt_path(config)
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
@@ -111,8 +170,14 @@ class FaceGANCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if config["trainer"].get("logger") in (None, True):
             root = config["trainer"].get("default_root_dir") or os.getcwd()
-            kwargs.setdefault("logger", CSVLogger(save_dir=root))  # <root>/lightning_logs/version_N
-        trainer = super().instantiate_trainer(**kwargs)
+            # <root>/lightning_logs/version_N, or the run a --ckpt_path continues
+            kwargs.setdefault("logger", CSVLogger(save_dir=root, version=self._run_version))
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+            if not DEVICE_ERROR.search(str(error)):
+                raise
+            raise device_error(config["trainer"], error) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         callbacks = cast(Any, trainer).callbacks  # set by Lightning at runtime, not declared on Trainer
@@ -126,20 +191,39 @@ class FaceGANCLI(LightningCLI):
         even one equal to its default (``--model.arch dcgan``), and adopts the others."""
         self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
         super().parse_arguments(parser, args)
+        # LightningCLI replaces the model's settings by a --ckpt_path file's right after parsing,
+        # silently overriding flags such as --model.arch (and loads a pickle with a torch traceback).
+        # facegan compares the two instead and refuses differences (_check_recipe), so the path is
+        # set aside until LightningCLI is done with that (before_instantiate_classes puts it back);
+        # tests/test_resume.py fails if a given flag is overridden silently.
+        subcommand = self.config.get("subcommand")
+        self._ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand:
+            self.config[subcommand]["ckpt_path"] = None
+        self._run_version: str | None = None  # the run a fit --ckpt_path continues (its logger's version)
 
-    def _parse_ckpt_path(self) -> None:
-        """Keep the command line's settings when ``--ckpt_path`` is a file.
-
-        LightningCLI 2.6 replaces the model's settings by the checkpoint's when ``--ckpt_path`` names
-        a file (not for ``last``), silently overriding flags such as ``--model.arch``, and loads it
-        with a torch traceback for a pickle. facegan compares the two instead and refuses differences
-        (:meth:`_check_recipe`). LightningCLI offers no public switch, so this is facegan's one
-        override of a private LightningCLI method; ``tests/test_resume.py`` fails if it stops applying.
-        """
+    def _resolve_ckpt_path(self, config: Any) -> None:
+        """Put ``--ckpt_path`` back, ``last`` as the file it means, and make the logger continue the
+        run that wrote it (:func:`~facegan.cli.resume.continue_run`), before the logger is built."""
+        config.ckpt_path = ckpt_path = self._ckpt_path
+        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
+            return
+        root = logger_root(config.trainer)
+        if ckpt_path == "last":
+            found = find_last_checkpoint(root)
+            if found is None:
+                raise ValueError(
+                    f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
+                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
+                    + "or give the checkpoint's path"
+                )
+            config.ckpt_path = str(found)  # the saved config names the file
+        if self.subcommand == "fit":
+            self._run_version = continue_run(config.trainer, Path(config.ckpt_path), root)
 
     def _checkpoint(self, required: bool) -> Path | None:
-        """The ``--ckpt_path`` of this subcommand as a file (``last`` resolved); ``None`` when unset or
-        one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
+        """The ``--ckpt_path`` of this subcommand as a file (``last`` was resolved before the trainer
+        was built); ``None`` when unset or one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is None:
@@ -149,17 +233,6 @@ class FaceGANCLI(LightningCLI):
                     "last.ckpt of this experiment); without one it would evaluate an untrained model"
                 )
             return None
-        if ckpt_path == "last":
-            found = find_last_checkpoint(self.trainer)
-            if found is None:
-                raise ValueError(
-                    f"--ckpt_path last: no last.ckpt under {run_root(self.trainer)}/*/checkpoints/; "
-                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
-                    + "or give the checkpoint's path"
-                )
-            config["ckpt_path"] = str(found)
-            self.config[self.subcommand]["ckpt_path"] = str(found)  # the saved config names the file
-            return found
         if ckpt_path in ("best", "hpc", "registry"):
             return None
         return check_checkpoint_path(ckpt_path)  # a folder (an export's, a run's) says what it is
@@ -232,10 +305,16 @@ class FaceGANCLI(LightningCLI):
             if isinstance(callback, SaveAndLogConfig):
                 callback.resuming = ckpt_path is not None
         if ckpt_path is not None:
-            version = continue_run(self.trainer, ckpt_path)
+            version = self._run_version
+            logger = self.trainer.loggers[0] if self.trainer.loggers else None
+            if version is not None and isinstance(logger, CSVLogger) and self.trainer.is_global_zero:
+                keep_csv_metrics(logger, run_dir(self.trainer) / "metrics.csv")
             log.info("facegan: resuming from %s%s", ckpt_path, f" in run {version}" if version else "")
         elif self.trainer.is_global_zero:  # DDP's other processes start once rank 0 has checked
             refuse_occupied_folder(self.trainer)
+            if self.trainer.loggers:  # a new run folder that training never uses is removed again
+                root = run_root(self.trainer)
+                self._folders_before = {root, *root.iterdir()} if root.is_dir() else set()
         if self.trainer.is_global_zero:
             check_writable(run_root(self.trainer))  # a read-only output folder: one line, before training
 
@@ -283,10 +362,11 @@ class FaceGANCLI(LightningCLI):
         )
 
 
-def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
+def main(args: list[str] | None = None, run: bool = True, prog: str = "python -m facegan") -> FaceGANCLI:
     """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data).
 
-    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand).
+    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand);
+    ``prog`` is the command's name in its messages.
     """
     # Lightning's own hparams logging would log the module's and data's settings a second time, flat.
     trainer_defaults: dict[str, Any] = {
@@ -303,5 +383,7 @@ def main(args: list[str] | None = None, run: bool = True) -> FaceGANCLI:
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_class=OneLineParser,
+        parser_kwargs={"prog": prog},
         run=run,
     )

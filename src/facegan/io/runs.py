@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -30,6 +31,18 @@ def epoch_end_step(trainer: L.Trainer) -> int:
     epoch's metrics (``val/fid``, ``val/d_real``) instead of landing one step later on their own.
     """
     return max(0, logger_step(trainer) - 1)
+
+
+def last_batch_step(trainer: L.Trainer) -> int:
+    """The step the last trained batch's metrics were logged at (``metrics.csv``'s ``step``), from any
+    hook: the number that checkpoint names and the Ctrl-C message give, so a user finds it in the logs.
+
+    Inside ``on_train_batch_end`` the batch is not counted yet (:func:`logger_step` is its own step);
+    after it (epoch ends, validation, an interrupt) it is (:func:`epoch_end_step`). ``-1`` before the
+    first batch.
+    """
+    progress = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current)  # declared without processed
+    return logger_step(trainer) - (0 if progress.processed > progress.completed else 1)
 
 
 def run_root(trainer: L.Trainer) -> Path:

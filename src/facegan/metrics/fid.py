@@ -55,6 +55,10 @@ from facegan.metrics.real_images import PixelHash, RealImages, ValueRange, as_ui
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# Where torchmetrics (through torch-fidelity) downloads it from
+WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
+# How FIDMonitor takes the file, for the message when it is missing (`facegan score`: --weights PATH)
+MONITOR_OPTION = "FIDMonitor(weights_path=PATH) (in a config: `weights_path: PATH` in its init_args)"
 REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 SUBSETS, SUBSET_SIZE = 100, 1000  # KID's subsets: torchmetrics' (and torch-fidelity's) defaults
 CACHE_FORMAT = 1  # bump when cached statistics change meaning (image conversion, subset rule, ...)
@@ -92,10 +96,14 @@ class FID:
 
     @classmethod
     def load(
-        cls, weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor", **settings: Any
+        cls,
+        weights_path: str | os.PathLike | None = None,
+        owner: str = "FIDMonitor",
+        option: str = MONITOR_OPTION,
+        **settings: Any,
     ) -> FID:
         """The engine on the standard Inception metric (:func:`build_fid_metric`); ``settings`` as ``FID``'s."""
-        return cls(*build_fid_metric(weights_path, owner), **settings)
+        return cls(*build_fid_metric(weights_path, owner, option), **settings)
 
     def to(self, device: torch.device | str) -> FID:
         self.metric.to(device)
@@ -222,14 +230,15 @@ def resolve_weights(weights_path: str | os.PathLike | None = None) -> str | None
 
 
 def build_fid_metric(
-    weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor"
+    weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor", option: str = MONITOR_OPTION
 ) -> tuple[FrechetInceptionDistance, dict[str, Any]]:
     """``(metric, extractor description)``: FID on uint8 images with the TensorFlow-compatible resize.
 
     ``FrechetInceptionDistance(feature=2048, antialias=False)``: the resize behind published FIDs,
     the network in float32, the statistics in float64; ``reset()`` clears the generated half only.
     The description (feature size, resize, the weights file's sha256) keys cached statistics.
-    ``owner`` names the caller in the error raised when the weights cannot be loaded.
+    ``owner`` names the caller in the error raised when the weights cannot be loaded (``""``: the
+    command's own prefix does), ``option`` says how it takes the file.
     """
     hub_file = hub_weights_file()
     path = resolve_weights(weights_path)
@@ -246,10 +255,16 @@ def build_fid_metric(
     except ModuleNotFoundError:
         raise
     except Exception as error:  # no network (URLError), missing or corrupt file, ...
+        if weights_path:
+            looked = f"at {path} (the file given)"
+        elif path:
+            looked = f"at {path} ($FACEGAN_FID_WEIGHTS)"
+        else:
+            looked = f"at {hub_file} (no file there), then downloading it"
         raise WeightsError(
-            f"{owner}: cannot load the FID Inception weights {WEIGHTS_FILE} ({error}). Offline, give "
-            f"the file with {owner}(weights_path=...), the FACEGAN_FID_WEIGHTS environment variable, "
-            f"or put it in $TORCH_HOME/hub/checkpoints/ (here {hub_file.parent})."
+            f"{owner + ': ' if owner else ''}cannot load the FID Inception weights ({error}); looked {looked}. The file is "
+            f"{WEIGHTS_FILE} from {WEIGHTS_URL}: give its path with {option} or the FACEGAN_FID_WEIGHTS "
+            f"environment variable, or put it in {hub_file.parent}/ (where torchmetrics downloads it)."
         ) from error
     path = path or (str(hub_file) if hub_file.is_file() else None)  # None -> it was downloaded
     weights: Any = "torchmetrics-default"
