@@ -122,9 +122,16 @@ def test_kimg_schedule_points(every, first, start, batch, until, expected):
 def test_the_default_fit_draws_a_first_grid_within_a_few_thousand_images_then_every_few(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--print_config"])
-    samples = yaml.safe_load(capsys.readouterr().out)["samples"]
-    assert samples["first_kimg"] == 1.0 and samples["every_n_kimg"] == 5.0  # ~10 s and ~1 min at ~90 images/s
+    config = yaml.safe_load(capsys.readouterr().out)
+    samples = config["samples"]
+    assert (
+        samples["first_kimg"] == 1.0 and samples["every_n_kimg"] == 5.0
+    )  # ~20 s, then ~1.5 min at 58 images/s
     assert samples["every_n_epochs"] == 0  # no second grid a few batches after each kimg grid
+    # The recipe of those grids: 4x the updates of batches of 64 at the same images/s, and an EMA
+    # generator whose half-life ramps up with the images seen (else the first grids are a blur).
+    assert config["data"]["batch_size"] == 16
+    assert (config["model"]["ema_kimg"], config["model"]["ema_rampup"]) == (10.0, 0.05)
 
 
 def test_the_default_fits_first_grid_is_written_early_and_shows_distinct_images(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Command line: ``python -m facegan fit|validate|test`` (LightningCLI), configs in ``configs/``.
 
 ``python -m facegan fit`` with no arguments trains the ``dcgan`` on the built-in procedural faces at
-64 px with CPU-friendly widths, writing checkpoints and one sample grid per epoch into the run folder
-(``lightning_logs/version_N``). ``--print_config`` shows every setting; ``--config FILE`` loads one
+64 px with CPU-friendly widths, writing a checkpoint per epoch and sample grids after 1 kimg and then
+every 5 kimg into the run folder (``lightning_logs/version_N``). ``--print_config`` shows every setting; ``--config FILE`` loads one
 (several stack, later ones override).
 """
 
