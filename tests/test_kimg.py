@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 
 from facegan.callbacks import KimgBudget, KimgCheckpoint, SampleGridMonitor
+from facegan.callbacks.kimg import KimgSchedule
 from facegan.callbacks.samples import kimg_label
 from facegan.cli import main
 from tests.conftest import REPO
@@ -94,12 +98,85 @@ def test_the_cli_takes_max_kimg_and_kimg_schedules(tmp_path, monkeypatch):
     assert steps == {"3.ckpt", "5.ckpt"} and (run / "checkpoints/last.ckpt").is_file()
 
 
+def points(schedule: KimgSchedule, start: int, batch: int, until: int) -> list[int]:
+    """The counts at which ``schedule`` says "due", fed every ``batch`` images from ``start``."""
+    schedule.start(start)
+    return [seen for seen in range(start + batch, until + 1, batch) if schedule.due(seen)]
+
+
+@pytest.mark.parametrize(
+    ("every", "first", "start", "batch", "until", "expected"),
+    [
+        (8, None, 0, 64, 20_000, [8000, 16000]),  # 125 and 250 batches of 64: exactly on the multiples
+        (8, 2, 0, 64, 20_000, [2048, 8000, 16000]),  # 2000 / 64 = 31.25: the 32nd batch passes it
+        (5, 1, 0, 64, 11_000, [1024, 5056, 10048]),  # the CLI's default, at the default batch of 64
+        (8, 2, 0, 3000, 20_000, [3000, 9000, 18000]),  # a batch past both points: one grid, not two
+        (1, 2.5, 0, 500, 4000, [1000, 2000, 2500, 3000, 4000]),  # a first point past the interval: added
+        (8, 2, 4992, 64, 20_000, [8000, 16000]),  # a resume past the first point: not again
+        (8, 2, 1000, 500, 9000, [2000, 8000]),  # a resume before it: still there
+    ],
+)
+def test_kimg_schedule_points(every, first, start, batch, until, expected):
+    assert points(KimgSchedule(every, first_kimg=first), start, batch, until) == expected
+
+
+def test_the_default_fit_draws_a_first_grid_within_a_few_thousand_images_then_every_few(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    samples = config["samples"]
+    assert (
+        samples["first_kimg"] == 1.0 and samples["every_n_kimg"] == 5.0
+    )  # ~20 s, then ~1.5 min at 58 images/s
+    assert samples["every_n_epochs"] == 0  # no second grid a few batches after each kimg grid
+    # The recipe of those grids: 4x the updates of batches of 64 at the same images/s, and an EMA
+    # generator whose half-life ramps up with the images seen (else the first grids are a blur).
+    assert config["data"]["batch_size"] == 16
+    assert (config["model"]["ema_kimg"], config["model"]["ema_rampup"]) == (10.0, 0.05)
+
+
+def test_the_default_fits_first_grid_is_written_early_and_shows_distinct_images(tmp_path, monkeypatch):
+    """The CLI's own defaults (no debug overlay) with a short schedule: the first grid comes after the
+    first batch, and is a picture: not one colour, and not one image repeated."""
+    monkeypatch.chdir(tmp_path)
+    main(
+        ["fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "0",
+         "--trainer.enable_progress_bar", "false", "--data.batch_size", "8", "--data.num_procedural", "64",
+         "--data.num_workers", "0", "--model.bn_stat_batches", "2", "--samples.num_images", "16",
+         "--samples.first_kimg", "0.008", "--samples.every_n_kimg", "0.02"]
+    )  # fmt: skip
+    samples = tmp_path / "lightning_logs/version_0/samples"
+    # 8 images: the first point; 24 (3 batches) passes 20 and ends the fit: that grid is not written twice
+    assert sorted(p.name for p in samples.iterdir()) == [
+        "epoch=0000-kimg=0.008.png",
+        "epoch=0000-kimg=0.024.png",
+    ]
+    with Image.open(samples / "epoch=0000-kimg=0.008.png") as image:
+        grid = np.asarray(image.convert("RGB")).astype(int)
+    assert grid.shape == (4 * 66 + 2, 4 * 66 + 2, 3)  # 4 x 4 images of 64 px, 2 px padding
+    tiles = [grid[2 + 66 * r : 66 * (r + 1), 2 + 66 * c : 66 * (c + 1)] for r in range(4) for c in range(4)]
+    assert all(tile.std() > 5 for tile in tiles)  # every image has content, not one flat colour
+    assert len(np.unique(grid.reshape(-1, 3), axis=0)) > 1000
+    differences = [np.abs(tiles[0] - tile).mean() for tile in tiles[1:]]
+    assert min(differences) > 1  # no image repeats the first (a collapse draws one image 16 times)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda: KimgBudget(max_kimg=0), "KimgBudget: `max_kimg` must be > 0 or null"),
         (lambda: KimgCheckpoint(every_n_kimg=-1.0), "KimgCheckpoint: `every_n_kimg` must be > 0 or null"),
         (lambda: SampleGridMonitor(every_n_kimg=0.0), "SampleGridMonitor: `every_n_kimg` must be > 0"),
+        (
+            lambda: SampleGridMonitor(every_n_kimg=5, first_kimg=0),
+            "SampleGridMonitor: `first_kimg` must be > 0",
+        ),
+        (
+            lambda: SampleGridMonitor(first_kimg=1),
+            r"SampleGridMonitor: `first_kimg` \(1\) is the first point of the `every_n_kimg` schedule, which is "
+            "null; set `every_n_kimg` too, or `first_kimg` to null",
+        ),
+        (lambda: KimgSchedule(1, once=True, first_kimg=0.5), "KimgSchedule: `first_kimg` is an early point"),
     ],
 )
 def test_bad_schedules_are_refused(make, message):

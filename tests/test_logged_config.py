@@ -69,6 +69,6 @@ def test_the_logged_config_is_config_yaml_with_callbacks_keyed_and_none_settings
     assert "config" not in logged  # the --config paths are not settings
     assert logged["trainer"]["callbacks"]["FIDMonitor"]["init_args"]["num_fake"] == 8
     assert logged["trainer"]["callbacks"]["FIDMonitor"]["init_args"]["cache_dir"] is None
-    assert logged["model"]["ema_kimg"] is None and logged["data"]["root"] is None  # None settings kept
+    assert logged["model"]["ada_target"] is None and logged["data"]["root"] is None  # None settings kept
     assert "image_size" not in logged["model"] and logged["data"]["image_size"] == 64  # linked: set once
     assert cli.trainer.enable_autolog_hparams is False  # Lightning's flat copy of the hparams is off

@@ -139,7 +139,8 @@ def test_offline_run_records_fid_losses_samples_and_resolved_config(tmp_path, mo
     # each setting once: no flat copy of the module's / data module's hparams beside the sections.
     recorded = config(records)
     assert recorded["model"]["latent_dim"] == 64 and recorded["data"]["batch_size"] == 8
-    assert recorded["model"]["ema_kimg"] is None  # None settings included, as in config.yaml
+    assert recorded["model"]["ada_target"] is None  # None settings included, as in config.yaml
+    assert recorded["model"]["ema_kimg"] == 10.0  # the CLI's default, recorded as any other setting
     assert recorded["trainer"]["max_epochs"] == 2 and "samples" in recorded and "checkpoint" in recorded
     assert set(recorded) - {"_wandb"} == {
         "seed_everything", "trainer", "model", "data", "allow_recipe_change", "samples", "checkpoint",

@@ -23,29 +23,47 @@ log = logging.getLogger(__name__)
 
 class KimgSchedule:
     """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (with
-    ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again).
+    ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again; with
+    ``first_kimg``: also when it passes ``first_kimg`` thousand, an early point before the first
+    multiple).
 
     It reads the module's count after every batch: FaceGAN's is a Python int (no device sync) and the
     same on every process, so under DDP every rank takes the same decision (FID's compute() and
     checkpoints are collective). A module of your own keeps a host-side ``images_seen`` as well.
+
+    Example:
+        >>> schedule = KimgSchedule(8, first_kimg=2)  # at 2k, 8k, 16k, ... images
+        >>> schedule.start(0)
+        >>> [seen for seen in range(0, 20_000, 640) if schedule.due(seen)]
+        [2560, 8320, 16000]
     """
 
-    def __init__(self, every_n_kimg: float, once: bool = False) -> None:
+    def __init__(self, every_n_kimg: float, once: bool = False, first_kimg: float | None = None) -> None:
+        if once and first_kimg is not None:
+            raise ValueError(
+                "KimgSchedule: `first_kimg` is an early point of a repeating schedule, not of `once`"
+            )
         self.interval = max(1, round(every_n_kimg * 1000))
         self.once = once
+        self.first = None if first_kimg is None else max(1, round(first_kimg * 1000))
         self.seen = 0  # images_seen at the last look
         self.next: float = 0  # images_seen that triggers the next decision
 
     def start(self, images_seen: int) -> None:
         self.seen = images_seen
-        self.next = self.interval if self.once else (images_seen // self.interval + 1) * self.interval
+        self.next = self.interval if self.once else self._after(images_seen)
 
     def due(self, images_seen: int) -> bool:
         self.seen = images_seen
         due = self.seen >= self.next
         if due:
-            self.next = math.inf if self.once else (self.seen // self.interval + 1) * self.interval
+            self.next = math.inf if self.once else self._after(self.seen)
         return due
+
+    def _after(self, seen: int) -> int:
+        """The first point past ``seen``: the next multiple of the interval, or ``first`` if sooner."""
+        multiple = (seen // self.interval + 1) * self.interval
+        return self.first if self.first is not None and seen < self.first < multiple else multiple
 
 
 def start_images(pl_module: L.LightningModule, who: str) -> int:

@@ -1,4 +1,5 @@
-"""``SampleGridMonitor``: a fixed-latent image grid every N epochs (or kimg), as PNG and in every image logger."""
+"""``SampleGridMonitor``: a fixed-latent image grid every N epochs (or kimg, with an early first one), as PNG
+and in every image logger."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def kimg_label(images: int) -> str:
 
 class SampleGridMonitor(L.Callback):
     """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
-    (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images.
+    (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images, and
+    ``first_kimg`` thousand images (see :class:`~facegan.callbacks.kimg.KimgSchedule`).
 
     The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to
     every logger that takes images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images
@@ -61,6 +63,9 @@ class SampleGridMonitor(L.Callback):
         every_n_epochs: epochs between grids (a grid is also written after the last epoch); 0: none
             at epoch ends.
         every_n_kimg: also a grid every this many thousand images (as papers schedule snapshots).
+        first_kimg: also a grid once this many thousand images were seen, before the first
+            ``every_n_kimg`` point: a first picture within seconds of a fit's start; needs
+            ``every_n_kimg``.
         num_images: images in the grid, at most the module's ``num_samples`` fixed latents.
         nrow: images per grid row; ``None`` -> a square-ish grid.
         key: name of the image in the loggers.
@@ -73,16 +78,24 @@ class SampleGridMonitor(L.Callback):
         nrow: int | None = None,
         key: str = "samples",
         every_n_kimg: float | None = None,
+        first_kimg: float | None = None,
     ):
         super().__init__()
         if every_n_epochs < 0:
             raise ValueError(f"SampleGridMonitor: `every_n_epochs` must be >= 0, but got {every_n_epochs}")
         if every_n_kimg is not None and every_n_kimg <= 0:
             raise ValueError(f"SampleGridMonitor: `every_n_kimg` must be > 0 or null, but got {every_n_kimg}")
+        if first_kimg is not None and first_kimg <= 0:
+            raise ValueError(f"SampleGridMonitor: `first_kimg` must be > 0 or null, but got {first_kimg}")
+        if first_kimg is not None and every_n_kimg is None:
+            raise ValueError(
+                f"SampleGridMonitor: `first_kimg` ({first_kimg}) is the first point of the `every_n_kimg` "
+                "schedule, which is null; set `every_n_kimg` too, or `first_kimg` to null"
+            )
         if num_images < 1:
             raise ValueError(f"SampleGridMonitor: `num_images` must be >= 1, but got {num_images}")
         self.every_n_epochs = every_n_epochs
-        self.schedule = None if every_n_kimg is None else KimgSchedule(every_n_kimg)
+        self.schedule = None if every_n_kimg is None else KimgSchedule(every_n_kimg, first_kimg=first_kimg)
         self.num_images = num_images
         self.nrow = nrow or max(1, int(num_images**0.5))
         self.key = key
