@@ -17,7 +17,7 @@ from facegan import FaceGAN
 from facegan.cli import main
 from facegan.nets import NetworkConfig, build_networks
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
-from facegan.training.ema import ema_beta, update_ema
+from facegan.training.module import ema_beta, update_ema
 from facegan.training.objective import gradient_penalty
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
