@@ -9,8 +9,8 @@ writing a sample grid and a checkpoint every ``--every-kimg`` (the fit's per-epo
 checkpoints are switched off so both write the same files); the plain side is
 benchmarks/plain_recipe.py (its images decoded once into memory). The fit runs with its default
 data settings unless ``--fit-args`` says otherwise. Each repeat runs both as fresh processes, in
-alternating order, with ``--threads`` threads each (``OMP_NUM_THREADS``); one warm-up pair first
-(page cache, a ``--data.cache`` file) is not counted. Prints per side the training rate (images
+alternating order, with ``--threads`` threads each (``OMP_NUM_THREADS``); ``--warmup`` pairs first
+(page cache, a ``--data.cache`` file) are not counted. Prints per side the training rate (images
 from the end of the first batch to the end of the run, grids and checkpoints included, divided by
 that time) and the whole run's wall time (start-up, decoding, everything), then the ratios
 fit / plain: median, min and max over the repeats (rates: higher is better for the fit; times:
@@ -120,20 +120,23 @@ def main() -> None:
     parser.add_argument("--kimg", type=float, default=10.0)
     parser.add_argument("--every-kimg", type=float, default=5.0, help="a grid and a checkpoint every N kimg")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="uncounted pairs first (page cache, a cache file)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each side")
     parser.add_argument("--fit-args", default="", help='extra fit flags ("{tmp}": a scratch folder)')
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"fit": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="fit_vs_plain-") as tmp:
-        for repeat in range(args.repeats + 1):  # repeat 0 warms up and is not counted
+        for repeat in range(args.warmup + args.repeats):  # the warm-up pairs are not counted
             order = ("fit", "plain") if repeat % 2 else ("plain", "fit")  # alternate who goes first
             for side in order:
                 result = run(side, args, Path(tmp) / f"{side}-{repeat}")
-                if repeat:
+                if repeat >= args.warmup:
                     results[side].append(result)
-                print(f"repeat {repeat}{' (warm-up)' if not repeat else ''} {side}: {result['rate']:.1f} images/s, "
-                      f"whole run {result['wall']:.1f} s", flush=True)  # fmt: skip
+                print(f"repeat {repeat}{' (warm-up)' if repeat < args.warmup else ''} {side}: "
+                      f"{result['rate']:.1f} images/s, whole run {result['wall']:.1f} s", flush=True)  # fmt: skip
     fit, plain = results["fit"], results["plain"]
     rate_ratio = [f["rate"] / p["rate"] for f, p in zip(fit, plain, strict=True)]
     wall_ratio = [p["wall"] / f["wall"] for f, p in zip(fit, plain, strict=True)]

@@ -1,0 +1,115 @@
+"""FID's and KID's statistics step on a busy machine: seconds idle against seconds with the cores taken.
+
+    python benchmarks/fid_compute.py                 # idle, then with one busy process per core
+    python benchmarks/fid_compute.py --busy 4 --threads 2
+
+The step after the Inception features: FID's distance from the 2048-dim sums and covariances
+(torchmetrics' ``compute()``: a 2048x2048 float64 eigen-decomposition) and KID's 100 subset scores of
+1000 images. Timed as facegan runs it (:func:`facegan.metrics.fid.compute_fid`, KID inside
+:func:`~facegan.metrics.fid.one_thread`) and as torchmetrics runs it with ``--threads`` threads,
+first with the machine as it is, then with ``--busy`` processes spinning (``python -c`` loops).
+Prints the median seconds of each and the busy / idle ratio (target for facegan's: <= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from facegan.metrics.fid import compute_fid, kid, one_thread
+
+
+class Features(torch.nn.Module):
+    """A stand-in extractor: FID's states are filled directly, the network never runs."""
+
+    num_features = 2048
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def filled_metric(n: int, seed: int) -> tuple[FrechetInceptionDistance, torch.Tensor, torch.Tensor]:
+    """A metric whose real and fake states hold ``n`` correlated random 2048-dim features per side."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(2048, 2048, generator=generator, dtype=torch.float64) / 45
+    metric = FrechetInceptionDistance(feature=Features(), reset_real_features=False, normalize=False)
+    sides = []
+    for side, shift in (("real", 0.0), ("fake", 0.1)):
+        features = (torch.randn(n, 2048, generator=generator, dtype=torch.float64) @ mixing + shift).relu()
+        setattr(metric, f"{side}_features_sum", features.sum(0))
+        setattr(metric, f"{side}_features_cov_sum", features.T @ features)
+        setattr(metric, f"{side}_features_num_samples", torch.tensor(n))
+        sides.append(features.float())
+    metric.orig_dtype = torch.float32  # what update() records from its first batch
+    metric._update_count = 1  # states set by hand: no "compute before update" warning
+    return metric, sides[0], sides[1]
+
+
+def timed(step, repeats: int) -> tuple[float, float]:
+    values, seconds = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        values.append(step())
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), values[0]
+
+
+def measure(args: argparse.Namespace, metric, real, fake) -> dict[str, tuple[float, float]]:
+    torch.set_num_threads(args.threads)
+
+    def facegan_step() -> float:
+        fid = compute_fid(metric)
+        with one_thread():
+            kid(real, fake)
+        return fid
+
+    def torchmetrics_step() -> float:
+        fid = float(metric.compute())
+        kid(real, fake)
+        return fid
+
+    return {
+        "facegan": timed(facegan_step, args.repeats),
+        "torchmetrics": timed(torchmetrics_step, args.repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="torch threads outside the step"
+    )
+    parser.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes when busy")
+    parser.add_argument("--images", type=int, default=2000, help="features per side")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    metric, real, fake = filled_metric(args.images, seed=0)
+    results = {"idle": measure(args, metric, real, fake)}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        results["busy"] = measure(args, metric, real, fake)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    print(
+        f"FID + KID statistics step, {args.images} images a side, {args.threads} threads, {args.busy} busy processes"
+    )
+    for path in ("facegan", "torchmetrics"):
+        idle, busy = results["idle"][path][0], results["busy"][path][0]
+        print(f"{path:13s} idle {idle:6.2f} s, busy {busy:6.2f} s, busy / idle {busy / idle:.2f}")
+    same = results["idle"]["facegan"][1] / results["idle"]["torchmetrics"][1] - 1
+    print(
+        f"FID {results['idle']['facegan'][1]:.6f} (facegan) vs {results['idle']['torchmetrics'][1]:.6f}: rel {same:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
