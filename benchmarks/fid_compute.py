@@ -4,11 +4,12 @@
     python benchmarks/fid_compute.py --busy 4 --threads 2
 
 The step after the Inception features: FID's distance from the 2048-dim sums and covariances
-(torchmetrics' ``compute()``: a 2048x2048 float64 eigen-decomposition) and KID's 100 subset scores of
-1000 images. Timed as facegan runs it (:func:`facegan.metrics.fid.compute_fid`, KID inside
+(torchmetrics' ``compute()``: a 2048x2048 float64 eigen-decomposition) and KID's subset scores of
+1000 images (``--kid-subsets`` of them; facegan computes 100). Timed as facegan runs it (:func:`facegan.metrics.fid.compute_fid`, KID inside
 :func:`~facegan.metrics.fid.one_thread`) and as torchmetrics runs it with ``--threads`` threads,
 first with the machine as it is, then with ``--busy`` processes spinning (``python -c`` loops).
-Prints the median seconds of each and the busy / idle ratio (target for facegan's: <= 2).
+Prints the median seconds of each, the busy / idle ratio (target for facegan's: <= 2) and how
+far the one-thread values are from the threaded ones.
 """
 
 from __future__ import annotations
@@ -62,23 +63,19 @@ def timed(step, repeats: int) -> tuple[float, float]:
 
 
 def measure(args: argparse.Namespace, metric, real, fake) -> dict[str, tuple[float, float]]:
+    """``{step: (median seconds, value)}`` of FID's and KID's step, facegan's way and with threads."""
     torch.set_num_threads(args.threads)
 
-    def facegan_step() -> float:
-        fid = compute_fid(metric)
+    def kid_mean() -> float:
+        return kid(real, fake, subsets=args.kid_subsets)[0]
+
+    def kid_one_thread() -> float:
         with one_thread():
-            kid(real, fake)
-        return fid
+            return kid_mean()
 
-    def torchmetrics_step() -> float:
-        fid = float(metric.compute())
-        kid(real, fake)
-        return fid
-
-    return {
-        "facegan": timed(facegan_step, args.repeats),
-        "torchmetrics": timed(torchmetrics_step, args.repeats),
-    }
+    steps = {"fid facegan": lambda: compute_fid(metric), "fid torchmetrics": lambda: float(metric.compute()),
+             "kid facegan": kid_one_thread, "kid threads": kid_mean}  # fmt: skip
+    return {name: timed(step, args.repeats) for name, step in steps.items()}
 
 
 def main() -> None:
@@ -88,7 +85,8 @@ def main() -> None:
     )
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="spinning processes when busy")
     parser.add_argument("--images", type=int, default=2000, help="features per side")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--kid-subsets", type=int, default=10, help="KID subsets of 1000 (facegan: 100)")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     metric, real, fake = filled_metric(args.images, seed=0)
     results = {"idle": measure(args, metric, real, fake)}
@@ -99,16 +97,15 @@ def main() -> None:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-    print(
-        f"FID + KID statistics step, {args.images} images a side, {args.threads} threads, {args.busy} busy processes"
-    )
-    for path in ("facegan", "torchmetrics"):
-        idle, busy = results["idle"][path][0], results["busy"][path][0]
-        print(f"{path:13s} idle {idle:6.2f} s, busy {busy:6.2f} s, busy / idle {busy / idle:.2f}")
-    same = results["idle"]["facegan"][1] / results["idle"]["torchmetrics"][1] - 1
-    print(
-        f"FID {results['idle']['facegan'][1]:.6f} (facegan) vs {results['idle']['torchmetrics'][1]:.6f}: rel {same:.1e}"
-    )
+    print(f"{args.images} images a side, {args.threads} threads, {args.busy} busy processes")
+    for name in results["idle"]:
+        idle, busy = results["idle"][name][0], results["busy"][name][0]
+        print(f"{name:17s} idle {idle:7.2f} s, busy {busy:7.2f} s, busy / idle {busy / idle:.2f}")
+    for step, other in (("fid", "fid torchmetrics"), ("kid", "kid threads")):
+        ours, theirs = results["idle"][f"{step} facegan"][1], results["idle"][other][1]
+        print(
+            f"{step.upper()} {ours:.10g} (one thread) vs {theirs:.10g}: relative difference {abs(ours / theirs - 1):.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -288,10 +288,9 @@ class FaceDataModule(L.LightningDataModule):
             message = f"read from the cache file {self.cache_path} each epoch"
         else:
             why = "device_resident false" if hp.device_resident is False else f"more than {budget}"
-            message = (
-                f"decoded every epoch by {self._workers()} loader workers ({why}; --data.cache true decodes "
-                "them once into a file)"
-            )
+            rendered = self.kind == "procedural"
+            message = f"{'rendered' if rendered else 'decoded'} every epoch by {self._workers()} loader workers ({why}"
+            message += ")" if rendered else "; --data.cache true decodes them once into a file)"
         rank_zero_info(f"FaceDataModule: the {what} are {message}")
         return resident
 
