@@ -267,7 +267,9 @@ class FaceDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
         epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-        return DeviceBatches(self._resident, self.batch_size, device, world, rank, seed, epoch)
+        batches = DeviceBatches(self._resident, self.batch_size, device, world, rank, seed, epoch)
+        self._resident = batches.images  # the device's copy only (the host's is freed)
+        return batches
 
     def _held_resident(self, device: torch.device) -> bool:
         """Whether the training set is held on ``device`` (``device_resident``, or else whether it fits
@@ -289,7 +291,9 @@ class FaceDataModule(L.LightningDataModule):
         else:
             why = "device_resident false" if hp.device_resident is False else f"more than {budget}"
             rendered = self.kind == "procedural"
-            message = f"{'rendered' if rendered else 'decoded'} every epoch by {self._workers()} loader workers ({why}"
+            workers = self._workers()
+            by = f"{workers} loader workers" if workers else "the training process"
+            message = f"{'rendered' if rendered else 'decoded'} every epoch by {by} ({why}"
             message += ")" if rendered else "; --data.cache true decodes them once into a file)"
         rank_zero_info(f"FaceDataModule: the {what} are {message}")
         return resident
