@@ -73,7 +73,14 @@ def measure(args: argparse.Namespace, metric, real, fake) -> dict[str, tuple[flo
         with one_thread():
             return kid_mean()
 
-    steps = {"fid facegan": lambda: compute_fid(metric), "fid torchmetrics": lambda: float(metric.compute()),
+    def fresh(compute):  # torchmetrics keeps compute()'s result until the next update: drop it
+        def step() -> float:
+            metric._computed = None
+            return compute()
+
+        return step
+
+    steps = {"fid facegan": fresh(lambda: compute_fid(metric)), "fid torchmetrics": fresh(lambda: float(metric.compute())),
              "kid facegan": kid_one_thread, "kid threads": kid_mean}  # fmt: skip
     return {name: timed(step, args.repeats) for name, step in steps.items()}
 
