@@ -145,7 +145,9 @@ class FID:
             real_features = None if self.real is None else self.real.features
             if real_features is not None:
                 with one_thread():  # 100 subsets of (1000, 2048) matrix products: BLAS, as FID's step
-                    scores = kid(real_features, fake_features, self.kid_subsets, self.kid_subset_size, self.seed)
+                    scores = kid(
+                        real_features, fake_features, self.kid_subsets, self.kid_subset_size, self.seed
+                    )
             scores = _from_rank_zero(scores)
         kid_mean, kid_std, size = scores or (None, None, None)
         seconds = time.perf_counter() - start
