@@ -170,14 +170,13 @@ def test_device_resident_batches_cover_the_data_once_per_epoch_and_train(faces, 
     model = tiny_gan()
     tiny_trainer(limit_train_batches=3).fit(model, dm)
     assert int(model.images_seen) == 6
-    with pytest.raises(ValueError, match="`device_resident` needs `cache`"):
-        FaceDataModule(device_resident=True)
 
 
 def test_device_resident_processes_share_each_epochs_order_whatever_their_random_streams(faces, tmp_path):
     """Under DDP every process has its own torch RNG stream (FaceGAN decorrelates them); the shards
     must still come from one permutation per epoch, or processes would see overlapping images."""
     dataset = cached(faces, tmp_path / "cache", image_size=32).datasets["train"]
+    images = dataset.__getitems__(list(range(len(dataset))))  # (6, 3, 32, 32) uint8
     epoch = [0]
 
     def shards(epoch_number: int) -> list[list[float]]:
@@ -185,7 +184,7 @@ def test_device_resident_processes_share_each_epochs_order_whatever_their_random
         out = []
         for rank in range(2):
             torch.manual_seed(1000 + rank)  # a different global stream per process
-            loader = DeviceBatches(dataset, 1, torch.device("cpu"), 2, rank, seed=7, epoch=lambda: epoch[0])
+            loader = DeviceBatches(images, 1, torch.device("cpu"), 2, rank, seed=7, epoch=lambda: epoch[0])
             out.append([float(batch.float().mean()) for batch in loader])
         return out
 
@@ -197,8 +196,9 @@ def test_device_resident_processes_share_each_epochs_order_whatever_their_random
 
 
 def test_cached_batches_are_read_in_process_unless_workers_are_asked_for(faces, tmp_path):
-    assert cached(faces, tmp_path / "cache", num_workers=None).train_dataloader().num_workers == 0
-    assert cached(faces, tmp_path / "cache", num_workers=1).train_dataloader().num_workers == 1
+    streamed = {"device_resident": False}  # the cache read each epoch, not held on the device
+    assert cached(faces, tmp_path / "cache", num_workers=None, **streamed).train_dataloader().num_workers == 0
+    assert cached(faces, tmp_path / "cache", num_workers=1, **streamed).train_dataloader().num_workers == 1
 
 
 def test_a_bad_image_is_left_out_of_the_cache_and_still_counted_on_a_cache_hit(faces, tmp_path):

@@ -1,3 +1,4 @@
+import logging
 import zipfile
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from PIL import Image
 
 from facegan import FaceDataModule
 from facegan.data import BadImageError
+from facegan.data.resident import DeviceBatches
+from facegan.images import from_uint8
 from tests.conftest import CELEBA_SAMPLE
 
 
@@ -44,7 +47,9 @@ def test_procedural_default_needs_no_files_and_batches_are_in_range():
     dm = data(None, num_procedural=32, batch_size=8)
     dm.setup("fit")
     assert dm.kind == "procedural"
-    batch = next(iter(dm.train_dataloader()))
+    loader = dm.train_dataloader()  # the default: the faces rendered once, held on the device as uint8
+    assert isinstance(loader, DeviceBatches) and loader.images.shape == (32, 3, 16, 16)
+    batch = dm.on_after_batch_transfer(next(iter(loader)), 0)  # as the model receives it
     assert batch.shape == (8, 3, 16, 16) and batch.dtype == torch.float32
     assert batch.min() >= -1 and batch.max() <= 1
     assert len(dm.datasets["val"]) == 8  # at least one batch held out, from another seed
@@ -159,7 +164,7 @@ def test_real_celeba_sample():
     dm.setup("fit")
     assert dm.kind == "celeba"
     assert len(dm.datasets["train"]) == 5000  # every sample image is in partition 0 (train)
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # as the model receives it
     assert batch.shape == (16, 3, 64, 64) and -1 <= batch.min() < 0 < batch.max() <= 1
     assert dm.val_dataloader() == []  # no validation partition in the sample: validation is skipped
 
@@ -207,6 +212,7 @@ def test_corrupt_image_is_skipped_with_a_warning_and_counted(tmp_path):
         batch_size=4,
         skip_bad_images=True,
         max_skipped_fraction=1.0,
+        device_resident=False,  # loader workers decode every epoch
     )
     dm.setup("fit")
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):
@@ -230,3 +236,66 @@ def test_an_empty_root_is_an_error_not_the_current_folder(root, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"`root` is empty; .* leave it unset \(null\)"):
         FaceDataModule(root=root)
+
+
+def test_a_training_set_within_the_budget_is_decoded_once_and_held_in_memory(tmp_path, caplog):
+    write_images(tmp_path, [f"{i}.png" for i in range(6)], value=120)
+    settings = {"val_fraction": 0.0, "test_fraction": 0.0, "flip": False}
+    with caplog.at_level(logging.INFO):
+        held = data(tmp_path, **settings)  # 6 images of 16 px: 4.6 KB, within the default 4 GB
+        loader = held.train_dataloader()
+    assert "the 6 training images (0.00 GB at 16 px) are decoded once and held on cpu" in caplog.text
+    assert "(within resident_budget_gb=4)" in caplog.text
+    assert isinstance(loader, DeviceBatches) and len(loader) == 3
+    decoded = torch.stack([held.image_datasets["train"].load(i) for i in range(6)])  # (6, 3, 16, 16) uint8
+    assert torch.equal(loader.images, decoded)
+    epoch = torch.cat(list(loader))
+    assert sorted(epoch.float().sum((1, 2, 3)).tolist()) == sorted(decoded.float().sum((1, 2, 3)).tolist())
+    assert held.train_dataloader().images is loader.images  # decoded once, not per call
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        streamed = data(tmp_path, resident_budget_gb=1e-6, **settings).train_dataloader()  # 1 KB
+    assert isinstance(streamed, torch.utils.data.DataLoader)
+    assert (
+        "are decoded every epoch by the training process (more than resident_budget_gb=1e-06;" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        forced = data(tmp_path, resident_budget_gb=0.0, device_resident=True, **settings).train_dataloader()
+    assert isinstance(forced, DeviceBatches) and "(device_resident true)" in caplog.text
+    assert isinstance(
+        data(tmp_path, device_resident=False, **settings).train_dataloader(), torch.utils.data.DataLoader
+    )
+
+
+def test_the_built_in_faces_are_rendered_once_as_the_loader_would_give_them():
+    dm = data(None, num_procedural=16, batch_size=4, flip=False)
+    images = dm.train_dataloader().images  # (16, 3, 16, 16) uint8
+    rendered = torch.stack([dm.datasets["train"][i] for i in range(16)])  # float [-1, 1]
+    assert images.dtype == torch.uint8 and images.shape == (16, 3, 16, 16)
+    assert (from_uint8(images) - rendered).abs().max() <= 1 / 255 + 1e-6  # rounded to the nearest byte
+
+
+def test_an_unreadable_image_is_left_out_of_the_held_set_and_counted(tmp_path):
+    dm = data(
+        corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=3, skip_bad_images=True,
+        max_skipped_fraction=1.0,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):
+        loader = dm.train_dataloader()
+    assert loader.images.shape == (3, 3, 16, 16) and dm.skipped_images == 1
+    dm = data(
+        corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=4, skip_bad_images=True,
+        max_skipped_fraction=1.0,
+    )  # fmt: skip
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=r"`batch_size` \(4\) is larger than the training set \(3 readable"),
+    ):
+        dm.train_dataloader()
+
+
+def test_a_negative_resident_budget_is_refused():
+    with pytest.raises(ValueError, match=r"`resident_budget_gb` must be >= 0, but got -1"):
+        FaceDataModule(resident_budget_gb=-1)

@@ -70,3 +70,34 @@ def test_the_tap_records_the_features_fid_used_without_changing_fid():
 def test_kid_needs_two_images_a_side():
     with pytest.raises(ValueError, match="KID needs at least 2 images on each side"):
         kid(torch.zeros(1, 4), torch.zeros(5, 4))
+
+
+def test_the_engines_kid_scores_run_on_one_thread_with_the_same_value(monkeypatch):
+    """KID's subset scores are BLAS work that collapses under thread contention as FID's step does."""
+    from facegan.metrics import fid as engine
+
+    real, fake = images(40, 256, 4), images(30, 200, 5)
+    metric = FrechetInceptionDistance(feature=Flat(), reset_real_features=False, normalize=False)
+    metric.update(real, real=True)
+    states = [metric.real_features_sum, metric.real_features_cov_sum, metric.real_features_num_samples]
+    statistics = engine.RealStatistics(states, None, True, Flat()(real), 40)  # type: ignore[arg-type]
+    threads_seen = []
+    poly_mmd = engine.poly_mmd
+
+    def spy(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return poly_mmd(*args, **kwargs)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = kid(Flat()(real), Flat()(fake), subsets=5, subset_size=20, seed=3)  # on 2 threads
+        scorer = engine.FID(metric, {"feature": 16}, kid=True, kid_subsets=5, kid_subset_size=20, seed=3)
+        scorer.set_real(statistics)
+        monkeypatch.setattr(engine, "poly_mmd", spy)
+        scores = scorer([fake])
+        assert threads_seen == [1] * 5 and torch.get_num_threads() == 2  # one thread, then 2 again
+        assert scores["kid"] == pytest.approx(expected[0], rel=1e-6)
+        assert scores["kid_std"] == pytest.approx(expected[1], rel=1e-6) and scores["kid_subset_size"] == 20
+    finally:
+        torch.set_num_threads(threads)

@@ -23,6 +23,7 @@ EXECUTION = {
         "cache",
         "cache_dir",
         "device_resident",
+        "resident_budget_gb",
         "skip_bad_images",
         "max_skipped_fraction",
     },  # fmt: skip

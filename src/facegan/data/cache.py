@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,30 @@ def _collate(items: list[tuple[int, torch.Tensor | None]]) -> list[tuple[int, to
     return items
 
 
+def decoded_rows(
+    dataset: FaceImageDataset, num_workers: int, verb: str
+) -> Iterator[tuple[int, torch.Tensor | None]]:
+    """``(index, uint8 (3, S, S) image or None for a skipped bad one)`` of every image of ``dataset``,
+    in order, decoded by ``num_workers`` loader workers, with a progress bar ("facegan: <verb> ...")."""
+    loader = DataLoader(_Uint8Rows(dataset), batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
+    for items in tqdm(loader, desc=desc, unit="batch"):
+        yield from items
+
+
+def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
+    """Every readable image of ``dataset`` decoded once into memory: ``(N, 3, S, S)`` uint8 (skipped bad
+    images are left out, as in a cache)."""
+    size = dataset.image_size
+    rows = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
+    count = 0
+    for _, image in decoded_rows(dataset, num_workers, "decoding"):
+        if image is not None:
+            rows[count] = image
+            count += 1
+    return rows[:count]
+
+
 def build_cache(
     dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
 ) -> tuple[Path, dict[str, Any]]:
@@ -74,18 +99,14 @@ def build_cache(
     for tmp in remove_abandoned(folder, "faces-*"):
         log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
     size = dataset.image_size
-    loader = DataLoader(
-        _Uint8Rows(dataset), batch_size=64, num_workers=num_workers, collate_fn=_collate
-    )  # in order: row i of the cache is the i-th readable image
     count, skipped = 0, []
     with atomic_write(rows_path) as out:  # rows first: without the JSON they are never used
-        for items in tqdm(loader, desc=f"facegan: caching {len(dataset)} images at {size} px", unit="batch"):
-            for index, image in items:
-                if image is None:
-                    skipped.append(index)
-                    continue
-                out.write(image.numpy().tobytes())
-                count += 1
+        for index, image in decoded_rows(dataset, num_workers, "caching"):
+            if image is None:
+                skipped.append(index)
+                continue
+            out.write(image.numpy().tobytes())
+            count += 1
     meta = {"key": blob, "count": count, "shape": [3, size, size], "dtype": "uint8", "skipped": skipped}
     with atomic_write(meta_path, "w") as out:
         json.dump(meta, out)

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities.parsing import AttributeDict
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from facegan.data.cache import CachedFaces, build_cache, collate_uint8
+from facegan.data.cache import CachedFaces, build_cache, collate_uint8, decode_all
 from facegan.data.decode import FaceImageDataset, collate_images
 from facegan.data.fingerprint import fingerprint
 from facegan.data.procedural import ProceduralFaces
 from facegan.data.resident import DeviceBatches
-from facegan.data.settings import check_settings
 from facegan.data.shards import is_remote
-from facegan.data.sources import CELEBA_PARTITION, resolve_source
+from facegan.data.sources import CELEBA_PARTITION, SOURCES, resolve_source
 from facegan.data.splits import SPLITS, partition_split, random_split
 from facegan.data.streaming import ShardRows, Shards, is_prepared
 from facegan.data.views import Flipped, unflipped
 from facegan.data.workers import leave_job_sigterm_to_the_trainer
-from facegan.images import from_uint8
+from facegan.images import from_uint8, to_uint8
 from facegan.io.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,16 @@ class FaceDataModule(L.LightningDataModule):
             ``on_after_batch_transfer``). Files and folders only (built-in faces are computed).
         cache_dir: folder of the cache; ``None`` -> ``$FACEGAN_CACHE/data``, else
             ``~/.cache/facegan/data``.
-        device_resident: with ``cache``, hold the whole cached training set on the training device
-            (uint8: 12 KB per 64 px image, 2.5 GB for all of CelebA at 64 px) and draw shuffled
-            batches there: no loader workers, no host-to-device copies.
+        device_resident: hold the whole training set, decoded once (read from the cache with
+            ``cache``; built-in faces rendered once), on the training device as uint8 (12 KB per 64 px
+            image) and draw shuffled batches there: no loader workers, no decoding after the first
+            pass, no host-to-device copies; scaled and flipped there as cached batches are. ``None``
+            -> whenever it fits ``resident_budget_gb``; ``False``: loader workers decode every epoch
+            (or read the cache). Shards always stream.
+        resident_budget_gb: the largest decoded training set (``N * 3 * S * S`` bytes, in GB) that
+            ``device_resident=None`` holds on the device: 4 GB takes CelebA's 162,770 training faces
+            at 64 px (2.0 GB), not at 128 px (8.0 GB), where decoding runs in loader workers
+            (``cache`` then decodes once into a file).
     """
 
     hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
@@ -93,11 +101,12 @@ class FaceDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         cache: bool = False,
         cache_dir: str | None = None,
-        device_resident: bool = False,
+        device_resident: bool | None = None,
+        resident_budget_gb: float = 4.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_settings(self.hparams)
+        _check_settings(self.hparams)
         self.root = root
         self.source = source
         self.image_size = image_size
@@ -108,6 +117,7 @@ class FaceDataModule(L.LightningDataModule):
         self._cache_skipped = 0
         self.kind: str | None = None  # resolved source kind, after setup()
         self.shards: Shards | None = None  # prepared shards, when `root` is a prepared folder or a URL
+        self._resident: torch.Tensor | None = None  # the decoded training set, when device-resident
 
     # ------------------------------------------------------------------------------------ setup
     def _split(self, names: list[str], partition: Path | None) -> dict[str, list[int]]:
@@ -132,6 +142,10 @@ class FaceDataModule(L.LightningDataModule):
         if shards:
             if hp.cache:
                 raise ValueError(f"FaceDataModule: {self.root!r} holds shards (decoded); set cache false")
+            if hp.device_resident:
+                raise ValueError(
+                    f"FaceDataModule: {self.root!r} holds shards, which stream; set device_resident false or null"
+                )
             where = str(cache_dir("shards", hp.cache_dir)) if is_remote(str(self.root)) else None
             self.shards = Shards(str(self.root), self.image_size, hp.crop_size, where)
             self.datasets = {split: self.shards.rows(split) for split in SPLITS}
@@ -239,16 +253,62 @@ class FaceDataModule(L.LightningDataModule):
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
             settings = (self.batch_size, workers, seed, self._pin(), self.hparams.persistent_workers)
             return self.shards.train_loader(*settings)
-        if self.hparams.device_resident:
-            trainer = getattr(self, "trainer", None)
-            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
-            epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-            cached = self.datasets["train"]
-            assert isinstance(cached, CachedFaces)  # device_resident requires cache (checked in __init__)
-            return DeviceBatches(cached, self.batch_size, device, world, rank, seed, epoch)
-        return self._loader("train", shuffle=True)
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if not self._held_resident(device):
+            return self._loader("train", shuffle=True)
+        if self._resident is None:
+            self._resident = self._decoded_training_set()
+            if self._resident.shape[0] < self.batch_size:  # fewer than counted: images skipped as unreadable
+                raise ValueError(
+                    f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
+                    f"({self._resident.shape[0]} readable images in {self.root}); lower --data.batch_size"
+                )
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+        batches = DeviceBatches(self._resident, self.batch_size, device, world, rank, seed, epoch)
+        self._resident = batches.images  # the device's copy only (the host's is freed)
+        return batches
+
+    def _held_resident(self, device: torch.device) -> bool:
+        """Whether the training set is held on ``device`` (``device_resident``, or else whether it fits
+        ``resident_budget_gb``), said in one log line."""
+        hp = self.hparams
+        train = self.datasets["train"]
+        count, nbytes = len(train), len(train) * 3 * self.image_size**2  # type: ignore[arg-type]
+        what = f"{count} training images ({nbytes / 1e9:.2f} GB at {self.image_size} px)"
+        resident = nbytes <= hp.resident_budget_gb * 1e9 if hp.device_resident is None else hp.device_resident
+        budget = f"resident_budget_gb={hp.resident_budget_gb:g}"
+        if resident:
+            origin = (
+                "read from the cache" if hp.cache else "rendered" if self.kind == "procedural" else "decoded"
+            )
+            why = "device_resident true" if hp.device_resident else f"within {budget}"
+            message = f"{origin} once and held on {device}, where batches are drawn ({why})"
+        elif isinstance(train, CachedFaces):
+            message = f"read from the cache file {self.cache_path} each epoch"
+        else:
+            why = "device_resident false" if hp.device_resident is False else f"more than {budget}"
+            rendered = self.kind == "procedural"
+            workers = self._workers()
+            by = f"{workers} loader workers" if workers else "the training process"
+            message = f"{'rendered' if rendered else 'decoded'} every epoch by {by} ({why}"
+            message += ")" if rendered else "; --data.cache true decodes them once into a file)"
+        rank_zero_info(f"FaceDataModule: the {what} are {message}")
+        return resident
+
+    def _decoded_training_set(self) -> torch.Tensor:
+        """The whole training set, unflipped, as ``(N, 3, S, S)`` uint8: read from the cache, decoded
+        once (loader workers, a progress bar) or, for the built-in faces, rendered once."""
+        train = self.datasets["train"]
+        if isinstance(train, CachedFaces):
+            return train.__getitems__(list(range(len(train))))
+        if "train" in self.image_datasets:
+            return decode_all(self.image_datasets["train"], self._workers())
+        faces = cast(ProceduralFaces, unflipped(train))
+        chunks = [range(i, min(i + 1024, len(faces))) for i in range(0, len(faces), 1024)]
+        return torch.cat([to_uint8(torch.stack(faces.__getitems__(list(chunk)))) for chunk in chunks])
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.datasets.get("val", [])) == 0 and self.datasets:  # type: ignore[arg-type]
@@ -290,3 +350,37 @@ class FaceDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         if self.skipped_images:
             log.warning("FaceDataModule: %d unreadable images were skipped", self.skipped_images)
+
+
+def _check_settings(hp: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for settings no data could satisfy (``hp``: the data module's hparams)."""
+    root = hp["root"]
+    if root is not None and not str(root).strip():
+        raise ValueError(
+            "FaceDataModule: `root` is empty; give the folder or zip of images, or leave it unset "
+            "(null) to train on the built-in procedural faces"
+        )
+    if hp["source"] not in SOURCES:
+        raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {hp['source']!r}")
+    if hp["image_size"] < 8:
+        raise ValueError(f"FaceDataModule: `image_size` must be >= 8, but got {hp['image_size']}")
+    if hp["batch_size"] < 1:
+        raise ValueError(f"FaceDataModule: `batch_size` must be >= 1, but got {hp['batch_size']}")
+    crop_size = hp["crop_size"]
+    if crop_size is not None and crop_size < 1:
+        raise ValueError(f"FaceDataModule: `crop_size` must be a positive integer or null, got {crop_size}")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0.0 <= hp[name] < 1.0:
+            raise ValueError(f"FaceDataModule: `{name}` must be in [0, 1), but got {hp[name]}")
+    if hp["val_fraction"] + hp["test_fraction"] >= 1.0:
+        raise ValueError("FaceDataModule: `val_fraction` + `test_fraction` must leave images for training")
+    if not 0.0 <= hp["max_skipped_fraction"] <= 1.0:
+        raise ValueError(
+            f"FaceDataModule: `max_skipped_fraction` must be in [0, 1]: {hp['max_skipped_fraction']}"
+        )
+    if not hp["resident_budget_gb"] >= 0:
+        raise ValueError(
+            f"FaceDataModule: `resident_budget_gb` must be >= 0, but got {hp['resident_budget_gb']}"
+        )
+    if hp["source"] == "shards" and root is None:
+        raise ValueError("FaceDataModule: source='shards' needs `root`: a prepared folder or URL")

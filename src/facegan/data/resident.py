@@ -1,4 +1,4 @@
-"""The cached training set held whole on the training device, shuffled batches drawn there."""
+"""The decoded training set held whole on the training device, shuffled batches drawn there."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from facegan.data.cache import CachedFaces
-
 
 class DeviceBatches:
-    """Shuffled uint8 training batches drawn from a copy of the whole cache on ``device``.
+    """Shuffled uint8 training batches drawn from ``images`` (``(N, 3, S, S)`` uint8), copied to ``device``.
 
     Epoch ``e`` is one permutation drawn from ``seed + e`` (as ``DistributedSampler`` does; ``epoch``
     returns the trainer's current epoch), so every process draws the same one even though each has
@@ -19,9 +17,9 @@ class DeviceBatches:
     per epoch. The last partial batch is dropped.
     """
 
-    def __init__(self, dataset: CachedFaces, batch_size: int, device: torch.device, world_size: int = 1,
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, world_size: int = 1,
                  rank: int = 0, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
-        self.images = dataset.__getitems__(list(range(len(dataset)))).to(device)  # (N, 3, S, S) uint8
+        self.images = images.to(device)  # (N, 3, S, S) uint8; no copy when already there
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
         self.seed, self.epoch = seed, epoch
 
