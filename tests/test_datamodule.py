@@ -278,16 +278,21 @@ def test_the_built_in_faces_are_rendered_once_as_the_loader_would_give_them():
 
 
 def test_an_unreadable_image_is_left_out_of_the_held_set_and_counted(tmp_path):
+    # by default a set read with skip_bad_images streams: the loader skips and counts files each epoch
+    dm = data(
+        corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=3, skip_bad_images=True
+    )
+    assert isinstance(dm.train_dataloader(), torch.utils.data.DataLoader)
     dm = data(
         corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=3, skip_bad_images=True,
-        max_skipped_fraction=1.0,
+        max_skipped_fraction=1.0, device_resident=True,
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*broken\.jpg"):
         loader = dm.train_dataloader()
     assert loader.images.shape == (3, 3, 16, 16) and dm.skipped_images == 1
     dm = data(
         corrupt_folder(tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=4, skip_bad_images=True,
-        max_skipped_fraction=1.0,
+        max_skipped_fraction=1.0, device_resident=True,
     )  # fmt: skip
     with (
         pytest.warns(UserWarning),

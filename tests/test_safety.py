@@ -140,7 +140,7 @@ def test_a_program_that_leaves_a_loader_open_still_exits(start_method):
 def test_a_loader_worker_leaves_a_stray_sigterm_to_the_trainer():
     from facegan import FaceDataModule
 
-    datamodule = FaceDataModule(batch_size=8, num_workers=1, persistent_workers=False)
+    datamodule = FaceDataModule(batch_size=8, num_workers=1, persistent_workers=False, device_resident=False)
     datamodule.setup("fit")
     before = set(multiprocessing.active_children())
     batches = iter(datamodule.train_dataloader())

@@ -137,7 +137,7 @@ def test_without_weights_offline_score_says_how_to_give_them(tmp_path, capsys, m
         f"no network>); looked at {hub / WEIGHTS_FILE} (no file there), then downloading it. The file is "
         f"{WEIGHTS_FILE} from https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}: "
         f"give its path with --weights PATH or the FACEGAN_FID_WEIGHTS environment variable, or put it in "
-        f"{hub}/ (where torchmetrics downloads it)."
+        f"{hub}/ ($TORCH_HOME/hub/checkpoints/, where torchmetrics downloads it)."
     ]
     given = ["--weights", str(tmp_path / "w.pth")]  # a file given that is not there: the message names it
     with pytest.raises(SystemExit):
@@ -158,5 +158,5 @@ def test_without_weights_fid_monitor_says_how_to_give_them_in_a_config(tmp_path,
         f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}: give its path with "
         "FIDMonitor(weights_path=PATH) (in a config: `weights_path: PATH` in its init_args) or the "
         f"FACEGAN_FID_WEIGHTS environment variable, or put it in {tmp_path / 'torch/hub/checkpoints'}/ "
-        "(where torchmetrics downloads it)."
+        "($TORCH_HOME/hub/checkpoints/, where torchmetrics downloads it)."
     )

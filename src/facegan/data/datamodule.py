@@ -71,8 +71,9 @@ class FaceDataModule(L.LightningDataModule):
             ``cache``; built-in faces rendered once), on the training device as uint8 (12 KB per 64 px
             image) and draw shuffled batches there: no loader workers, no decoding after the first
             pass, no host-to-device copies; scaled and flipped there as cached batches are. ``None``
-            -> whenever it fits ``resident_budget_gb``; ``False``: loader workers decode every epoch
-            (or read the cache). Shards always stream.
+            -> whenever it fits ``resident_budget_gb``, unless ``skip_bad_images`` (the loader then skips
+            and counts unreadable files each epoch); ``False``: loader workers decode every epoch (or
+            read the cache). Shards always stream.
         resident_budget_gb: the largest decoded training set (``N * 3 * S * S`` bytes, in GB) that
             ``device_resident=None`` holds on the device: 4 GB takes CelebA's 162,770 training faces
             at 64 px (2.0 GB), not at 128 px (8.0 GB), where decoding runs in loader workers
@@ -278,7 +279,11 @@ class FaceDataModule(L.LightningDataModule):
         train = self.datasets["train"]
         count, nbytes = len(train), len(train) * 3 * self.image_size**2  # type: ignore[arg-type]
         what = f"{count} training images ({nbytes / 1e9:.2f} GB at {self.image_size} px)"
-        resident = nbytes <= hp.resident_budget_gb * 1e9 if hp.device_resident is None else hp.device_resident
+        # skip_bad_images: the loader skips and counts unreadable files each epoch (and notices files
+        # that vanish mid-run), so by default such a set streams rather than being held.
+        skipping = hp.skip_bad_images and self.kind != "procedural"
+        fits = nbytes <= hp.resident_budget_gb * 1e9 and not skipping
+        resident = fits if hp.device_resident is None else hp.device_resident
         budget = f"resident_budget_gb={hp.resident_budget_gb:g}"
         if resident:
             origin = (
@@ -289,7 +294,10 @@ class FaceDataModule(L.LightningDataModule):
         elif isinstance(train, CachedFaces):
             message = f"read from the cache file {self.cache_path} each epoch"
         else:
-            why = "device_resident false" if hp.device_resident is False else f"more than {budget}"
+            why = (
+                "device_resident false" if hp.device_resident is False
+                else "skip_bad_images true" if skipping else f"more than {budget}"
+            )  # fmt: skip
             rendered = self.kind == "procedural"
             workers = self._workers()
             by = f"{workers} loader workers" if workers else "the training process"

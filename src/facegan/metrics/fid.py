@@ -267,7 +267,7 @@ def build_fid_metric(
         raise WeightsError(
             f"{owner + ': ' if owner else ''}cannot load the FID Inception weights ({error}); looked {looked}. The file is "
             f"{WEIGHTS_FILE} from {WEIGHTS_URL}: give its path with {option} or the FACEGAN_FID_WEIGHTS "
-            f"environment variable, or put it in {hub_file.parent}/ (where torchmetrics downloads it)."
+            f"environment variable, or put it in {hub_file.parent}/ ($TORCH_HOME/hub/checkpoints/, where torchmetrics downloads it)."
         ) from error
     path = path or (str(hub_file) if hub_file.is_file() else None)  # None -> it was downloaded
     weights: Any = "torchmetrics-default"
