@@ -28,6 +28,7 @@ def _worker(rank: int, init: str, out: str) -> None:
         grads = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
         state = {"grads": grads, "running_mean": net[1].running_mean.clone(), "images": images}
         torch.save(state, f"{out}.{rank}")
+        dist.barrier()  # no process tears gloo down while the other's last collective is in flight
     finally:
         dist.destroy_process_group()
 
