@@ -1,6 +1,5 @@
-"""Loading checkpoints without executing anything from the file.
+"""Reading checkpoints without executing anything from the file (``torch.load(weights_only=True)``).
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
 Importing this file needs neither Lightning nor torchmetrics (:func:`model_from_checkpoint` imports
 :class:`facegan.FaceGAN` when called).
 """
@@ -9,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
     path = Path(path)
     if path.is_dir():
-        from facegan.io.export import is_export_folder  # (it imports this module)
+        from facegan.io.export import is_export_folder  # it imports this module
 
         if is_export_folder(path):
             raise CheckpointError(
@@ -94,3 +94,16 @@ def model_from_checkpoint(
         raise CheckpointError(f"checkpoint {str(path)!r} does not match FaceGAN: {error}") from None
     model.on_load_checkpoint(checkpoint)
     return model.eval()
+
+
+def evaluations_in(checkpoint: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``FIDMonitor`` history saved in a checkpoint's callback states (``[]`` if none); with several
+    monitors, the one whose latest evaluation is at the highest step."""
+    histories = [
+        [dict(entry) for entry in state["history"] if isinstance(entry, Mapping)]
+        for key, state in (checkpoint.get("callbacks") or {}).items()
+        if isinstance(key, str) and key.startswith("FIDMonitor") and isinstance(state, Mapping)
+        and isinstance(state.get("history"), list)
+    ]  # fmt: skip
+    histories = [history for history in histories if history]
+    return max(histories, key=lambda history: history[-1].get("step") or 0, default=[])
