@@ -270,31 +270,23 @@ def load_generator(
 
 
 # ----------------------------------------------------------------------------- writing
-def _count(value: Any) -> str:
-    return (
-        f"{int(value):,}"
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else "not recorded"
-    )
-
-
-def _number(value: Any, digits: int) -> str | None:
+def _number(value: Any, spec: str) -> str | None:
+    """``value`` formatted by ``spec``; ``None`` unless it is a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return f"{value:.{digits}f}"
+    return format(value, spec)
 
 
 def evaluation_rows(entry: Mapping[str, Any]) -> list[str]:
     """Markdown table rows (FID, then KID if present) of one ``FIDMonitor.history`` entry."""
-    kimg = _number(entry.get("kimg"), 1) or "not recorded"
-    counts = f"{_count(entry.get('num_fake'))} | {_count(entry.get('num_real'))} | {kimg}"
-    rows = []
-    fid = _number(entry.get("fid"), 2)
-    if fid is not None:
-        rows.append(f"| FID | {fid} | {counts} |")
-    kid = _number(entry.get("kid"), 4)
-    if kid is not None:
-        spread = _number(entry.get("kid_std"), 4)
+    counts = " | ".join(
+        _number(entry.get(key), spec) or "not recorded"
+        for key, spec in (("num_fake", ",.0f"), ("num_real", ",.0f"), ("kimg", ".1f"))
+    )
+    fid = _number(entry.get("fid"), ".2f")
+    kid, spread = _number(entry.get("kid"), ".4f"), _number(entry.get("kid_std"), ".4f")
+    rows = [f"| FID | {fid} | {counts} |"] if fid else []
+    if kid:
         rows.append(f"| KID | {kid}{f' ± {spread}' if spread else ''} | {counts} |")
     return rows
 
@@ -319,19 +311,16 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) 
     weights = "the EMA generator" + f" (half-life {ema} kimg)" if ema is not None else "the trained generator"
     rows = evaluation_rows(evaluations[-1]) if evaluations else []
     size = f"{image_size} x {image_size}"
+    evaluation = "No FID was recorded: the checkpoint holds no `FIDMonitor` evaluation."
     if rows:
         evaluation = "\n".join(
             [
                 "Measured during training by `facegan.FIDMonitor` (torchmetrics, 2048 Inception features,",
-                "TensorFlow-compatible resize), the latest evaluation:",
-                "",
-                "| Metric | Value | Generated images | Real images | At kimg |",
-                "|---|---|---|---|---|",
+                "TensorFlow-compatible resize), the latest evaluation:\n",
+                "| Metric | Value | Generated images | Real images | At kimg |\n|---|---|---|---|---|",
                 *rows,
             ]
         )
-    else:
-        evaluation = "No FID was recorded: the checkpoint holds no `FIDMonitor` evaluation."
     recipe = yaml.safe_dump({"model": {k: _plain(v) for k, v in hparams.items()}}, sort_keys=False)
     body = f"""
 # {name}
