@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-# Why a write fails (the disk, the folder), as opposed to errors of the caller's own reads; the advice.
-_ADVICE = dict.fromkeys((errno.ENOSPC, errno.EDQUOT, errno.EFBIG), "free some space or write elsewhere") | (
-    dict.fromkeys(
-        (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR),
-        "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)",
-    )
-)
-WRITE_ERRNOS = {*_ADVICE, errno.EIO}
+# Why a write fails (the disk, the folder), as opposed to errors of the caller's own reads: what to do.
+_FULL = "free some space or write elsewhere"
+_DENIED = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
+_ADVICE = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EFBIG: _FULL, errno.EIO: "check the folder",
+           errno.EROFS: _DENIED, errno.EACCES: _DENIED, errno.EPERM: _DENIED,
+           errno.ENOTDIR: _DENIED}  # fmt: skip
+WRITE_ERRNOS = set(_ADVICE)
 
 
 class WriteError(OSError):

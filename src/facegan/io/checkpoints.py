@@ -1,8 +1,5 @@
-"""Reading checkpoints without executing anything from the file (``torch.load(weights_only=True)``).
-
-Importing this file needs neither Lightning nor torchmetrics (:func:`model_from_checkpoint` imports
-:class:`facegan.FaceGAN` when called).
-"""
+"""Reading checkpoints without executing anything from the file (``torch.load(weights_only=True)``);
+importing this file needs no Lightning or torchmetrics (:func:`model_from_checkpoint` imports them)."""
 
 from __future__ import annotations
 
@@ -70,9 +67,9 @@ def model_from_checkpoint(
 ) -> Any:
     """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode.
 
-    ``checkpoint``: ``load_checkpoint(path)`` when the caller has already read it. ``trust_code``: load
-    a checkpoint of a user's own networks, which imports the modules their ``class_path`` names and runs
-    their ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
+    ``checkpoint``: ``load_checkpoint(path)``, when the caller has read it. ``trust_code``: load a
+    checkpoint of a user's own networks, which imports and runs their ``class_path``'s modules and
+    ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
     """
     from facegan.nets.custom import refuse_untrusted
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B

@@ -225,29 +225,25 @@ def load_generator(
     token: str | None = None,
     trust_code: bool = False,
 ) -> nn.Module:
-    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode.
+    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode, on
+    ``device``: ``G(z)`` maps ``z`` ``(N, G.latent_dim)`` to the images ``(N, 3, S, S)`` in ``[-1, 1]``
+    that ``FaceGAN.sample(z=z)`` gave before the export.
 
     Args:
         path_or_repo_id: an export folder (``python -m facegan export``; format 1 loads too), or a
             Hugging Face Hub model repo id ``"owner/name"`` holding one. Any ``Path``, and a string
             naming an existing path, is local (write ``./owner/name`` for a local folder).
-        device: where the generator goes.
         revision: Hub repos only: a branch, tag or commit (default: ``main``).
         token: Hub repos only, for private or gated repos; ``None`` uses ``HF_TOKEN`` or ``hf auth login``.
         trust_code: load an export of a user's own generator (format version 3), which imports the
             module its ``class_path`` names and runs the class's ``__init__``: only exports you trust.
-
-    Returns:
-        ``G``: ``G(z)`` maps ``z`` ``(N, G.latent_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]``, the
-        images ``FaceGAN.sample(z=z)`` gave before the export.
 
     Raises:
         CheckpointError: not a (complete, untampered) facegan export, or a user's own generator
             without ``trust_code``.
         facegan.io.hub.HubError: a repo id that cannot be downloaded; the message says what is needed.
 
-    Example:
-        ``G = load_generator("user/faces-64"); images = G(torch.randn(16, G.latent_dim))``
+    Example: ``G = load_generator("user/faces-64"); images = G(torch.randn(16, G.latent_dim))``
     """
     if is_repo_id(path_or_repo_id):
         repo_id = str(path_or_repo_id)
@@ -321,6 +317,7 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) 
                 *rows,
             ]
         )
+    shown = min(len(model.sample_z), GRID_IMAGES)
     recipe = yaml.safe_dump({"model": {k: _plain(v) for k, v in hparams.items()}}, sort_keys=False)
     body = f"""
 # {name}
@@ -330,7 +327,7 @@ latent size {latent_dim}, trained for {seen / 1000:.1f} kimg.
 
 ![Samples]({SAMPLES_FILE})
 
-{min(len(model.sample_z), GRID_IMAGES)} samples from the run's fixed latents (`sample_z`, `sample_seed` {hparams.get("sample_seed")}), the
+{shown} samples from the run's fixed latents (`sample_z`, `sample_seed` {hparams.get("sample_seed")}), the
 latents of its training grids.
 
 ## Model
@@ -403,10 +400,10 @@ def export_generator(
     private: bool | None = None,
     token: str | None = None,
 ) -> Path:
-    """Write ``model``'s sampling generator (EMA when the model has one) as a Hub model folder ``out``.
+    """Write ``model``'s (a :class:`facegan.FaceGAN`'s) sampling generator, EMA when it has one, as a
+    Hub model folder ``out``, and return ``out``.
 
     Args:
-        model: a :class:`facegan.FaceGAN`.
         out: the folder (created if needed). A folder of an earlier export is updated; one holding a
             ``README.md`` or ``config.json`` of something else is refused.
         evaluations: ``FIDMonitor.history`` entries (``python -m facegan export`` passes the
@@ -414,13 +411,6 @@ def export_generator(
         push_to_hub: a Hub repo id (``"user/name"``) to upload the folder to (created if needed).
         private: create the repo private (``None``: the Hub's default); an existing repo is unchanged.
         token: Hub token with write access; ``None`` uses ``HF_TOKEN`` or the saved ``hf auth login``.
-
-    Example:
-        >>> import tempfile, torch, facegan
-        >>> gan = facegan.FaceGAN(image_size=32, latent_dim=8, g_channels=8, d_channels=8)
-        >>> G = facegan.load_generator(export_generator(gan, tempfile.mkdtemp()))
-        >>> G(torch.randn(2, G.latent_dim)).shape
-        torch.Size([2, 3, 32, 32])
     """
     out = Path(out)
     if push_to_hub is not None and REPO_ID.fullmatch(push_to_hub) is None:
