@@ -1,17 +1,14 @@
 """Exports: the sampling generator alone as a Hugging Face Hub model folder, written and read back.
 
-With the Hub's file names: ``model.safetensors`` (the state dict, standing BatchNorm statistics
-included, so ``eval()`` reproduces ``FaceGAN.sample``), ``config.json`` (what to build), ``README.md``
-(the model card) and ``samples.png`` (the grid the card shows). Format version 2 names a registry
-generator (``arch``, ``g_channels``, ``blocks_per_stage``), version 3 a user's own (``generator``: its
-``class_path`` and ``init_args``, :mod:`facegan.nets.custom`); version 1, before the Hub layout, held
-``generator.safetensors``. Every version is read, without Lightning, torchmetrics or W&B.
+``model.safetensors`` (the state dict, standing BatchNorm statistics included, so ``eval()`` reproduces
+``FaceGAN.sample``), ``config.json`` (what to build: format version 2 a registry ``arch``, 3 a user's
+own class as ``class_path`` + ``init_args``; version 1 held ``generator.safetensors``; each is read),
+``README.md`` (the model card) and ``samples.png``. Reading needs no Lightning, torchmetrics or W&B.
 
-Reading checks ``config.json`` and the weights file's header before anything is built (a tampered
-config cannot make it allocate memory or spend minutes building), the weights' kinds and values before
-they are loaded, and never unpickles. A version-3 export imports its class's module and runs its
-``__init__``, so it loads only with ``trust_code=True``. Each file is written atomically with the
-usual permissions, ``config.json`` last: an interrupted export never leaves a config without weights.
+Reading checks config.json and the weights' header before building anything (a tampered config cannot
+make it allocate memory or spend minutes building), the weights' kinds and values before loading them,
+and never unpickles; a version-3 export runs its class's code, so it needs ``trust_code=True``. Each
+file is written atomically, config.json last: an interrupted export never leaves a config without weights.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from facegan.images import grid_image
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
 from facegan.io.hub import REPO_ID, download, is_repo_id, upload
@@ -88,13 +86,14 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
             f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
         )
     own = version == OWN_NETWORK_VERSION
-    for name in ("generator", "image_size", "latent_dim") if own else ("arch", "image_size", "latent_dim", "g_channels"):  # fmt: skip
+    ints = ["image_size", "latent_dim"] + ([] if own else ["g_channels", "blocks_per_stage"])
+    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
+    for name in ["generator" if own else "arch", *ints]:
         if name not in meta:
             raise CheckpointError(f"{where} lacks the setting {name!r}")
     if not own and (not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES):
         raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
-    for name in ("image_size", "latent_dim") if own else ("image_size", "latent_dim", "g_channels", "blocks_per_stage"):  # fmt: skip
+    for name in ints:
         value = meta[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
@@ -102,17 +101,11 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
         if not low <= value <= high:
             raise CheckpointError(f"{where}: `{name}` must be in [{low}, {high}], but got {value}")
     if own:
-        try:
-            checked_record(meta["generator"], f"{where}: `generator`")
-        except ValueError as error:
-            raise CheckpointError(str(error)) from None
+        checked_record(meta["generator"], f"{where}: `generator`")  # ValueError: see load_generator
         config: NetworkConfig | dict[str, Any] = meta["generator"]
     else:
         try:
-            config = NetworkConfig(
-                arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
-                g_channels=meta["g_channels"], blocks_per_stage=meta["blocks_per_stage"],
-            )  # fmt: skip
+            config = NetworkConfig(arch=meta["arch"], **{name: meta[name] for name in ints})
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
     weights_path = folder / WEIGHTS_FILES[version]
@@ -142,15 +135,6 @@ def _tensor_count(config: NetworkConfig) -> int:
     return one + (config.blocks_per_stage - 1) * (two - one)
 
 
-def _header(weights_path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape in the safetensors file's header (no tensor is read)."""
-    try:
-        with safe_open(str(weights_path), "pt") as file:
-            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
-
-
 def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path: Path) -> None:
     """Refuse a tensor of another kind than the generator's (int8 or bool for float weights), or one
     holding NaN or infinity (they load silently and give black images); float widths are cast."""
@@ -174,7 +158,11 @@ def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path
 def _load_folder(folder: Path, trust_code: bool) -> nn.Module:
     """The generator of the export in ``folder``, on the CPU, in eval mode."""
     config, weights_path = read_config(folder)
-    stored = _header(weights_path)
+    try:  # the header's shapes: no tensor is read
+        with safe_open(str(weights_path), "pt") as file:
+            stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
     if isinstance(config, NetworkConfig):
         build: Callable[[], nn.Module] = partial(build_generator, config)
         expected_count = _tensor_count(config)  # before building what the config describes
@@ -186,17 +174,8 @@ def _load_folder(folder: Path, trust_code: bool) -> nn.Module:
             )
     else:  # a user's own generator: building it imports and runs the module its class_path names
         where = f"the export {str(folder)!r}"
-        try:
-            refuse_untrusted({"generator": config}, where, trust_code)
-        except ValueError as error:
-            raise CheckpointError(str(error)) from None
-
-        def build() -> nn.Module:
-            try:
-                return build_from_record(config, f"{where}: `generator`")
-            except ValueError as error:
-                raise CheckpointError(str(error)) from None
-
+        refuse_untrusted({"generator": config}, where, trust_code)
+        build = partial(build_from_record, config, f"{where}: `generator`")
     expected = _shapes(build)
     if stored != expected:
         wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
@@ -248,21 +227,22 @@ def load_generator(
     if is_repo_id(path_or_repo_id):
         repo_id = str(path_or_repo_id)
         folder = download(repo_id, [CONFIG_FILE, WEIGHTS_FILE], revision=revision, token=token)
-        try:
-            return _load_folder(folder, trust_code).to(device)
-        except CheckpointError as error:
-            raise CheckpointError(f"Hub repo {repo_id!r} is not a facegan export: {error}") from None
-    folder = Path(path_or_repo_id)
-    if folder.is_file():
-        raise CheckpointError(
-            f"{str(folder)!r} is a file, not an export folder: give the folder `python -m facegan export` "
-            "wrote (a training checkpoint is read by facegan.io.checkpoints.model_from_checkpoint)"
-        )
-    if not folder.exists():
-        raise CheckpointError(
-            f"export folder {str(folder)!r} does not exist (a Hub repo is given as 'owner/name')"
-        )
-    return _load_folder(folder, trust_code).to(device)
+        where = f"Hub repo {repo_id!r} is not a facegan export: "
+    else:
+        folder, where = Path(path_or_repo_id), ""
+        if folder.is_file():
+            raise CheckpointError(
+                f"{str(folder)!r} is a file, not an export folder: give the folder `python -m facegan export` "
+                "wrote (a training checkpoint is read by facegan.io.checkpoints.model_from_checkpoint)"
+            )
+        if not folder.exists():
+            raise CheckpointError(
+                f"export folder {str(folder)!r} does not exist (a Hub repo is given as 'owner/name')"
+            )
+    try:
+        return _load_folder(folder, trust_code).to(device)
+    except ValueError as error:  # a CheckpointError, or the ValueError of a check of nets.custom's
+        raise CheckpointError(f"{where}{error}") from None
 
 
 # ----------------------------------------------------------------------------- writing
@@ -416,8 +396,6 @@ def export_generator(
     if push_to_hub is not None and REPO_ID.fullmatch(push_to_hub) is None:
         raise ValueError(f"--push-to-hub must be a Hub repo id 'owner/name', but got {push_to_hub!r}")
     _prepare_folder(out)
-    from facegan.images import grid_image
-
     z = model.sample_z[:GRID_IMAGES]
     grid = io.BytesIO()
     grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(grid, format="PNG")
