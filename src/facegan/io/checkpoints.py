@@ -51,11 +51,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}: {error}); it may be "
             "truncated or not a checkpoint"
         ) from None
-    if (
-        not isinstance(checkpoint, dict)
-        or "state_dict" not in checkpoint
-        or "hyper_parameters" not in checkpoint
-    ):
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a FaceGAN checkpoint (no 'state_dict'/'hyper_parameters')"
         )
