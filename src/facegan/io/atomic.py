@@ -1,9 +1,8 @@
 """The one way facegan writes a file that others may read: a temporary file, fsync, rename.
 
-Readers (a resume, another process, the next run) then see either the previous complete file or the
-new complete file under the target's name, never a truncated one: ``os.replace`` is atomic within a
-file system, so the temporary file lives in the target's own folder (not the system temp folder,
-which may be another file system, where a move is a plain copy).
+Readers (a resume, another process, the next run) see the previous complete file or the new one, never
+a truncated one. ``os.replace`` is atomic only within a file system, so the temporary file lives beside
+the target, not in the system temp folder.
 """
 
 from __future__ import annotations
@@ -17,36 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-
-def temp_name(target: Path) -> Path:
-    """``.<name>.<host>.<pid>.tmp`` beside ``target``: whose build it is, for cleaning up after kills."""
-    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# Why a write fails (the disk, the folder), as opposed to errors of the caller's own reads.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.ENOTDIR, errno.EIO}  # fmt: skip
+# Why a write fails (the disk, the folder), as opposed to errors of the caller's own reads: what to do.
+_FULL = "free some space or write elsewhere"
+_DENIED = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
+_ADVICE = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EFBIG: _FULL, errno.EIO: "check the folder",
+           errno.EROFS: _DENIED, errno.EACCES: _DENIED, errno.EPERM: _DENIED,
+           errno.ENOTDIR: _DENIED}  # fmt: skip
+WRITE_ERRNOS = set(_ADVICE)
 
 
 class WriteError(OSError):
     """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...).
 
-    The message names the path, the reason, what to do (``advice``: the reason's usual advice when
-    ``None``) and what became of the files there (``outcome``).
+    The message names the path, the reason, what to do (``advice``; by default the reason's usual
+    advice) and what became of the files there (``outcome``).
     """
 
     def __init__(
@@ -58,32 +41,23 @@ class WriteError(OSError):
     ) -> None:
         code = error.errno
         reason = os.strerror(code) if code else str(error)
-        if advice is not None:
-            pass
-        elif code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            advice = "free some space or write elsewhere"
-        elif code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
-            advice = "choose a folder you can write to (e.g. --trainer.default_root_dir, --out)"
-        else:
-            advice = "check the folder"
+        if advice is None:
+            advice = _ADVICE.get(code, "check the folder")  # type: ignore[arg-type]
         super().__init__(f"cannot write {path}: {reason}; {advice}. {outcome}")
         self.errno = code
+
+
+def temp_name(target: Path) -> Path:
+    """``.<name>.<host>.<pid>.tmp`` beside ``target``: whose build it is, for cleaning up after kills."""
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
 @contextmanager
 def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``target``; on a clean exit fsync it and rename it to ``target``.
 
-    On an exception (including ``KeyboardInterrupt``) the temporary file is removed and ``target`` is
+    On an exception (``KeyboardInterrupt`` included) the temporary file is removed and ``target`` is
     left as it was. The folder is created if needed.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-        >>> with atomic_write(path, "w") as file:
-        ...     _ = file.write("complete")
-        >>> path.read_text()
-        'complete'
     """
     target = Path(target)
     tmp = temp_name(target)
@@ -108,7 +82,12 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     finally:
         with contextlib.suppress(OSError):  # also where the folder could not be made
             tmp.unlink(missing_ok=True)
-    fsync_folder(target.parent)
+    with contextlib.suppress(OSError):  # the rename made durable; folders cannot be opened on Windows
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -117,33 +96,29 @@ def check_writable(folder: str | os.PathLike) -> None:
     Run before training, so a read-only or misnamed output folder fails at once with one line rather
     than after the first epoch (or in a library's traceback).
     """
-    folder = Path(folder)
-    with atomic_write(folder / ".facegan-write-test"):
+    test_file = Path(folder) / ".facegan-write-test"
+    with atomic_write(test_file):
         pass
-    (folder / ".facegan-write-test").unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    return True
+    test_file.unlink(missing_ok=True)
 
 
 def remove_abandoned(folder: Path, pattern: str = "*") -> list[Path]:
     """Delete the temporary files (of targets matching ``pattern``) left by this host's dead processes.
 
     A process killed outright (SIGKILL, out of memory) never removes its temporary file. Only this
-    host's are judged: a folder shared over the network may hold another machine's write in
-    progress, whose process id means nothing here. Returns the files removed.
+    host's are judged: on a shared network folder another machine's process id means nothing here.
+    Returns the files removed.
     """
     removed = []
     for tmp in Path(folder).glob(f".{pattern}.{socket.gethostname()}.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
+        except PermissionError:  # someone else's process: alive
+            pass
     return removed

@@ -1,14 +1,11 @@
-"""Loading checkpoints without executing anything from the file.
-
-Checkpoints are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
-Importing this file needs neither Lightning nor torchmetrics (:func:`model_from_checkpoint` imports
-:class:`facegan.FaceGAN` when called).
-"""
+"""Reading checkpoints without executing anything from the file (``torch.load(weights_only=True)``);
+importing this file needs no Lightning or torchmetrics (:func:`model_from_checkpoint` imports them)."""
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
     path = Path(path)
     if path.is_dir():
-        from facegan.io.export import is_export_folder  # (it imports this module)
+        from facegan.io.export import is_export_folder  # it imports this module
 
         if is_export_folder(path):
             raise CheckpointError(
@@ -54,11 +51,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}: {error}); it may be "
             "truncated or not a checkpoint"
         ) from None
-    if (
-        not isinstance(checkpoint, dict)
-        or "state_dict" not in checkpoint
-        or "hyper_parameters" not in checkpoint
-    ):
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a FaceGAN checkpoint (no 'state_dict'/'hyper_parameters')"
         )
@@ -70,9 +63,9 @@ def model_from_checkpoint(
 ) -> Any:
     """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode.
 
-    ``checkpoint``: ``load_checkpoint(path)`` when the caller has already read it. ``trust_code``: load
-    a checkpoint of a user's own networks, which imports the modules their ``class_path`` names and runs
-    their ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
+    ``checkpoint``: ``load_checkpoint(path)``, when the caller has read it. ``trust_code``: load a
+    checkpoint of a user's own networks, which imports and runs their ``class_path``'s modules and
+    ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
     """
     from facegan.nets.custom import refuse_untrusted
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
@@ -94,3 +87,16 @@ def model_from_checkpoint(
         raise CheckpointError(f"checkpoint {str(path)!r} does not match FaceGAN: {error}") from None
     model.on_load_checkpoint(checkpoint)
     return model.eval()
+
+
+def evaluations_in(checkpoint: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``FIDMonitor`` history saved in a checkpoint's callback states (``[]`` if none); with several
+    monitors, the one whose latest evaluation is at the highest step."""
+    histories = [
+        [dict(entry) for entry in state["history"] if isinstance(entry, Mapping)]
+        for key, state in (checkpoint.get("callbacks") or {}).items()
+        if isinstance(key, str) and key.startswith("FIDMonitor") and isinstance(state, Mapping)
+        and isinstance(state.get("history"), list)
+    ]  # fmt: skip
+    histories = [history for history in histories if history]
+    return max(histories, key=lambda history: history[-1].get("step") or 0, default=[])

@@ -1,29 +1,14 @@
-"""Exports: the generator alone as a Hugging Face Hub model folder, written and read back.
+"""Exports: the sampling generator alone as a Hugging Face Hub model folder, written and read back.
 
-``export_generator(model, "generator/")`` writes the folder below (``push_to_hub="user/name"`` also
-uploads it); :func:`load_generator` (``facegan.load_generator``) rebuilds the generator from such a
-folder or Hub repo as a plain ``nn.Module``, without Lightning, torchmetrics or W&B. An export holds
-safetensors, JSON, Markdown and PNG, with the Hub's file names (``huggingface_hub.constants``)::
+``model.safetensors`` (the state dict, standing BatchNorm statistics included, so ``eval()`` reproduces
+``FaceGAN.sample``), ``config.json`` (what to build: format version 2 a registry ``arch``, 3 a user's
+own class as ``class_path`` + ``init_args``; version 1 held ``generator.safetensors``; each is read),
+``README.md`` (the model card) and ``samples.png``. Reading needs no Lightning, torchmetrics or W&B.
 
-    model.safetensors   the sampling generator's state dict (the EMA one when trained with one),
-                        BatchNorm standing statistics included, so eval() reproduces FaceGAN.sample
-    config.json         format, format_version, what to build, image_size, latent_dim, output_range
-    README.md           the model card (:mod:`facegan.io.model_card`)
-    samples.png         the sample grid the card shows
-
-What to build: format version 2 names a registry generator (``arch``, ``g_channels``,
-``blocks_per_stage``); format version 3 a generator of the user's own (``generator``: its
-``class_path`` and ``init_args``, see :mod:`facegan.nets.custom`). Version 1 (the first export, before
-the Hub layout) held ``generator.safetensors`` and ``config.json`` only; every version is read.
-
-Reading checks the ``config.json`` and the weights file's header before anything is built (a tampered
-config cannot make it allocate memory, nor spend minutes building), the weights' kinds and values
-before they are loaded (no NaN, no int8 or bool cast into float weights), and never unpickles. A
-version-3 export imports the module its ``class_path`` names and runs the class's ``__init__``, so it
-is loaded only with ``trust_code=True`` (``--trust-code``): load only exports you trust.
-
-Each file is written atomically (:func:`facegan.io.atomic.atomic_write`) with the usual permissions
-(``0o666 & ~umask``), ``config.json`` last: an interrupted export never leaves a config without weights.
+Reading checks config.json and the weights' header before building anything (a tampered config cannot
+make it allocate memory or spend minutes building), the weights' kinds and values before loading them,
+and never unpickles; a version-3 export runs its class's code, so it needs ``trust_code=True``. Each
+file is written atomically, config.json last: an interrupted export never leaves a config without weights.
 """
 
 from __future__ import annotations
@@ -39,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import constants
+import yaml
+from huggingface_hub import ModelCard, ModelCardData, constants
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from facegan.images import grid_image
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
-from facegan.io.hub import download, is_repo_id
+from facegan.io.hub import REPO_ID, download, is_repo_id, upload
 from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
 from facegan.nets.custom import build_from_record, checked_record, refuse_untrusted
 
@@ -60,23 +47,11 @@ WEIGHTS_FILE = WEIGHTS_FILES[FORMAT_VERSION]
 CONFIG_FILE = constants.CONFIG_NAME
 CARD_FILE = constants.REPOCARD_NAME
 SAMPLES_FILE = "samples.png"
-# Written in this order: config.json last, so an interrupted export never names weights it lacks.
-EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)
+EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)  # written in this order: config last
 LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
 GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
-
-
-# ----------------------------------------------------------------------------- config.json
-def config_dict(model: Any) -> dict[str, Any]:
-    """The ``config.json`` of ``model``'s (a :class:`facegan.FaceGAN`'s) sampling generator."""
-    hp, c = model.hparams, model.net_config
-    if hp.get("generator") is not None:  # a user's own generator: version 3
-        built = {"format_version": OWN_NETWORK_VERSION, "generator": hp.generator}
-        built |= {"image_size": hp.image_size, "latent_dim": hp.latent_dim}
-    else:
-        built = {"format_version": FORMAT_VERSION, "arch": c.arch, "image_size": c.image_size,
-                 "latent_dim": c.latent_dim, "g_channels": c.g_channels, "blocks_per_stage": c.blocks_per_stage}  # fmt: skip
-    return {"format": FORMAT, **built, "output_range": [-1.0, 1.0]}
+TASK = "unconditional-image-generation"
+MAKE_ONE = "(make one with `python -m facegan export --ckpt CKPT --out DIR`)"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -91,70 +66,52 @@ def is_export_folder(path: str | os.PathLike) -> bool:
         return False
 
 
-def _checked_ints(meta: dict[str, Any], names: Sequence[str], where: str) -> None:
-    for name in names:
+def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
+    """What the export in ``folder`` builds, every field's type and range checked (a
+    :class:`NetworkConfig`, or the record of a user's own generator), and its weights file."""
+    config_path = folder / CONFIG_FILE
+    where = repr(str(config_path))
+    if not config_path.is_file():
+        raise CheckpointError(f"{str(folder)!r} is not a facegan export: {CONFIG_FILE} is missing {MAKE_ONE}")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{where} is not valid JSON ({type(error).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not a facegan generator config")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in WEIGHTS_FILES:
+        raise CheckpointError(
+            f"{where} has format_version {version!r}; this facegan reads "
+            f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
+        )
+    own = version == OWN_NETWORK_VERSION
+    ints = ["image_size", "latent_dim"] + ([] if own else ["g_channels", "blocks_per_stage"])
+    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
+    for name in ["generator" if own else "arch", *ints]:
+        if name not in meta:
+            raise CheckpointError(f"{where} lacks the setting {name!r}")
+    if not own and (not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES):
+        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
+    for name in ints:
         value = meta[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
         low, high = LIMITS.get(name, (1, 1 << 16))
         if not low <= value <= high:
             raise CheckpointError(f"{where}: `{name}` must be in [{low}, {high}], but got {value}")
-
-
-def _checked_config(meta: dict[str, Any], config_path: Path) -> NetworkConfig | dict[str, Any]:
-    """What an export's ``config.json`` says to build, every field's type and range checked: a
-    :class:`NetworkConfig` (versions 1 and 2), or the record of a user's own generator (version 3)."""
-    where = repr(str(config_path))
-    own = meta["format_version"] == OWN_NETWORK_VERSION
-    for name in ("generator", "image_size", "latent_dim") if own else ("arch", "image_size", "latent_dim", "g_channels"):  # fmt: skip
-        if name not in meta:
-            raise CheckpointError(f"{where} lacks the setting {name!r}")
     if own:
-        _checked_ints(meta, ("image_size", "latent_dim"), where)
+        checked_record(meta["generator"], f"{where}: `generator`")  # ValueError: see load_generator
+        config: NetworkConfig | dict[str, Any] = meta["generator"]
+    else:
         try:
-            checked_record(meta["generator"], f"{where}: `generator`")
+            config = NetworkConfig(arch=meta["arch"], **{name: meta[name] for name in ints})
         except ValueError as error:
-            raise CheckpointError(str(error)) from None
-        return meta["generator"]
-    if not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES:
-        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
-    _checked_ints(meta, ("image_size", "latent_dim", "g_channels", "blocks_per_stage"), where)
-    try:
-        return NetworkConfig(
-            arch=meta["arch"], image_size=meta["image_size"], latent_dim=meta["latent_dim"],
-            g_channels=meta["g_channels"], blocks_per_stage=meta["blocks_per_stage"],
-        )  # fmt: skip
-    except ValueError as error:
-        raise CheckpointError(f"{where}: {error}") from None
-
-
-def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
-    """What the export in ``folder`` builds (checked, see :func:`_checked_config`) and its weights file."""
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise CheckpointError(
-            f"{str(folder)!r} is not a facegan export: {CONFIG_FILE} is missing (make one with "
-            "`python -m facegan export --ckpt CKPT --out DIR`)"
-        )
-    try:
-        meta = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{str(config_path)!r} is not valid JSON ({type(error).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{str(config_path)!r} is not a facegan generator config")
-    version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version not in WEIGHTS_FILES:
-        raise CheckpointError(
-            f"{str(config_path)!r} has format_version {version!r}; this facegan reads "
-            f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
-        )
-    config = _checked_config(meta, config_path)
+            raise CheckpointError(f"{where}: {error}") from None
     weights_path = folder / WEIGHTS_FILES[version]
     if not weights_path.is_file():
         raise CheckpointError(
-            f"{str(folder)!r} is not a complete facegan export: {weights_path.name} is missing (make one "
-            "with `python -m facegan export --ckpt CKPT --out DIR`)"
+            f"{str(folder)!r} is not a complete facegan export: {weights_path.name} is missing {MAKE_ONE}"
         )
     return config, weights_path
 
@@ -170,27 +127,17 @@ def _tensor_count(config: NetworkConfig) -> int:
     """How many tensors ``config``'s generator has, from two builds of one and two blocks per stage.
 
     A build costs time in proportion to its blocks, even on the meta device (about 7 ms per
-    ``blocks_per_stage`` of a 32 px r3gan here): a config.json asking for 65536 would take minutes
-    before the header comparison could refuse it. The count is affine in ``blocks_per_stage``
-    (constant for families without blocks), so two tiny builds give it for any value.
+    ``blocks_per_stage`` of a 32 px r3gan): a config.json asking for 65536 would take minutes before
+    the header comparison could refuse it. The count is affine in ``blocks_per_stage`` (constant for
+    families without blocks), so two tiny builds give it for any value.
     """
     one, two = (len(_shapes(partial(build_generator, replace(config, blocks_per_stage=n)))) for n in (1, 2))
     return one + (config.blocks_per_stage - 1) * (two - one)
 
 
-def _header(weights_path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape in the safetensors file's header (no tensor is read)."""
-    try:
-        with safe_open(str(weights_path), "pt") as file:
-            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
-
-
 def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path: Path) -> None:
     """Refuse a tensor of another kind than the generator's (int8 or bool for float weights), or one
-    holding NaN or infinity (they load silently and give black images). Float16, bfloat16, float32
-    and float64 weights are cast on loading."""
+    holding NaN or infinity (they load silently and give black images); float widths are cast."""
     for name, expected in generator.state_dict().items():
         tensor = tensors[name]
         if expected.is_floating_point() != tensor.is_floating_point() or (
@@ -208,41 +155,27 @@ def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path
             )
 
 
-def _builder(
-    config: NetworkConfig | dict[str, Any], folder: Path, trust_code: bool
-) -> Callable[[], nn.Module]:
-    """How to build the generator of ``config`` (see :func:`read_config`); a user's own generator only
-    with ``trust_code``, since building it imports and runs the module its ``class_path`` names."""
-    if isinstance(config, NetworkConfig):
-        return lambda: build_generator(config)
-    where = f"the export {str(folder)!r}"
-    try:
-        refuse_untrusted({"generator": config}, where, trust_code)
-    except ValueError as error:
-        raise CheckpointError(str(error)) from None
-
-    def build() -> nn.Module:
-        try:
-            return build_from_record(config, f"{where}: `generator`")
-        except ValueError as error:
-            raise CheckpointError(str(error)) from None
-
-    return build
-
-
-def _load_folder(folder: Path, trust_code: bool = False) -> nn.Module:
+def _load_folder(folder: Path, trust_code: bool) -> nn.Module:
     """The generator of the export in ``folder``, on the CPU, in eval mode."""
     config, weights_path = read_config(folder)
-    stored = _header(weights_path)
-    build = _builder(config, folder, trust_code)
-    if isinstance(config, NetworkConfig):  # before building the net the config describes: see _tensor_count
-        expected_count = _tensor_count(config)
+    try:  # the header's shapes: no tensor is read
+        with safe_open(str(weights_path), "pt") as file:
+            stored = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file ({error})") from None
+    if isinstance(config, NetworkConfig):
+        build: Callable[[], nn.Module] = partial(build_generator, config)
+        expected_count = _tensor_count(config)  # before building what the config describes
         if len(stored) != expected_count:
             raise CheckpointError(
                 f"{str(weights_path)!r} does not match the config in {CONFIG_FILE}: it holds {len(stored)} "
                 f"tensors, but arch={config.arch!r} with blocks_per_stage={config.blocks_per_stage} has "
                 f"{expected_count}"
             )
+    else:  # a user's own generator: building it imports and runs the module its class_path names
+        where = f"the export {str(folder)!r}"
+        refuse_untrusted({"generator": config}, where, trust_code)
+        build = partial(build_from_record, config, f"{where}: `generator`")
     expected = _shapes(build)
     if stored != expected:
         wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
@@ -271,56 +204,154 @@ def load_generator(
     token: str | None = None,
     trust_code: bool = False,
 ) -> nn.Module:
-    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode.
+    """Rebuild an exported generator (no Lightning, no discriminator, no optimizer), in eval mode, on
+    ``device``: ``G(z)`` maps ``z`` ``(N, G.latent_dim)`` to the images ``(N, 3, S, S)`` in ``[-1, 1]``
+    that ``FaceGAN.sample(z=z)`` gave before the export.
 
     Args:
-        path_or_repo_id: an export folder (``python -m facegan export``), or a Hugging Face Hub model
-            repo id ``"owner/name"`` holding one. A string that names an existing path, and any
-            ``Path``, is local; otherwise ``owner/name`` is a repo id (write ``./owner/name`` for a
-            local folder that must not be taken for one). Format-1 exports (``generator.safetensors``)
-            load as well.
-        device: where the generator goes.
+        path_or_repo_id: an export folder (``python -m facegan export``; format 1 loads too), or a
+            Hugging Face Hub model repo id ``"owner/name"`` holding one. Any ``Path``, and a string
+            naming an existing path, is local (write ``./owner/name`` for a local folder).
         revision: Hub repos only: a branch, tag or commit (default: ``main``).
-        token: Hub repos only: for private or gated repos; ``None`` uses ``HF_TOKEN`` or the saved
-            ``hf auth login``.
-        trust_code: load an export of a user's own generator (format version 3): it imports the module
-            its ``class_path`` names and runs the class's ``__init__``; only for exports you trust.
-
-    Returns:
-        The generator: ``G(z)`` maps ``z`` ``(N, G.latent_dim)`` to images ``(N, 3, S, S)`` in
-        ``[-1, 1]``, the images ``FaceGAN.sample(z=z)`` gave before the export.
+        token: Hub repos only, for private or gated repos; ``None`` uses ``HF_TOKEN`` or ``hf auth login``.
+        trust_code: load an export of a user's own generator (format version 3), which imports the
+            module its ``class_path`` names and runs the class's ``__init__``: only exports you trust.
 
     Raises:
-        CheckpointError: the folder is not a (complete, untampered) facegan export, or one of a user's
-            own generator without ``trust_code``.
-        facegan.io.hub.HubError: a repo id that cannot be downloaded (no network, no token, no such
-            repo); the message names the repo and what is needed.
+        CheckpointError: not a (complete, untampered) facegan export, or a user's own generator
+            without ``trust_code``.
+        facegan.io.hub.HubError: a repo id that cannot be downloaded; the message says what is needed.
 
-    Example:
-        ``G = load_generator("user/faces-64"); images = G(torch.randn(16, G.latent_dim))``
+    Example: ``G = load_generator("user/faces-64"); images = G(torch.randn(16, G.latent_dim))``
     """
     if is_repo_id(path_or_repo_id):
         repo_id = str(path_or_repo_id)
         folder = download(repo_id, [CONFIG_FILE, WEIGHTS_FILE], revision=revision, token=token)
-        try:
-            generator = _load_folder(folder, trust_code)
-        except CheckpointError as error:
-            raise CheckpointError(f"Hub repo {repo_id!r} is not a facegan export: {error}") from None
-        return generator.to(device)
-    folder = Path(path_or_repo_id)
-    if folder.is_file():
-        raise CheckpointError(
-            f"{str(folder)!r} is a file, not an export folder: give the folder `python -m facegan export` "
-            "wrote (a training checkpoint is read by facegan.io.checkpoints.model_from_checkpoint)"
-        )
-    if not folder.exists():
-        raise CheckpointError(
-            f"export folder {str(folder)!r} does not exist (a Hub repo is given as 'owner/name')"
-        )
-    return _load_folder(folder, trust_code).to(device)
+        where = f"Hub repo {repo_id!r} is not a facegan export: "
+    else:
+        folder, where = Path(path_or_repo_id), ""
+        if folder.is_file():
+            raise CheckpointError(
+                f"{str(folder)!r} is a file, not an export folder: give the folder `python -m facegan export` "
+                "wrote (a training checkpoint is read by facegan.io.checkpoints.model_from_checkpoint)"
+            )
+        if not folder.exists():
+            raise CheckpointError(
+                f"export folder {str(folder)!r} does not exist (a Hub repo is given as 'owner/name')"
+            )
+    try:
+        return _load_folder(folder, trust_code).to(device)
+    except ValueError as error:  # a CheckpointError, or the ValueError of a check of nets.custom's
+        raise CheckpointError(f"{where}{error}") from None
 
 
 # ----------------------------------------------------------------------------- writing
+def _number(value: Any, spec: str) -> str | None:
+    """``value`` formatted by ``spec``; ``None`` unless it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return format(value, spec)
+
+
+def evaluation_rows(entry: Mapping[str, Any]) -> list[str]:
+    """Markdown table rows (FID, then KID if present) of one ``FIDMonitor.history`` entry."""
+    counts = " | ".join(
+        _number(entry.get(key), spec) or "not recorded"
+        for key, spec in (("num_fake", ",.0f"), ("num_real", ",.0f"), ("kimg", ".1f"))
+    )
+    fid = _number(entry.get("fid"), ".2f")
+    kid, spread = _number(entry.get("kid"), ".4f"), _number(entry.get("kid_std"), ".4f")
+    rows = [f"| FID | {fid} | {counts} |"] if fid else []
+    if kid:
+        rows.append(f"| KID | {kid}{f' ± {spread}' if spread else ''} | {counts} |")
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (YAML without Python tags)."""
+    return [_plain(item) for item in value] if isinstance(value, tuple | list) else value
+
+
+def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) -> ModelCard:
+    """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or a folder name): what the
+    generator is, how it was trained (the hyperparameters as YAML), the last of ``evaluations``
+    (``FIDMonitor.history`` entries) and how to load it; the metadata is what the Hub indexes."""
+    hparams = dict(model.hparams)
+    own = hparams.get("generator")  # a user's own generator's record, else the registry's `arch`
+    arch, tag = (own["class_path"], "custom") if own else (model.net_config.arch, model.net_config.arch)
+    image_size, latent_dim = hparams["image_size"], hparams["latent_dim"]
+    trust = (", trust_code=True", " --trust-code") if own else ("", "")  # it imports the class's module
+    seen = int(model.images_seen)
+    parameters = sum(p.numel() for p in model.sampling_generator.parameters())
+    ema = hparams.get("ema_kimg")
+    weights = "the EMA generator" + f" (half-life {ema} kimg)" if ema is not None else "the trained generator"
+    rows = evaluation_rows(evaluations[-1]) if evaluations else []
+    size = f"{image_size} x {image_size}"
+    evaluation = "No FID was recorded: the checkpoint holds no `FIDMonitor` evaluation."
+    if rows:
+        evaluation = "\n".join(
+            [
+                "Measured during training by `facegan.FIDMonitor` (torchmetrics, 2048 Inception features,",
+                "TensorFlow-compatible resize), the latest evaluation:\n",
+                "| Metric | Value | Generated images | Real images | At kimg |\n|---|---|---|---|---|",
+                *rows,
+            ]
+        )
+    shown = min(len(model.sample_z), GRID_IMAGES)
+    recipe = yaml.safe_dump({"model": {k: _plain(v) for k, v in hparams.items()}}, sort_keys=False)
+    body = f"""
+# {name}
+
+A facegan GAN generator of faces: `{arch}` at {size} px,
+latent size {latent_dim}, trained for {seen / 1000:.1f} kimg.
+
+![Samples]({SAMPLES_FILE})
+
+{shown} samples from the run's fixed latents (`sample_z`, `sample_seed` {hparams.get("sample_seed")}), the
+latents of its training grids.
+
+## Model
+
+| | |
+|---|---|
+| Architecture | `{arch}` |
+| Resolution | {size} px, RGB, values in [-1, 1] |
+| Latent size | {latent_dim} (standard normal `z`) |
+| Generator parameters | {parameters:,} |
+| Weights | {weights} |
+| Trained | {seen / 1000:.1f} kimg ({seen:,} images shown to the discriminator) |
+
+## Evaluation
+
+{evaluation}
+
+## Recipe
+
+The model settings it was trained with (`facegan.FaceGAN` arguments, `--model.*` on the command line):
+
+```yaml
+{recipe.rstrip()}
+```
+
+## Usage
+
+```python
+import torch
+import facegan
+
+G = facegan.load_generator("{name}"{trust[0]})  # a Hub repo id or a local export folder
+with torch.no_grad():
+    images = G(torch.randn(16, G.latent_dim))  # (16, 3, {image_size}, {image_size}) in [-1, 1]
+```
+
+or from the shell: `python -m facegan generate --ckpt {name}{trust[1]} --num 64 --out grid.png`.
+"""
+    data = ModelCardData(
+        library_name="facegan", pipeline_tag=TASK, tags=["facegan", "gan", TASK, "faces", tag]
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
 def _prepare_folder(out: Path) -> None:
     """Create ``out``; refuse a file there, or a folder whose README/config another tool wrote."""
     if out.exists() and not out.is_dir():
@@ -340,16 +371,6 @@ def _prepare_folder(out: Path) -> None:
         raise
 
 
-def _grid_png(model: Any) -> bytes:
-    """A PNG grid of the sampling generator's images of the first :data:`GRID_IMAGES` fixed latents."""
-    from facegan.images import grid_image
-
-    z = model.sample_z[:GRID_IMAGES]
-    buffer = io.BytesIO()
-    grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def export_generator(
     model: Any,
     out: str | os.PathLike,
@@ -359,54 +380,44 @@ def export_generator(
     private: bool | None = None,
     token: str | None = None,
 ) -> Path:
-    """Write ``model``'s sampling generator (EMA when the model has one) as a Hub model folder ``out``.
+    """Write ``model``'s (a :class:`facegan.FaceGAN`'s) sampling generator, EMA when it has one, as a
+    Hub model folder ``out``, and return ``out``.
 
     Args:
-        model: a :class:`facegan.FaceGAN`.
         out: the folder (created if needed). A folder of an earlier export is updated; one holding a
             ``README.md`` or ``config.json`` of something else is refused.
-        evaluations: ``FIDMonitor.history`` entries; the model card reports the last one (FID, and
-            KID when present, with their image counts). ``python -m facegan export`` passes the
-            history saved in the checkpoint.
+        evaluations: ``FIDMonitor.history`` entries (``python -m facegan export`` passes the
+            checkpoint's); the model card reports the last one's FID and KID with their image counts.
         push_to_hub: a Hub repo id (``"user/name"``) to upload the folder to (created if needed).
         private: create the repo private (``None``: the Hub's default); an existing repo is unchanged.
         token: Hub token with write access; ``None`` uses ``HF_TOKEN`` or the saved ``hf auth login``.
-
-    Returns:
-        The folder written.
-
-    Example:
-        >>> import tempfile, torch, facegan
-        >>> gan = facegan.FaceGAN(image_size=32, latent_dim=8, g_channels=8, d_channels=8)
-        >>> folder = export_generator(gan, tempfile.mkdtemp())
-        >>> G = facegan.load_generator(folder)
-        >>> G(torch.randn(2, G.latent_dim)).shape
-        torch.Size([2, 3, 32, 32])
     """
-    from facegan.io.model_card import model_card
-
     out = Path(out)
-    if push_to_hub is not None:
-        from facegan.io.hub import REPO_ID
-
-        if REPO_ID.fullmatch(push_to_hub) is None:
-            raise ValueError(f"--push-to-hub must be a Hub repo id 'owner/name', but got {push_to_hub!r}")
+    if push_to_hub is not None and REPO_ID.fullmatch(push_to_hub) is None:
+        raise ValueError(f"--push-to-hub must be a Hub repo id 'owner/name', but got {push_to_hub!r}")
     _prepare_folder(out)
-    grid = _grid_png(model)
+    z = model.sample_z[:GRID_IMAGES]
+    grid = io.BytesIO()
+    grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(grid, format="PNG")
     generator = model.standing_generator()  # as sample() runs it: standing BatchNorm statistics
     tensors = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
-    card = model_card(model, push_to_hub or out.resolve().name, evaluations, SAMPLES_FILE)
+    hp, c = model.hparams, model.net_config
+    if hp.get("generator") is not None:  # a user's own generator: version 3
+        built = {"format_version": OWN_NETWORK_VERSION, "generator": hp.generator}
+        built |= {"image_size": hp.image_size, "latent_dim": hp.latent_dim}
+    else:
+        built = {"format_version": FORMAT_VERSION, "arch": c.arch, "image_size": c.image_size,
+                 "latent_dim": c.latent_dim, "g_channels": c.g_channels, "blocks_per_stage": c.blocks_per_stage}  # fmt: skip
+    config = {"format": FORMAT, **built, "output_range": [-1.0, 1.0]}
     contents = {
-        SAMPLES_FILE: grid,
+        SAMPLES_FILE: grid.getvalue(),
         WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),  # "pt": what Hub/transformers loaders expect
-        CARD_FILE: str(card).encode("utf-8"),
-        CONFIG_FILE: (json.dumps(config_dict(model), indent=2) + "\n").encode(),
+        CARD_FILE: str(model_card(model, push_to_hub or out.resolve().name, evaluations)).encode("utf-8"),
+        CONFIG_FILE: (json.dumps(config, indent=2) + "\n").encode(),
     }
     for name in EXPORT_FILES:  # config.json last
         with atomic_write(out / name) as file:
             file.write(contents[name])
     if push_to_hub is not None:
-        from facegan.io.hub import upload
-
         upload(out, push_to_hub, list(EXPORT_FILES), private=private, token=token)
     return out

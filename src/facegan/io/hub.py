@@ -1,9 +1,7 @@
 """The Hugging Face Hub side of exports: telling a repo id from a path, downloading, uploading.
 
-``load_generator("user/name")`` downloads an export with ``huggingface_hub.snapshot_download`` (into
-the Hugging Face cache; a repo loaded before is read from there without network, as the Hub library
-does) and ``export --push-to-hub`` uploads one with ``HfApi.create_repo`` + ``HfApi.upload_folder``.
-Every failure becomes one :class:`HubError` naming the repo and what is needed (network, a token).
+Downloads go to the Hugging Face cache (a repo loaded before is read from there offline). Every
+failure becomes one :class:`HubError` naming the repo and what is needed (network, a token).
 """
 
 from __future__ import annotations
@@ -21,6 +19,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from facegan import __version__
+
 # owner/name as the Hub spells them (one slash; letters, digits, '-', '_', '.'; no '--' or '..').
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 TOKEN_HINT = "a token (token=..., --token, the HF_TOKEN variable or `hf auth login`)"
@@ -31,11 +31,8 @@ class HubError(OSError):
 
 
 def is_repo_id(source: str | os.PathLike) -> bool:
-    """Whether ``source`` means a Hub repo rather than a local folder.
-
-    A ``Path`` (any ``os.PathLike``) is always local; so is a string naming something that exists.
-    Otherwise a string of the form ``owner/name`` is a repo id; ``./owner/name`` names a local path.
-    """
+    """Whether ``source`` is a Hub repo id ``owner/name``: a string naming no existing path (any
+    ``os.PathLike`` is local; ``./owner/name`` names a local path)."""
     if not isinstance(source, str) or Path(source).exists():
         return False
     return REPO_ID.fullmatch(source) is not None and ".." not in source and "--" not in source
@@ -48,8 +45,6 @@ def _reason(error: BaseException) -> str:
 
 def download(repo_id: str, files: list[str], revision: str | None = None, token: str | None = None) -> Path:
     """The local folder (in the Hugging Face cache) holding ``files`` of the Hub model repo ``repo_id``."""
-    from facegan import __version__
-
     where = f"Hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
     try:
         folder = snapshot_download(
@@ -78,11 +73,8 @@ def upload(
 ) -> str:
     """Upload ``files`` of ``folder`` to the Hub model repo ``repo_id`` (created if needed); the commit URL.
 
-    ``private=None`` leaves the visibility to the Hub (public unless the organization says otherwise);
-    an existing repo keeps its visibility. ``token=None`` uses ``HF_TOKEN`` or the saved login.
+    ``private=None`` leaves a new repo's visibility to the Hub; an existing repo keeps its own.
     """
-    from facegan import __version__
-
     api = HfApi(token=token, library_name="facegan", library_version=__version__)
     try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

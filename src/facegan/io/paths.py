@@ -7,11 +7,8 @@ from pathlib import Path
 
 
 def cache_dir(kind: str, override: str | os.PathLike | None = None) -> Path:
-    """The folder of one kind of cache (``"data"``, ``"fid"``).
-
-    ``override`` (a user's ``cache_dir`` setting) wins; else ``$FACEGAN_CACHE/<kind>``; else
-    ``~/.cache/facegan/<kind>``.
-    """
+    """The folder of one kind of cache (``"data"``, ``"fid"``): ``override`` (a user's ``cache_dir``
+    setting), else ``$FACEGAN_CACHE/<kind>``, else ``~/.cache/facegan/<kind>``."""
     if override:
         return Path(override).expanduser()
     base = os.environ.get("FACEGAN_CACHE")
