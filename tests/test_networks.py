@@ -4,7 +4,7 @@ from torch import nn
 
 from facegan.nets import SUPPORTED_SIZES, NetworkConfig, build_networks
 from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from facegan.training.sampling import recompute_batchnorm_stats
+from facegan.training.module import recompute_batchnorm_stats
 
 # Parameter counts of the Keras DCGAN face example at 128 px, from the Keras formulas
 # (Conv2D / Conv2DTranspose: k*k*c_in*c_out + c_out; Dense: n_in*n_out + n_out).

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facegan.nets.layers import num_halvings
+from facegan.nets.dcgan import num_halvings
 
 LEAK = 0.2
 ACTIVATION_GAIN = math.sqrt(2.0 / (1.0 + LEAK**2))  # keeps the variance through a leaky ReLU
