@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from facegan.nets import SUPPORTED_SIZES, NetworkConfig, build_networks
+from facegan.nets import FAMILIES, NetworkConfig, build_networks
 from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from facegan.training.module import recompute_batchnorm_stats
 
@@ -32,7 +32,7 @@ def test_keras_parameter_counts_equal_the_keras_model():
 
 
 @pytest.mark.parametrize(
-    ("arch", "size"), [(arch, size) for arch, sizes in SUPPORTED_SIZES.items() for size in sizes]
+    ("arch", "size"), [(arch, size) for arch, family in FAMILIES.items() for size in family.sizes]
 )
 def test_shapes_and_ranges(arch, size):
     torch.manual_seed(0)

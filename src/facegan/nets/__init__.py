@@ -5,8 +5,6 @@ records and rebuilds a user's own networks."""
 from facegan.nets.registry import (
     ARCHITECTURES,
     FAMILIES,
-    SPECTRAL_NORM_DEFAULT,
-    SUPPORTED_SIZES,
     NetworkConfig,
     build_discriminator,
     build_generator,
@@ -16,8 +14,6 @@ from facegan.nets.registry import (
 __all__ = [
     "ARCHITECTURES",
     "FAMILIES",
-    "SPECTRAL_NORM_DEFAULT",
-    "SUPPORTED_SIZES",
     "NetworkConfig",
     "build_discriminator",
     "build_generator",

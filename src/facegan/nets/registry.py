@@ -82,8 +82,6 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 ARCHITECTURES = tuple(FAMILIES)
-SUPPORTED_SIZES = {name: family.sizes for name, family in FAMILIES.items()}
-SPECTRAL_NORM_DEFAULT = {name: family.spectral_norm_default for name, family in FAMILIES.items()}
 
 
 def build_generator(config: NetworkConfig) -> nn.Module:
