@@ -88,11 +88,8 @@ def checked_record(record: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_from_record(record: Any, where: str) -> nn.Module:
-    """Import the class ``record`` names and build it from its init arguments.
-
-    This runs code: the named module's and the class's ``__init__``. Callers that read a file check
-    the user trusts it first (:func:`refuse_untrusted`).
-    """
+    """Import the class ``record`` names and build it from its init arguments. This runs the module's
+    code: callers that read a file check the user trusts it first (:func:`refuse_untrusted`)."""
     class_path, init_args = checked_record(record, where)
     module_name, _, class_name = class_path.rpartition(".")
     try:

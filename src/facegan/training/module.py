@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -152,12 +153,9 @@ def check_batch(images: Tensor, image_size: int) -> None:
 
 
 def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
-    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped.
-
-    Read from the loader's batch size and its (per-process) sampler's length, so it is the same on
-    every process without communication, which the batch's own size is not once ``skip_bad_images``
-    drops an unreadable image on one of them. ``None`` when the loader does not say (a user's own
-    batch sampler or iterable).
+    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped: from
+    the loader's batch size and (per-process) sampler's length, so the same on every process, which the
+    batch's own size is not once ``skip_bad_images`` drops an image. ``None`` when the loader does not say.
     """
     loader = trainer.train_dataloader
     batch_size = getattr(loader, "batch_size", None)
@@ -173,16 +171,14 @@ def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
 
 
 class ImageFeed:
-    """The training batches as D is fed them: the first one of a fit checked against the model, each
-    one counted in :attr:`seen` (``FaceGAN.images_seen``), and an epoch without images refused.
+    """The training batches as D is fed them: a fit's first batch checked against the model, every batch
+    counted in :attr:`seen` (``FaceGAN.images_seen``) on the host, an epoch without images refused.
 
-    Counted on the host from shapes, without a device read: in one process, each batch's images;
-    under DDP, what the loaders drew times the world size, the same on every process without
-    communication, so every rank takes the same decisions from it (``max_kimg``, kimg checkpoints,
-    grids and FID). Images skipped as unreadable leave the count at the epoch's last batch, where the
-    processes sum their epoch's images anyway (one collective per epoch): the count is exact at every
-    epoch end. A loader that does not say what it drew (a user's own batch sampler or iterable under
-    DDP) costs one all-reduce per batch instead.
+    Under DDP a batch counts what the loaders drew times the world size: the same on every rank without
+    communication, so all take the same decisions from it (``max_kimg``, kimg checkpoints, grids, FID).
+    Images skipped as unreadable leave the count at the epoch's last batch, where the processes sum
+    their epoch's images (one collective per epoch). A loader that does not say what it drew (a user's
+    own batch sampler or iterable) costs one all-reduce per batch instead.
     """
 
     def __init__(self, image_size: int) -> None:
@@ -199,13 +195,11 @@ class ImageFeed:
         self.epoch_images = self.epoch_counted = 0
 
     def admit(self, images: Tensor, batch_idx: int, module: L.LightningModule) -> int:
-        """Count the batch ``images`` (``B`` may be 0: all skipped) and return its images over all
-        processes (host-known; the same on every process).
+        """Count the batch ``images`` (``B`` may be 0: all skipped); its images over all processes.
 
-        Raises ``ValueError`` for a first batch that does not match the model (one host sync per
-        fit), and :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which
-        no process had an image: the processes' counts are summed there, so every rank raises, or
-        none does; a rank that alone had none takes part with zero weight.
+        ``ValueError`` for a first batch that does not match the model (one host sync per fit);
+        :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which no process
+        had an image (every rank raises, or none does).
         """
         n = images.shape[0]
         if n and not self.checked:
@@ -383,20 +377,15 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs: :attr:`sampling_generator` with BatchNorm standing statistics for
-        its current weights, in a copy (the module's own running statistics are never changed); the
-        sampling generator itself when it has no BatchNorm. Exports write its weights."""
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics
+        (:class:`StandingStats`)."""
         return self.standing_stats.net(self.sampling_generator)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
-        """Generate images in ``[-1, 1]``, shape ``(n, 3, S, S)``, without gradients.
-
-        ``z`` (``(n, latent_dim)``) fixes the latents; otherwise ``n`` fresh ones are drawn. The
-        generator runs in eval mode with BatchNorm "standing statistics" recomputed from the current
-        weights (whenever they have changed, however), so an image depends on its latent only, not on
-        the rest of the batch, and matches what training-mode batch statistics produce.
-        """
+        """Images ``(n, 3, S, S)`` in ``[-1, 1]``, without gradients, from latents ``z`` ``(n, latent_dim)``
+        or ``n`` fresh ones; in eval mode with standing statistics for the current weights, so an image
+        depends on its latent only and matches what training-mode batch statistics produce."""
         latent_dim = self.hparams.latent_dim
         if z is None:
             if n is None:
@@ -480,8 +469,8 @@ class FaceGAN(L.LightningModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         self.d_updates += 1
-        reduce = lambda tensor: distributed.all_reduce_sum(self, tensor)  # noqa: E731
-        strength = objective.adapt(real_logits, fake_logits, weight, reduce)  # every rank
+        sum_ranks = partial(distributed.all_reduce_sum, self)  # ADA's sums, once per interval
+        strength = objective.adapt(real_logits, fake_logits, weight, sum_ranks)  # on every rank
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
             kimg = torch.tensor(self.images_seen / 1000.0)  # on the host: no copy to the device

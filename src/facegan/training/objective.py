@@ -21,10 +21,8 @@ LOSSES = ("nonsaturating", "hinge", "rpgan")
 
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
-    """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` (any real target).
-
-    ``t * softplus(-l) + (1 - t) * softplus(l) == softplus(l) - t * l``  # -log(sigmoid) terms
-    """
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against any real ``target``:
+    ``t * softplus(-l) + (1 - t) * softplus(l) == softplus(l) - t * l``."""
     return (F.softplus(logits) - target * logits).mean()
 
 
@@ -36,13 +34,10 @@ def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: 
     """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
 
     ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
-    important trick!"). Keras labels generated images 1 and real ones 0 and adds
-    ``label_noise * U(0, 1)`` to every label; in facegan's convention (``sigmoid(logit)`` = P(real))
-    that is real targets ``1 - noise`` in ``[0.95, 1]`` and fake targets ``-noise`` in ``[-0.05, 0]``.
-    A target below 0 makes BCE on raw logits unbounded below (it rewards ever more negative fake
-    logits without limit), so, as Keras' BCE clips probabilities to ``[1e-7, 1 - 1e-7]``, the logits
-    are clipped to the same range (``|logit| <= 16.118``): the loss is then Keras' formula exactly,
-    bounded, and its gradient vanishes beyond the clip, as in Keras.
+    important trick!"): Keras labels fakes 1 and reals 0 and adds ``label_noise * U(0, 1)`` to every
+    label, so here real targets are ``1 - noise`` and fake targets ``-noise``. A target below 0 makes
+    BCE on raw logits unbounded below, so the logits are clipped as Keras' BCE clips probabilities
+    (``|logit| <= 16.118``): the loss is then Keras' exactly, bounded, its gradient zero beyond the clip.
     """
     if not label_noise:
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
@@ -88,13 +83,10 @@ def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
 
 
 def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
-    """Zero-centered gradient penalty: mean over the batch of ``|d logit / d image|^2``, differentiable.
-
-    R1 (Mescheder et al. 2018) on real images, R2 on generated ones (R3GAN uses both). ``images`` must
-    require grad and ``logits`` must come from them; for R2 they are the fakes detached from G, so the
-    penalty trains D only. The graph is kept (``create_graph=True``) so the penalty can be
-    back-propagated into D. Compute it in float32: under a float16 autocast the squared input
-    gradients overflow or underflow.
+    """Zero-centered gradient penalty: the batch mean of ``|d logit / d image|^2``, differentiable
+    (``create_graph=True``) so it back-propagates into D. R1 (Mescheder et al. 2018) on reals, R2 on
+    fakes detached from G (R3GAN uses both). ``logits`` must come from ``images``, which require grad.
+    Compute it in float32: under a float16 autocast the squared input gradients overflow or underflow.
     """
     (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
@@ -114,8 +106,8 @@ def get_losses(
 
 
 def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes
-    (sign accuracy means the same for every loss)."""
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy (the same for every
+    loss) on reals and fakes."""
     return {
         "train/d_real": torch.sigmoid(real_logits).mean(),
         "train/d_fake": torch.sigmoid(fake_logits).mean(),
@@ -315,8 +307,8 @@ class GANObjective:
     def discriminator_loss(
         self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, real_logits, fake_logits)``: D's loss for calling ``real`` real and ``fake`` fake
-        (give ``fake`` detached: this loss trains D only); the logits are ``(B,)`` each."""
+        """``(loss, real_logits, fake_logits)``: D's loss on ``real`` and ``fake`` (detached: it trains D
+        only); logits ``(B,)``."""
         real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
         return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
 
@@ -351,10 +343,9 @@ class GANObjective:
         weight: float = 1.0,
         all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
     ) -> dict[str, Any]:
-        """After a D update: feed the adaptive strength its overfitting signal (``D(real)``, or
-        ``D(real) - D(fake)`` for the relativistic loss; ``weight`` 0 counts no image) and, once per
-        interval, adjust ``p`` with the sums of every process (``all_reduce_sum``: the identity in
-        one process); what to log."""
+        """After a D update: feed ADA its signal (``D(real)``; ``D(real) - D(fake)`` for ``rpgan``;
+        ``weight`` 0 counts no image), once per interval adjust ``p`` with the sums over the processes
+        (``all_reduce_sum``); what to log."""
         if not self.ada.adaptive:
             return {}
         self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)

@@ -60,12 +60,10 @@ def check_settings(hp: Mapping[str, Any]) -> None:
 def networks(
     hp: Mapping[str, Any], given: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
-    """FaceGAN's ``(generator, discriminator)``: each the one ``given`` (an ``nn.Module`` or its record,
-    see :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig` of those built from
-    ``arch`` (``None`` when none is); and the hparams that record them: ``latent_dim`` (the given
-    generator's ``latent_dim`` attribute; else the argument, 128 when unset), ``generator`` and
-    ``discriminator`` (their records, ``None`` for ``arch``'s).
-    """
+    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (an
+    ``nn.Module`` or its record, :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig`
+    of ``arch``'s (``None`` when none is built); the hparams that record them: ``latent_dim`` (a given
+    generator's; else the argument, 128 when unset) and the ``generator``/``discriminator`` records."""
     nets = {
         role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
         for role, net in given.items()
