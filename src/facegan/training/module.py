@@ -81,14 +81,10 @@ def recompute_batchnorm_stats(
 
 
 class StandingStats:
-    """A copy of a generator with standing statistics, made again whenever its weights or buffers change.
-
-    The copy, not the generator, gets the recomputed statistics: sampling never changes the module it
-    samples from (its running statistics are training state, in checkpoints). :meth:`net` compares the
-    generator's parameters with the copy's and its buffers with a snapshot taken with the copy: a
-    training step, ``load_state_dict``, a user's own optimizer step or a training-mode forward (which
-    moves the running statistics) all trigger a new copy, and nothing else does.
-    """
+    """A copy of a generator with standing statistics (sampling never changes the module it samples
+    from: its running statistics are training state), made again whenever the generator's parameters
+    or buffers differ from the copy's snapshot: after a training step, ``load_state_dict``, a user's own
+    optimizer step or a training-mode forward, and only then."""
 
     def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
         self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
@@ -256,9 +252,9 @@ class FaceGAN(L.LightningModule):
         n_disc_steps: discriminator updates per generator update.
         g_fresh_latents: the generator update draws fresh latents (the Keras example) instead of
             reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
-        augment: DiffAugment policy applied to every image D sees in training, real and fake, and
-            to the fakes G is trained through: comma-separated names from ``"color"``,
-            ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.objective`).
+        augment: DiffAugment policy for every image D sees in training (reals, fakes, and the fakes G
+            is trained through): comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``;
+            ``""`` for none (see :mod:`facegan.training.objective`).
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
             driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
             :class:`~facegan.training.objective.AdaptiveStrength`).
@@ -269,9 +265,8 @@ class FaceGAN(L.LightningModule):
             scaled by it (StyleGAN2: 16; 1 is eager, as R3GAN), so it costs 1/16 of a D step.
         r2_gamma: weight of the R2 penalty ``gamma / 2 * |grad_x D(x_fake)|^2`` on generated images.
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
-        ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at
-            batch 32); ``None`` trains without one. With an EMA, grids, FID, ``generate`` and
-            ``export`` use it.
+        ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
+            32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
         ema_rampup: cap the half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA:
             0.05); ``None`` disables the ramp-up.
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).

@@ -230,11 +230,8 @@ class AdaptiveStrength:
         self.steps += 1
 
     def update(self, all_reduce_sum: Callable[[Tensor], Tensor]) -> bool:
-        """At the end of an interval: ``r_t`` over every process and ``p`` adjusted; whether it did.
-
-        ``all_reduce_sum`` sums a tensor over the processes (the identity in one process); every
-        process calls it at the same D update, since all count the same updates.
-        """
+        """At the end of an interval: ``r_t`` over every process (``all_reduce_sum``, which every process
+        calls at the same D update) and ``p`` adjusted; whether it did."""
         if self.target is None or self.steps < INTERVAL or self.signs is None:
             return False
         sums = torch.stack([self.signs, self.signs.new_tensor(self.count)])  # one collective for both
