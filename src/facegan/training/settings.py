@@ -106,8 +106,10 @@ def networks(
 def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
     """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths: the papers', 64;
     R3GAN's 768)."""
-    arch = hp["arch"]
+    arch, spectral_norm = hp["arch"], hp["spectral_norm"]
     width = 768 if arch == "r3gan" else 64
+    if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
+        spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
     return NetworkConfig(
         arch=arch,
         image_size=hp["image_size"],
@@ -115,9 +117,7 @@ def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
         g_channels=width if hp["g_channels"] is None else hp["g_channels"],
         d_channels=width if hp["d_channels"] is None else hp["d_channels"],
         blocks_per_stage=hp["blocks_per_stage"] or 2,
-        spectral_norm=arch in FAMILIES and FAMILIES[arch].spectral_norm_default
-        if hp["spectral_norm"] is None
-        else hp["spectral_norm"],
+        spectral_norm=spectral_norm,
     )
 
 
