@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facegan.training.augment import INTERVAL, AdaptiveStrength, color, diff_augment
+from facegan.training.objective import INTERVAL, AdaptiveStrength, color, diff_augment
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facegan.training.augment import AUGMENTATIONS, color, cutout, diff_augment, parse_policy, translation
+from facegan.training.objective import AUGMENTATIONS, color, cutout, diff_augment, parse_policy, translation
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 

@@ -56,7 +56,7 @@ def test_plain_pytorch_layers_import_without_lightning():
         "import sys\n"
         "for name in ('lightning', 'pytorch_lightning', 'wandb'): sys.modules[name] = None\n"
         "import facegan.nets, facegan.metrics, facegan.data.decode, facegan.data.procedural, facegan.io.export\n"
-        "import facegan.training.objective, facegan.training.augment\n"
+        "import facegan.training.objective\n"
         "import facegan.training.distributed\n"
         "print('ok')"
     )

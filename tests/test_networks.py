@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from facegan.nets import SUPPORTED_SIZES, NetworkConfig, build_networks
+from facegan.nets import FAMILIES, NetworkConfig, build_networks
 from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from facegan.training.sampling import recompute_batchnorm_stats
+from facegan.training.module import recompute_batchnorm_stats
 
 # Parameter counts of the Keras DCGAN face example at 128 px, from the Keras formulas
 # (Conv2D / Conv2DTranspose: k*k*c_in*c_out + c_out; Dense: n_in*n_out + n_out).
@@ -32,7 +32,7 @@ def test_keras_parameter_counts_equal_the_keras_model():
 
 
 @pytest.mark.parametrize(
-    ("arch", "size"), [(arch, size) for arch, sizes in SUPPORTED_SIZES.items() for size in sizes]
+    ("arch", "size"), [(arch, size) for arch, family in FAMILIES.items() for size in family.sizes]
 )
 def test_shapes_and_ranges(arch, size):
     torch.manual_seed(0)

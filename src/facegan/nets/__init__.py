@@ -1,15 +1,10 @@
-"""Generator and discriminator families, as plain ``nn.Module``s (no Lightning here).
-
-One file per family (:mod:`~facegan.nets.dcgan`, :mod:`~facegan.nets.keras`,
-:mod:`~facegan.nets.resnet`); :mod:`~facegan.nets.registry` lists them and builds them from a
-:class:`NetworkConfig`; :mod:`~facegan.nets.custom` records and rebuilds a user's own networks.
-"""
+"""Generator and discriminator families as plain ``nn.Module``s (no Lightning): one file per family,
+:mod:`~facegan.nets.registry` builds them from a :class:`NetworkConfig`, :mod:`~facegan.nets.custom`
+records and rebuilds a user's own networks."""
 
 from facegan.nets.registry import (
     ARCHITECTURES,
     FAMILIES,
-    SPECTRAL_NORM_DEFAULT,
-    SUPPORTED_SIZES,
     NetworkConfig,
     build_discriminator,
     build_generator,
@@ -19,8 +14,6 @@ from facegan.nets.registry import (
 __all__ = [
     "ARCHITECTURES",
     "FAMILIES",
-    "SPECTRAL_NORM_DEFAULT",
-    "SUPPORTED_SIZES",
     "NetworkConfig",
     "build_discriminator",
     "build_generator",

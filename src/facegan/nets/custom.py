@@ -1,20 +1,13 @@
-"""Networks from outside the registry: a user's own ``nn.Module`` and the record that rebuilds it.
+"""A user's own networks (``FaceGAN(generator=MyG(...), discriminator=MyD(...))``) and the record that
+rebuilds them, under the contract of :mod:`facegan.nets.registry`.
 
-``FaceGAN(generator=MyG(...), discriminator=MyD(...))`` trains any pair that keeps the contract of
-:mod:`facegan.nets.registry`: G maps ``z (N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]`` and has an
-integer ``latent_dim`` attribute; D maps such images to one logit each, ``(N,)``. Checkpoints and
-exports keep no pickled object: they keep a *record*, the class's import path and its ``__init__``
-arguments, in the form jsonargparse (and so ``python -m facegan fit --config``) reads::
-
-    {"class_path": "my_package.nets.MyG", "init_args": {"latent_dim": 64, "width": 32}}
-
-The arguments are read back from the network as attributes of the same name (as scikit-learn reads
-an estimator's parameters): ``__init__`` must store each of them unchanged (``self.width = width``),
-as JSON values (numbers, strings, booleans, ``None``, lists and dicts of them). The record is checked
-when it is made, by rebuilding the class from it on the meta device (no memory) and comparing every
-tensor's shape. Building from a record imports the named module and runs the class's ``__init__``:
-facegan's file readers (``load_generator``, ``generate``/``export``/``score``) do so only when told
-to trust the file (``trust_code=True``, ``--trust-code``).
+Checkpoints and exports keep no pickled object but a *record*, in the form jsonargparse (and so
+``python -m facegan fit --config``) reads: ``{"class_path": "my_package.nets.MyG", "init_args": {...}}``.
+The arguments are read back from the network as attributes of the same name (as scikit-learn reads an
+estimator's parameters), so ``__init__`` must store each of them unchanged, as JSON values; a record is
+checked when made by rebuilding the class on the meta device and comparing every tensor's shape.
+Building from a record imports the named module and runs its code: facegan's file readers do so only
+when told to trust the file (``trust_code=True``, ``--trust-code``).
 """
 
 from __future__ import annotations
@@ -95,11 +88,8 @@ def checked_record(record: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_from_record(record: Any, where: str) -> nn.Module:
-    """Import the class ``record`` names and build it from its init arguments.
-
-    This runs code: the named module's and the class's ``__init__``. Callers that read a file check
-    the user trusts it first (:func:`refuse_untrusted`).
-    """
+    """Import the class ``record`` names and build it from its init arguments. This runs the module's
+    code: callers that read a file check the user trusts it first (:func:`refuse_untrusted`)."""
     class_path, init_args = checked_record(record, where)
     module_name, _, class_name = class_path.rpartition(".")
     try:

@@ -7,9 +7,14 @@ resolution, so the same recipe serves 32, 64 and 128 px.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
-from facegan.nets.layers import num_halvings
+
+def num_halvings(image_size: int) -> int:
+    """Number of stride-2 stages between 4x4 and ``image_size`` (64 px -> 4); every family's."""
+    return int(math.log2(image_size // 4))
 
 
 def _dcgan_init(module: nn.Module) -> None:

@@ -1,22 +1,15 @@
 """The R3GAN pair (Huang, Gokaslan, Kuleshov, Tompkin, NeurIPS 2024, "The GAN is dead; long live the
 GAN! A Modern GAN Baseline"): a modernized ResNet for G and D, no normalization layers, no tricks.
 
-Each stage is a few residual blocks at one resolution. A block is an inverted bottleneck
-``x + conv1x1(act(grouped_conv3x3(act(conv1x1(x)))))`` whose middle convolution has groups of 16
-channels (ResNeXt's cardinality) on ``expansion``-times wider features; its last layer starts at
-zero, so every block is the identity at initialization (fix-up), and the others are scaled by
-``L ** -1/4`` for ``L`` blocks in the network, so the variance stays put however deep it is. No
-BatchNorm means no batch statistics: an image depends on its latent only (``sample()`` needs no
-standing statistics), and no layer has a bias except the activations' (a learned bias before each
-leaky ReLU). Weights are drawn from ``N(0, gain^2 / fan_in)`` (He init, "MSR"), gains as the paper's.
-
-G: ``z`` modulates a learned 4x4 basis per channel, stages up to ``S`` with bilinear x2 upsampling,
-then a 1x1 conv to RGB (no tanh; clamped to ``[-1, 1]`` in eval mode only). D mirrors it: 1x1 conv from
-RGB, stages with bilinear x2 downsampling, a depthwise 4x4 conv and a linear layer to one logit.
-
-Widths follow the paper's FFHQ presets: stages up to 32 px have the base width (``g_channels`` /
-``d_channels``; 768 in the paper), and each stage above 32 px half the previous one (FFHQ-64: 768 at
-4-32 px, 384 at 64 px). Train it with the ``rpgan`` loss and R1 + R2 (the paper's recipe).
+A block is an inverted bottleneck ``x + conv1x1(act(grouped_conv3x3(act(conv1x1(x)))))`` (groups of 16
+channels, ResNeXt's cardinality); its last layer starts at zero (fix-up: the identity at init) and the
+others are scaled by ``L ** -1/4`` for ``L`` blocks, so the variance stays put however deep. No
+BatchNorm: an image depends on its latent only (``sample()`` needs no standing statistics). The only
+biases are the activations'; weights are ``N(0, gain^2 / fan_in)`` (He, "MSR"), gains as the paper's.
+G modulates a learned 4x4 basis by ``z``, then stages with bilinear x2 upsampling and a 1x1 conv to RGB
+(no tanh); D mirrors it, ending in a depthwise 4x4 conv and a linear layer. Widths: the paper's FFHQ
+presets, the base width (768) up to 32 px and half the previous one at each stage above. Train it
+with the ``rpgan`` loss and R1 + R2 (the paper's recipe).
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facegan.nets.layers import num_halvings
+from facegan.nets.dcgan import num_halvings
 
 LEAK = 0.2
 ACTIVATION_GAIN = math.sqrt(2.0 / (1.0 + LEAK**2))  # keeps the variance through a leaky ReLU
@@ -166,14 +159,10 @@ class R3GANDiscriminator(nn.Module):
                 nn.Sequential(*(ResidualBlock(width, expansion, total) for _ in range(blocks)), *down)
             )
         self.stages = nn.Sequential(*stages)
-        self.basis = _conv_4x4_depthwise(widths[-1])
+        depthwise = nn.Conv2d(widths[-1], widths[-1], 4, 1, 0, groups=widths[-1], bias=False)
+        self.basis = _he(depthwise)  # each channel's 4x4 map -> one number
         self.to_logit = _he(nn.Linear(widths[-1], 1, bias=False))
 
     def forward(self, images: Tensor) -> Tensor:
         x = self.stages(self.from_rgb(images))  # (N, W, 4, 4)
         return self.to_logit(self.basis(x).flatten(1)).squeeze(1)  # (N,)
-
-
-def _conv_4x4_depthwise(channels: int) -> nn.Module:
-    """A depthwise 4x4 convolution without padding: each channel's 4x4 map -> one number."""
-    return _he(nn.Conv2d(channels, channels, 4, 1, 0, groups=channels, bias=False))

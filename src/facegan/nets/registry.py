@@ -1,15 +1,11 @@
-"""The network families facegan knows, and the one way to build them from a :class:`NetworkConfig`.
+"""The network families facegan knows (:data:`FAMILIES`) and the one way to build them: from a
+:class:`NetworkConfig`; adding a family means adding a file and one entry here.
 
-Every generator maps ``z (N, latent_dim)`` to images ``(N, 3, S, S)`` in ``[-1, 1]`` (``r3gan``'s has
-no tanh, as the paper: unbounded in training, clamped in eval mode) and has a
-``latent_dim`` attribute; every discriminator maps such images to one logit each, ``(N,)``. Each keeps
-its ``__init__`` arguments as attributes of the same name, so an instance can also be given to
-``FaceGAN(generator=..., discriminator=...)`` as one's own network (:mod:`facegan.nets.custom`). A family
-is registered once in :data:`FAMILIES` with its sizes, its spectral-norm default and two builders;
-adding a family means adding a file and one entry here.
-
-``spectral_norm`` wraps every conv and dense layer of D (:func:`facegan.nets.layers.apply_spectral_norm`);
-a spectrally normalized ``dcgan`` D drops its BatchNorm layers, as SNGAN's "standard CNN" does.
+Every generator maps ``z (N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]`` (``r3gan``'s: clamped in
+eval mode only, as the paper has no tanh) and has a ``latent_dim`` attribute; every discriminator maps
+such images to one logit each, ``(N,)``. Each keeps its ``__init__`` arguments as attributes of the same
+name, so an instance can also be given as one's own network (:mod:`facegan.nets.custom`). A spectrally
+normalized ``dcgan`` D drops its BatchNorm layers, as SNGAN's "standard CNN" does.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from torch import nn
 
 from facegan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from facegan.nets.keras import KerasDiscriminator, KerasGenerator
-from facegan.nets.layers import apply_spectral_norm
 from facegan.nets.r3gan import R3GANDiscriminator, R3GANGenerator, check_widths
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
@@ -87,8 +82,6 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 ARCHITECTURES = tuple(FAMILIES)
-SUPPORTED_SIZES = {name: family.sizes for name, family in FAMILIES.items()}
-SPECTRAL_NORM_DEFAULT = {name: family.spectral_norm_default for name, family in FAMILIES.items()}
 
 
 def build_generator(config: NetworkConfig) -> nn.Module:
@@ -97,9 +90,14 @@ def build_generator(config: NetworkConfig) -> nn.Module:
 
 
 def build_discriminator(config: NetworkConfig) -> nn.Module:
-    """The discriminator of ``config``, freshly initialised (spectrally normalized if configured)."""
+    """The discriminator of ``config``, freshly initialised; with ``spectral_norm``, every conv and
+    dense layer spectrally normalized (Miyato et al. 2018; one power iteration per training forward)."""
     discriminator = FAMILIES[config.arch].discriminator(config)
-    return apply_spectral_norm(discriminator) if config.spectral_norm else discriminator
+    if config.spectral_norm:
+        for m in list(discriminator.modules()):
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+                nn.utils.parametrizations.spectral_norm(m)
+    return discriminator
 
 
 def build_networks(config: NetworkConfig) -> tuple[nn.Module, nn.Module]:

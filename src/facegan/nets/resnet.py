@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from facegan.nets.layers import num_halvings
+from facegan.nets.dcgan import num_halvings
 
 
 def _resnet_init(module: nn.Module) -> None:

@@ -1,7 +1,4 @@
-"""Training: the LightningModule (:mod:`~facegan.training.module`) and the plain PyTorch pieces it
-glues together (the GAN objective, augmentation, EMA, sampling, DDP plumbing and random states,
-settings).
-
-Import :class:`FaceGAN` from :mod:`facegan` or :mod:`facegan.training.module`; this package itself
-imports nothing, so its Lightning-free parts stay usable without Lightning.
+"""Training: the LightningModule :class:`FaceGAN` (:mod:`~facegan.training.module`) and the plain PyTorch
+pieces it glues together (objective, DDP plumbing, settings, hardware). This package imports nothing,
+so its Lightning-free parts stay usable without Lightning.
 """

@@ -1,21 +1,19 @@
-"""``FaceGAN``: the LightningModule that trains a generator against a discriminator (glue only).
+"""``FaceGAN``: the LightningModule that trains a generator against a discriminator.
 
-Manual optimization, one iteration per batch (Lightning docs, "manual optimization" GAN recipe):
-``fake = G(z)`` once; a discriminator update on ``real`` and ``fake.detach()``; then, every
-``n_disc_steps`` batches, a generator update on the *same* ``fake`` (with ``g_fresh_latents``: on
-fresh ones) through the freshly updated D (``toggle_optimizer`` freezes the other player).
-``training_step`` is that choreography; what each player minimizes is
-:class:`~facegan.training.objective.GANObjective`'s. Networks live in :mod:`facegan.nets`;
-augmentation, EMA, sampling and DDP plumbing in the other modules of this package.
-Mixed precision works with every option: D's logits and the losses are float32, R1 runs in float32.
-``sample()`` is the one way callbacks and tools get images out of the model; ``images_seen`` is the
-one count of training images, which callbacks read.
+``training_step`` is the optimizer choreography of Lightning's manual-optimization GAN recipe: ``fake =
+G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every ``n_disc_steps`` batches, a G
+update on the *same* ``fake`` (with ``g_fresh_latents``: fresh ones) through the freshly updated D
+(``toggle_optimizer`` freezes the other player). What each player minimizes is
+:class:`~facegan.training.objective.GANObjective`'s. Mixed precision works with every option: D's logits
+and the losses are float32, R1 runs in float32. ``sample()`` is the one way callbacks and tools get
+images out of the model; ``images_seen`` is the one count of training images, which callbacks read.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -23,6 +21,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 from facegan.data.decode import NoImagesError
@@ -30,7 +29,6 @@ from facegan.data.resident import DeviceBatches
 from facegan.images import batch_images
 from facegan.training import distributed
 from facegan.training.objective import GANObjective, discriminator_metrics
-from facegan.training.sampling import StandingStats, generate, latents
 from facegan.training.settings import adam_pair, check_settings, networks
 
 # ------------------------------------------------------------------------------- the EMA generator
@@ -38,22 +36,14 @@ from facegan.training.settings import adam_pair, check_settings, networks
 # images, each update keeps ``beta = 0.5 ** (B / half_life_images)`` of the average, so the half-life
 # means the same whatever the batch size. Early in training the weights move fast and an average over
 # a long half-life would lag far behind them; the ramp-up caps the half-life at ``rampup * images_seen``
-# (StyleGAN2-ADA's ``ema_rampup``, 0.05 there).
+# (StyleGAN2-ADA's ``ema_rampup``, 0.05 there; ``None`` disables it).
 
 
 def ema_beta(
     batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
 ) -> float:
-    """Fraction of the average kept by one update that follows ``batch_images`` new images.
-
-    Args:
-        batch_images: images shown since the previous update (all processes together).
-        half_life_kimg: half-life of the average, in thousands of images.
-        images_seen: images shown since the start of training (drives the ramp-up).
-        rampup: cap the half-life at ``rampup * images_seen``; ``None`` disables the ramp-up.
-
-    The counts are host integers (``FaceGAN.images_seen``), so this needs no device.
-    """
+    """Fraction of the average kept by one update that follows ``batch_images`` new images (all
+    processes'); the counts are host integers (``FaceGAN.images_seen``): no device."""
     half_life = max(half_life_kimg * 1000.0, 1e-8)
     if rampup is not None:
         half_life = max(min(half_life, images_seen * rampup), 1e-8)
@@ -62,17 +52,76 @@ def ema_beta(
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied as they are.
-
-    Buffers (BatchNorm running statistics, counters) are not averaged: facegan recomputes the
-    BatchNorm statistics of whichever generator it samples from.
-    """
+    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied, not averaged
+    (facegan recomputes the BatchNorm statistics of whichever generator it samples from)."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
 
+# ------------------------------------------------------------------ sampling: standing statistics
+# eval() switches BatchNorm to its running statistics, which lag behind a generator whose weights change
+# every step, so eval() outputs can be far worse than the training-mode ones. As in BigGAN, sampling
+# resets them and averages the batch statistics of a few fresh batches from the *current* weights
+# (torch.optim.swa_utils.update_bn: reset, cumulative average, momentum restored), in a copy of the
+# generator: eval() then matches training-mode outputs and each image depends on its latent only.
+
+
+@torch.no_grad()
+def recompute_batchnorm_stats(
+    generator: nn.Module, latent_dim: int, num_batches: int = 16, batch_size: int = 64, seed: int = 0
+) -> None:
+    """Replace ``generator``'s BatchNorm running statistics by standing statistics, from latents of
+    their own seeded RNG (the global RNG, and so training, is untouched)."""
+    device = next(generator.parameters()).device
+    rng = torch.Generator(device=device).manual_seed(seed)
+    latents = (torch.randn(batch_size, latent_dim, device=device, generator=rng) for _ in range(num_batches))
+    update_bn(latents, generator)
+
+
+class StandingStats:
+    """A copy of a generator with standing statistics (sampling never changes the module it samples
+    from: its running statistics are training state), made again whenever the generator's parameters
+    or buffers differ from the copy's snapshot: after a training step, ``load_state_dict``, a user's own
+    optimizer step or a training-mode forward, and only then."""
+
+    def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
+        self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
+        self._generator_id: int | None = None
+        self._copy: nn.Module | None = None
+        self._buffers: list[torch.Tensor] = []  # the generator's buffers when the copy was made
+
+    def _unchanged(self, generator: nn.Module) -> bool:
+        if self._copy is None or self._generator_id != id(generator):
+            return False
+        params, copied = list(generator.parameters()), list(self._copy.parameters())
+        buffers = list(generator.buffers())
+        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (a moved module: new copy)
+        return (
+            len(params) == len(copied)
+            and len(buffers) == len(self._buffers)
+            and all(same(now, then) for now, then in zip(params, copied, strict=True))
+            and all(same(now, then) for now, then in zip(buffers, self._buffers, strict=True))
+        )
+
+    @torch.no_grad()
+    def net(self, generator: nn.Module) -> nn.Module:
+        """``generator`` itself when it has no BatchNorm tracking statistics, else its standing copy."""
+        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+        if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
+            return generator
+        if not self._unchanged(generator):
+            self._copy = None  # free the old copy before making the new one
+            fresh = copy.deepcopy(generator).requires_grad_(False)
+            recompute_batchnorm_stats(fresh, *self.settings)
+            self._generator_id, self._copy = id(generator), fresh
+            self._buffers = [b.detach().clone() for b in generator.buffers()]
+        assert self._copy is not None
+        return self._copy
+
+
+# ------------------------------------------------------------------------------- training batches
 def check_batch(images: Tensor, image_size: int) -> None:
     """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]``.
 
@@ -100,12 +149,9 @@ def check_batch(images: Tensor, image_size: int) -> None:
 
 
 def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
-    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped.
-
-    Read from the loader's batch size and its (per-process) sampler's length, so it is the same on
-    every process without communication, which the batch's own size is not once ``skip_bad_images``
-    drops an unreadable image on one of them. ``None`` when the loader does not say (a user's own
-    batch sampler or iterable).
+    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped: from
+    the loader's batch size and (per-process) sampler's length, so the same on every process, which the
+    batch's own size is not once ``skip_bad_images`` drops an image. ``None`` when the loader does not say.
     """
     loader = trainer.train_dataloader
     batch_size = getattr(loader, "batch_size", None)
@@ -121,16 +167,14 @@ def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
 
 
 class ImageFeed:
-    """The training batches as D is fed them: the first one of a fit checked against the model, each
-    one counted in :attr:`seen` (``FaceGAN.images_seen``), and an epoch without images refused.
+    """The training batches as D is fed them: a fit's first batch checked against the model, every batch
+    counted in :attr:`seen` (``FaceGAN.images_seen``) on the host, an epoch without images refused.
 
-    Counted on the host from shapes, without a device read: in one process, each batch's images;
-    under DDP, what the loaders drew times the world size, the same on every process without
-    communication, so every rank takes the same decisions from it (``max_kimg``, kimg checkpoints,
-    grids and FID). Images skipped as unreadable leave the count at the epoch's last batch, where the
-    processes sum their epoch's images anyway (one collective per epoch): the count is exact at every
-    epoch end. A loader that does not say what it drew (a user's own batch sampler or iterable under
-    DDP) costs one all-reduce per batch instead.
+    Under DDP a batch counts what the loaders drew times the world size: the same on every rank without
+    communication, so all take the same decisions from it (``max_kimg``, kimg checkpoints, grids, FID).
+    Images skipped as unreadable leave the count at the epoch's last batch, where the processes sum
+    their epoch's images (one collective per epoch). A loader that does not say what it drew (a user's
+    own batch sampler or iterable) costs one all-reduce per batch instead.
     """
 
     def __init__(self, image_size: int) -> None:
@@ -146,27 +190,26 @@ class ImageFeed:
     def start_epoch(self) -> None:
         self.epoch_images = self.epoch_counted = 0
 
-    def admit(self, images: Tensor, batch_idx: int, trainer: L.Trainer) -> int:
-        """Count the batch ``images`` (``B`` may be 0: all skipped) and return its images over all
-        processes (host-known; the same on every process).
+    def admit(self, images: Tensor, batch_idx: int, module: L.LightningModule) -> int:
+        """Count the batch ``images`` (``B`` may be 0: all skipped); its images over all processes.
 
-        Raises ``ValueError`` for a first batch that does not match the model (one host sync per
-        fit), and :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which
-        no process had an image: the processes' counts are summed there, so every rank raises, or
-        none does; a rank that alone had none takes part with zero weight.
+        ``ValueError`` for a first batch that does not match the model (one host sync per fit);
+        :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which no process
+        had an image (every rank raises, or none does).
         """
         n = images.shape[0]
         if n and not self.checked:
             check_batch(images, self.image_size)
             self.checked = True
         self.epoch_images += n
+        trainer = module.trainer
         world = trainer.world_size
         drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else None
-        step = n if world == 1 else drawn * world if drawn is not None else self._sum(trainer, n)
+        step = n if world == 1 else drawn * world if drawn is not None else self._sum(module, n)
         self.seen += step
         self.epoch_counted += step
         if batch_idx + 1 == trainer.num_training_batches:
-            total = self.epoch_images if world == 1 else self._sum(trainer, self.epoch_images)
+            total = self.epoch_images if world == 1 else self._sum(module, self.epoch_images)
             self.seen += total - self.epoch_counted  # images skipped as unreadable leave the count
             if not total:
                 raise NoImagesError(
@@ -177,10 +220,9 @@ class ImageFeed:
         return step
 
     @staticmethod
-    def _sum(trainer: L.Trainer, count: int) -> int:
+    def _sum(module: L.LightningModule, count: int) -> int:
         """``count`` summed over the processes (a collective and a host read)."""
-        total = torch.tensor(float(count), device=trainer.strategy.root_device)
-        return int(trainer.strategy.reduce(total, reduce_op="sum"))
+        return int(distributed.all_reduce_sum(module, torch.tensor(float(count), device=module.device)))
 
 
 class FaceGAN(L.LightningModule):
@@ -201,7 +243,7 @@ class FaceGAN(L.LightningModule):
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
         label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
             targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
-            clipped as Keras clips probabilities (see :mod:`facegan.training.losses`); 0 disables it.
+            clipped as Keras clips probabilities (see :mod:`facegan.training.objective`); 0 disables it.
         g_lr: generator Adam learning rate.
         d_lr: discriminator Adam learning rate.
         g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
@@ -210,27 +252,27 @@ class FaceGAN(L.LightningModule):
         n_disc_steps: discriminator updates per generator update.
         g_fresh_latents: the generator update draws fresh latents (the Keras example) instead of
             reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
-        augment: DiffAugment policy applied to every image D sees in training, real and fake, and
-            to the fakes G is trained through: comma-separated names from ``"color"``,
-            ``"translation"``, ``"cutout"``; ``""`` for none (see :mod:`facegan.training.augment`).
+        augment: DiffAugment policy for every image D sees in training (reals, fakes, and the fakes G
+            is trained through): comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``;
+            ``""`` for none (see :mod:`facegan.training.objective`).
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
             driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
-            :class:`facegan.training.augment.AdaptiveStrength`). ``ada_kimg``: thousands of images for ``p`` to go 0 -> 1.
+            :class:`~facegan.training.objective.AdaptiveStrength`).
+        ada_kimg: thousands of images for that probability to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
         r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,
             scaled by it (StyleGAN2: 16; 1 is eager, as R3GAN), so it costs 1/16 of a D step.
         r2_gamma: weight of the R2 penalty ``gamma / 2 * |grad_x D(x_fake)|^2`` on generated images.
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
-        ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at
-            batch 32); ``None`` trains without one. With an EMA, grids, FID, ``generate`` and
-            ``export`` use it.
+        ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
+            32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
         ema_rampup: cap the half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA:
             0.05); ``None`` disables the ramp-up.
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
         bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
-            before sampling (see :mod:`facegan.training.sampling`).
+            before sampling (see :class:`StandingStats`).
         channels_last: train with channels-last (NHWC) weights and batches: faster convolutions
             on GPUs with tensor cores, especially under ``bf16-mixed``.
         fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None`` uses
@@ -330,22 +372,30 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs: :attr:`sampling_generator` with BatchNorm standing statistics for
-        its current weights, in a copy (the module's own running statistics are never changed); the
-        sampling generator itself when it has no BatchNorm. Exports write its weights."""
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics
+        (:class:`StandingStats`)."""
         return self.standing_stats.net(self.sampling_generator)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
-        """Generate images in ``[-1, 1]``, shape ``(n, 3, S, S)``, without gradients.
-
-        ``z`` (``(n, latent_dim)``) fixes the latents; otherwise ``n`` fresh ones are drawn. The
-        generator runs in eval mode with BatchNorm "standing statistics" recomputed from the current
-        weights (whenever they have changed, however), so an image depends on its latent only, not on
-        the rest of the batch, and matches what training-mode batch statistics produce.
-        """
-        z = latents(n, z, self.hparams.latent_dim, self.device)
-        return generate(self.standing_generator(), z, batch_size)
+        """Images ``(n, 3, S, S)`` in ``[-1, 1]``, without gradients, from latents ``z`` ``(n, latent_dim)``
+        or ``n`` fresh ones; in eval mode with standing statistics for the current weights, so an image
+        depends on its latent only and matches what training-mode batch statistics produce."""
+        latent_dim = self.hparams.latent_dim
+        if z is None:
+            if n is None:
+                raise ValueError("FaceGAN.sample: pass `n` (number of images) or `z` (latents)")
+            z = torch.randn(n, latent_dim, device=self.device)
+        elif z.ndim != 2 or z.shape[1] != latent_dim:
+            raise ValueError(f"FaceGAN.sample: `z` must have shape (n, {latent_dim}), got {tuple(z.shape)}")
+        generator = self.standing_generator()
+        was_training = generator.training
+        generator.eval()
+        try:
+            images = torch.cat([generator(chunk) for chunk in z.to(self.device).split(batch_size)])
+        finally:
+            generator.train(was_training)  # the generator's mode is restored
+        return images.float().clamp_(-1.0, 1.0)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         ada = self.objective.ada.state_dict()  # p and the partial sums of its interval
@@ -384,7 +434,7 @@ class FaceGAN(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp, objective = self.hparams, self.objective
         real = batch_images(batch)  # (B, 3, S, S) in [-1, 1]
-        images = self.feed.admit(real, batch_idx, self.trainer)  # all processes'; added to images_seen
+        images = self.feed.admit(real, batch_idx, self)  # all processes'; added to images_seen
         weight = 1.0
         if not real.shape[0]:  # every image of the batch was skipped as unreadable
             if not distributed.is_distributed(self):
@@ -414,7 +464,8 @@ class FaceGAN(L.LightningModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         self.d_updates += 1
-        strength = objective.adapt(real_logits, fake_logits, weight, self._all_reduce_sum)  # every rank
+        sum_ranks = partial(distributed.all_reduce_sum, self)  # ADA's sums, once per interval
+        strength = objective.adapt(real_logits, fake_logits, weight, sum_ranks)  # on every rank
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
             kimg = torch.tensor(self.images_seen / 1000.0)  # on the host: no copy to the device
@@ -438,9 +489,6 @@ class FaceGAN(L.LightningModule):
             update_ema(self.generator_ema, self.generator, beta)
         if weight:
             self.log("train/g_loss", g_loss.detach(), prog_bar=True)
-
-    def _all_reduce_sum(self, tensor: Tensor) -> Tensor:
-        return distributed.all_reduce_sum(self, tensor)
 
     # ----------------------------------------------------------------------- validation / test
     def on_validation_start(self) -> None:

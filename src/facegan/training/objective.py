@@ -1,14 +1,10 @@
-"""The GAN objective in one place: D's loss, lazy R1/R2, the adaptive augmentation's feed, G's loss.
+"""The GAN objective in one place, given the networks at every call (as R3GAN's ``AdversarialTraining``
+and StyleGAN2-ADA's ``StyleGAN2Loss``): D's loss, lazy R1/R2, G's loss, and the augmentation of
+everything D sees (DiffAugment) at its adaptive strength (ADA). It never sees the LightningModule.
 
-Plain PyTorch, given the networks explicitly at every call (as R3GAN's ``AdversarialTraining`` and
-StyleGAN2-ADA's ``StyleGAN2Loss`` state theirs); it never sees the LightningModule, whose
-``training_step`` owns the optimizers and calls :class:`GANObjective` (see
-:mod:`facegan.training.module`).
-
-Losses are pure functions of D's logits (never Sigmoid + BCELoss: breaks under AMP). Convention: a
-logit is D's "realness" score; ``sigmoid(logit)`` is the probability D assigns to "real". Every loss
-returns a scalar (the batch mean). Under autocast D's logits and the losses are float32, and R1/R2
-run in float32 with autocast off.
+Losses are pure functions of D's logits (never Sigmoid + BCELoss: breaks under AMP); ``sigmoid(logit)``
+is the probability D assigns to "real". Under autocast D's logits and the losses are float32, and
+R1/R2 run in float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -21,16 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facegan.training.augment import AdaptiveStrength, diff_augment, parse_policy
-
 LOSSES = ("nonsaturating", "hinge", "rpgan")
 
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
-    """Mean binary cross-entropy of ``sigmoid(logits)`` against ``target`` (any real target).
-
-    ``t * softplus(-l) + (1 - t) * softplus(l) == softplus(l) - t * l``  # -log(sigmoid) terms
-    """
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against any real ``target``:
+    ``t * softplus(-l) + (1 - t) * softplus(l) == softplus(l) - t * l``."""
     return (F.softplus(logits) - target * logits).mean()
 
 
@@ -42,13 +34,10 @@ def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: 
     """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
 
     ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
-    important trick!"). Keras labels generated images 1 and real ones 0 and adds
-    ``label_noise * U(0, 1)`` to every label; in facegan's convention (``sigmoid(logit)`` = P(real))
-    that is real targets ``1 - noise`` in ``[0.95, 1]`` and fake targets ``-noise`` in ``[-0.05, 0]``.
-    A target below 0 makes BCE on raw logits unbounded below (it rewards ever more negative fake
-    logits without limit), so, as Keras' BCE clips probabilities to ``[1e-7, 1 - 1e-7]``, the logits
-    are clipped to the same range (``|logit| <= 16.118``): the loss is then Keras' formula exactly,
-    bounded, and its gradient vanishes beyond the clip, as in Keras.
+    important trick!"): Keras labels fakes 1 and reals 0 and adds ``label_noise * U(0, 1)`` to every
+    label, so here real targets are ``1 - noise`` and fake targets ``-noise``. A target below 0 makes
+    BCE on raw logits unbounded below, so the logits are clipped as Keras' BCE clips probabilities
+    (``|logit| <= 16.118``): the loss is then Keras' exactly, bounded, its gradient zero beyond the clip.
     """
     if not label_noise:
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
@@ -94,13 +83,10 @@ def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
 
 
 def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
-    """Zero-centered gradient penalty: mean over the batch of ``|d logit / d image|^2``, differentiable.
-
-    R1 (Mescheder et al. 2018) on real images, R2 on generated ones (R3GAN uses both). ``images`` must
-    require grad and ``logits`` must come from them; for R2 they are the fakes detached from G, so the
-    penalty trains D only. The graph is kept (``create_graph=True``) so the penalty can be
-    back-propagated into D. Compute it in float32: under a float16 autocast the squared input
-    gradients overflow or underflow.
+    """Zero-centered gradient penalty: the batch mean of ``|d logit / d image|^2``, differentiable
+    (``create_graph=True``) so it back-propagates into D. R1 (Mescheder et al. 2018) on reals, R2 on
+    fakes detached from G (R3GAN uses both). ``logits`` must come from ``images``, which require grad.
+    Compute it in float32: under a float16 autocast the squared input gradients overflow or underflow.
     """
     (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
@@ -120,8 +106,8 @@ def get_losses(
 
 
 def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes
-    (sign accuracy means the same for every loss)."""
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy (the same for every
+    loss) on reals and fakes."""
     return {
         "train/d_real": torch.sigmoid(real_logits).mean(),
         "train/d_fake": torch.sigmoid(fake_logits).mean(),
@@ -130,20 +116,157 @@ def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str,
     }
 
 
-def _identity(tensor: Tensor) -> Tensor:
-    return tensor
+# -------------------------------------------------- augmentation of what D sees: DiffAugment and ADA
+# DiffAugment (Zhao et al. 2020): D is shown augmented reals *and* augmented fakes, and G is trained
+# through the same augmentation, so D cannot memorise the training images and G is not pushed to
+# reproduce the augmentations. Each op is differentiable tensor arithmetic with random parameters per
+# image. A policy is comma-separated names from AUGMENTATIONS ("color,translation,cutout"; "" for none).
+#
+# Its strength, ADA (StyleGAN2-ADA, Karras et al. 2020): with `ada_target` set, each op applies to each
+# image with probability p (otherwise p = 1). p starts at 0; every INTERVAL D updates it moves by
+# sign(r_t - target) * N / (ada_kimg * 1000) (N: those updates' real images, all processes'), clamped
+# to [0, 1]. r_t is ADA's E[sign(D(aug(real)))] for the absolute losses; a relativistic D's scores have
+# no zero, so for `rpgan` it is E[sign(D(aug(real)) - D(aug(fake)))] on the loss's pairs. Both are 0
+# for a D that cannot tell and 1 for one that memorised the reals (ADA's target: 0.6). The signs are
+# summed on the device and the images counted on the host (no host sync per step), all-reduced once per
+# interval (p is the same on every rank); the state, partial sums included, goes into checkpoints.
+
+
+def _uniform(x: Tensor, low: float, high: float) -> Tensor:
+    """One value per image, shaped to broadcast over ``(N, C, H, W)``."""
+    return torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(low, high)
+
+
+def color(x: Tensor) -> Tensor:
+    """Random brightness (+U(-0.5, 0.5)), saturation (x U(0, 2)) and contrast (x U(0.5, 1.5))."""
+    x = x + _uniform(x, -0.5, 0.5)
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray) * _uniform(x, 0.0, 2.0) + gray
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * _uniform(x, 0.5, 1.5) + mean
+
+
+def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
+    """Shift each image by up to ``ratio`` of its size in each direction, filling with zeros."""
+    n, _, h, w = x.shape
+    max_y, max_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    shift_y = torch.randint(-max_y, max_y + 1, (n, 1, 1), device=x.device)
+    shift_x = torch.randint(-max_x, max_x + 1, (n, 1, 1), device=x.device)
+    # Index a zero-padded copy: source row y + shift (+1 for the pad), clamped onto the zero border.
+    rows = (torch.arange(h, device=x.device)[None, :, None] + shift_y + 1).clamp(0, h + 1)  # (N, H, 1)
+    cols = (torch.arange(w, device=x.device)[None, None, :] + shift_x + 1).clamp(0, w + 1)  # (N, 1, W)
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (N, H+2, W+2, C)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, rows, cols].permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
+    """Zero one square of ``ratio`` times the image size per image, at a random position."""
+    n, _, h, w = x.shape
+    size_y, size_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    top = torch.randint(0, h - size_y + 1, (n, 1, 1), device=x.device)
+    left = torch.randint(0, w - size_x + 1, (n, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + size_y) & (xs >= left) & (xs < left + size_x)  # (N, H, W)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+AUGMENTATIONS = {"color": color, "translation": translation, "cutout": cutout}
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """``"color, translation"`` -> ``("color", "translation")``; unknown names raise ``ValueError``."""
+    names = tuple(name.strip() for name in policy.split(",") if name.strip())
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"`augment` policy {policy!r}: unknown {unknown}; use comma-separated names from "
+            f"{sorted(AUGMENTATIONS)}, e.g. 'translation' or 'color,translation,cutout', or '' for none"
+        )
+    return names
+
+
+def diff_augment(x: Tensor, policy: tuple[str, ...] | str, p: float = 1.0) -> Tensor:
+    """Apply the augmentations of ``policy`` in order, each to each image with probability ``p``
+    (adaptive augmentation, :class:`AdaptiveStrength`); the identity for an empty policy or ``p = 0``."""
+    names = parse_policy(policy) if isinstance(policy, str) else policy
+    if p <= 0:
+        return x
+    for name in names:
+        augmented = AUGMENTATIONS[name](x)
+        if p < 1:
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+            augmented = torch.where(chosen, augmented, x)
+        x = augmented
+    return x
+
+
+INTERVAL = 4  # D updates between adjustments (ADA's ada_interval)
+
+
+class AdaptiveStrength:
+    """``p``, the probability of each augmentation, fixed at 1 or driven toward ``target``."""
+
+    def __init__(self, target: float | None, kimg: float = 500.0) -> None:
+        self.target, self.kimg = target, kimg
+        self.p = 1.0 if target is None else 0.0
+        self.r_t: float | None = None
+        self.signs: Tensor | None = None  # () float32 on the device: this interval's sum of signs
+        self.count = 0.0  # this interval's images (their weights), on the host
+        self.steps = 0  # D updates observed in this interval
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target is not None
+
+    def observe(self, signal: Tensor, weight: float = 1.0) -> None:
+        """Count one D update's ``signal`` ``(B,)``; ``weight`` 0 (a stand-in batch) counts no image."""
+        if not self.adaptive:
+            return
+        signs = torch.sign(signal.detach().float()).sum() * weight
+        self.signs = signs if self.signs is None else self.signs + signs
+        self.count += signal.shape[0] * weight
+        self.steps += 1
+
+    def update(self, all_reduce_sum: Callable[[Tensor], Tensor]) -> bool:
+        """At the end of an interval: ``r_t`` over every process (``all_reduce_sum``, which every process
+        calls at the same D update) and ``p`` adjusted; whether it did."""
+        if self.target is None or self.steps < INTERVAL or self.signs is None:
+            return False
+        sums = torch.stack([self.signs, self.signs.new_tensor(self.count)])  # one collective for both
+        signs, count = all_reduce_sum(sums).tolist()
+        self.signs, self.count, self.steps = None, 0.0, 0
+        if count <= 0:
+            return False
+        self.r_t = signs / count
+        direction = math.copysign(1.0, self.r_t - self.target) if self.r_t != self.target else 0.0
+        self.p = min(max(self.p + direction * count / (self.kimg * 1000.0), 0.0), 1.0)
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        """``train/aug_p`` and (after the first interval) ``train/r_t``; nothing at a fixed strength."""
+        if not self.adaptive:
+            return {}
+        return {"train/aug_p": self.p} | ({} if self.r_t is None else {"train/r_t": self.r_t})
+
+    def state_dict(self) -> dict[str, Any]:
+        sums = None if self.signs is None else [float(self.signs), self.count]  # [signs, images]
+        return {"p": self.p, "r_t": self.r_t, "sums": sums, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.p, self.r_t, self.steps = state["p"], state["r_t"], state["steps"]
+        signs, self.count = state["sums"] or (None, 0.0)
+        self.signs = None if signs is None else torch.tensor(signs, dtype=torch.float32, device=device)
 
 
 class GANObjective:
-    """FaceGAN's objective for any pair of networks: D's loss with lazy R1/R2, the adaptive
-    augmentation's feed, and G's loss, each given D (and G's images) explicitly.
+    """FaceGAN's objective for any pair of networks (the arguments are :class:`~facegan.FaceGAN`'s).
 
-    ``D`` is whatever scores images: ``(B, 3, S, S) -> (B,)`` logits (FaceGAN passes its compiled
-    forward when ``compile=True``); :meth:`regularization` takes the eager network, since compiled
-    graphs do not support R1's double backward. D sees every image (reals, fakes and the fakes G is
-    trained through) through the DiffAugment policy ``augment`` at the strength ``ada.p``: 1, or
-    adapted toward ``ada_target`` (:class:`~facegan.training.augment.AdaptiveStrength`). The arguments are
-    :class:`~facegan.FaceGAN`'s of the same names.
+    ``D`` is whatever scores images ``(B, 3, S, S) -> (B,)`` logits (FaceGAN passes its compiled forward
+    when ``compile=True``); :meth:`regularization` takes the eager network, since compiled graphs do
+    not support R1's double backward. D sees every image (reals, fakes and the fakes G is trained
+    through) through the policy ``augment`` at strength ``ada.p``.
 
     Example:
         >>> D = lambda images: images.mean(dim=(1, 2, 3))  # a stand-in D: (B, 3, S, S) -> (B,)
@@ -181,8 +304,8 @@ class GANObjective:
     def discriminator_loss(
         self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, real_logits, fake_logits)``: D's loss for calling ``real`` real and ``fake`` fake
-        (give ``fake`` detached: this loss trains D only); the logits are ``(B,)`` each."""
+        """``(loss, real_logits, fake_logits)``: D's loss on ``real`` and ``fake`` (detached: it trains D
+        only); logits ``(B,)``."""
         real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
         return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
 
@@ -215,12 +338,11 @@ class GANObjective:
         real_logits: Tensor,
         fake_logits: Tensor,
         weight: float = 1.0,
-        all_reduce_sum: Callable[[Tensor], Tensor] = _identity,
+        all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
     ) -> dict[str, Any]:
-        """After a D update: feed the adaptive strength its overfitting signal (``D(real)``, or
-        ``D(real) - D(fake)`` for the relativistic loss; ``weight`` 0 counts no image) and, once per
-        interval, adjust ``p`` with the sums of every process (``all_reduce_sum``: the identity in
-        one process); what to log."""
+        """After a D update: feed ADA its signal (``D(real)``; ``D(real) - D(fake)`` for ``rpgan``;
+        ``weight`` 0 counts no image), once per interval adjust ``p`` with the sums over the processes
+        (``all_reduce_sum``); what to log."""
         if not self.ada.adaptive:
             return {}
         self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)

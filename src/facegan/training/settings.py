@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from facegan.nets import SPECTRAL_NORM_DEFAULT, NetworkConfig, build_discriminator, build_generator
+from facegan.nets import FAMILIES, NetworkConfig, build_discriminator, build_generator
 from facegan.nets.custom import build_from_record, check_pair, net_record
 
 DEFAULT_LATENT_DIM = 128  # the registry's generators' latent size when `latent_dim` is left unset
@@ -23,28 +23,26 @@ def check_settings(hp: Mapping[str, Any]) -> None:
             "FaceGAN: `g_channels`/`d_channels` set the dcgan widths; the 'keras' architecture has "
             "fixed widths, so leave them unset (null)"
         )
-    if hp["n_disc_steps"] < 1:
-        raise ValueError(f"FaceGAN: `n_disc_steps` must be an integer >= 1, but got {hp['n_disc_steps']}")
-    if hp["label_noise"] < 0:
-        raise ValueError(f"FaceGAN: `label_noise` must be >= 0, but got {hp['label_noise']}")
-    if hp["num_samples"] < 1:
-        raise ValueError(f"FaceGAN: `num_samples` must be >= 1, but got {hp['num_samples']}")
     if hp["blocks_per_stage"] is not None and (hp["arch"] != "r3gan" or hp["blocks_per_stage"] < 1):
         raise ValueError(
             f"FaceGAN: `blocks_per_stage` applies to arch='r3gan' only (an integer >= 1); got "
             f"{hp['blocks_per_stage']} with arch={hp['arch']!r}"
         )
-    if hp["r2_gamma"] < 0:
-        raise ValueError(f"FaceGAN: `r2_gamma` must be >= 0, but got {hp['r2_gamma']}")
     if hp["r1_gamma"] < 0 or hp["r1_every"] < 1:
         raise ValueError(
             f"FaceGAN: `r1_gamma` must be >= 0 and `r1_every` an integer >= 1, but got "
             f"r1_gamma={hp['r1_gamma']}, r1_every={hp['r1_every']}"
         )
-    if hp["ema_kimg"] is not None and hp["ema_kimg"] <= 0:
-        raise ValueError(f"FaceGAN: `ema_kimg` must be > 0 or null (no EMA), but got {hp['ema_kimg']}")
-    if hp["ema_rampup"] is not None and hp["ema_rampup"] <= 0:
-        raise ValueError(f"FaceGAN: `ema_rampup` must be > 0 or null, but got {hp['ema_rampup']}")
+    for name, rule, ok in (
+        ("n_disc_steps", "an integer >= 1", hp["n_disc_steps"] >= 1),
+        ("label_noise", ">= 0", hp["label_noise"] >= 0),
+        ("num_samples", ">= 1", hp["num_samples"] >= 1),
+        ("r2_gamma", ">= 0", hp["r2_gamma"] >= 0),
+        ("ema_kimg", "> 0 or null (no EMA)", hp["ema_kimg"] is None or hp["ema_kimg"] > 0),
+        ("ema_rampup", "> 0 or null", hp["ema_rampup"] is None or hp["ema_rampup"] > 0),
+    ):
+        if not ok:
+            raise ValueError(f"FaceGAN: `{name}` must be {rule}, but got {hp[name]}")
     if hp["ada_target"] is not None and not (0 < hp["ada_target"] < 1 and hp["ada_kimg"] > 0):
         raise ValueError(
             f"FaceGAN: `ada_target` must be in (0, 1) (ADA: 0.6) or null, and `ada_kimg` > 0; got "
@@ -62,12 +60,10 @@ def check_settings(hp: Mapping[str, Any]) -> None:
 def networks(
     hp: Mapping[str, Any], given: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
-    """FaceGAN's ``(generator, discriminator)``: each the one ``given`` (an ``nn.Module`` or its record,
-    see :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig` of those built from
-    ``arch`` (``None`` when none is); and the hparams that record them: ``latent_dim`` (the given
-    generator's ``latent_dim`` attribute; else the argument, 128 when unset), ``generator`` and
-    ``discriminator`` (their records, ``None`` for ``arch``'s).
-    """
+    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (an
+    ``nn.Module`` or its record, :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig`
+    of ``arch``'s (``None`` when none is built); the hparams that record them: ``latent_dim`` (a given
+    generator's; else the argument, 128 when unset) and the ``generator``/``discriminator`` records."""
     nets = {
         role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
         for role, net in given.items()
@@ -110,8 +106,10 @@ def networks(
 def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
     """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths: the papers', 64;
     R3GAN's 768)."""
-    arch = hp["arch"]
+    arch, spectral_norm = hp["arch"], hp["spectral_norm"]
     width = 768 if arch == "r3gan" else 64
+    if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
+        spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
     return NetworkConfig(
         arch=arch,
         image_size=hp["image_size"],
@@ -119,9 +117,7 @@ def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
         g_channels=width if hp["g_channels"] is None else hp["g_channels"],
         d_channels=width if hp["d_channels"] is None else hp["d_channels"],
         blocks_per_stage=hp["blocks_per_stage"] or 2,
-        spectral_norm=SPECTRAL_NORM_DEFAULT.get(arch, False)
-        if hp["spectral_norm"] is None
-        else hp["spectral_norm"],
+        spectral_norm=spectral_norm,
     )
 
 
