@@ -14,8 +14,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from facegan.callbacks.kimg import KimgSchedule, images_seen
 from facegan.io.runs import epoch_end_step, logger_step
-from facegan.metrics.fid import FID, SUBSET_SIZE, SUBSETS, fixed_latents, generated
-from facegan.metrics.real_images import ValueRange, check_value_range, resolve_real
+from facegan.metrics.fid import (
+    FID,
+    SUBSET_SIZE,
+    SUBSETS,
+    ValueRange,
+    check_value_range,
+    fixed_latents,
+    generated,
+    resolve_real,
+)
 from facegan.training.distributed import random_streams_kept
 
 log = logging.getLogger(__name__)
