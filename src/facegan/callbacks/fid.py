@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from facegan.callbacks.kimg import KimgSchedule, images_seen
-from facegan.io.runs import epoch_end_step, logger_step
+from facegan.io.runs import last_batch_step
 from facegan.metrics.fid import (
     FID,
     SUBSET_SIZE,
@@ -38,31 +38,23 @@ NO_REAL = (
 class FIDMonitor(L.Callback):
     """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
-    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too):
-    torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
-    resize, network in float32, statistics in float64) fed with uint8 images. Generated images come
-    from ``pl_module.sample(z=...)`` (or a given ``generator``) on fixed latents. Real images come from
-    ``real``: by default the trainer's data module (facegan's, or any other through its
-    ``<split>_dataloader()``), or a data module, ``DataLoader``, folder / zip of images or statistics
-    file given here. Their statistics are computed once and cached on disk under a key of the data
-    (facegan's fingerprint of the files, else a hash of the pixels used), the count and the feature
-    extractor, so later evaluations, runs and resumes only pay for the generated half.
-
-    Example (any Lightning project)::
+    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too): images
+    of ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
+    trainer's data module), whose statistics are cached, so later evaluations, runs and resumes only
+    pay for the generated half. Example (any Lightning project)::
 
         fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
         trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
     Every evaluation, whatever triggered it (``every_n_epochs``, ``every_n_kimg``, the fit's end), is
-    logged one way: to each logger at the step of the latest training batch (the step Lightning logs
-    that batch's and that epoch's own metrics at), together with ``train/kimg``, and into
-    ``trainer.callback_metrics``, so ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees it when it
-    saves at train epoch end (its default with no validation or one validation per epoch; else give it
-    ``save_on_train_epoch_end=True``). With ``every_n_epochs=N``, such a checkpoint needs
-    ``every_n_epochs`` N (or a multiple): one that would check on epochs without FID is refused at
-    setup, before training (Lightning would raise at the first such epoch). Under DDP each rank
-    generates its share of the latents, every rank calls ``compute()`` (it all-reduces) and holds the
-    same FID and KID (rank 0's, broadcast); rank 0's loggers write them.
+    logged one way: with ``train/kimg`` to each logger (rank 0's) at the step of the latest training
+    batch (where Lightning logs that batch's and that epoch's own metrics), and into
+    ``trainer.callback_metrics``, where ``ModelCheckpoint(monitor="val/fid")`` sees it when it saves
+    at train epoch end (its default with at most one validation per epoch; else give it
+    ``save_on_train_epoch_end=True``). Such a checkpoint must check on epochs with FID (its
+    ``every_n_epochs`` a multiple of this one's): one that would not is refused at setup (Lightning
+    would raise mid-run). Under DDP each rank evaluates its share of the latents and all hold the same
+    FID and KID.
 
     Args:
         num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
@@ -280,28 +272,21 @@ class FIDMonitor(L.Callback):
         return self.history[-1] if self.history and self.history[-1]["step"] == step else None
 
     @staticmethod
-    def _log(trainer: L.Trainer, entry: dict[str, Any], in_batch: bool = False) -> None:
-        """The one way every evaluation is logged, whatever triggered it.
+    def _log(trainer: L.Trainer, entry: dict[str, Any]) -> None:
+        """The one way every evaluation is logged, whatever triggered it (see the class docstring).
 
-        FID, KID (if measured), the seconds it took and, in the same row so dashboards can plot them
-        against it, the images seen (``train/kimg``) go to each logger (global rank 0's write) at the
-        step of the latest training batch: in ``on_train_batch_end`` that batch's, after the batch loop
-        the last batch's (where Lightning logs epoch-end metrics). They also go into
-        ``trainer.callback_metrics`` (what ``ModelCheckpoint`` and ``EarlyStopping`` monitor) and the
-        progress bar, on every rank (FID and KID are the same on all). ``pl_module.log`` cannot serve
-        all three triggers: Lightning refuses it in ``on_train_end`` and writes batch-end values to the
-        loggers only every ``log_every_n_steps``.
+        ``pl_module.log`` cannot serve all three triggers: Lightning refuses it in ``on_train_end`` and
+        writes batch-end values to the loggers only every ``log_every_n_steps``.
         """
         metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
         if entry.get("kid") is not None:
             metrics.update({"val/kid": entry["kid"], "val/kid_std": entry["kid_std"]})
         if entry.get("kimg") is not None:
             metrics["train/kimg"] = entry["kimg"]
-        step = logger_step(trainer) if in_batch else epoch_end_step(trainer)
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         trainer.progress_bar_metrics["val/fid"] = entry["fid"]
-        for logger in trainer.loggers:
-            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=step)
+        for logger in trainer.loggers:  # global rank 0's write
+            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=max(0, last_batch_step(trainer)))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
@@ -311,7 +296,7 @@ class FIDMonitor(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
-            self._log(trainer, self.evaluate(trainer, pl_module), in_batch=True)
+            self._log(trainer, self.evaluate(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import lightning as L
 
-from facegan.callbacks.kimg import images_seen, start_images
+from facegan.callbacks.kimg import images_seen
 from facegan.io.runs import logger_step
 
 
@@ -56,7 +56,7 @@ class ProgressMonitor(L.Callback):
                 f"ProgressMonitor: `optimizer_names` {self.optimizer_names!r} names "
                 f"{len(self.optimizer_names)} optimizers, but the module has {count}; give one name each"
             )
-        self._counted, self._seconds = start_images(pl_module, "ProgressMonitor"), 0.0
+        self._counted, self._seconds = images_seen(pl_module, "ProgressMonitor"), 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark = perf_counter()  # the epoch's first batch, loading included, counts from here

@@ -12,27 +12,12 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from facegan.callbacks.kimg import KimgSchedule, images_seen, start_images
+from facegan.callbacks.kimg import KimgSchedule, images_seen
 from facegan.images import grid_image
-from facegan.io.runs import epoch_end_step, logger_step, run_dir
-from facegan.training.distributed import random_streams_kept
+from facegan.io.runs import last_batch_step, run_dir
+from facegan.training.distributed import gather_rows, random_streams_kept, share
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
-    """``pl_module.sample(z=z)`` with the work split over the processes; all of it on every process."""
-    world, sample = trainer.world_size, cast(Any, pl_module).sample
-    if world < 2:
-        return sample(z=z)
-    shares = torch.tensor_split(z, world)
-    mine = sample(z=shares[trainer.global_rank])
-    longest = max(len(share) for share in shares)
-    padded = mine.new_zeros((longest, *mine.shape[1:]))
-    padded[: len(mine)] = mine
-    gathered = trainer.strategy.all_gather(padded)  # (world, longest, 3, S, S)
-    return torch.cat([gathered[rank, : len(share)] for rank, share in enumerate(shares)])
 
 
 def kimg_label(images: int) -> str:
@@ -116,13 +101,13 @@ class SampleGridMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
-            self.schedule.start(start_images(pl_module, "SampleGridMonitor(every_n_kimg=...)"))
+            self.schedule.start(images_seen(pl_module, "SampleGridMonitor(every_n_kimg=...)"))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
-            self.write_grid(trainer, pl_module, step=logger_step(trainer))
+            self.write_grid(trainer, pl_module)
             self.kimg_grid_at = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -132,16 +117,14 @@ class SampleGridMonitor(L.Callback):
             self.write_grid(trainer, pl_module)
 
     @torch.no_grad()
-    def write_grid(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int | None = None
-    ) -> Path | None:
-        """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere).
+    def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        """Sample, save and log one grid at the latest batch's step; its path on rank 0 (else ``None``).
 
-        ``step`` is the logger step; ``None`` -> the step of the epoch's metrics (its last batch's).
+        Under DDP each process samples its share of the latents and every process gathers them.
         """
         module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
         with random_streams_kept():  # a module's sample() may draw; the training's streams stay as they were
-            images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
+            images = gather_rows(module.sample(z=share(module.sample_z[: self.num_images])))
         if not trainer.is_global_zero:
             return None
         # One uint8 picture for the PNG and every logger: W&B casts float images to uint8 without
@@ -154,7 +137,7 @@ class SampleGridMonitor(L.Callback):
         path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
         grid.save(path)
         caption = f"epoch {epoch}, {kimg} kimg"
-        step = epoch_end_step(trainer) if step is None else step
+        step = max(0, last_batch_step(trainer))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=self.key, images=[pixels], caption=[caption], step=step)
