@@ -57,23 +57,22 @@ class FIDMonitor(L.Callback):
     FID and KID.
 
     Args:
-        num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
-            suits CPUs, where Inception runs at about 4.5 images/s on 2 cores.
-        num_real: real images (evenly spaced over the split) behind the statistics; ``None`` -> the
-            whole split, at most :attr:`REAL_CAP` (10,000). Paid once, then read from the cache.
-        every_n_epochs: evaluate after every N-th training epoch; 0 disables epoch evaluations.
+        num_fake: generated images per evaluation (10,000 is usual on a GPU; Inception runs at about
+            4.5 images/s on 2 CPU cores).
+        num_real: real images (evenly spaced) behind the statistics; ``None`` -> the whole split, at
+            most :attr:`REAL_CAP`. Paid once, then read from the cache.
+        every_n_epochs: evaluate after every N-th training epoch; 0: never at epoch ends.
         every_n_kimg: also evaluate whenever ``pl_module.images_seen`` passes a multiple of this many
-            thousand images; ``None`` disables it.
+            thousand images.
         at_fit_end: evaluate when training ends, unless already done at that step.
         split: data module split of the real images (``"train"``, ``"val"`` or ``"test"``).
-        real: the real images. ``None``: the trainer's data module. A data module (facegan's or any:
-            its ``<split>_dataloader()``, read in order: ``num_real`` evenly spaced images, shuffling undone),
-            a ``DataLoader`` or any iterable of batches (tensors or ``(images, ...)`` tuples), a folder,
-            zip or CelebA folder of image files (cropped to a square, resized to ``image_size``), or a
-            statistics file: ``.npz`` with ``mu``/``sigma`` (pytorch-fid's format) or a cache ``.pt``.
-        real_range: value range of a loader's images: ``[low, high]`` for floats (``[-1, 1]``,
-            ``[0, 1]``) or ``"uint8"``; every batch is checked against it. facegan's data module and
-            image files need none.
+        real: ``None`` (the trainer's data module), a data module (facegan's, or any: its
+            ``<split>_dataloader()``, read in order, shuffling undone), a ``DataLoader`` or iterable of
+            batches (tensors or ``(images, ...)`` tuples), a folder, zip or CelebA folder of images
+            (cropped to a square, resized to ``image_size``), or statistics: pytorch-fid's ``.npz``
+            (``mu``/``sigma``) or a cache ``.pt``.
+        real_range: value range of a loader's images, checked on every batch: ``[low, high]`` for floats
+            or ``"uint8"`` (facegan's data module and image files need none).
         generator: a callable ``z -> images`` to measure instead of ``pl_module.sample(z=z)``.
         latent_dim: size of the latents; ``None`` -> ``pl_module.hparams.latent_dim``.
         fake_range: value range of the generated images (``[-1, 1]`` is facegan's); clamped to it.
@@ -82,14 +81,12 @@ class FIDMonitor(L.Callback):
         kid: also compute KID (unbiased, unlike FID at a few thousand images) from the same features;
             the real images' features are cached with their statistics (8 KB per image).
         kid_subsets: KID's random subsets; ``kid_subset_size``: images per subset, capped at the
-            counts (torch-fidelity's 100 x 1000; with fewer images every subset is the whole set).
+            counts (torch-fidelity's 100 x 1000).
         batch_size: images per generator / Inception batch.
         seed: seed of the fixed latents, identical across evaluations, runs and resumes.
         weights_path: the Inception weights file ``weights-inception-2015-12-05-6726825d.pth``;
-            ``None`` -> ``$FACEGAN_FID_WEIGHTS``, then ``$TORCH_HOME/hub/checkpoints/`` (where
-            torchmetrics downloads it when online).
-        cache_dir: folder of the real-statistics cache; ``None`` -> ``$FACEGAN_CACHE/fid``, else
-            ``~/.cache/facegan/fid``.
+            ``None`` -> ``$FACEGAN_FID_WEIGHTS``, then ``$TORCH_HOME/hub/checkpoints/``.
+        cache_dir: real-statistics cache; ``None`` -> ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``.
     """
 
     REAL_CAP = 10_000
@@ -188,8 +185,6 @@ class FIDMonitor(L.Callback):
         trainer.strategy.barrier("FIDMonitor.setup")
 
     def _refuse_checkpoints_without_fid(self, trainer: L.Trainer) -> None:
-        """Refuse a ``ModelCheckpoint(monitor="val/fid")`` that checks on epochs without FID (Lightning
-        raises there, mid-run): its ``every_n_epochs`` must be a multiple of this monitor's."""
         every_n_epochs = self.every_n_epochs
         for checkpoint in trainer.checkpoint_callbacks:
             if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor not in EPOCH_KEYS:
@@ -206,7 +201,6 @@ class FIDMonitor(L.Callback):
                 )
 
     def _prepare_real(self, datamodule: Any, pl_module: L.LightningModule) -> None:
-        """Put the real statistics into the engine: from a statistics file, the cache, or computed."""
         assert self.fid is not None
         start = time.perf_counter()
         try:
@@ -237,16 +231,13 @@ class FIDMonitor(L.Callback):
         return int(size)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        """Compute the FID now (call it on every rank), append it to :attr:`history` and return that.
-
-        The training's random streams are left as they were (a user's ``generator`` may draw).
-        """
+        """Compute the FID now (on every rank), append it to :attr:`history` and return that entry."""
         if self.fid is None or self.latents is None:
             raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
         device = pl_module.device
         self.fid.to(device)
         generator = self.generator or (lambda z: cast(Any, pl_module).sample(z=z))
-        with random_streams_kept():
+        with random_streams_kept():  # a user's generator may draw from them
             scores = self.fid(
                 generated(lambda z: generator(z.to(device)), self.latents, self.batch_size, self.fake_range)
             )

@@ -20,10 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class KimgSchedule:
-    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (with
-    ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again; with
-    ``first_kimg``: also when it passes ``first_kimg`` thousand, an early point before the first
-    multiple).
+    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (``once``:
+    reaches it, and never again; ``first_kimg``: also an early point before the first multiple).
 
     Fed the module's count after every batch: FaceGAN's is a Python int (no device sync) and the same
     on every process, so under DDP every rank takes the same (collective) decisions.
@@ -106,14 +104,10 @@ class KimgBudget(L.Callback):
 
 
 class KimgCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that can also save every ``every_n_kimg`` thousand images.
-
-    At each multiple it saves as at an epoch end (its ``filename``, ``save_top_k``, ``save_last``);
-    with a ``monitor`` only ``last.ckpt`` is written there, since the monitored value (e.g.
-    ``val/fid``) is measured on its own schedule. Every other argument is ``ModelCheckpoint``'s.
-
-    ``{step}`` in ``filename`` is the step of the last trained batch's metrics (``metrics.csv``'s
-    ``step``, W&B's), not ``global_step``, which counts two optimizer steps per batch.
+    """Lightning's ``ModelCheckpoint`` that also saves every ``every_n_kimg`` thousand images, as at an
+    epoch end (with a ``monitor`` only ``last.ckpt``: the monitored value, e.g. ``val/fid``, is measured
+    on its own schedule). ``{step}`` in ``filename`` is the step of the last batch's metrics
+    (``metrics.csv``'s, W&B's), not ``global_step``, which counts two optimizer steps per batch.
     """
 
     def __init__(self, *args: Any, every_n_kimg: float | None = None, **kwargs: Any) -> None:

@@ -21,36 +21,25 @@ log = logging.getLogger(__name__)
 
 
 def kimg_label(images: int) -> str:
-    """Images seen as exact thousands with at least one decimal, for file names and captions.
-
-    Two grids of one epoch get two names however close together they are (a rounded ``0.1`` would
-    name grids at 120 and 140 images alike, the second replacing the first).
-
-    Example:
-        >>> [kimg_label(n) for n in (0, 120, 1000, 385536)]
-        ['0.0', '0.12', '1.0', '385.536']
-    """
+    """Images seen as exact thousands (``120`` -> ``"0.12"``, ``1000`` -> ``"1.0"``), for file names and
+    captions: two grids get two names however close together (a rounded ``0.1`` would name grids at
+    120 and 140 images alike, the second replacing the first)."""
     whole, rest = divmod(int(images), 1000)
     return f"{whole}.{f'{rest:03d}'.rstrip('0') or '0'}"
 
 
 class SampleGridMonitor(L.Callback):
-    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
-    (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images, and
-    ``first_kimg`` thousand images (see :class:`~facegan.callbacks.kimg.KimgSchedule`).
-
-    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to
-    every logger that takes images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images
-    seen) and ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
-    latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
+    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and,
+    if set, every ``every_n_kimg`` thousand images (and once at ``first_kimg``), to
+    ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to ``WandbLogger`` (captioned) and
+    ``TensorBoardLogger``. Under DDP the processes share the sampling; global rank 0 writes and logs.
 
     Args:
         every_n_epochs: epochs between grids (a grid is also written after the last epoch); 0: none
             at epoch ends.
         every_n_kimg: also a grid every this many thousand images (as papers schedule snapshots).
-        first_kimg: also a grid once this many thousand images were seen, before the first
-            ``every_n_kimg`` point: a first picture within seconds of a fit's start; needs
-            ``every_n_kimg``.
+        first_kimg: also a grid at this many thousand images, before the first ``every_n_kimg``
+            point: a first picture within seconds of a fit's start; needs ``every_n_kimg``.
         num_images: images in the grid, at most the module's ``num_samples`` fixed latents.
         nrow: images per grid row; ``None`` -> a square-ish grid.
         key: name of the image in the loggers.

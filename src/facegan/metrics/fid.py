@@ -64,15 +64,10 @@ FAKE_SLACK = 0.5  # generated ones by this share (clamped): beyond it the declar
 class FID:
     """FID and KID of generated images against real statistics set once.
 
-    Args:
-        metric: a ``FrechetInceptionDistance`` with ``reset_real_features=False`` and uint8 input
-            (:meth:`load` builds the standard one; any ``feature=`` module works, e.g. a small stand-in).
-        extractor: what computed the features (part of the cache key; :func:`build_fid_metric`).
-        kid: also compute KID from the same features; the real images' features are then kept and
-            cached with their statistics (8 KB per image).
-        kid_subsets: KID's random subsets; ``kid_subset_size``: images per subset, capped at the
-            counts (torch-fidelity's 100 x 1000; with fewer images every subset is the whole set).
-        seed: seed of KID's subsets.
+    ``metric``: a ``FrechetInceptionDistance`` with ``reset_real_features=False`` and uint8 input
+    (:meth:`load` builds the standard one; any ``feature=`` module works, e.g. a small stand-in);
+    ``extractor``: what computed its features (part of the cache key). The KID settings are
+    :class:`~facegan.FIDMonitor`'s; ``seed`` draws KID's subsets.
     """
 
     def __init__(
@@ -280,32 +275,19 @@ def one_thread() -> Iterator[None]:
 
 
 def compute_fid(metric: FrechetInceptionDistance) -> float:
-    """``metric.compute()`` (FID of its real and generated halves) on one CPU thread (:func:`one_thread`).
-
-    ``compute()`` all-reduces under DDP: call it on every rank.
-    """
+    """``metric.compute()`` on one CPU thread (:func:`one_thread`); it all-reduces under DDP."""
     with one_thread():
         return float(metric.compute())
 
 
 # --- KID (Bińkowski et al. 2018) from the Inception features FID already computes -----------------------
-# FID is strongly biased by the number of images (with 1-2k generated images it reads far higher than
-# with 50k); KID is an unbiased estimate (the squared MMD under the polynomial kernel (x . y / d + 1)^3),
-# so tables report both. KID needs the features themselves, not only their sums: FeatureTap records what
-# the FID metric's Inception network outputs while it updates. The estimate averages `subsets` random
-# subsets of `subset_size` images of each side, as torchmetrics' KernelInceptionDistance does (same
-# kernel, same estimator; its poly_mmd), with a seeded generator so a result can be repeated.
+# FID is strongly biased by the number of images; KID (the squared MMD under the kernel (x . y / d + 1)^3)
+# is unbiased, so tables report both. It needs the features themselves, not only their sums; its
+# estimate is torchmetrics' KernelInceptionDistance's (poly_mmd over random subsets), seeded.
 
 
 class FeatureTap:
-    """Collects the outputs of ``network`` (the metric's Inception) while it is active.
-
-    Example::
-
-        with FeatureTap(metric.inception) as tap:
-            metric.update(images, real=False)
-        features = tap.features()  # (N, 2048)
-    """
+    """Collects the outputs of ``network`` (the metric's Inception: the features) inside ``with``."""
 
     def __init__(self, network: nn.Module) -> None:
         self.network = network
@@ -361,19 +343,12 @@ def kid(real: Tensor, fake: Tensor, subsets: int = SUBSETS, subset_size: int = S
 
 @dataclass
 class RealImages:
-    """Up to ``count`` images of a source as ``uint8`` batches.
-
-    Attributes:
-        name: the source, for messages.
-        batches: yields ``(B, 3, H, W)`` uint8 batches from the start, each time it is called.
-        count: how many images ``batches`` yields at most (unreadable files skipped excepted).
-        key: identifies the images without reading them (a JSON-able dict); ``None``: hash the pixels.
-    """
+    """Up to ``count`` images of a source (``name``, for messages) as ``uint8`` batches."""
 
     name: str
-    batches: Callable[[], Iterator[Tensor]]
+    batches: Callable[[], Iterator[Tensor]]  # (B, 3, H, W) uint8 batches from the start, at each call
     count: int
-    key: dict[str, Any] | None = None
+    key: dict[str, Any] | None = None  # identifies the images without reading them; None: hash the pixels
 
 
 def spaced_indices(size: int, count: int) -> list[int]:
@@ -578,21 +553,13 @@ class PixelHash:
 
 @dataclass
 class RealStatistics:
-    """Real-image statistics and where they came from.
+    """Real-image statistics and where they came from."""
 
-    Attributes:
-        states: the FID metric's real states ``(features sum, cov sum, count)``.
-        path: the cache file or statistics file that holds them.
-        cached: read (a statistics file, a cache hit) rather than computed now.
-        features: per-image features ``(N, 2048)`` for KID, when kept; ``None`` otherwise.
-        count: images behind them; ``None`` for a pytorch-fid ``.npz``, which does not say.
-    """
-
-    states: list[Tensor]
-    path: Path
-    cached: bool
-    features: Tensor | None
-    count: int | None
+    states: list[Tensor]  # the metric's real states (features sum, cov sum, count)
+    path: Path  # the cache file or statistics file that holds them
+    cached: bool  # read (a statistics file, a cache hit) rather than computed now
+    features: Tensor | None  # per-image features (N, 2048) for KID, when kept
+    count: int | None  # images behind them; None for a pytorch-fid .npz, which does not say
 
 
 def stats_key(
@@ -737,8 +704,7 @@ def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
 
 
 def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> None:
-    """Check a facegan cache file's states (and per-image features, if kept) as
-    :func:`check_statistics` does; ``ValueError`` naming ``path`` and the fault."""
+    """:func:`check_statistics` for a facegan cache file's states, and its per-image features if kept."""
     missing = [name for name in REAL_STATES if not isinstance(stats.get(name), Tensor)]
     if missing:
         raise ValueError(f"{path}: a facegan statistics file without {missing}; compute the statistics again")
@@ -766,13 +732,9 @@ def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) ->
 def check_statistics(
     mu: Tensor, sigma: Tensor, count: float, path: str | Path, num_features: int | None = None
 ) -> None:
-    """Refuse statistics FID cannot use, with a ``ValueError`` naming ``path`` and the fault: a damaged
-    file would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance).
-
-    ``mu`` must be ``(D,)`` and ``sigma`` ``(D, D)`` with ``D == num_features`` (when given: the
-    feature extractor's size, checked before any image is read), both finite, ``sigma`` a covariance
-    matrix (symmetric, no eigenvalue below ``-PSD_TOLERANCE`` x the largest), of ``count >= 2`` images.
-    Costs one symmetric eigenvalue decomposition (0.3 s at D = 2048 on one CPU thread).
+    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault): a damaged file
+    would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance). Checked
+    before any image is read; costs one symmetric eigendecomposition (0.3 s at D = 2048, one thread).
     """
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match "
