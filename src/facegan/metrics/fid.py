@@ -440,9 +440,9 @@ def from_loader(
     return RealImages(name, batches, count)
 
 
-def _loaded(loader: DataLoader, convert: Callable[[Tensor], Tensor] = lambda x: x) -> Iterator[Tensor]:
-    """The non-empty batches of ``loader`` (whose collate function leaves unreadable images out)."""
-    for images in loader:
+def _loaded(batches: Iterable[Tensor], convert: Callable[[Tensor], Tensor] = lambda x: x) -> Iterator[Tensor]:
+    """The non-empty ``batches`` (:func:`collate_images` leaves unreadable images out), converted."""
+    for images in batches:
         if len(images):  # B < batch_size if images were skipped
             yield convert(images)
 
@@ -456,9 +456,9 @@ def from_datamodule(
         dataset = datamodule.real_dataset(split)  # (3, S, S) in [-1, 1], never flipped
         count = min(len(dataset), limit)
         chosen = Subset(dataset, spaced_indices(len(dataset), count))
-        loader = DataLoader(chosen, batch_size=batch_size, collate_fn=collate_images)
+        images = DataLoader(chosen, batch_size=batch_size, collate_fn=collate_images)
         key = datamodule.fingerprint(split)
-        return RealImages(f"{name} split {split!r}", lambda: _loaded(loader, to_uint8), count, key)
+        return RealImages(f"{name} split {split!r}", lambda: _loaded(images, to_uint8), count, key)
     method = getattr(datamodule, f"{split}_dataloader", None)
     if method is None:
         raise TypeError(f"{name} has no `{split}_dataloader()` for the real images of split {split!r}")
@@ -491,10 +491,14 @@ def from_files(
         source, spaced_indices(len(source), count), image_size, crop_size, skip_bad_images=skip_bad_images
     )
     key = fingerprint(chosen, kind, "all", image_size, crop_size)
-    loader = DataLoader(  # uint8 as decoded (no float round trip); BadImageError names a file
-        range(count), batch_size, collate_fn=lambda i: collate_images([chosen.load_or_skip(j) for j in i])
-    )
-    return RealImages(str(path), lambda: _loaded(loader), count, key)
+
+    def batches() -> Iterator[Tensor]:  # uint8 as decoded (no float round trip); BadImageError names a file
+        for start in range(0, count, batch_size):
+            yield collate_images(
+                [chosen.load_or_skip(i) for i in range(start, min(start + batch_size, count))]
+            )
+
+    return RealImages(str(path), lambda: _loaded(batches()), count, key)
 
 
 def resolve_real(
