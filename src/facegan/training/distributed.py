@@ -140,13 +140,9 @@ def broadcast_buffers(module: L.LightningModule) -> None:
 
 
 def decorrelate_ranks(rank: int) -> None:
-    """Give each process its own random streams, deterministically from the current (shared) state.
-
-    ``seed_everything`` seeds every DDP process alike, and a resume restores rank 0's states on all
-    of them: every process would then draw the same latents (and augmentations), so the ranks'
-    "different" fake batches would be copies. Draw one number from the shared state, add the rank,
-    and reseed torch (CPU and CUDA), Python and NumPy with it.
-    """
+    """Give each process its own random streams, deterministically from the current (shared) state:
+    ``seed_everything`` seeds every DDP process alike and a resume restores rank 0's states on all,
+    so the ranks' "different" fake batches (and augmentations) would be copies."""
     seed = int(torch.randint(0, 2**62, (1,))) + rank
     torch.manual_seed(seed)
     random.seed(seed)
@@ -155,13 +151,11 @@ def decorrelate_ranks(rank: int) -> None:
 
 # ------------------------------------------------------------------------------- random states
 # Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
-# ``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way. Here
-# every state is a tensor or a plain type.
+# ``torch.load(weights_only=True)`` (facegan's only way) refuses; here every state is a tensor or plain.
 
 
 def rng_states() -> dict[str, Any]:
-    """This process's random states (torch CPU and CUDA, Python, NumPy), loadable with
-    ``weights_only=True``."""
+    """This process's random states (torch CPU and CUDA, Python, NumPy)."""
     np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # (name, keys, pos, ...)
     return {
         "torch": torch.get_rng_state(),
@@ -185,12 +179,9 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 @contextmanager
 def random_streams_kept() -> Iterator[None]:
-    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`).
-
-    Callbacks observe a run and must not change it: building a network (its layers' initialisation),
-    iterating a ``DataLoader`` (its base seed) or a cache miss draw from the global streams, which
-    would make the training depend on whether a metric is attached or its cache was warm.
-    """
+    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`):
+    callbacks that build a network, iterate a ``DataLoader`` or miss a cache draw from them, which
+    would make the training depend on whether a metric is attached or its cache was warm."""
     state = rng_states()
     try:
         yield
