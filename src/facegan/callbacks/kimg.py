@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class KimgSchedule:
     """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (``once``:
-    reaches it, and never again; ``first_kimg``: also an early point before the first multiple).
+    when it first reaches ``every_n_kimg`` thousand, a limit; ``first_kimg``: also an early point).
 
     Fed the module's count after every batch: FaceGAN's is a Python int (no device sync) and the same
     on every process, so under DDP every rank takes the same (collective) decisions.
