@@ -231,7 +231,7 @@ def test_every_n_kimg_follows_the_modules_image_count(monkeypatch):
     monkeypatch.setattr(
         monitor, "evaluate", lambda trainer, module: evaluated.append(monitor.schedule.seen) or {}
     )
-    monkeypatch.setattr(FIDMonitor, "_log", staticmethod(lambda trainer, entry, in_batch=False: None))
+    monkeypatch.setattr(FIDMonitor, "_log", staticmethod(lambda trainer, entry: None))
     trainer = SimpleNamespace(world_size=1)
     module = Module()
     monitor.on_train_start(trainer, module)

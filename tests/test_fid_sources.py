@@ -21,8 +21,17 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from facegan.callbacks import FIDMonitor
 from facegan.metrics import fid as fid_engine
-from facegan.metrics.fid import FID, fake_uint8, read_stats_file, real_statistics, save_npz
-from facegan.metrics.real_images import as_uint8, from_datamodule, from_files, from_loader
+from facegan.metrics.fid import (
+    FID,
+    as_uint8,
+    from_datamodule,
+    from_files,
+    from_loader,
+    generated,
+    read_stats_file,
+    real_statistics,
+    save_npz,
+)
 
 EXTRACTOR = {"feature": "pooled-test"}
 
@@ -84,12 +93,13 @@ def test_a_wrong_range_shape_or_dtype_is_an_error_naming_the_argument(unit_image
     with pytest.raises(ValueError, match=r"list, batch 1: image values span"):  # every batch is checked
         list(later.batches())
     # generated images may overshoot a little (clamped), not by half the range
+    overshoot = torch.full((1, 3, 2, 2), 1.2)
     assert torch.equal(
-        fake_uint8(torch.full((1, 3, 2, 2), 1.2), (-1.0, 1.0)),
-        torch.full((1, 3, 2, 2), 255, dtype=torch.uint8),
+        next(generated(lambda z: overshoot, torch.zeros(1, 1), 1)), torch.full_like(overshoot, 255).byte()
     )
+    far = torch.tensor([0.0, 255.0]).repeat(1, 3, 1, 1).reshape(1, 3, 1, 2)
     with pytest.raises(ValueError, match=r"span \[0, 255\].*`fake_range`=\[-1, 1\]"):
-        fake_uint8(torch.tensor([0.0, 255.0]).repeat(1, 3, 1, 1).reshape(1, 3, 1, 2), (-1.0, 1.0))
+        next(generated(lambda z: far, torch.zeros(1, 1), 1))
 
 
 class UsersData(L.LightningDataModule):

@@ -36,8 +36,8 @@ def test_grids_every_n_kimg_and_not_twice_for_the_epochs_last_batch(tmp_path):
     grids = SampleGridMonitor(every_n_epochs=1, num_images=4, every_n_kimg=0.1)
     written: list[int] = []
     write = grids.write_grid
-    grids.write_grid = lambda trainer, module, step=None: (
-        written.append(int(module.images_seen)) or write(trainer, module, step)
+    grids.write_grid = lambda trainer, module: (
+        written.append(int(module.images_seen)) or write(trainer, module)
     )
     trainer = tiny_trainer(default_root_dir=tmp_path, limit_train_batches=5, callbacks=[grids])
     trainer.fit(gan, tiny_data(batch_size=40, num_procedural=200))

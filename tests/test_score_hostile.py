@@ -15,8 +15,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from facegan.cli.tools import main
 from facegan.metrics import fid as fid_engine
-from facegan.metrics.fid import FID, read_stats_file, real_statistics
-from facegan.metrics.real_images import from_loader
+from facegan.metrics.fid import FID, from_loader, read_stats_file, real_statistics
 from tests.test_fid_sources import EXTRACTOR, Pooled
 from tests.test_score import pngs
 

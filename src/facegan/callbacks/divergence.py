@@ -20,19 +20,15 @@ class TrainingDiverged(RuntimeError):
 
 
 class DivergenceMonitor(L.Callback):
-    """Watch ``train/d_loss``, ``train/g_loss``, ``train/d_acc_real`` and ``train/d_acc_fake`` every
-    ``check_every`` batches.
+    """Every ``check_every`` batches (one host sync each), look for a non-finite ``train/d_loss`` or
+    ``train/g_loss`` (the weights are already damaged) or a collapsed discriminator: over the last
+    ``window`` checks, D's sign accuracy (``train/d_acc_real``, ``train/d_acc_fake``) averages at least
+    ``max_accuracy`` on reals *and* fakes, so G gets no useful gradient and rarely recovers (sign
+    accuracy means the same for every loss; ``sigmoid`` of hinge logits near +-1 never looks confident).
 
-    - A non-finite loss means the weights are already damaged.
-    - A collapsed discriminator: over the last ``window`` checks, D's sign accuracy (real logits > 0,
-      fake logits < 0) averages at least ``max_accuracy`` on reals *and* on fakes: D separates real
-      from fake perfectly, G gets no useful gradient and rarely recovers. Sign accuracy means the same
-      for every loss (``sigmoid`` of hinge logits, which sit near +-1, almost never looks confident).
-
-    ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint;
-    raising (rather than asking the Trainer to stop) means no checkpoint of the damaged state is
-    written over it. ``action="warn"`` logs the same message once per kind and carries on.
-    Reading the metrics costs one host sync per check, hence ``check_every``.
+    ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint
+    (raising, rather than asking the Trainer to stop, writes no checkpoint of the damaged state);
+    ``action="warn"`` logs the same message once per kind and carries on.
     """
 
     def __init__(

@@ -13,9 +13,17 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from facegan.callbacks.kimg import KimgSchedule, images_seen
-from facegan.io.runs import epoch_end_step, logger_step
-from facegan.metrics.fid import FID, SUBSET_SIZE, SUBSETS, fixed_latents, generated
-from facegan.metrics.real_images import ValueRange, check_value_range, resolve_real
+from facegan.io.runs import last_batch_step
+from facegan.metrics.fid import (
+    FID,
+    SUBSET_SIZE,
+    SUBSETS,
+    ValueRange,
+    check_value_range,
+    fixed_latents,
+    generated,
+    resolve_real,
+)
 from facegan.training.distributed import random_streams_kept
 
 log = logging.getLogger(__name__)
@@ -30,50 +38,41 @@ NO_REAL = (
 class FIDMonitor(L.Callback):
     """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
-    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too):
-    torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` (TensorFlow-compatible
-    resize, network in float32, statistics in float64) fed with uint8 images. Generated images come
-    from ``pl_module.sample(z=...)`` (or a given ``generator``) on fixed latents. Real images come from
-    ``real``: by default the trainer's data module (facegan's, or any other through its
-    ``<split>_dataloader()``), or a data module, ``DataLoader``, folder / zip of images or statistics
-    file given here. Their statistics are computed once and cached on disk under a key of the data
-    (facegan's fingerprint of the files, else a hash of the pixels used), the count and the feature
-    extractor, so later evaluations, runs and resumes only pay for the generated half.
-
-    Example (any Lightning project)::
+    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too): images
+    of ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
+    trainer's data module), whose statistics are cached, so later evaluations, runs and resumes only
+    pay for the generated half. Example (any Lightning project)::
 
         fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
         trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
     Every evaluation, whatever triggered it (``every_n_epochs``, ``every_n_kimg``, the fit's end), is
-    logged one way: to each logger at the step of the latest training batch (the step Lightning logs
-    that batch's and that epoch's own metrics at), together with ``train/kimg``, and into
-    ``trainer.callback_metrics``, so ``ModelCheckpoint(monitor="val/fid", mode="min")`` sees it when it
-    saves at train epoch end (its default with no validation or one validation per epoch; else give it
-    ``save_on_train_epoch_end=True``). With ``every_n_epochs=N``, such a checkpoint needs
-    ``every_n_epochs`` N (or a multiple): one that would check on epochs without FID is refused at
-    setup, before training (Lightning would raise at the first such epoch). Under DDP each rank
-    generates its share of the latents, every rank calls ``compute()`` (it all-reduces) and holds the
-    same FID and KID (rank 0's, broadcast); rank 0's loggers write them.
+    logged one way: with ``train/kimg`` to each logger (rank 0's) at the step of the latest training
+    batch (where Lightning logs that batch's and that epoch's own metrics), and into
+    ``trainer.callback_metrics``, where ``ModelCheckpoint(monitor="val/fid")`` sees it when it saves
+    at train epoch end (its default with at most one validation per epoch; else give it
+    ``save_on_train_epoch_end=True``). Such a checkpoint must check on epochs with FID (its
+    ``every_n_epochs`` a multiple of this one's): one that would not is refused at setup (Lightning
+    would raise mid-run). Under DDP each rank evaluates its share of the latents and all hold the same
+    FID and KID.
 
     Args:
-        num_fake: generated images per evaluation. 10,000 is the usual figure on a GPU; the default
-            suits CPUs, where Inception runs at about 4.5 images/s on 2 cores.
-        num_real: real images (evenly spaced over the split) behind the statistics; ``None`` -> the
-            whole split, at most :attr:`REAL_CAP` (10,000). Paid once, then read from the cache.
-        every_n_epochs: evaluate after every N-th training epoch; 0 disables epoch evaluations.
+        num_fake: generated images per evaluation (10,000 is usual on a GPU; Inception runs at about
+            4.5 images/s on 2 CPU cores).
+        num_real: real images (evenly spaced) behind the statistics; ``None`` -> the whole split, at
+            most :attr:`REAL_CAP`. Paid once, then read from the cache.
+        every_n_epochs: evaluate after every N-th training epoch; 0: never at epoch ends.
         every_n_kimg: also evaluate whenever ``pl_module.images_seen`` passes a multiple of this many
-            thousand images; ``None`` disables it.
+            thousand images.
         at_fit_end: evaluate when training ends, unless already done at that step.
         split: data module split of the real images (``"train"``, ``"val"`` or ``"test"``).
-        real: the real images. ``None``: the trainer's data module. A data module (facegan's or any:
-            its ``<split>_dataloader()``, read in order: ``num_real`` evenly spaced images, shuffling undone),
-            a ``DataLoader`` or any iterable of batches (tensors or ``(images, ...)`` tuples), a folder,
-            zip or CelebA folder of image files (cropped to a square, resized to ``image_size``), or a
-            statistics file: ``.npz`` with ``mu``/``sigma`` (pytorch-fid's format) or a cache ``.pt``.
-        real_range: value range of a loader's images: ``[low, high]`` for floats (``[-1, 1]``,
-            ``[0, 1]``) or ``"uint8"``; every batch is checked against it. facegan's data module and
-            image files need none.
+        real: ``None`` (the trainer's data module), a data module (facegan's, or any: its
+            ``<split>_dataloader()``, read in order, shuffling undone), a ``DataLoader`` or iterable of
+            batches (tensors or ``(images, ...)`` tuples), a folder, zip or CelebA folder of images
+            (cropped to a square, resized to ``image_size``), or statistics: pytorch-fid's ``.npz``
+            (``mu``/``sigma``) or a cache ``.pt``.
+        real_range: value range of a loader's images, checked on every batch: ``[low, high]`` for floats
+            or ``"uint8"`` (facegan's data module and image files need none).
         generator: a callable ``z -> images`` to measure instead of ``pl_module.sample(z=z)``.
         latent_dim: size of the latents; ``None`` -> ``pl_module.hparams.latent_dim``.
         fake_range: value range of the generated images (``[-1, 1]`` is facegan's); clamped to it.
@@ -82,14 +81,12 @@ class FIDMonitor(L.Callback):
         kid: also compute KID (unbiased, unlike FID at a few thousand images) from the same features;
             the real images' features are cached with their statistics (8 KB per image).
         kid_subsets: KID's random subsets; ``kid_subset_size``: images per subset, capped at the
-            counts (torch-fidelity's 100 x 1000; with fewer images every subset is the whole set).
+            counts (torch-fidelity's 100 x 1000).
         batch_size: images per generator / Inception batch.
         seed: seed of the fixed latents, identical across evaluations, runs and resumes.
         weights_path: the Inception weights file ``weights-inception-2015-12-05-6726825d.pth``;
-            ``None`` -> ``$FACEGAN_FID_WEIGHTS``, then ``$TORCH_HOME/hub/checkpoints/`` (where
-            torchmetrics downloads it when online).
-        cache_dir: folder of the real-statistics cache; ``None`` -> ``$FACEGAN_CACHE/fid``, else
-            ``~/.cache/facegan/fid``.
+            ``None`` -> ``$FACEGAN_FID_WEIGHTS``, then ``$TORCH_HOME/hub/checkpoints/``.
+        cache_dir: real-statistics cache; ``None`` -> ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``.
     """
 
     REAL_CAP = 10_000
@@ -188,8 +185,6 @@ class FIDMonitor(L.Callback):
         trainer.strategy.barrier("FIDMonitor.setup")
 
     def _refuse_checkpoints_without_fid(self, trainer: L.Trainer) -> None:
-        """Refuse a ``ModelCheckpoint(monitor="val/fid")`` that checks on epochs without FID (Lightning
-        raises there, mid-run): its ``every_n_epochs`` must be a multiple of this monitor's."""
         every_n_epochs = self.every_n_epochs
         for checkpoint in trainer.checkpoint_callbacks:
             if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.monitor not in EPOCH_KEYS:
@@ -206,7 +201,6 @@ class FIDMonitor(L.Callback):
                 )
 
     def _prepare_real(self, datamodule: Any, pl_module: L.LightningModule) -> None:
-        """Put the real statistics into the engine: from a statistics file, the cache, or computed."""
         assert self.fid is not None
         start = time.perf_counter()
         try:
@@ -237,16 +231,13 @@ class FIDMonitor(L.Callback):
         return int(size)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        """Compute the FID now (call it on every rank), append it to :attr:`history` and return that.
-
-        The training's random streams are left as they were (a user's ``generator`` may draw).
-        """
+        """Compute the FID now (on every rank), append it to :attr:`history` and return that entry."""
         if self.fid is None or self.latents is None:
             raise RuntimeError("FIDMonitor.evaluate: call setup(trainer, pl_module, 'fit') first")
         device = pl_module.device
         self.fid.to(device)
         generator = self.generator or (lambda z: cast(Any, pl_module).sample(z=z))
-        with random_streams_kept():
+        with random_streams_kept():  # a user's generator may draw from them
             scores = self.fid(
                 generated(lambda z: generator(z.to(device)), self.latents, self.batch_size, self.fake_range)
             )
@@ -272,28 +263,21 @@ class FIDMonitor(L.Callback):
         return self.history[-1] if self.history and self.history[-1]["step"] == step else None
 
     @staticmethod
-    def _log(trainer: L.Trainer, entry: dict[str, Any], in_batch: bool = False) -> None:
-        """The one way every evaluation is logged, whatever triggered it.
+    def _log(trainer: L.Trainer, entry: dict[str, Any]) -> None:
+        """The one way every evaluation is logged, whatever triggered it (see the class docstring).
 
-        FID, KID (if measured), the seconds it took and, in the same row so dashboards can plot them
-        against it, the images seen (``train/kimg``) go to each logger (global rank 0's write) at the
-        step of the latest training batch: in ``on_train_batch_end`` that batch's, after the batch loop
-        the last batch's (where Lightning logs epoch-end metrics). They also go into
-        ``trainer.callback_metrics`` (what ``ModelCheckpoint`` and ``EarlyStopping`` monitor) and the
-        progress bar, on every rank (FID and KID are the same on all). ``pl_module.log`` cannot serve
-        all three triggers: Lightning refuses it in ``on_train_end`` and writes batch-end values to the
-        loggers only every ``log_every_n_steps``.
+        ``pl_module.log`` cannot serve all three triggers: Lightning refuses it in ``on_train_end`` and
+        writes batch-end values to the loggers only every ``log_every_n_steps``.
         """
         metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
         if entry.get("kid") is not None:
             metrics.update({"val/kid": entry["kid"], "val/kid_std": entry["kid_std"]})
         if entry.get("kimg") is not None:
             metrics["train/kimg"] = entry["kimg"]
-        step = logger_step(trainer) if in_batch else epoch_end_step(trainer)
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         trainer.progress_bar_metrics["val/fid"] = entry["fid"]
-        for logger in trainer.loggers:
-            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=step)
+        for logger in trainer.loggers:  # global rank 0's write
+            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=max(0, last_batch_step(trainer)))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
@@ -303,7 +287,7 @@ class FIDMonitor(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
-            self._log(trainer, self.evaluate(trainer, pl_module), in_batch=True)
+            self._log(trainer, self.evaluate(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -22,19 +22,15 @@ log = logging.getLogger(__name__)
 class CheckpointOnInterrupt(L.Callback):
     """On Ctrl-C (SIGINT) or SIGTERM, save ``last.ckpt`` and exit with the shell's code for the signal.
 
-    Lightning handles SIGTERM at a batch boundary: it notes the signal, finishes the batch, agrees
-    with the other DDP processes (rank 0's flag is broadcast every batch) and raises
-    ``SIGTERMException``. Python's Ctrl-C instead raises ``KeyboardInterrupt`` wherever the program
-    is, e.g. between a D step and its counter or halfway through an EMA update. So during ``fit``
-    this callback turns the first Ctrl-C into that same SIGTERM path. In ``on_exception`` it writes
-    the state to the run's checkpoint folder as ``last.ckpt`` (what ``fit --ckpt_path last``
-    resumes) and sets the exit code of Lightning's ``SIGTERMException`` (a ``SystemExit``, which
-    would exit 0) to 130 after Ctrl-C and 143 after SIGTERM, so scripts and schedulers can tell an
-    interrupted run from a finished one. The stop is said in one line, once the checkpoint is written,
-    with the step of the last batch's row in ``metrics.csv``. A second Ctrl-C stops at once and saves nothing (the step
-    under way is half done); the last checkpoint written before it stays. Mid-epoch, Lightning
-    restarts the interrupted epoch's data from its beginning on resume; checkpoints at epoch ends
-    resume bit-exactly.
+    Lightning handles SIGTERM at a batch boundary (the DDP processes agree, then it raises
+    ``SIGTERMException``), whereas Ctrl-C raises ``KeyboardInterrupt`` anywhere, e.g. between a D
+    step and its counter or halfway through an EMA update: so during ``fit`` the first Ctrl-C is
+    turned into that SIGTERM. ``on_exception`` then writes ``last.ckpt`` to the run's checkpoint
+    folder (what ``--ckpt_path last`` resumes), says so in one line with the step of the last
+    batch's ``metrics.csv`` row, and sets the exit code (a ``SystemExit``, else 0) to 130 after
+    Ctrl-C, 143 after SIGTERM. A second Ctrl-C stops at once and saves nothing (the step under way
+    is half done). Mid-epoch, a resume restarts the epoch's data; epoch-end checkpoints resume
+    bit-exactly.
     """
 
     EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}  # 130, 143
@@ -62,8 +58,7 @@ class CheckpointOnInterrupt(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.ctrl_c = False
-        # Only where Python's own Ctrl-C handler is in place (not in a thread, nor where SIGINT is
-        # ignored, as in background jobs, nor over a handler of the user's).
+        # Only over Python's own Ctrl-C handler (not in a thread, a background job or a user's handler).
         main = threading.current_thread() is threading.main_thread()
         if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._pid = os.getpid()

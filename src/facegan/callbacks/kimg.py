@@ -1,9 +1,7 @@
-"""Training counted in images (StyleGAN's kimg): a budget (``max_kimg``), and checkpoints every N kimg.
-
-Papers give schedules in images ("25M images", "snapshot every 200 kimg"); Lightning counts steps,
-and under manual optimization ``global_step`` counts both players' optimizer steps. These read the
-images the discriminator was shown from the module's own count, ``FaceGAN.images_seen`` (see
-:class:`KimgSchedule`).
+"""Training counted in images (StyleGAN's kimg), as papers schedule it ("25M images", "snapshot every
+200 kimg"): a budget and checkpoints every N kimg. Lightning counts steps (and under manual
+optimization ``global_step`` counts both players' optimizer steps); callbacks read the one count of
+images shown to D, ``FaceGAN.images_seen``, and never count images themselves.
 """
 
 from __future__ import annotations
@@ -22,14 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class KimgSchedule:
-    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (with
-    ``once``: when it reaches ``every_n_kimg`` thousand, a limit, and never again; with
-    ``first_kimg``: also when it passes ``first_kimg`` thousand, an early point before the first
-    multiple).
+    """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (``once``:
+    when it first reaches ``every_n_kimg`` thousand, a limit; ``first_kimg``: also an early point).
 
-    It reads the module's count after every batch: FaceGAN's is a Python int (no device sync) and the
-    same on every process, so under DDP every rank takes the same decision (FID's compute() and
-    checkpoints are collective). A module of your own keeps a host-side ``images_seen`` as well.
+    Fed the module's count after every batch: FaceGAN's is a Python int (no device sync) and the same
+    on every process, so under DDP every rank takes the same (collective) decisions.
 
     Example:
         >>> schedule = KimgSchedule(8, first_kimg=2)  # at 2k, 8k, 16k, ... images
@@ -66,25 +61,20 @@ class KimgSchedule:
         return self.first if self.first is not None and seen < self.first < multiple else multiple
 
 
-def start_images(pl_module: L.LightningModule, who: str) -> int:
-    """``pl_module.images_seen`` at the start of a fit, or a ``TypeError`` naming ``who`` needs it."""
+def images_seen(pl_module: L.LightningModule, who: str = "A callback") -> int:
+    """The module's count of images shown to D (a module of your own keeps a host-side ``images_seen``
+    too); a ``TypeError`` naming ``who`` if it has none."""
     if not hasattr(pl_module, "images_seen"):
         raise TypeError(f"{who} counts images: the LightningModule needs an `images_seen` counter")
-    return images_seen(pl_module)
-
-
-def images_seen(pl_module: L.LightningModule) -> int:
-    """The module's count of images shown to D (FaceGAN's: a Python int, read without a device sync)."""
     return int(cast(Any, pl_module).images_seen)
 
 
 class KimgBudget(L.Callback):
-    """Stop the fit once the discriminator has been shown ``max_kimg`` thousand images.
+    """Stop the fit once the discriminator has been shown ``max_kimg`` thousand images (``None``: no budget).
 
     Whichever comes first stops the fit: this, ``max_epochs``, ``max_steps`` or ``max_time`` (give
-    ``--trainer.max_epochs -1`` to count images only). The fit ends as at an epoch end: the last
-    checkpoint, grid and FID are written. A resumed fit that has already reached the budget stops
-    before its first batch. ``None`` sets no budget.
+    ``--trainer.max_epochs -1`` to count images only). The fit ends as at an epoch end (the last
+    checkpoint, grid and FID are written); a resumed fit past the budget stops before its first batch.
     """
 
     def __init__(self, max_kimg: float | None = None) -> None:
@@ -96,7 +86,7 @@ class KimgBudget(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is None:
             return
-        self.schedule.start(start_images(pl_module, "KimgBudget"))
+        self.schedule.start(images_seen(pl_module, "KimgBudget"))
         if self.schedule.seen >= self.schedule.interval:
             log.warning(
                 "KimgBudget: %s kimg already reached (max_kimg=%s)", self.schedule.seen / 1000, self.max_kimg
@@ -114,14 +104,10 @@ class KimgBudget(L.Callback):
 
 
 class KimgCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that can also save every ``every_n_kimg`` thousand images.
-
-    At each multiple it saves as at an epoch end (its ``filename``, ``save_top_k``, ``save_last``);
-    with a ``monitor`` only ``last.ckpt`` is written there, since the monitored value (e.g.
-    ``val/fid``) is measured on its own schedule. Every other argument is ``ModelCheckpoint``'s.
-
-    ``{step}`` in ``filename`` is the step of the last trained batch's metrics (``metrics.csv``'s
-    ``step``, W&B's), not ``global_step``, which counts two optimizer steps per batch.
+    """Lightning's ``ModelCheckpoint`` that also saves every ``every_n_kimg`` thousand images, as at an
+    epoch end (with a ``monitor`` only ``last.ckpt``: the monitored value, e.g. ``val/fid``, is measured
+    on its own schedule). ``{step}`` in ``filename`` is the step of the last batch's metrics
+    (``metrics.csv``'s, W&B's), not ``global_step``, which counts two optimizer steps per batch.
     """
 
     def __init__(self, *args: Any, every_n_kimg: float | None = None, **kwargs: Any) -> None:
@@ -139,7 +125,7 @@ class KimgCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         if self.schedule is not None:
-            self.schedule.start(start_images(pl_module, "KimgCheckpoint"))
+            self.schedule.start(images_seen(pl_module, "KimgCheckpoint"))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -7,27 +7,20 @@ from typing import Any, cast
 
 import lightning as L
 
-from facegan.callbacks.kimg import images_seen, start_images
+from facegan.callbacks.kimg import images_seen
 from facegan.io.runs import logger_step
 
 
 class ProgressMonitor(L.Callback):
-    """Log ``train/images_per_sec`` and one ``train/<name>_lr`` per optimizer at Lightning's logging steps.
+    """Log ``train/images_per_sec`` and one ``train/<name>_lr`` per optimizer (its first parameter
+    group's) at Lightning's logging steps, from global rank 0, at the step of the batch's own metrics.
 
-    The throughput and learning rates GAN trainers report beside the losses (StyleGAN2-ADA's
-    ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``). Everything
-    is measured on the host, with no device synchronization and no tensor per step: the images are
-    the module's own count, ``FaceGAN.images_seen`` (a Python int; under DDP, every process's
-    images), read at each batch's end; the time is the wall clock from one batch's end to
-    the next one's (data loading included), not counting what happens between an epoch's last batch
-    and the next epoch's start (epoch-end FID, grids, checkpoints) nor validation. Work that other
-    callbacks do at a batch's end (an ``every_n_kimg`` FID) counts, as in Lightning's
-    ``ThroughputMonitor``. As it does not synchronize, the host may run a few steps ahead of an
-    accelerator; over a logging interval of many steps that evens out. The rows go straight
-    to ``trainer.loggers`` (global rank 0) at the step of the batch's own metrics, every
-    ``Trainer(log_every_n_steps)`` batches. The learning rates are the first parameter group's.
-
-    A monitor: it reads the optimizers, never changes training.
+    StyleGAN2-ADA's ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``. Measured on the host with no
+    device sync: the images are ``FaceGAN.images_seen`` (all processes'), the time the wall clock
+    from one batch's end to the next (data loading and batch-end callbacks such as an
+    ``every_n_kimg`` FID included, as in Lightning's ``ThroughputMonitor``; epoch-end work and
+    validation not). The host may run a few steps ahead of an accelerator; that evens out over a
+    logging interval. A monitor: it never changes training.
 
     Args:
         optimizer_names: names of ``trainer.optimizers`` in order (FaceGAN: ``("g", "d")``), giving
@@ -56,7 +49,7 @@ class ProgressMonitor(L.Callback):
                 f"ProgressMonitor: `optimizer_names` {self.optimizer_names!r} names "
                 f"{len(self.optimizer_names)} optimizers, but the module has {count}; give one name each"
             )
-        self._counted, self._seconds = start_images(pl_module, "ProgressMonitor"), 0.0
+        self._counted, self._seconds = images_seen(pl_module, "ProgressMonitor"), 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark = perf_counter()  # the epoch's first batch, loading included, counts from here

@@ -12,60 +12,34 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from facegan.callbacks.kimg import KimgSchedule, images_seen, start_images
+from facegan.callbacks.kimg import KimgSchedule, images_seen
 from facegan.images import grid_image
-from facegan.io.runs import epoch_end_step, logger_step, run_dir
-from facegan.training.distributed import random_streams_kept
+from facegan.io.runs import last_batch_step, run_dir
+from facegan.training.distributed import gather_rows, random_streams_kept, share
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def gather_samples(trainer: L.Trainer, pl_module: L.LightningModule, z: torch.Tensor) -> torch.Tensor:
-    """``pl_module.sample(z=z)`` with the work split over the processes; all of it on every process."""
-    world, sample = trainer.world_size, cast(Any, pl_module).sample
-    if world < 2:
-        return sample(z=z)
-    shares = torch.tensor_split(z, world)
-    mine = sample(z=shares[trainer.global_rank])
-    longest = max(len(share) for share in shares)
-    padded = mine.new_zeros((longest, *mine.shape[1:]))
-    padded[: len(mine)] = mine
-    gathered = trainer.strategy.all_gather(padded)  # (world, longest, 3, S, S)
-    return torch.cat([gathered[rank, : len(share)] for rank, share in enumerate(shares)])
-
-
 def kimg_label(images: int) -> str:
-    """Images seen as exact thousands with at least one decimal, for file names and captions.
-
-    Two grids of one epoch get two names however close together they are (a rounded ``0.1`` would
-    name grids at 120 and 140 images alike, the second replacing the first).
-
-    Example:
-        >>> [kimg_label(n) for n in (0, 120, 1000, 385536)]
-        ['0.0', '0.12', '1.0', '385.536']
-    """
+    """Images seen as exact thousands (``120`` -> ``"0.12"``, ``1000`` -> ``"1.0"``), for file names and
+    captions: two grids get two names however close together (a rounded ``0.1`` would name grids at
+    120 and 140 images alike, the second replacing the first)."""
     whole, rest = divmod(int(images), 1000)
     return f"{whole}.{f'{rest:03d}'.rstrip('0') or '0'}"
 
 
 class SampleGridMonitor(L.Callback):
-    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and
-    (if set) whenever ``images_seen`` passes a multiple of ``every_n_kimg`` thousand images, and
-    ``first_kimg`` thousand images (see :class:`~facegan.callbacks.kimg.KimgSchedule`).
-
-    The grid goes to ``<run folder>/samples/epoch=EEEE-kimg=K.png`` (K: :func:`kimg_label`) and to
-    every logger that takes images: ``WandbLogger`` (``wandb.Image`` captioned with epoch and images
-    seen) and ``TensorBoardLogger`` (``add_image``). Under DDP every process generates its share of the
-    latents, the shares are gathered, and global rank 0 alone writes and logs: one grid per epoch.
+    """Save a grid of ``pl_module.sample(z=pl_module.sample_z)`` images every ``every_n_epochs`` and,
+    if set, every ``every_n_kimg`` thousand images (and once at ``first_kimg``), to
+    ``<run folder>/samples/epoch=EEEE-kimg=K.png`` and to ``WandbLogger`` (captioned) and
+    ``TensorBoardLogger``. Under DDP the processes share the sampling; global rank 0 writes and logs.
 
     Args:
         every_n_epochs: epochs between grids (a grid is also written after the last epoch); 0: none
             at epoch ends.
         every_n_kimg: also a grid every this many thousand images (as papers schedule snapshots).
-        first_kimg: also a grid once this many thousand images were seen, before the first
-            ``every_n_kimg`` point: a first picture within seconds of a fit's start; needs
-            ``every_n_kimg``.
+        first_kimg: also a grid at this many thousand images, before the first ``every_n_kimg``
+            point: a first picture within seconds of a fit's start; needs ``every_n_kimg``.
         num_images: images in the grid, at most the module's ``num_samples`` fixed latents.
         nrow: images per grid row; ``None`` -> a square-ish grid.
         key: name of the image in the loggers.
@@ -116,13 +90,13 @@ class SampleGridMonitor(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
-            self.schedule.start(start_images(pl_module, "SampleGridMonitor(every_n_kimg=...)"))
+            self.schedule.start(images_seen(pl_module, "SampleGridMonitor(every_n_kimg=...)"))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.schedule is not None and self.schedule.due(images_seen(pl_module)):
-            self.write_grid(trainer, pl_module, step=logger_step(trainer))
+            self.write_grid(trainer, pl_module)
             self.kimg_grid_at = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -132,16 +106,14 @@ class SampleGridMonitor(L.Callback):
             self.write_grid(trainer, pl_module)
 
     @torch.no_grad()
-    def write_grid(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int | None = None
-    ) -> Path | None:
-        """Sample, save and log one grid; return its path on rank 0 (``None`` elsewhere).
+    def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        """Sample, save and log one grid at the latest batch's step; its path on rank 0 (else ``None``).
 
-        ``step`` is the logger step; ``None`` -> the step of the epoch's metrics (its last batch's).
+        Under DDP each process samples its share of the latents and every process gathers them.
         """
         module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
         with random_streams_kept():  # a module's sample() may draw; the training's streams stay as they were
-            images = gather_samples(trainer, pl_module, module.sample_z[: self.num_images])
+            images = gather_rows(module.sample(z=share(module.sample_z[: self.num_images])))
         if not trainer.is_global_zero:
             return None
         # One uint8 picture for the PNG and every logger: W&B casts float images to uint8 without
@@ -154,7 +126,7 @@ class SampleGridMonitor(L.Callback):
         path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
         grid.save(path)
         caption = f"epoch {epoch}, {kimg} kimg"
-        step = epoch_end_step(trainer) if step is None else step
+        step = max(0, last_batch_step(trainer))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=self.key, images=[pixels], caption=[caption], step=step)

@@ -1,27 +1,14 @@
-"""FID and KID: the one engine behind :class:`~facegan.FIDMonitor`, ``facegan score`` and the benchmarks.
-
-:class:`FID` wraps torchmetrics ``FrechetInceptionDistance(feature=2048, antialias=False)`` with the
-TensorFlow Inception weights (the features behind published FIDs), fed uint8 images. Its real half is
-set once (:meth:`FID.set_real`: statistics read from a file, found in the on-disk cache, or computed
-and cached); each call (:meth:`FID.__call__`) feeds one generated half and returns FID, and KID from
-the same Inception features (no second pass)::
+"""FID and KID: the one engine behind :class:`~facegan.FIDMonitor`, ``facegan score`` and the benchmarks,
+and the real images it compares against (any source, as uint8 batches with a cache key).
 
     fid = FID.load(weights_path, kid=True, seed=0)                   # the Inception network, once
     fid.set_real(from_files("real/", 64, None, 10_000, 64))          # cached: later runs read it
     scores = fid(generated(model.sample, fixed_latents(1000, 128, 0), batch_size=64))
-    scores["fid"], scores["kid"]
 
-Real statistics are the metric's ``real_*`` states (feature sum, covariance sum, count). They are
-cached on disk under a key of what they depend on (the data, the count, the subset rule, the feature
-extractor), written atomically and checked when read (:func:`check_statistics`: shapes, feature size,
-finite values, a covariance matrix, at least 2 images); they also travel as pytorch-fid's ``.npz``
-(:func:`save_npz`, :func:`read_stats_file`).
-
-Under ``torch.distributed`` (DDP) every process calls :meth:`FID.__call__` with its own share of the
-generated images (:func:`generated` splits the latents); ``compute()`` all-reduces. Rank 0 holds the
-real statistics and the other ranks zeros (``set_real(None)``), so the sums are the real statistics
-once; KID is computed on rank 0 from every process's features and broadcast. FID's last step (an
-eigen-decomposition) and KID's subset scores run on one CPU thread (:func:`one_thread`).
+Real statistics are the torchmetrics metric's ``real_*`` states, cached on disk under a key of what
+they depend on (the data, the count, the subset rule, the feature extractor) and checked when read
+(:func:`check_statistics`). Under DDP each process feeds its share of the generated images; rank 0
+holds the real statistics and the others zeros, so ``compute()``'s all-reduce counts them once.
 """
 
 from __future__ import annotations
@@ -33,6 +20,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +28,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset, Subset
 from torch.utils.hooks import RemovableHandle
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
-from torchmetrics.utilities.distributed import gather_all_tensors
 
-from facegan.images import to_uint8
+from facegan.data.decode import FaceImageDataset, collate_images
+from facegan.data.fingerprint import fingerprint
+from facegan.data.sources import resolve_source
+from facegan.images import batch_images, to_uint8
 from facegan.io.atomic import atomic_write
 from facegan.io.paths import cache_dir as cache_folder
-from facegan.metrics.real_images import PixelHash, RealImages, ValueRange, as_uint8, warn_unstable
+from facegan.training.distributed import all_reduce_sum, from_rank_zero, gather_rows, share
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +55,19 @@ CACHE_FORMAT = 1  # bump when cached statistics change meaning (image conversion
 # A covariance matrix has no eigenvalue below 0; rounding gives some: float32-stored covariances of
 # fewer images than features reach -1e-8 x the largest. A damaged or made-up matrix reaches -1.
 PSD_TOLERANCE = 1e-5
+STATS_SUFFIXES = (".npz", ".pt")
+ValueRange = tuple[float, float] | str  # (low, high) of float images, or "uint8"
+RANGE_SLACK = 1e-3  # real float images may overshoot their declared range by this share of its width
+FAKE_SLACK = 0.5  # generated ones by this share (clamped): beyond it the declared range is wrong
 
 
 class FID:
     """FID and KID of generated images against real statistics set once.
 
-    Args:
-        metric: a ``FrechetInceptionDistance`` with ``reset_real_features=False`` and uint8 input
-            (:meth:`load` builds the standard one; any ``feature=`` module works, e.g. a small stand-in).
-        extractor: what computed the features (part of the cache key; :func:`build_fid_metric`).
-        kid: also compute KID from the same features; the real images' features are then kept and
-            cached with their statistics (8 KB per image).
-        kid_subsets: KID's random subsets; ``kid_subset_size``: images per subset, capped at the
-            counts (torch-fidelity's 100 x 1000; with fewer images every subset is the whole set).
-        seed: seed of KID's subsets.
+    ``metric``: a ``FrechetInceptionDistance`` with ``reset_real_features=False`` and uint8 input
+    (:meth:`load` builds the standard one; any ``feature=`` module works, e.g. a small stand-in);
+    ``extractor``: what computed its features (part of the cache key). The KID settings are
+    :class:`~facegan.FIDMonitor`'s; ``seed`` draws KID's subsets.
     """
 
     def __init__(
@@ -134,7 +123,8 @@ class FID:
 
         Returns ``fid``, ``kid``, ``kid_std``, ``kid_subset_size`` (``None`` without KID or without real
         features), ``num_fake`` (images over all processes) and ``seconds``. Under DDP call it on every
-        process; every process gets the same values. ``name`` names ``fake`` in errors.
+        process; every process gets the same values (KID is computed on rank 0, which holds the real
+        features). ``name`` names ``fake`` in errors.
         """
         start = time.perf_counter()
         self.metric.reset()  # the generated half only (reset_real_features=False)
@@ -142,21 +132,21 @@ class FID:
         with torch.no_grad(), tap if self.kid else contextlib.nullcontext():  # features only for KID
             for batch in fake:
                 self.metric.update(batch.to(self.metric.device), real=False)
-        num_fake = int(_sum_over_processes(self.metric.fake_features_num_samples.clone()))
+        num_fake = int(all_reduce_sum(None, self.metric.fake_features_num_samples))
         if num_fake < 2:
             raise ValueError(f"{name}: {num_fake} readable images; FID needs at least 2")
         fid = compute_fid(self.metric)
         self.metric.reset()
         scores: tuple[float, float, int] | None = None
         if self.kid:  # collectives on every process; the real features live on rank 0
-            fake_features = _gather_rows(tap.features().to(self.metric.device)).cpu()
+            fake_features = gather_rows(tap.features().to(self.metric.device)).cpu()
             real_features = None if self.real is None else self.real.features
             if real_features is not None:
                 with one_thread():  # 100 subsets of (1000, 2048) matrix products: BLAS, as FID's step
                     scores = kid(
                         real_features, fake_features, self.kid_subsets, self.kid_subset_size, self.seed
                     )
-            scores = _from_rank_zero(scores)
+            scores = from_rank_zero(scores)
         kid_mean, kid_std, size = scores or (None, None, None)
         seconds = time.perf_counter() - start
         return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": size,
@@ -175,27 +165,10 @@ def generated(
     batch_size: int,
     value_range: ValueRange = (-1.0, 1.0),
 ) -> Iterator[Tensor]:
-    """uint8 batches of ``sample(z)`` (images in ``value_range``, clamped to it) over this process's
-    share of ``latents`` (all of them in one process; under DDP rank r's ``tensor_split`` part)."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    for z in torch.tensor_split(latents, world)[rank].split(batch_size):
-        yield fake_uint8(sample(z), value_range)
-
-
-def fake_uint8(images: Tensor, value_range: ValueRange, argument: str = "fake_range") -> Tensor:
-    """Generated images in ``value_range`` -> uint8, clamped: a generator may overshoot its range a
-    little, but images far outside it (half its width) mean a wrong ``value_range``."""
-    if isinstance(value_range, str) or images.dtype == torch.uint8:
-        return as_uint8(images, value_range, argument, "the generated images")
-    low, high = value_range
-    margin = 0.5 * (high - low)
-    lowest, highest = float(images.min()), float(images.max())
-    if images.ndim != 4 or images.shape[1] != 3 or lowest < low - margin or highest > high + margin:
-        raise ValueError(
-            f"the generated images {tuple(images.shape)} span [{lowest:.4g}, {highest:.4g}]: expected "
-            f"(B, 3, H, W) in `{argument}`=[{low:g}, {high:g}]; declare the generator's range"
-        )
-    return to_uint8((images.float() - low) * (2.0 / (high - low)) - 1.0)
+    """uint8 batches of ``sample(z)`` over this process's share of ``latents``; the images in
+    ``value_range`` may overshoot it by :data:`FAKE_SLACK` of its width (clamped)."""
+    for z in share(latents).split(batch_size):
+        yield as_uint8(sample(z), value_range, "fake_range", "the generated images", FAKE_SLACK)
 
 
 # --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, offline ---
@@ -235,13 +208,10 @@ def resolve_weights(weights_path: str | os.PathLike | None = None) -> str | None
 def build_fid_metric(
     weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor", option: str = MONITOR_OPTION
 ) -> tuple[FrechetInceptionDistance, dict[str, Any]]:
-    """``(metric, extractor description)``: FID on uint8 images with the TensorFlow-compatible resize.
-
-    ``FrechetInceptionDistance(feature=2048, antialias=False)``: the resize behind published FIDs,
-    the network in float32, the statistics in float64; ``reset()`` clears the generated half only.
-    The description (feature size, resize, the weights file's sha256) keys cached statistics.
-    ``owner`` names the caller in the error raised when the weights cannot be loaded (``""``: the
-    command's own prefix does), ``option`` says how it takes the file.
+    """``(metric, extractor description)``: FID on uint8 images, the network in float32, the statistics
+    in float64. The description (feature size, resize, the weights file's sha256) keys cached
+    statistics. ``owner`` names the caller in the error raised when the weights cannot be loaded
+    (``""``: the command's own prefix does), ``option`` says how it takes the file.
     """
     hub_file = hub_weights_file()
     path = resolve_weights(weights_path)
@@ -305,32 +275,19 @@ def one_thread() -> Iterator[None]:
 
 
 def compute_fid(metric: FrechetInceptionDistance) -> float:
-    """``metric.compute()`` (FID of its real and generated halves) on one CPU thread (:func:`one_thread`).
-
-    ``compute()`` all-reduces under DDP: call it on every rank.
-    """
+    """``metric.compute()`` on one CPU thread (:func:`one_thread`); it all-reduces under DDP."""
     with one_thread():
         return float(metric.compute())
 
 
 # --- KID (Bińkowski et al. 2018) from the Inception features FID already computes -----------------------
-# FID is strongly biased by the number of images (with 1-2k generated images it reads far higher than
-# with 50k); KID is an unbiased estimate (the squared MMD under the polynomial kernel (x . y / d + 1)^3),
-# so tables report both. KID needs the features themselves, not only their sums: FeatureTap records what
-# the FID metric's Inception network outputs while it updates. The estimate averages `subsets` random
-# subsets of `subset_size` images of each side, as torchmetrics' KernelInceptionDistance does (same
-# kernel, same estimator; its poly_mmd), with a seeded generator so a result can be repeated.
+# FID is strongly biased by the number of images; KID (the squared MMD under the kernel (x . y / d + 1)^3)
+# is unbiased, so tables report both. It needs the features themselves, not only their sums; its
+# estimate is torchmetrics' KernelInceptionDistance's (poly_mmd over random subsets), seeded.
 
 
 class FeatureTap:
-    """Collects the outputs of ``network`` (the metric's Inception) while it is active.
-
-    Example::
-
-        with FeatureTap(metric.inception) as tap:
-            metric.update(images, real=False)
-        features = tap.features()  # (N, 2048)
-    """
+    """Collects the outputs of ``network`` (the metric's Inception: the features) inside ``with``."""
 
     def __init__(self, network: nn.Module) -> None:
         self.network = network
@@ -378,32 +335,221 @@ def kid(real: Tensor, fake: Tensor, subsets: int = SUBSETS, subset_size: int = S
     return float(stacked.mean()), float(stacked.std(unbiased=False)), size
 
 
-# --- Several processes (plain torch.distributed, as torchmetrics' own compute() syncs) -------------------
+# --- Real images from any source: uint8 batches and what identifies them ---------------------------------
+# facegan's data module (its real_dataset and fingerprint), any data module (its <split>_dataloader()),
+# any DataLoader or iterable of batches, or a folder / zip / CelebA folder of image files. Sources
+# without a fingerprint of their own (loaders) are keyed by a sha256 of the pixels they yield.
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+@dataclass
+class RealImages:
+    """Up to ``count`` images of a source (``name``, for messages) as ``uint8`` batches."""
+
+    name: str
+    batches: Callable[[], Iterator[Tensor]]  # (B, 3, H, W) uint8 batches from the start, at each call
+    count: int
+    key: dict[str, Any] | None = None  # identifies the images without reading them; None: hash the pixels
 
 
-def _sum_over_processes(count: Tensor) -> Tensor:
-    if _distributed():
-        dist.all_reduce(count)
-    return count
+def spaced_indices(size: int, count: int) -> list[int]:
+    """``count`` evenly spaced, distinct indices into ``size`` items (the real-statistics subset rule)."""
+    return [i * size // count for i in range(count)]
 
 
-def _gather_rows(rows: Tensor) -> Tensor:
-    """Every process's ``(n_rank, D)`` rows (counts may differ) concatenated in rank order, on every process."""
-    if not _distributed():
-        return rows
-    return torch.cat([part for part in gather_all_tensors(rows) if len(part)])
+def check_value_range(value_range: Any, argument: str) -> ValueRange:
+    """``value_range`` as ``(low, high)`` floats or ``"uint8"``; ``ValueError`` naming ``argument``."""
+    if isinstance(value_range, str) and value_range == "uint8":
+        return value_range
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not low < high:  # also NaN
+        raise ValueError(
+            f"`{argument}` must be [low, high] (e.g. [-1, 1] or [0, 1]) for float images, or 'uint8', "
+            f"but got {value_range!r}"
+        )
+    return low, high
 
 
-def _from_rank_zero(value: Any) -> Any:
-    if not _distributed():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+def as_uint8(
+    images: Tensor, value_range: ValueRange, argument: str, where: str, slack: float = RANGE_SLACK
+) -> Tensor:
+    """``images`` in ``value_range`` -> uint8 ``(B, 3, H, W)``, clamped, after checking shape, dtype and
+    range (values beyond ``slack`` x its width outside it mean a wrong declaration, not a bad FID)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"{where}: expected image batches (B, 3, H, W), got shape {tuple(images.shape)}; repeat "
+            "grayscale images to 3 channels (or give (images, ...) tuples with the images first)"
+        )
+    if isinstance(value_range, str):  # "uint8" (check_value_range)
+        if images.dtype != torch.uint8:
+            raise ValueError(
+                f"{where}: `{argument}`='uint8' but the images are {images.dtype}; declare their range "
+                "instead, e.g. [-1, 1] or [0, 1]"
+            )
+        return images
+    if images.dtype == torch.uint8:
+        raise ValueError(f"{where}: the images are uint8 but `{argument}`={list(value_range)}; use 'uint8'")
+    low, high = value_range
+    lowest, highest = float(images.min()), float(images.max())
+    if lowest < low - slack * (high - low) or highest > high + slack * (high - low):
+        raise ValueError(
+            f"{where}: image values span [{lowest:.4g}, {highest:.4g}], outside `{argument}`="
+            f"[{low:g}, {high:g}]; declare the range the images are in"
+        )
+    return to_uint8((images.float() - low) * (2.0 / (high - low)) - 1.0)
+
+
+def from_loader(
+    loader: Iterable[Any], value_range: ValueRange, limit: int, name: str, argument: str = "real_range"
+) -> RealImages:
+    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples).
+
+    A ``DataLoader`` over a sized dataset is read in order, ``limit`` evenly spaced images of it
+    (its shuffling and ``drop_last`` undone, its batch size and collate function kept), so the same
+    images come every time; any other iterable gives its first ``limit`` images.
+    """
+    try:
+        size: int | None = len(getattr(loader, "dataset", None))  # type: ignore[arg-type]
+    except TypeError:
+        size = None
+    count = limit if size is None else min(limit, size)
+    if (
+        isinstance(loader, DataLoader)
+        and size is not None
+        and not isinstance(loader.dataset, IterableDataset)
+    ):
+        loader = DataLoader(
+            Subset(loader.dataset, spaced_indices(size, count)), batch_size=loader.batch_size or 64,
+            collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+        )  # fmt: skip
+
+    def batches() -> Iterator[Tensor]:
+        left = count
+        for index, batch in enumerate(loader):
+            images = batch_images(batch)
+            if not isinstance(images, Tensor):
+                raise TypeError(f"{name}: batch {index} holds {type(images).__name__}, not image tensors")
+            images = as_uint8(images[:left], value_range, argument, f"{name}, batch {index}")
+            left -= len(images)
+            yield images
+            if left <= 0:
+                return
+
+    return RealImages(name, batches, count)
+
+
+def _loaded(batches: Iterable[Tensor], convert: Callable[[Tensor], Tensor] = lambda x: x) -> Iterator[Tensor]:
+    """The non-empty ``batches`` (:func:`collate_images` leaves unreadable images out), converted."""
+    for images in batches:
+        if len(images):  # B < batch_size if images were skipped
+            yield convert(images)
+
+
+def from_datamodule(
+    datamodule: Any, split: str, value_range: ValueRange, limit: int, batch_size: int
+) -> RealImages:
+    """facegan's data module (its fingerprint keys the cache), or any data module's split loader."""
+    name = type(datamodule).__name__
+    if hasattr(datamodule, "real_dataset") and hasattr(datamodule, "fingerprint"):
+        dataset = datamodule.real_dataset(split)  # (3, S, S) in [-1, 1], never flipped
+        count = min(len(dataset), limit)
+        chosen = Subset(dataset, spaced_indices(len(dataset), count))
+        images = DataLoader(chosen, batch_size=batch_size, collate_fn=collate_images)
+        key = datamodule.fingerprint(split)
+        return RealImages(f"{name} split {split!r}", lambda: _loaded(images, to_uint8), count, key)
+    method = getattr(datamodule, f"{split}_dataloader", None)
+    if method is None:
+        raise TypeError(f"{name} has no `{split}_dataloader()` for the real images of split {split!r}")
+    loader = method()
+    if isinstance(loader, list | tuple):  # Lightning allows several loaders: the first
+        loader = loader[0] if loader else None
+    if loader is None:
+        raise ValueError(f"{name}.{split}_dataloader() returned no loader for the real images")
+    return from_loader(loader, value_range, limit, f"{name}.{split}_dataloader()")
+
+
+def from_files(
+    path: str | os.PathLike,
+    image_size: int,
+    crop_size: int | None,
+    limit: int,
+    batch_size: int,
+    skip_bad_images: bool = False,
+) -> RealImages:
+    """Images of a folder (recursive), a zip or a CelebA folder (all its images), center-cropped to a
+    square and resized to ``image_size`` as training images are; evenly spaced when there are more.
+    ``skip_bad_images``: leave unreadable files out with a warning (as the data module does), rather
+    than fail naming the first."""
+    kind, source, _ = resolve_source(str(path))
+    assert source is not None  # a path is never the procedural faces
+    if len(source) == 0:
+        raise ValueError(f"{path}: no images (jpg, png, webp, bmp) found")
+    count = min(len(source), limit)
+    chosen = FaceImageDataset(
+        source, spaced_indices(len(source), count), image_size, crop_size, skip_bad_images=skip_bad_images
+    )
+    key = fingerprint(chosen, kind, "all", image_size, crop_size)
+
+    def batches() -> Iterator[Tensor]:  # uint8 as decoded (no float round trip); BadImageError names a file
+        for start in range(0, count, batch_size):
+            yield collate_images(
+                [chosen.load_or_skip(i) for i in range(start, min(start + batch_size, count))]
+            )
+
+    return RealImages(str(path), lambda: _loaded(batches()), count, key)
+
+
+def resolve_real(
+    real: Any,
+    datamodule: Any,
+    split: str,
+    value_range: ValueRange,
+    limit: int,
+    batch_size: int,
+    image_size: Callable[[], int],
+    crop_size: int | None = None,
+) -> RealImages | Path:
+    """:class:`RealImages` of ``real`` (``None``: ``datamodule``), or the path of a statistics file.
+
+    ``image_size`` is called only for image files, which are resized to it (the generated size).
+    """
+    if isinstance(real, str | os.PathLike):
+        path = Path(real).expanduser()
+        if path.suffix in STATS_SUFFIXES:
+            return path
+        return from_files(path, image_size(), crop_size, limit, batch_size)
+    if real is None:
+        if datamodule is None:
+            raise TypeError(
+                "no real images: give `real` (a data module, a DataLoader, image files or statistics)"
+            )
+        return from_datamodule(datamodule, split, value_range, limit, batch_size)
+    if hasattr(real, f"{split}_dataloader") or hasattr(real, "real_dataset"):
+        return from_datamodule(real, split, value_range, limit, batch_size)
+    if isinstance(real, Iterable) and not isinstance(real, Tensor):
+        return from_loader(real, value_range, limit, type(real).__name__)
+    raise TypeError(
+        "`real` must be a data module, a DataLoader (or any iterable of image batches), a path to a folder "
+        f"or zip of images, or a statistics file (.npz/.pt), but got {type(real).__name__}"
+    )
+
+
+class PixelHash:
+    """sha256 of uint8 batches, image by image with their shapes, and the number of images."""
+
+    def __init__(self) -> None:
+        self._digest, self.count = hashlib.sha256(), 0
+
+    def update(self, batch: Tensor) -> None:
+        for image in batch.cpu().contiguous():
+            self._digest.update(repr(tuple(image.shape)).encode())
+            self._digest.update(image.numpy().tobytes())
+        self.count += len(batch)
+
+    def key(self) -> dict[str, Any]:
+        return {"pixels": self._digest.hexdigest(), "num_images": self.count}
 
 
 # --- Real statistics: the disk cache and statistics files ------------------------------------------------
@@ -411,35 +557,25 @@ def _from_rank_zero(value: Any) -> Any:
 
 @dataclass
 class RealStatistics:
-    """Real-image statistics and where they came from.
+    """Real-image statistics and where they came from."""
 
-    Attributes:
-        states: the FID metric's real states ``(features sum, cov sum, count)``.
-        path: the cache file or statistics file that holds them.
-        cached: read (a statistics file, a cache hit) rather than computed now.
-        features: per-image features ``(N, 2048)`` for KID, when kept; ``None`` otherwise.
-        count: images behind them; ``None`` for a pytorch-fid ``.npz``, which does not say.
-    """
-
-    states: list[Tensor]
-    path: Path
-    cached: bool
-    features: Tensor | None
-    count: int | None
+    states: list[Tensor]  # the metric's real states (features sum, cov sum, count)
+    path: Path  # the cache file or statistics file that holds them
+    cached: bool  # read (a statistics file, a cache hit) rather than computed now
+    features: Tensor | None  # per-image features (N, 2048) for KID, when kept
+    count: int | None  # images behind them; None for a pytorch-fid .npz, which does not say
 
 
-def stats_key(data: dict[str, Any], num_real: int, extractor: dict[str, Any]) -> tuple[str, str]:
-    """``(key as JSON, its sha256)`` for statistics of ``num_real`` images of ``data``: the data (a
+def stats_key(
+    data: dict[str, Any], num_real: int, extractor: dict[str, Any], folder: Path
+) -> tuple[str, Path]:
+    """``(key as JSON, cache file)`` for statistics of ``num_real`` images of ``data``: the data (a
     fingerprint of its files and preprocessing, or a hash of its pixels), the count, the subset rule and
     the feature extractor (weights checksum, resize), so a change to any of them is a new file."""
     key = {"format": CACHE_FORMAT, "data": data, "num_real": num_real}
     key.update(subset="i*len//num_real", extractor=extractor)
     blob = json.dumps(key, sort_keys=True, default=str)
-    return blob, hashlib.sha256(blob.encode()).hexdigest()
-
-
-def stats_file(folder: Path, digest: str) -> Path:
-    return folder / f"real-{digest}.pt"
+    return blob, folder / f"real-{hashlib.sha256(blob.encode()).hexdigest()}.pt"
 
 
 def load_stats(path: Path, blob: str, num_features: int | None = None) -> dict[str, Any] | None:
@@ -456,15 +592,6 @@ def load_stats(path: Path, blob: str, num_features: int | None = None) -> dict[s
     except Exception as error:  # truncated, damaged or foreign file: recompute
         log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", path, error)
         return None
-
-
-def save_stats(path: Path, stats: dict[str, Any]) -> None:
-    """Write ``stats`` atomically; a folder that cannot be written is warned about, not fatal."""
-    try:
-        with atomic_write(path) as file:
-            torch.save(stats, file)
-    except OSError as error:
-        log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
 
 
 def real_statistics(
@@ -491,8 +618,7 @@ def real_statistics(
         for batch in real.batches():
             hashed.update(batch)
         key = hashed.key()
-    blob, digest = stats_key(key, real.count, extractor)
-    path = stats_file(folder, digest)
+    blob, path = stats_key(key, real.count, extractor, folder)
     stats = load_stats(path, blob, num_features)
     cached = stats is not None and (not features or "features" in stats)
     if not cached:
@@ -505,13 +631,21 @@ def real_statistics(
         if used.count < 2:
             raise ValueError(f"{real.name}: {used.count} readable images; FID needs at least 2")
         if real.key is None and used.key() != key:
-            warn_unstable(real.name)
-            blob, digest = stats_key(used.key(), real.count, extractor)
-            path = stats_file(folder, digest)
+            warnings.warn(
+                f"{real.name} gave other images on a second pass (a shuffled loader?): its real statistics "
+                "are cached under the images actually used and will not be found again; give FID an "
+                "unshuffled loader",
+                stacklevel=2,
+            )
+            blob, path = stats_key(used.key(), real.count, extractor, folder)
         stats = {"key": blob, **{name: getattr(metric, name).cpu() for name in REAL_STATES}}
         if features:
             stats["features"] = tap.features()  # (N, 2048) float32: 8 KB per image
-        save_stats(path, stats)
+        try:  # a folder that cannot be written is warned about, not fatal
+            with atomic_write(path) as file:
+                torch.save(stats, file)
+        except OSError as error:
+            log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
     assert stats is not None
     states = [stats[name] for name in REAL_STATES]
     return RealStatistics(states, path, cached, stats.get("features"), int(states[2]))
@@ -574,8 +708,7 @@ def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
 
 
 def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> None:
-    """Check a facegan cache file's states (and per-image features, if kept) as
-    :func:`check_statistics` does; ``ValueError`` naming ``path`` and the fault."""
+    """:func:`check_statistics` for a facegan cache file's states, and its per-image features if kept."""
     missing = [name for name in REAL_STATES if not isinstance(stats.get(name), Tensor)]
     if missing:
         raise ValueError(f"{path}: a facegan statistics file without {missing}; compute the statistics again")
@@ -603,13 +736,9 @@ def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) ->
 def check_statistics(
     mu: Tensor, sigma: Tensor, count: float, path: str | Path, num_features: int | None = None
 ) -> None:
-    """Refuse statistics FID cannot use, with a ``ValueError`` naming ``path`` and the fault: a damaged
-    file would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance).
-
-    ``mu`` must be ``(D,)`` and ``sigma`` ``(D, D)`` with ``D == num_features`` (when given: the
-    feature extractor's size, checked before any image is read), both finite, ``sigma`` a covariance
-    matrix (symmetric, no eigenvalue below ``-PSD_TOLERANCE`` x the largest), of ``count >= 2`` images.
-    Costs one symmetric eigenvalue decomposition (0.3 s at D = 2048 on one CPU thread).
+    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault): a damaged file
+    would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance). Checked
+    before any image is read; costs one symmetric eigendecomposition (0.3 s at D = 2048, one thread).
     """
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match "

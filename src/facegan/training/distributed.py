@@ -1,18 +1,12 @@
-"""What changes when a GAN trains in several processes: DDP plumbing (plain torch.distributed) and
-each process's random streams.
+"""Several processes: the process-group helpers that training and metrics share (plain
+torch.distributed; no Lightning needed to import), and each process's random streams.
 
-Under DDP, Lightning wraps the whole module (G and D) in one ``DistributedDataParallel``, whose
-reducer expects every parameter to receive a gradient in every backward pass. A GAN's D backward
-never reaches G and its G backward never updates D, hence the well-known "parameters that were not
-used in producing loss" failure (and ``find_unused_parameters=True`` only papers over it with a graph
-search per backward). facegan instead does what a plain PyTorch GAN does with one DDP wrapper per
-network: it switches the whole-module reducer off for its training step (:func:`disable_reducer`)
-and all-reduces exactly the gradients of the player that is about to step
-(:func:`average_gradients`), right before ``opt.step()``.
-
-Random streams: every process gets its own (:func:`decorrelate_ranks`), checkpoints carry them
-(:func:`rng_states`), and callbacks run without advancing them (:func:`random_streams_kept`).
-Importing this file needs no Lightning.
+DDP and a GAN: Lightning wraps G and D in one ``DistributedDataParallel`` whose reducer expects a
+gradient for every parameter in every backward, but D's backward never reaches G ("parameters that
+were not used in producing loss"; ``find_unused_parameters=True`` only papers over it with a graph
+search per backward). As a plain PyTorch GAN with one wrapper per network does, facegan switches the
+reducer off (:func:`disable_reducer`) and all-reduces the stepping player's gradients right before
+``opt.step()`` (:func:`average_gradients`).
 """
 
 from __future__ import annotations
@@ -27,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 if TYPE_CHECKING:
     import lightning as L
@@ -46,18 +41,45 @@ def world_size(module: L.LightningModule) -> int:
     return trainer.world_size if trainer is not None else 1
 
 
-def is_distributed(module: L.LightningModule) -> bool:
-    """Whether collectives are needed: several processes and an initialised process group."""
-    return world_size(module) > 1 and dist.is_available() and dist.is_initialized()
+def is_distributed(module: L.LightningModule | None = None) -> bool:
+    """Whether collectives are needed: an initialised process group of several processes (and, given
+    ``module``, a Trainer of several: a module outside one trains alone)."""
+    if module is not None and world_size(module) < 2:
+        return False
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_reduce_sum(module: L.LightningModule, tensor: Tensor) -> Tensor:
+def all_reduce_sum(module: L.LightningModule | None, tensor: Tensor) -> Tensor:
     """``tensor`` summed over the processes (a copy; ``tensor`` itself in one process)."""
     if not is_distributed(module):
         return tensor
     total = tensor.clone()
     dist.all_reduce(total)
     return total
+
+
+def share(rows: Tensor) -> Tensor:
+    """This process's part of ``rows`` (``tensor_split`` by rank; all of them in one process)."""
+    if not is_distributed():
+        return rows
+    return torch.tensor_split(rows, dist.get_world_size())[dist.get_rank()]
+
+
+def gather_rows(rows: Tensor) -> Tensor:
+    """Every process's ``(n_rank, ...)`` rows (counts may differ) concatenated in rank order, on every
+    process: the inverse of :func:`share`."""
+    if not is_distributed():
+        return rows
+    return torch.cat([part for part in gather_all_tensors(rows) if len(part)])
+
+
+def from_rank_zero(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every process."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def disable_reducer(module: L.LightningModule) -> None:
@@ -110,10 +132,7 @@ def average_gradients(
 
 
 def broadcast_buffers(module: L.LightningModule) -> None:
-    """Give every process rank 0's buffers (BatchNorm statistics), as DDP's ``broadcast_buffers`` does.
-
-    A no-op unless ``module`` trains in several processes.
-    """
+    """Give every process rank 0's buffers (BatchNorm statistics), as DDP's ``broadcast_buffers`` does."""
     if not is_distributed(module):
         return
     for buffer in module.buffers():
@@ -121,13 +140,9 @@ def broadcast_buffers(module: L.LightningModule) -> None:
 
 
 def decorrelate_ranks(rank: int) -> None:
-    """Give each process its own random streams, deterministically from the current (shared) state.
-
-    ``seed_everything`` seeds every DDP process alike, and a resume restores rank 0's states on all
-    of them: every process would then draw the same latents (and augmentations), so the ranks'
-    "different" fake batches would be copies. Draw one number from the shared state, add the rank,
-    and reseed torch (CPU and CUDA), Python and NumPy with it.
-    """
+    """Give each process its own random streams, deterministically from the current (shared) state:
+    ``seed_everything`` seeds every DDP process alike and a resume restores rank 0's states on all,
+    so the ranks' "different" fake batches (and augmentations) would be copies."""
     seed = int(torch.randint(0, 2**62, (1,))) + rank
     torch.manual_seed(seed)
     random.seed(seed)
@@ -136,13 +151,11 @@ def decorrelate_ranks(rank: int) -> None:
 
 # ------------------------------------------------------------------------------- random states
 # Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
-# ``torch.load(weights_only=True)`` refuses, and facegan only ever loads checkpoints that way. Here
-# every state is a tensor or a plain type.
+# ``torch.load(weights_only=True)`` (facegan's only way) refuses; here every state is a tensor or plain.
 
 
 def rng_states() -> dict[str, Any]:
-    """This process's random states (torch CPU and CUDA, Python, NumPy), loadable with
-    ``weights_only=True``."""
+    """This process's random states (torch CPU and CUDA, Python, NumPy)."""
     np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # (name, keys, pos, ...)
     return {
         "torch": torch.get_rng_state(),
@@ -166,12 +179,9 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 @contextmanager
 def random_streams_kept() -> Iterator[None]:
-    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`).
-
-    Callbacks observe a run and must not change it: building a network (its layers' initialisation),
-    iterating a ``DataLoader`` (its base seed) or a cache miss draw from the global streams, which
-    would make the training depend on whether a metric is attached or its cache was warm.
-    """
+    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`):
+    callbacks that build a network, iterate a ``DataLoader`` or miss a cache draw from them, which
+    would make the training depend on whether a metric is attached or its cache was warm."""
     state = rng_states()
     try:
         yield
