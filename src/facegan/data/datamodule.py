@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -15,17 +17,28 @@ from lightning.pytorch.utilities.parsing import AttributeDict
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from facegan.data.cache import CachedFaces, build_cache, collate_uint8, decode_all
-from facegan.data.decode import FaceImageDataset, collate_images
-from facegan.data.fingerprint import fingerprint
+from facegan.data.cache import (
+    CachedFaces,
+    DeviceBatches,
+    Flipped,
+    Uint8Rows,
+    build_cache,
+    collate_uint8,
+    decode_all,
+    unflipped,
+)
+from facegan.data.decode import FaceImageDataset, collate_images, fingerprint
 from facegan.data.procedural import ProceduralFaces
-from facegan.data.resident import DeviceBatches
 from facegan.data.shards import is_remote
-from facegan.data.sources import CELEBA_PARTITION, SOURCES, resolve_source
-from facegan.data.splits import SPLITS, partition_split, random_split
-from facegan.data.streaming import ShardRows, Shards, is_prepared
-from facegan.data.views import Flipped, unflipped
-from facegan.data.workers import leave_job_sigterm_to_the_trainer
+from facegan.data.sources import (
+    CELEBA_PARTITION,
+    SOURCES,
+    SPLITS,
+    partition_split,
+    random_split,
+    resolve_source,
+)
+from facegan.data.streaming import Shards, is_prepared
 from facegan.images import from_uint8, to_uint8
 from facegan.io.paths import cache_dir
 
@@ -121,12 +134,6 @@ class FaceDataModule(L.LightningDataModule):
         self._resident: torch.Tensor | None = None  # the decoded training set, when device-resident
 
     # ------------------------------------------------------------------------------------ setup
-    def _split(self, names: list[str], partition: Path | None) -> dict[str, list[int]]:
-        if partition is not None:
-            return partition_split(names, partition)
-        hp = self.hparams
-        return random_split(len(names), hp.val_fraction, hp.test_fraction, hp.split_seed)
-
     def prepare_data(self) -> None:
         """Build the training cache (``cache=True``) once per node: Lightning calls this on each node's
         local rank 0 while the others wait; they then map the finished file in :meth:`setup`."""
@@ -169,7 +176,11 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: no images found in {self.root!r} (kind {kind!r}); expected files ending "
                     "in .jpg, .jpeg, .png, .webp or .bmp"
                 )
-            for split, indices in self._split(source.names, partition).items():
+            splits = (
+                partition_split(source.names, partition) if partition is not None
+                else random_split(len(source), hp.val_fraction, hp.test_fraction, hp.split_seed)
+            )  # fmt: skip
+            for split, indices in splits.items():
                 self.datasets[split] = self.image_datasets[split] = FaceImageDataset(
                     source,
                     indices,
@@ -182,13 +193,16 @@ class FaceDataModule(L.LightningDataModule):
             if hp.cache:
                 self.datasets["train"] = self._cached("train")
         n_train = len(self.datasets["train"])  # type: ignore[arg-type]
-        if n_train < self.batch_size:
-            raise ValueError(
-                f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
-                f"({n_train} images from {self.root or 'procedural faces'}); lower --data.batch_size"
-            )
+        self._check_batch_size(n_train, f"images from {self.root or 'procedural faces'}")
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
+
+    def _check_batch_size(self, count: int, what: str) -> None:
+        if count < self.batch_size:
+            raise ValueError(
+                f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
+                f"({count} {what}); lower --data.batch_size"
+            )
 
     def _cached(self, split: str) -> CachedFaces:
         folder = cache_dir("data", self.hparams.cache_dir)
@@ -221,30 +235,33 @@ class FaceDataModule(L.LightningDataModule):
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
             raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
-        workers = self._workers()
-        uint8 = isinstance(dataset, (CachedFaces, ShardRows))
-        if uint8 and self.hparams.num_workers is None:
-            # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
-            # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
-            workers = 0
+        uint8 = isinstance(dataset, Uint8Rows)
+        # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
+        # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
+        workers = 0 if uint8 and self.hparams.num_workers is None else self._workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # constant training batch size (BatchNorm); evaluation sees every image
-            num_workers=workers,
-            pin_memory=self._pin(),
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if uint8 else collate_images,
-            worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-            if workers
-            else None,
+            **self._loader_settings(workers),
         )
 
-    def _pin(self) -> bool:
+    def _loader_settings(self, workers: int) -> dict[str, Any]:
+        """Worker processes, pinning (``None``: when training on CUDA) and SIGTERM for both loaders."""
         trainer = getattr(self, "trainer", None)
         pin = self.hparams.pin_memory
-        return (trainer is not None and trainer.strategy.root_device.type == "cuda") if pin is None else pin
+        return {
+            "num_workers": workers,
+            "pin_memory": (trainer is not None and trainer.strategy.root_device.type == "cuda")
+            if pin is None
+            else pin,
+            "persistent_workers": self.hparams.persistent_workers and workers > 0,
+            "worker_init_fn": partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
+            if workers
+            else None,
+        }
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         if not self.datasets:
@@ -252,19 +269,15 @@ class FaceDataModule(L.LightningDataModule):
         if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
-            settings = (self.batch_size, workers, seed, self._pin(), self.hparams.persistent_workers)
-            return self.shards.train_loader(*settings)
+            return self.shards.train_loader(self.batch_size, seed, **self._loader_settings(workers))
         trainer = getattr(self, "trainer", None)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self._held_resident(device):
             return self._loader("train", shuffle=True)
         if self._resident is None:
             self._resident = self._decoded_training_set()
-            if self._resident.shape[0] < self.batch_size:  # fewer than counted: images skipped as unreadable
-                raise ValueError(
-                    f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
-                    f"({self._resident.shape[0]} readable images in {self.root}); lower --data.batch_size"
-                )
+            # fewer than counted: images skipped as unreadable
+            self._check_batch_size(self._resident.shape[0], f"readable images in {self.root}")
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
         epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
@@ -392,3 +405,34 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
         )
     if hp["source"] == "shards" and root is None:
         raise ValueError("FaceDataModule: source='shards' needs `root`: a prepared folder or URL")
+
+
+def leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
+    """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
+
+    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
+    makes the trainer raise "DataLoader worker ... killed by signal" at an arbitrary point, before
+    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary; so such a SIGTERM
+    is left to the trainer, which stops, saves and then shuts its workers down. The trainer's own
+    ``terminate()`` (DataLoader shutdown, ``multiprocessing`` at interpreter exit) still ends the worker
+    at once: ignoring SIGTERM outright would make that exit wait forever. A worker whose trainer died
+    ends by itself (the DataLoader watchdog).
+
+    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender
+    (``trainer_pid`` is passed in rather than taken from ``getppid``: under ``forkserver`` the
+    worker is forked by the fork server, not by the trainer).
+    Where that call does not exist (macOS, Windows) the worker keeps the default: it dies of any SIGTERM.
+    Use it as a DataLoader's ``worker_init_fn`` through ``functools.partial(..., trainer_pid=os.getpid())``.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the trainer's fork
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+
+    def wait_for_sigterm() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer_pid:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)  # default action: the worker ends "killed by SIGTERM"
+
+    threading.Thread(target=wait_for_sigterm, name="facegan-sigterm", daemon=True).start()

@@ -1,16 +1,16 @@
-"""Decoding and preprocessing: image bytes -> facegan's ``(3, S, S)`` float ``[-1, 1]`` images.
-
-:class:`FaceImageDataset` reads a source's images (:mod:`facegan.data.sources`), converts any PIL
-mode to RGB, center-crops a square, resizes it (torchvision's transforms, on the PIL image) and
-scales it; a file that cannot be decoded raises :class:`BadImageError` naming it, or is skipped.
+"""Decoding: image bytes -> ``(3, S, S)`` images (any PIL mode to RGB, center crop, resize), bad
+files named or skipped, and the :func:`fingerprint` that keys everything computed from the pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import multiprocessing
+import os
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from facegan.data.procedural import ProceduralFaces
 from facegan.data.sources import FolderSource, ZipSource
 from facegan.images import from_uint8
 
@@ -201,3 +202,39 @@ def collate_images(batch: list[Tensor | None]) -> Tensor:
     """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
     images = [image for image in batch if image is not None]
     return torch.stack(images) if images else torch.empty(0)
+
+
+def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
+                crop_size: int | None) -> dict[str, Any]:  # fmt: skip
+    """A JSON-able key of ``dataset`` (the decoding dataset of ``split``, or the procedural faces).
+
+    Covers the source (kind, resolved path, every file name with its size and modification time,
+    or the procedural seed and count), the split and the preprocessing.
+    """
+    key: dict[str, Any] = {"kind": kind, "split": split, "image_size": image_size}
+    if isinstance(dataset, ProceduralFaces):
+        key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)
+        return key
+    if not isinstance(dataset, FaceImageDataset):
+        raise TypeError(
+            f"fingerprint: expected FaceImageDataset or ProceduralFaces, got {type(dataset).__name__}"
+        )
+    source = dataset.source
+    digest = hashlib.sha256()
+    if isinstance(source, ZipSource):
+        stat = source.path.stat()
+        digest.update(os.fsencode(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"))
+        digest.update("\n".join(source.names[i] for i in dataset.indices).encode())
+    else:
+        for i in dataset.indices:
+            path = source.root / source.names[i]
+            try:
+                stat = path.stat()
+                entry = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            except (OSError, RuntimeError):  # dangling or looping symlink, vanished file: the
+                entry = f"{path.absolute()}|unreadable"  # skip rule (or a named error) applies when read
+            # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
+            digest.update(os.fsencode(f"{entry}\n"))
+    key.update(files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=crop_size)
+    key.update(decoder=DECODER_VERSION)  # how the files become pixels
+    return key

@@ -1,18 +1,10 @@
 """Prepared shards: a source's images decoded once into LitData's optimized format, for streaming.
 
 ``python -m facegan prepare`` (:func:`prepare_shards`) writes one LitData ``optimize`` output per split
-(``train/``, ``val/``, ``test/``: ``index.json`` + ``chunk-*.bin``) and, last, :data:`META_NAME`,
-which vouches for them: a folder without it is not a prepared folder (an interrupted ``prepare``
-leaves none). Each row is ``{"image": uint8 (3, S, S), "name": file name}``, decoded, cropped and
-resized by the same function as the memmap cache (:meth:`FaceImageDataset.load_or_skip`), so the same
-pixels; row ``i`` of a split is its ``i``-th readable image, in the source's order (LitData's
-``keep_data_ordered``: each worker converts one contiguous slice, chunks merged in worker order).
-The metadata lists each split's chunk files with their sizes and SHA-256 digests (``sha256sum``
-checks them by hand too; :mod:`facegan.data.streaming` checks them before reading). A ``prepare``
-that cannot write (a full disk) removes what it wrote and ends with a :class:`WriteError`.
-
-LitData is the optional ``stream`` extra (``pip install 'facegan[stream]'``); :func:`require_litdata`
-names it when it is missing.
+(``train/``, ``val/``, ``test/``: ``index.json`` + ``chunk-*.bin``) and, last, :data:`META_NAME`, which
+vouches for them (an interrupted ``prepare`` leaves none) and lists each chunk's size and SHA-256. Row
+``i`` of a split is ``{"image": uint8 (3, S, S), "name": file name}`` of its ``i``-th readable image,
+decoded by the cache's function (the same pixels). LitData is the optional ``stream`` extra.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from facegan.data.decode import DECODER_VERSION, BadImageError, FaceImageDataset
-from facegan.data.splits import SPLITS
+from facegan.data.sources import SPLITS
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 
 META_NAME = "facegan-shards.json"

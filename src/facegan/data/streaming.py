@@ -1,18 +1,10 @@
 """Training from prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData.
 
-The training split streams through LitData's ``StreamingDataLoader``: shuffled per epoch (the order
-of the chunks, then all images inside each chunk, from ``seed`` and the epoch; a batch draws from
-one or two chunks, ~5,000 images at 64 px with ``prepare``'s 64 MB chunks), and under DDP each rank of each node reads
-its own share (LitData reads the world size and rank from ``torch.distributed``); Lightning saves
-the loader's ``state_dict()`` in the checkpoint and restores it, so a resume continues the epoch
-where it stopped. Validation, test and FID's real images read rows by index (:class:`ShardRows`).
-Batches are uint8, like the memmap cache's: the data module scales and flips them on the device.
-
-Prepared shards are checked before LitData reads them: the metadata's fields and types when it is
-loaded; in a local folder (or ``local:`` URL), at setup, that every chunk ``prepare`` recorded is
-there with its size; and each chunk's SHA-256 before its first image is read (:class:`ChunkCheck`).
-A damaged folder ends in one line naming the file and saying to run ``prepare`` again. A bucket's
-chunks are not hashed: LitData reads their images by byte ranges, never the whole chunk.
+The training split streams through :mod:`facegan.data.stream_loader`; validation, test and FID's real
+images read rows by index (:class:`ShardRows`). Prepared shards are checked before LitData reads them:
+the metadata's fields and types; in a local folder (or ``local:`` URL), at setup, that every chunk
+``prepare`` recorded is there with its size; and each chunk's SHA-256 before its first image is read
+(:class:`ChunkCheck`). A bucket's chunks are not hashed: LitData reads them by byte ranges.
 """
 
 from __future__ import annotations
@@ -24,13 +16,12 @@ import multiprocessing
 import os
 import tempfile
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
+from facegan.data.cache import Uint8Rows
 from facegan.data.shards import (
     META_NAME,
     SHARDS_FORMAT,
@@ -40,8 +31,7 @@ from facegan.data.shards import (
     require_litdata,
     split_url,
 )
-from facegan.data.splits import SPLITS
-from facegan.data.workers import leave_job_sigterm_to_the_trainer
+from facegan.data.sources import SPLITS
 
 
 def is_prepared(root: str | None) -> bool:
@@ -205,17 +195,9 @@ def local_folder(root: str) -> Path | None:
     return None if is_remote(root) else Path(root).expanduser()
 
 
-def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
-    """Shard rows -> a ``(B, 3, S, S)`` uint8 batch (the names stay behind)."""
-    return torch.stack([item["image"] for item in items])
-
-
-class ShardRows(Dataset):
-    """One split's rows by index, as uint8 ``(3, S, S)`` images (evaluation loaders, FID's reals).
-
-    The LitData dataset is opened on first use in each process (loader workers open their own);
-    ``check`` verifies a row's chunk before it is read.
-    """
+class ShardRows(Uint8Rows):
+    """One split's rows by index; the LitData dataset is opened on first use in each process (loader
+    workers open their own); ``check`` verifies a row's chunk before it is read."""
 
     def __init__(
         self, url: str, count: int, cache_dir: str | None = None, check: ChunkCheck | None = None
@@ -223,66 +205,18 @@ class ShardRows(Dataset):
         self.url, self.count, self.cache_dir, self.check = url, count, cache_dir, check
         self._rows: Any = None
 
-    def _dataset(self) -> Any:
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
         if self._rows is None:
             litdata = require_litdata()
             self._rows = litdata.StreamingDataset(
                 self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0
             )
-        return self._rows
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < self.count:
-            raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
-        if self.check is not None:
-            self.check.verify(self.check.chunk_of(index))
-        return self._dataset()[index]["image"]
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.stack([self[i] for i in indices])  # (B, 3, S, S) uint8
-
-    def name(self, index: int) -> str:
-        """The source file name of row ``index``."""
-        return self._dataset()[index]["name"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_rows": None}
-
-
-def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_dir: str | None = None,
-                 pin_memory: bool = False, persistent_workers: bool = False,
-                 check: ChunkCheck | None = None) -> Any:  # fmt: skip
-    """A ``StreamingDataLoader`` of shuffled uint8 training batches; the last partial batch is dropped.
-
-    Every process must pass the same ``seed`` (the epoch's order is drawn from it and the epoch, and
-    split among the ranks from it); ``seed_everything`` gives one to all. ``check`` verifies each
-    chunk before its first image is read.
-    """
-    require_litdata()
-    from facegan.data.checked_stream import CheckedStreamingDataset
-    from facegan.data.resumable import ResumableStreamingDataLoader
-
-    # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
-    # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
-    # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
-    # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
-    dataset = CheckedStreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed,
-                                      batch_decode=0, item_shuffle_window=0, check=check)  # fmt: skip
-    return ResumableStreamingDataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        drop_last=True,  # constant training batch size (BatchNorm)
-        collate_fn=collate_rows,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers and num_workers > 0,
-        worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-        if num_workers
-        else None,
-    )
+        for index in indices:
+            if not 0 <= index < self.count:
+                raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
+            if self.check is not None:
+                self.check.verify(self.check.chunk_of(index))
+        return torch.stack([self._rows[index]["image"] for index in indices])
 
 
 class Shards:
@@ -324,14 +258,26 @@ class Shards:
         count = self.meta["splits"][split]["count"]
         return ShardRows(split_url(self.root, split), count, self.cache_dir, self.checks.get(split))
 
-    def train_loader(self, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
-                     persistent_workers: bool = False) -> Any:  # fmt: skip
-        """The training split's ``StreamingDataLoader`` (:func:`train_loader`)."""
-        url = split_url(self.root, "train")
-        return train_loader(
-            url, batch_size, num_workers, seed, self.cache_dir, pin_memory, persistent_workers,
-            self.checks.get("train"),
-        )  # fmt: skip
+    def train_loader(self, batch_size: int, seed: int, **loader_settings: Any) -> Any:
+        """Shuffled uint8 training batches (:mod:`facegan.data.stream_loader`), the last partial one
+        dropped. Every process must pass the same ``seed`` (the epoch's order, and its split among the
+        ranks, are drawn from it and the epoch)."""
+        from facegan.data.stream_loader import (
+            CheckedStreamingDataset,
+            ResumableStreamingDataLoader,
+            collate_rows,
+        )
+
+        # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
+        # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
+        # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
+        # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
+        dataset = CheckedStreamingDataset(split_url(self.root, "train"), cache_dir=self.cache_dir, shuffle=True,
+                                          drop_last=True, seed=seed, batch_decode=0, item_shuffle_window=0,
+                                          check=self.checks.get("train"))  # fmt: skip
+        return ResumableStreamingDataLoader(
+            dataset, batch_size=batch_size, drop_last=True, collate_fn=collate_rows, **loader_settings
+        )
 
     def fingerprint(self, split: str) -> dict[str, Any]:
         """The source's fingerprint of ``split`` (same pixels, same key), as recorded by ``prepare``."""
