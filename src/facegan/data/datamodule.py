@@ -34,9 +34,8 @@ from facegan.data.sources import (
     CELEBA_PARTITION,
     SOURCES,
     SPLITS,
-    partition_split,
-    random_split,
     resolve_source,
+    split_indices,
 )
 from facegan.data.streaming import Shards, is_prepared
 from facegan.images import from_uint8, to_uint8
@@ -176,10 +175,7 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: no images found in {self.root!r} (kind {kind!r}); expected files ending "
                     "in .jpg, .jpeg, .png, .webp or .bmp"
                 )
-            splits = (
-                partition_split(source.names, partition) if partition is not None
-                else random_split(len(source), hp.val_fraction, hp.test_fraction, hp.split_seed)
-            )  # fmt: skip
+            splits = split_indices(source.names, partition, hp.val_fraction, hp.test_fraction, hp.split_seed)
             for split, indices in splits.items():
                 self.datasets[split] = self.image_datasets[split] = FaceImageDataset(
                     source,

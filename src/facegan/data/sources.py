@@ -86,20 +86,26 @@ class FolderSource:
 
 
 class ZipSource:
-    """Every image inside a zip file (optionally below ``prefix``), read without extraction."""
+    """Every image inside a zip file, read without extraction; with ``celeba``, only those below
+    ``img_align_celeba/`` if there are any."""
 
-    def __init__(self, path: Path, prefix: str = "") -> None:
+    def __init__(self, path: Path, celeba: bool = False) -> None:
         self.path = path
-        self.prefix = prefix
-        with zipfile.ZipFile(path) as zf:
-            members = [i.filename for i in zf.infolist() if not i.is_dir()]
-        self.names = sorted(m for m in members if m.startswith(prefix) and _is_image_name(m))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [i.filename for i in zf.infolist() if not i.is_dir()]
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"FaceDataModule: zip archive {str(path)!r} is damaged: {error}") from error
+        self.names = sorted(m for m in members if _is_image_name(m))
         repeated = sorted(name for name, count in Counter(self.names).items() if count > 1)
         if repeated:
             raise ValueError(
-                f"zip archive {str(path)!r} holds {len(repeated)} image names more than once (e.g. "
-                f"{repeated[0]!r}); which copy is meant is ambiguous. Rebuild the archive with unique names"
+                f"FaceDataModule: zip archive {str(path)!r} holds {len(repeated)} image names more than once "
+                f"(e.g. {repeated[0]!r}); which copy is meant is ambiguous. Rebuild the archive with unique names"
             )
+        prefix = f"{CELEBA_IMAGES}/"
+        if celeba and any(name.startswith(prefix) for name in self.names):
+            self.names = [name for name in self.names if name.startswith(prefix)]
         self._zip: zipfile.ZipFile | None = None
         self._pid: int | None = None
 
@@ -154,20 +160,6 @@ def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     return b"".join(blocks)
 
 
-def open_zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
-    """A :class:`ZipSource`; with ``celeba_prefix``, only members below ``img_align_celeba/`` if any."""
-    try:
-        source = ZipSource(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"FaceDataModule: zip archive {str(path)!r} is damaged: {error}") from error
-    except ValueError as error:
-        raise ValueError(f"FaceDataModule: {error}") from None
-    prefix = f"{CELEBA_IMAGES}/"
-    if celeba_prefix and any(name.startswith(prefix) for name in source.names):
-        source.names = [name for name in source.names if name.startswith(prefix)]
-    return source
-
-
 def resolve_source(
     root: str | None, source: str = "auto"
 ) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
@@ -198,7 +190,7 @@ def resolve_source(
         if (path / CELEBA_IMAGES).is_dir():
             celeba: FolderSource | ZipSource = FolderSource(path / CELEBA_IMAGES)
         elif (path / f"{CELEBA_IMAGES}.zip").is_file():
-            celeba = open_zip(path / f"{CELEBA_IMAGES}.zip", celeba_prefix=True)
+            celeba = ZipSource(path / f"{CELEBA_IMAGES}.zip", celeba=True)
         elif path.name == CELEBA_IMAGES and (path.parent / CELEBA_PARTITION).is_file():
             celeba, partition = FolderSource(path), path.parent / CELEBA_PARTITION
         elif source == "celeba":
@@ -225,33 +217,35 @@ def resolve_source(
         raise ValueError(f"FaceDataModule: source='folder' but `root` {str(path)!r} is a zip file")
     partition = path.parent / CELEBA_PARTITION
     if path.name == f"{CELEBA_IMAGES}.zip" and source != "zip":
-        return "celeba", open_zip(path, celeba_prefix=True), partition if partition.is_file() else None
-    return "zip", open_zip(path), None
+        return "celeba", ZipSource(path, celeba=True), partition if partition.is_file() else None
+    return "zip", ZipSource(path), None
 
 
-def read_partition(path: Path) -> dict[str, str]:
-    """``list_eval_partition.txt`` -> ``{file name: "train" | "val" | "test"}``."""
-    splits = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+def split_indices(
+    names: Sequence[str], partition: Path | None, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Indices of ``names`` per split: as ``partition`` (``list_eval_partition.txt``) lists their base
+    names (others unused), or without one a seeded random split; each split's indices sorted."""
+    if partition is None:
+        order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_val, n_test = round(len(names) * val_fraction), round(len(names) * test_fraction)
+        val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+        return {"val": sorted(val), "test": sorted(test), "train": sorted(train)}
+    listed = {}
+    for lineno, line in enumerate(partition.read_text().splitlines(), 1):
         parts = line.split()
+        if not parts:
+            continue
         if len(parts) != 2 or parts[1] not in SPLIT_CODES:
             raise ValueError(
-                f"{path}, line {lineno}: expected '<file name> <0|1|2>' (CelebA partition format), "
+                f"{partition}, line {lineno}: expected '<file name> <0|1|2>' (CelebA partition format), "
                 f"got {line!r}"
             )
-        splits[parts[0]] = SPLIT_CODES[parts[1]]
-    return splits
-
-
-def partition_split(names: Sequence[str], partition: Path) -> dict[str, list[int]]:
-    """Indices of ``names`` per split, as the partition file lists their base names (others unused)."""
-    splits = read_partition(partition)
+        listed[parts[0]] = SPLIT_CODES[parts[1]]
     indices: dict[str, list[int]] = {split: [] for split in SPLITS}
     unlisted = 0
     for i, name in enumerate(names):
-        split = splits.get(name.rsplit("/", 1)[-1])
+        split = listed.get(name.rsplit("/", 1)[-1])
         if split is None:
             unlisted += 1
         else:
@@ -259,15 +253,3 @@ def partition_split(names: Sequence[str], partition: Path) -> dict[str, list[int
     if unlisted:
         log.warning("%d images are not listed in %s and are not used", unlisted, partition)
     return indices
-
-
-def random_split(count: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """A seeded random split of ``range(count)``, each split's indices sorted."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(count * val_fraction))
-    n_test = int(round(count * test_fraction))
-    return {
-        "val": sorted(order[:n_val].tolist()),
-        "test": sorted(order[n_val : n_val + n_test].tolist()),
-        "train": sorted(order[n_val + n_test :].tolist()),
-    }

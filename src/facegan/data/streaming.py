@@ -41,8 +41,14 @@ def is_prepared(root: str | None) -> bool:
     return is_remote(str(root)) or (Path(root).expanduser() / META_NAME).is_file()
 
 
-def read_meta(root: str, storage_options: dict | None = None) -> dict[str, Any]:
-    """The metadata of prepared shards at ``root`` (a folder, or a URL: fetched with LitData's downloader)."""
+PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
+
+
+def read_meta(root: str) -> dict[str, Any]:
+    """The metadata of prepared shards at ``root`` (a folder, or a URL: fetched with LitData's
+    downloader), checked for the fields and types ``prepare`` writes. ``chunks`` may be absent: shards
+    prepared before facegan recorded them still load, unverified, with a warning (:class:`Shards`)."""
+    where = split_url(root, META_NAME)
     try:
         if is_remote(root):
             require_litdata()
@@ -50,49 +56,27 @@ def read_meta(root: str, storage_options: dict | None = None) -> dict[str, Any]:
 
             with tempfile.TemporaryDirectory(prefix="facegan-shards-") as tmp:
                 local = os.path.join(tmp, META_NAME)
-                url = f"{root.rstrip('/')}/{META_NAME}"
-                get_downloader(root, tmp, [], storage_options or {}).download_file(url, local)
+                get_downloader(root, tmp, [], {}).download_file(where, local)
                 meta = json.loads(Path(local).read_text())
         else:
-            meta = json.loads((Path(root).expanduser() / META_NAME).read_text())
+            meta = json.loads(Path(where).read_text())
     except (OSError, ValueError) as error:  # missing, unreachable, not JSON
         raise FileNotFoundError(
             f"FaceDataModule: {root!r} is not a prepared folder ({META_NAME} unreadable: {error}); "
             "write one with `python -m facegan prepare --root IMAGES --out DIR --image-size S`"
         ) from error
-    where = f"{root.rstrip('/')}/{META_NAME}" if is_remote(root) else str(Path(root).expanduser() / META_NAME)
-    if isinstance(meta, dict) and "format" in meta and meta["format"] != SHARDS_FORMAT:
-        raise ValueError(
-            f"FaceDataModule: {root!r} was prepared in format {meta.get('format')!r}, this facegan reads "
-            f"{SHARDS_FORMAT}; prepare it again"
-        )
-    return check_meta(meta, where)
-
-
-PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
-
-
-def _damaged(where: str, what: str) -> ValueError:
-    return ValueError(f"FaceDataModule: {where} is damaged: {what}; prepare the shards again ({PREPARE})")
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def check_meta(meta: Any, where: str) -> dict[str, Any]:
-    """``meta`` if it has the fields and types ``prepare`` writes, else a ``ValueError`` naming ``where``.
-
-    ``chunks`` (each split's chunk files with their sizes and SHA-256) may be absent: shards prepared
-    before facegan recorded them still load, unverified, with a warning (:class:`Shards`).
-    """
     if not isinstance(meta, dict):
         raise _damaged(where, f"it holds a JSON {type(meta).__name__}, not an object")
+    if "format" in meta and meta["format"] != SHARDS_FORMAT:
+        raise ValueError(
+            f"FaceDataModule: {root!r} was prepared in format {meta['format']!r}, this facegan reads "
+            f"{SHARDS_FORMAT}; prepare it again"
+        )
     if meta.get("format") != SHARDS_FORMAT:
         raise _damaged(where, f"`format` is {meta.get('format')!r}, not {SHARDS_FORMAT}")
-    if not (_count(meta.get("image_size")) and meta["image_size"] > 0):
+    if not _count(meta.get("image_size"), 1):
         raise _damaged(where, f"`image_size` is {meta.get('image_size')!r}, not a positive integer")
-    if not (meta.get("crop_size") is None or (_count(meta["crop_size"]) and meta["crop_size"] > 0)):
+    if not (meta.get("crop_size") is None or _count(meta["crop_size"], 1)):
         raise _damaged(where, f"`crop_size` is {meta['crop_size']!r}, not a positive integer or null")
     splits = meta.get("splits")
     if not isinstance(splits, dict):
@@ -113,6 +97,14 @@ def check_meta(meta: Any, where: str) -> dict[str, Any]:
     return meta
 
 
+def _damaged(where: str, what: str) -> ValueError:
+    return ValueError(f"FaceDataModule: {where} is damaged: {what}; prepare the shards again ({PREPARE})")
+
+
+def _count(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def _chunk_record(chunk: Any) -> bool:
     return (
         isinstance(chunk, dict)
@@ -127,9 +119,8 @@ def _chunk_record(chunk: Any) -> bool:
 class ChunkCheck:
     """One split's chunk files in a local folder, checked against what ``prepare`` recorded.
 
-    :meth:`check_files` (at setup) finds each chunk present, non-empty and of its recorded size, and
-    ``index.json`` listing the same chunks; :meth:`verify` hashes a chunk before its first image is
-    read. Which chunks were verified is shared by the loader workers (one byte per chunk), so each
+    Made at setup, it finds each chunk present, non-empty and of its recorded size, and ``index.json``
+    listing the same chunks; :meth:`verify` hashes a chunk before its first image is read. Which chunks were verified is shared by the loader workers (one byte per chunk), so each
     chunk is hashed once per training process, not once per worker and epoch. Without recorded
     digests (shards prepared by an earlier facegan) only presence and emptiness are checked.
     """
@@ -139,9 +130,6 @@ class ChunkCheck:
         self.chunks = chunks
         self.verified: Any = multiprocessing.RawArray("b", len(chunks or ()))
         self.ends = list(itertools.accumulate(chunk["items"] for chunk in chunks or ()))
-
-    def check_files(self) -> None:
-        """Every chunk present with its size (all of ``index.json``'s where no chunks were recorded)."""
         index_path = self.folder / "index.json"
         try:
             index = json.loads(index_path.read_text())
@@ -188,13 +176,6 @@ class ChunkCheck:
         return f"the prepared folder {str(self.folder.parent)!r} is damaged: run `{PREPARE}` again"
 
 
-def local_folder(root: str) -> Path | None:
-    """The local folder of prepared shards at ``root`` (a path or ``local:`` URL), or ``None`` (a bucket)."""
-    if str(root).startswith("local:"):
-        return Path(str(root)[len("local:") :]).expanduser()
-    return None if is_remote(root) else Path(root).expanduser()
-
-
 class ShardRows(Uint8Rows):
     """One split's rows by index; the LitData dataset is opened on first use in each process (loader
     workers open their own); ``check`` verifies a row's chunk before it is read."""
@@ -220,11 +201,8 @@ class ShardRows(Uint8Rows):
 
 
 class Shards:
-    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings.
-
-    In a local folder the chunk files are checked at once (:meth:`ChunkCheck.check_files`), and each
-    chunk's SHA-256 before its first read.
-    """
+    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings and, in a
+    local folder, against what ``prepare`` recorded (:class:`ChunkCheck`)."""
 
     def __init__(self, root: str, image_size: int, crop_size: int | None, cache_dir: str | None) -> None:
         require_litdata()  # at setup, not at the first batch
@@ -238,9 +216,10 @@ class Shards:
                 f"--data.image_size {prepared[0]} (and leave crop_size unset), or prepare again"
             )
         self.checks: dict[str, ChunkCheck] = {}
-        folder = local_folder(self.root)
-        if folder is None:
-            return
+        local = self.root.removeprefix("local:")
+        if is_remote(local):
+            return  # a bucket's chunks are not hashed: LitData reads them by byte ranges
+        folder = Path(local).expanduser()
         splits = self.meta["splits"]
         if any(info["count"] and "chunks" not in info for info in splits.values()):
             warnings.warn(
@@ -252,7 +231,6 @@ class Shards:
         for split in SPLITS:
             if splits[split]["count"]:
                 self.checks[split] = ChunkCheck(folder / split, splits[split].get("chunks"))
-                self.checks[split].check_files()
 
     def rows(self, split: str) -> ShardRows:
         count = self.meta["splits"][split]["count"]

@@ -1,24 +1,66 @@
 """Procedural cartoon faces: a built-in dataset so facegan trains with no download.
 
-Design:
-
 * :func:`sample_face_params` designs faces: face ``i`` draws a fixed list of uniforms from
-  ``np.random.default_rng([seed, i])`` (so it depends only on ``(seed, i)``: identical in any worker and
-  in any order) and turns them, in numpy, into the final geometry and colours of every part.
-* :func:`render_faces` draws a batch with plain torch ops. Every part is a signed distance field on the
-  pixel-centre grid in head-local coordinates (the image spans ``[-1, 1]``, so a face looks the same at
-  any resolution); a one-pixel linear ramp turns distance into anti-aliased coverage, and parts are
-  composited back to front with ``lerp_``. Symmetric parts (eyes, brows, ears, nostrils, glasses) are
-  drawn once on ``|x|``; optional ones (glasses, beard, long hair, open mouth) have a per-face alpha and
-  are skipped only when no face in the batch has them, so there are no per-face branches.
-* Speed: parts are evaluated only in a pixel window that holds them; the image is kept as
-  ``(3, N, H, W)`` so per-face values are ``(1, N, 1, 1)`` views of one tensor; no op takes a Python
-  float (torch copies those to a tensor on every call). ``ProceduralFaces.__getitems__`` lets a
-  DataLoader render a whole batch in one call.
+  ``np.random.default_rng([seed, i])`` (identical in any worker and in any order) and turns them, in
+  numpy, into the geometry and colours of every part.
+* :func:`render_faces` draws a batch with plain torch ops: each part is a signed distance field on the
+  pixel-centre grid in head-local coordinates (the image spans ``[-1, 1]``: the same face at any
+  resolution), made anti-aliased coverage by a one-pixel ramp and composited back to front. Symmetric
+  parts are drawn once on ``|x|``; optional ones have a per-face alpha (no per-face branches).
+* Speed: parts are evaluated only in a pixel window that holds them; images are ``(3, N, H, W)`` so
+  per-face values are ``(1, N, 1, 1)`` views; no op takes a Python float (torch copies those on every
+  call); ``ProceduralFaces.__getitems__`` renders a whole batch in one call.
 """
 
-from facegan.data.procedural.dataset import ProceduralFaces
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import Dataset
+
 from facegan.data.procedural.params import FaceParams, sample_face_params
 from facegan.data.procedural.render import render_faces
 
 __all__ = ["FaceParams", "ProceduralFaces", "render_faces", "sample_face_params"]
+
+
+class ProceduralFaces(Dataset):
+    """Cartoon front-facing portraits, roughly aligned like CelebA crops, rendered on the fly.
+
+    Args:
+        num_images: Number of distinct faces (``len(dataset)``).
+        image_size: Height and width in pixels (any integer >= 16).
+        seed: Non-negative seed; item ``i`` depends only on ``(seed, i)``.
+    """
+
+    def __init__(self, num_images: int = 20000, image_size: int = 64, seed: int = 0) -> None:
+        checks = ("num_images", num_images, 1), ("image_size", image_size, 16), ("seed", seed, 0)
+        for name, value, low in checks:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"ProceduralFaces: `{name}` must be an integer >= {low}, got {value!r}")
+        self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def _index(self, index: int) -> int:
+        i = operator.index(index)
+        if not -self.num_images <= i < self.num_images:
+            raise IndexError(f"ProceduralFaces: index {i} out of range for {self.num_images} images")
+        return i % self.num_images
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Returns face ``index`` (negative counts from the end) as float32 ``(3, H, W)`` in ``[-1, 1]``."""
+        return render_faces(sample_face_params(self.seed, [self._index(index)]), self.image_size)[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Tensor]:
+        """Returns faces ``indices``, rendered in batches: DataLoader calls this for a whole batch at once."""
+        faces, chunk = [self._index(i) for i in indices], max(1, 2**20 // self.image_size**2)
+        return [
+            img
+            for k in range(0, len(faces), chunk)
+            for img in render_faces(sample_face_params(self.seed, faces[k : k + chunk]), self.image_size)
+        ]
