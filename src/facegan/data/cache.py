@@ -1,5 +1,5 @@
 """Decoded uint8 rows: the cache file (decoded once, then memory-mapped), the set held on the device,
-and the views training and FID take of a dataset (randomly flipped; uint8 rows as ``[-1, 1]``).
+and the views FID takes of a training set (never flipped; uint8 rows as ``[-1, 1]``).
 
 Decoding JPEGs, not the networks, limits a small GAN's speed on a GPU. A cache is one raw ``uint8``
 file of ``(N, 3, S, S)`` rows, named by a digest of the split's :func:`~facegan.data.decode.fingerprint`
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from facegan.data.decode import FaceImageDataset
+from facegan.data.procedural import ProceduralFaces
 from facegan.images import from_uint8
 from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
 
@@ -40,7 +41,7 @@ def cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path, str]:
 
 
 def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> list[tuple[int, torch.Tensor | None]]:
-    return [(index, dataset.load_or_skip(index)) for index in indices]  # in the loader's worker
+    return [(index, dataset.load_or_skip(index)) for index in indices]
 
 
 def decoded_rows(
@@ -48,9 +49,12 @@ def decoded_rows(
 ) -> Iterator[tuple[int, torch.Tensor | None]]:
     """``(index, uint8 (3, S, S) image or None for a skipped bad one)`` of every image of ``dataset``,
     in order, decoded by ``num_workers`` loader workers, with a progress bar ("facegan: <verb> ...")."""
-    indices = range(len(dataset))
-    loader = DataLoader(
-        indices, batch_size=64, num_workers=num_workers, collate_fn=partial(_load_rows, dataset)
+    indices = range(len(dataset))  # the batches of indices are decoded by collate_fn, in the workers
+    loader: DataLoader = DataLoader(
+        indices,  # type: ignore[arg-type]
+        batch_size=64,
+        num_workers=num_workers,
+        collate_fn=partial(_load_rows, dataset),
     )
     desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
     for items in tqdm(loader, desc=desc, unit="batch"):
@@ -180,27 +184,6 @@ class DeviceBatches:
             yield self.images[mine[i * self.batch_size : (i + 1) * self.batch_size]]
 
 
-class Flipped(Dataset):
-    """Random horizontal flips over a dataset of ``(3, S, S)`` tensors."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.dataset[index]
-        return image.flip(-1) if torch.rand(()) < 0.5 else image
-
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        """Batched path (the DataLoader calls it when present): render together, flip each."""
-        getitems = getattr(self.dataset, "__getitems__", None)
-        images = getitems(indices) if getitems else [self.dataset[i] for i in indices]
-        flips = (torch.rand(len(images)) < 0.5).tolist()
-        return [image.flip(-1) if flip else image for image, flip in zip(images, flips, strict=True)]
-
-
 class FromUint8(Dataset):
     """float ``[-1, 1]`` view of uint8 rows (FID's real images from the cache or shards)."""
 
@@ -221,8 +204,8 @@ def unflipped(dataset: Dataset) -> Dataset:
     """The images of a training dataset exactly as preprocessed, but never flipped (for FID)."""
     if isinstance(dataset, Uint8Rows):
         return FromUint8(dataset)
-    if isinstance(dataset, Flipped):
-        return dataset.dataset
+    if isinstance(dataset, ProceduralFaces) and dataset.flip:
+        return ProceduralFaces(dataset.num_images, dataset.image_size, dataset.seed)
     if isinstance(dataset, FaceImageDataset) and dataset.flip:
         return FaceImageDataset(
             dataset.source,

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import torch
@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset
 from facegan.data.cache import (
     CachedFaces,
     DeviceBatches,
-    Flipped,
     Uint8Rows,
     build_cache,
     collate_uint8,
@@ -29,7 +28,7 @@ from facegan.data.cache import (
 )
 from facegan.data.decode import FaceImageDataset, collate_images, fingerprint
 from facegan.data.procedural import ProceduralFaces
-from facegan.data.shards import is_remote
+from facegan.data.shards import is_prepared, is_remote, require_litdata
 from facegan.data.sources import (
     CELEBA_PARTITION,
     SOURCES,
@@ -37,9 +36,11 @@ from facegan.data.sources import (
     resolve_source,
     split_indices,
 )
-from facegan.data.streaming import Shards, is_prepared
 from facegan.images import from_uint8, to_uint8
 from facegan.io.paths import cache_dir
+
+if TYPE_CHECKING:
+    from facegan.data.streaming import Shards
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class FaceDataModule(L.LightningDataModule):
             holding ``img_align_celeba/`` or ``img_align_celeba.zip`` (read without extraction)
             and optionally ``list_eval_partition.txt`` (train/val/test). Or shards written by
             ``python -m facegan prepare``: their folder, or a URL LitData streams (``s3://...``).
-        source: ``"auto"`` detects the kind from ``root``; or force ``"procedural"``,
-            ``"folder"``, ``"celeba"``, ``"zip"``, ``"shards"``.
+        source: ``"auto"`` detects the kind from ``root``; or force one of the others.
         image_size: side of the square training images in pixels.
         batch_size: images per batch (the last incomplete training batch is dropped).
         crop_size: side of the central square cropped before resizing; ``None`` crops to the
@@ -74,22 +74,18 @@ class FaceDataModule(L.LightningDataModule):
         persistent_workers: keep workers alive between epochs. Off: fresh workers each epoch draw
             their random streams from the trainer's, which a checkpoint holds (bit-exact resumes).
         cache: decode, crop and resize the training images once into a ``uint8`` file that later
-            epochs and runs memory-map (:mod:`facegan.data.cache`); training batches then arrive
-            as uint8 and are scaled to ``[-1, 1]`` and flipped on the device (in
-            ``on_after_batch_transfer``). Files and folders only (built-in faces are computed).
+            epochs and runs memory-map; its batches are scaled and flipped on the device. Image
+            files only (built-in faces are computed).
         cache_dir: folder of the cache; ``None`` -> ``$FACEGAN_CACHE/data``, else
             ``~/.cache/facegan/data``.
-        device_resident: hold the whole training set, decoded once (read from the cache with
-            ``cache``; built-in faces rendered once), on the training device as uint8 (12 KB per 64 px
-            image) and draw shuffled batches there: no loader workers, no decoding after the first
-            pass, no host-to-device copies; scaled and flipped there as cached batches are. ``None``
-            -> whenever it fits ``resident_budget_gb``, unless ``skip_bad_images`` (the loader then skips
-            and counts unreadable files each epoch); ``False``: loader workers decode every epoch (or
-            read the cache). Shards always stream.
+        device_resident: hold the whole training set, decoded once, on the training device as uint8
+            (12 KB per 64 px image) and draw shuffled batches there: no loader workers, no decoding
+            after the first pass, no host-to-device copies. ``None`` -> whenever it fits
+            ``resident_budget_gb``, unless ``skip_bad_images`` (the loader then skips and counts
+            unreadable files each epoch). Shards always stream.
         resident_budget_gb: the largest decoded training set (``N * 3 * S * S`` bytes, in GB) that
             ``device_resident=None`` holds on the device: 4 GB takes CelebA's 162,770 training faces
-            at 64 px (2.0 GB), not at 128 px (8.0 GB), where decoding runs in loader workers
-            (``cache`` then decodes once into a file).
+            at 64 px (2.0 GB), not at 128 px (8.0 GB).
     """
 
     hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
@@ -154,6 +150,9 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: {self.root!r} holds shards, which stream; set device_resident false or null"
                 )
             where = str(cache_dir("shards", hp.cache_dir)) if is_remote(str(self.root)) else None
+            require_litdata()  # at setup, not at the first batch; the error names the extra
+            from facegan.data.streaming import Shards
+
             self.shards = Shards(str(self.root), self.image_size, hp.crop_size, where)
             self.datasets = {split: self.shards.rows(split) for split in SPLITS}
         elif source is None:
@@ -163,9 +162,8 @@ class FaceDataModule(L.LightningDataModule):
                     "rendered, not decoded. Set --data.root, or leave cache false"
                 )
             n_held_out = max(self.batch_size, int(round(hp.num_procedural * hp.val_fraction)))
-            train: Dataset = ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed)
             self.datasets = {
-                "train": Flipped(train) if hp.flip else train,
+                "train": ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed, hp.flip),
                 "val": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 1),
                 "test": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 2),
             }
@@ -325,7 +323,7 @@ class FaceDataModule(L.LightningDataModule):
             return decode_all(self.image_datasets["train"], self._workers())
         faces = cast(ProceduralFaces, unflipped(train))
         chunks = [range(i, min(i + 1024, len(faces))) for i in range(0, len(faces), 1024)]
-        return torch.cat([to_uint8(torch.stack(faces.__getitems__(list(chunk)))) for chunk in chunks])
+        return torch.cat([to_uint8(torch.stack(faces.__getitems__(chunk))) for chunk in chunks])
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.datasets.get("val", [])) == 0 and self.datasets:  # type: ignore[arg-type]
@@ -407,18 +405,12 @@ def leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
     """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
 
     ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
-    makes the trainer raise "DataLoader worker ... killed by signal" at an arbitrary point, before
-    Lightning's SIGTERM handling can save a checkpoint at the next batch boundary; so such a SIGTERM
-    is left to the trainer, which stops, saves and then shuts its workers down. The trainer's own
-    ``terminate()`` (DataLoader shutdown, ``multiprocessing`` at interpreter exit) still ends the worker
-    at once: ignoring SIGTERM outright would make that exit wait forever. A worker whose trainer died
-    ends by itself (the DataLoader watchdog).
-
-    SIGTERM is blocked and taken by a daemon thread with ``sigwaitinfo``, which names the sender
-    (``trainer_pid`` is passed in rather than taken from ``getppid``: under ``forkserver`` the
-    worker is forked by the fork server, not by the trainer).
-    Where that call does not exist (macOS, Windows) the worker keeps the default: it dies of any SIGTERM.
-    Use it as a DataLoader's ``worker_init_fn`` through ``functools.partial(..., trainer_pid=os.getpid())``.
+    makes the trainer fail at an arbitrary point, before Lightning's SIGTERM handling can save a
+    checkpoint at the next batch boundary; so such a SIGTERM is left to the trainer, which stops, saves
+    and then shuts its workers down. Its own ``terminate()`` still ends the worker at once (ignoring
+    SIGTERM outright would make that exit wait forever). A daemon thread takes SIGTERM with
+    ``sigwaitinfo``, which names the sender (``trainer_pid`` is passed in: under ``forkserver``
+    ``getppid`` is the fork server). Without it (macOS, Windows) any SIGTERM ends the worker.
     """
     if not hasattr(signal, "sigwaitinfo"):
         return

@@ -1,10 +1,16 @@
-"""Training from prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData.
+"""Reading prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData (imported here).
 
-The training split streams through :mod:`facegan.data.stream_loader`; validation, test and FID's real
-images read rows by index (:class:`ShardRows`). Prepared shards are checked before LitData reads them:
-the metadata's fields and types; in a local folder (or ``local:`` URL), at setup, that every chunk
-``prepare`` recorded is there with its size; and each chunk's SHA-256 before its first image is read
-(:class:`ChunkCheck`). A bucket's chunks are not hashed: LitData reads them by byte ranges.
+The training split streams through a ``StreamingDataLoader``, shuffled per epoch (the order of the
+chunks, then all images inside each chunk, from ``seed`` and the epoch; a batch draws from one or two
+chunks, ~5,000 images at 64 px in ``prepare``'s 64 MB chunks); under DDP each rank reads its own share
+(LitData reads the world size and rank from ``torch.distributed``); Lightning checkpoints the loader's
+``state_dict()``, so a resume continues the epoch where it stopped. Validation, test and FID's real
+images read rows by index (:class:`ShardRows`). Batches are uint8, scaled and flipped on the device.
+
+Prepared shards are checked before LitData reads them: the metadata's fields and types; in a local
+folder (or ``local:`` URL), at setup, that every chunk ``prepare`` recorded is there with its size; and
+each chunk's SHA-256 before its first image is read (:class:`ChunkCheck`). A bucket's chunks are not
+hashed: LitData reads them by byte ranges.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ import multiprocessing
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.downloader import get_downloader
+from litdata.streaming.sampler import ChunkedIndex
 
 from facegan.data.cache import Uint8Rows
 from facegan.data.shards import (
@@ -28,18 +38,9 @@ from facegan.data.shards import (
     DamagedShardsError,
     file_sha256,
     is_remote,
-    require_litdata,
     split_url,
 )
 from facegan.data.sources import SPLITS
-
-
-def is_prepared(root: str | None) -> bool:
-    """Whether ``root`` is prepared shards: a URL, or a folder holding :data:`META_NAME`."""
-    if root is None:
-        return False
-    return is_remote(str(root)) or (Path(root).expanduser() / META_NAME).is_file()
-
 
 PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
 
@@ -51,9 +52,6 @@ def read_meta(root: str) -> dict[str, Any]:
     where = split_url(root, META_NAME)
     try:
         if is_remote(root):
-            require_litdata()
-            from litdata.streaming.downloader import get_downloader
-
             with tempfile.TemporaryDirectory(prefix="facegan-shards-") as tmp:
                 local = os.path.join(tmp, META_NAME)
                 get_downloader(root, tmp, [], {}).download_file(where, local)
@@ -176,6 +174,58 @@ class ChunkCheck:
         return f"the prepared folder {str(self.folder.parent)!r} is damaged: run `{PREPARE}` again"
 
 
+class CheckedStreamingDataset(StreamingDataset):
+    """A ``StreamingDataset`` whose chunks pass ``check`` (``None``: unchecked, e.g. a bucket's).
+
+    The loader reads rows by ``ChunkedIndex``, which names the chunk: ``check`` hashes that chunk's
+    file once (per training process) before LitData maps and deserializes it.
+    """
+
+    def __init__(self, *args: Any, check: ChunkCheck | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def __getitem__(self, index: Any) -> Any:
+        if self.check is not None and isinstance(index, ChunkedIndex):
+            self.check.verify(index.chunk_index)
+        return super().__getitem__(index)
+
+
+class ResumableStreamingDataLoader(StreamingDataLoader):
+    """A ``StreamingDataLoader`` whose restored state resumes one epoch, after which epochs go on.
+
+    LitData replays the state given to ``load_state_dict`` while its ``restore`` flag is set, and
+    clears the flag only when an epoch's iterator runs to ``StopIteration``. Lightning ends an epoch by
+    its batch count instead, so after a mid-epoch resume the *next* epoch replayed the rest of the
+    resumed one (measured: epoch 1 repeated epoch 0's last 5 batches; LitData issue #770). Here an
+    iteration that yielded a batch uses the restored state up (one that yielded none, e.g. an iterator
+    made and dropped before training, leaves it for the next).
+    """
+
+    restore: bool  # LitData's: replay the loaded state at the next iteration
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._restore_used = False
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._restore_used = False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.restore and self._restore_used:
+            self.restore = False  # the resumed epoch has been trained on: this is the next one
+        self._restore_used = False
+        for batch in super().__iter__():
+            self._restore_used = True
+            yield batch
+
+
+def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
+    """Shard rows -> a ``(B, 3, S, S)`` uint8 batch (the names stay behind)."""
+    return torch.stack([item["image"] for item in items])
+
+
 class ShardRows(Uint8Rows):
     """One split's rows by index; the LitData dataset is opened on first use in each process (loader
     workers open their own); ``check`` verifies a row's chunk before it is read."""
@@ -188,10 +238,7 @@ class ShardRows(Uint8Rows):
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         if self._rows is None:
-            litdata = require_litdata()
-            self._rows = litdata.StreamingDataset(
-                self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0
-            )
+            self._rows = StreamingDataset(self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0)
         for index in indices:
             if not 0 <= index < self.count:
                 raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
@@ -205,7 +252,6 @@ class Shards:
     local folder, against what ``prepare`` recorded (:class:`ChunkCheck`)."""
 
     def __init__(self, root: str, image_size: int, crop_size: int | None, cache_dir: str | None) -> None:
-        require_litdata()  # at setup, not at the first batch
         self.root, self.cache_dir = str(root), cache_dir
         self.meta = read_meta(self.root)
         prepared = self.meta["image_size"], self.meta["crop_size"]
@@ -237,15 +283,9 @@ class Shards:
         return ShardRows(split_url(self.root, split), count, self.cache_dir, self.checks.get(split))
 
     def train_loader(self, batch_size: int, seed: int, **loader_settings: Any) -> Any:
-        """Shuffled uint8 training batches (:mod:`facegan.data.stream_loader`), the last partial one
+        """Shuffled uint8 training batches , the last partial one
         dropped. Every process must pass the same ``seed`` (the epoch's order, and its split among the
         ranks, are drawn from it and the epoch)."""
-        from facegan.data.stream_loader import (
-            CheckedStreamingDataset,
-            ResumableStreamingDataLoader,
-            collate_rows,
-        )
-
         # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
         # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
         # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk

@@ -18,6 +18,7 @@ import operator
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -34,14 +35,18 @@ class ProceduralFaces(Dataset):
         num_images: Number of distinct faces (``len(dataset)``).
         image_size: Height and width in pixels (any integer >= 16).
         seed: Non-negative seed; item ``i`` depends only on ``(seed, i)``.
+        flip: flip each face horizontally with probability 1/2 (training).
     """
 
-    def __init__(self, num_images: int = 20000, image_size: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, num_images: int = 20000, image_size: int = 64, seed: int = 0, flip: bool = False
+    ) -> None:
         checks = ("num_images", num_images, 1), ("image_size", image_size, 16), ("seed", seed, 0)
         for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
                 raise ValueError(f"ProceduralFaces: `{name}` must be an integer >= {low}, got {value!r}")
         self.num_images, self.image_size, self.seed = int(num_images), int(image_size), int(seed)
+        self.flip = flip
 
     def __len__(self) -> int:
         return self.num_images
@@ -54,13 +59,15 @@ class ProceduralFaces(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         """Returns face ``index`` (negative counts from the end) as float32 ``(3, H, W)`` in ``[-1, 1]``."""
-        return render_faces(sample_face_params(self.seed, [self._index(index)]), self.image_size)[0]
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Tensor]:
         """Returns faces ``indices``, rendered in batches: DataLoader calls this for a whole batch at once."""
         faces, chunk = [self._index(i) for i in indices], max(1, 2**20 // self.image_size**2)
-        return [
+        images = [
             img
             for k in range(0, len(faces), chunk)
             for img in render_faces(sample_face_params(self.seed, faces[k : k + chunk]), self.image_size)
         ]
+        flips = (torch.rand(len(images)) < 0.5).tolist() if self.flip else [False] * len(images)
+        return [image.flip(-1) if flip else image for image, flip in zip(images, flips, strict=True)]
