@@ -3,9 +3,7 @@
     python -m facegan prepare --root /data/celeba --out /data/celeba-64 --image-size 64 --workers 8
     aws s3 sync /data/celeba-64 s3://bucket/celeba-64        # then --data.root s3://bucket/celeba-64
 
-The images are decoded, cropped and resized exactly as ``FaceDataModule(cache=True)`` does (same
-function, same pixels), split as it splits them (``list_eval_partition.txt`` or the seeded
-fractions), one folder per split plus ``facegan-shards.json`` (:mod:`facegan.data.shards`).
+The images are decoded and split exactly as ``FaceDataModule`` does (:mod:`facegan.data.shards`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Decoded uint8 rows: the cache file (decoded once, then memory-mapped), the set held on the device,
-and the views FID takes of a training set (never flipped; uint8 rows as ``[-1, 1]``).
+and FID's view of a training set (never flipped, in ``[-1, 1]``).
 
-Decoding JPEGs, not the networks, limits a small GAN's speed on a GPU. A cache is one raw ``uint8``
-file of ``(N, 3, S, S)`` rows, named by a digest of the split's :func:`~facegan.data.decode.fingerprint`
-and :data:`CACHE_FORMAT` (any change builds a new one). A build renames its files into place only when
-complete (rows first, then the JSON that vouches for them): readers accept a cache only when the JSON
-exists, its key matches and the rows file has the announced size. The temporary files of a build that
-was killed outright are deleted by the next build on the same host.
+A cache is one raw file of ``(N, 3, S, S)`` rows named by a digest of the split's fingerprint: any
+change builds a new one. Its JSON is written after the rows and vouches for them (key and size), so
+an interrupted build is never used; a killed build's temporary files go at the next build on the host.
 """
 
 from __future__ import annotations
@@ -160,11 +157,9 @@ def collate_uint8(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
 class DeviceBatches:
     """Shuffled uint8 training batches drawn from ``images`` (``(N, 3, S, S)`` uint8), copied to ``device``.
 
-    Epoch ``e`` is one permutation drawn from ``seed + e`` (as ``DistributedSampler`` does; ``epoch``
-    returns the trainer's current epoch), so every process draws the same one even though each has
-    its own random streams, a resume replays the epoch it stopped in, and process ``rank`` of
-    ``world_size`` takes every ``world_size``-th index: together the processes see each image once
-    per epoch. The last partial batch is dropped.
+    Epoch ``e`` is the permutation drawn from ``seed + e``, as ``DistributedSampler``'s: the same in
+    every process (a resume replays it), process ``rank`` taking every ``world_size``-th index. The
+    last partial batch is dropped.
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, world_size: int = 1,

@@ -343,11 +343,8 @@ class FaceDataModule(L.LightningDataModule):
         return unflipped(self.datasets[split])
 
     def fingerprint(self, split: str = "train") -> dict[str, Any]:
-        """What identifies the images of ``split``: a cache key for statistics computed from them.
-
-        Covers the source (kind, resolved path, every file name with its size and modification time,
-        or the procedural seed and count), the split and the preprocessing.
-        """
+        """What identifies the images of ``split`` (:func:`~facegan.data.decode.fingerprint`): a cache
+        key for statistics computed from them."""
         if not self.datasets:
             self.setup()
         if self.shards is not None:

@@ -34,11 +34,8 @@ class NoImagesError(BadImageError):
 
 
 def error_message(error: BaseException) -> str:
-    """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
-
-    An exception raised in a loader worker reaches the main process re-created with the message
-    "Caught X in DataLoader worker process N. Original Traceback ...: X: <message>".
-    """
+    """``error``'s own message, without the "Caught X in DataLoader worker process N. Original
+    Traceback ...: X: " that an exception raised in a loader worker is re-created with."""
     text = str(error)
     marker = f"{type(error).__name__}: "
     if "Original Traceback" in text and marker in text:
@@ -86,11 +83,8 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
-    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``.
-
-    Crop-then-resize with bilinear filtering is Mimicry's CelebA preprocessing (crop 178, the
-    image width, then resize), the one behind its published FIDs.
-    """
+    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``: with
+    bilinear filtering, Mimicry's CelebA preprocessing (crop 178, then resize), behind its published FIDs."""
     width, height = image.size
     if image.format == "JPEG" and width * height > DRAFT_PIXELS:
         # Decode at 1/2, 1/4 or 1/8 scale while the crop keeps at least twice the output resolution.
@@ -115,10 +109,9 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
 class FaceImageDataset(Dataset):
     """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
 
-    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
-    :func:`collate_images`) after a warning, and counted once per file in ``skipped`` (shared by workers);
-    once more than ``max_skipped_fraction`` of the images were skipped, the next skip raises
-    :class:`BadImageError` (a folder of mostly broken files is not a dataset to train on).
+    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by :func:`collate_images`)
+    after a warning, counted once per file in ``skipped`` (shared by workers), until more than
+    ``max_skipped_fraction`` of the images were skipped: then the skip raises :class:`BadImageError`.
     """
 
     def __init__(
@@ -206,11 +199,9 @@ def collate_images(batch: list[Tensor | None]) -> Tensor:
 
 def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
                 crop_size: int | None) -> dict[str, Any]:  # fmt: skip
-    """A JSON-able key of ``dataset`` (the decoding dataset of ``split``, or the procedural faces).
-
-    Covers the source (kind, resolved path, every file name with its size and modification time,
-    or the procedural seed and count), the split and the preprocessing.
-    """
+    """A JSON-able key of ``dataset`` (the decoding dataset of ``split``, or the procedural faces): the
+    source (kind, resolved path, every file's name, size and modification time, or the procedural seed
+    and count), the split and the preprocessing."""
     key: dict[str, Any] = {"kind": kind, "split": split, "image_size": image_size}
     if isinstance(dataset, ProceduralFaces):
         key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)

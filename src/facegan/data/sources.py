@@ -1,8 +1,5 @@
-"""Image sources (a folder, a zip, the CelebA layout), how ``root`` picks one, and the splits.
-
-A source is an ordered list of image names plus ``read(i) -> bytes`` and ``location(i)`` (for
-messages); :mod:`facegan.data.decode` turns the bytes into images.
-"""
+"""Image sources (a folder, a zip, the CelebA layout), how ``root`` picks one, and the splits. A
+source is an ordered list of image ``names`` plus ``read(i) -> bytes`` and ``location(i)``."""
 
 from __future__ import annotations
 
@@ -64,13 +61,9 @@ class FolderSource:
         return str(self.root / self.names[i])
 
     def read(self, i: int) -> bytes:
-        """The file's bytes; ``OSError`` for anything but a regular file of plausible size.
-
-        Opened non-blocking (a FIFO named ``x.jpg`` cannot block the open) and checked on the open
-        descriptor (so a file swapped after the check cannot slip through): devices such as
-        ``/dev/zero`` behind a symlink, FIFOs and sockets are refused, as is a file larger than
-        :data:`MAX_IMAGE_BYTES`, before it is read; the read itself is bounded too.
-        """
+        """The file's bytes; ``OSError`` for anything but a regular file of plausible size (devices such
+        as ``/dev/zero`` behind a symlink, FIFOs, sockets), refused before it is read. Opened non-blocking
+        (a FIFO cannot block the open) and checked on the open descriptor (no swap after the check)."""
         fd = os.open(self.root / self.names[i], os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as file:
             info = os.fstat(file.fileno())
@@ -135,11 +128,9 @@ STEP = {zipfile.ZIP_STORED: 1 << 20, zipfile.ZIP_DEFLATED: 1 << 20, zipfile.ZIP_
 def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     """A zip member's bytes, inflated in bounded steps and never beyond :data:`MAX_IMAGE_BYTES`.
 
-    A member whose header declares a small size may inflate to far more: zipfile's ``read()`` of a
-    whole member inflated up to 1-2 GiB in one step before it compared sizes and CRC (measured: 2.9 GB
-    peak for a member declaring 1,000 bytes). Read step by step, zipfile stops at the declared size
-    and its CRC check then fails having inflated at most one step more. bzip2 inflates without any
-    bound per step (200 MiB of zeros are 177 bytes of it), so bzip2 members are refused.
+    zipfile's ``read()`` of a whole member inflated up to 1-2 GiB before it compared sizes and CRC
+    (measured: 2.9 GB peak for a member declaring 1,000 bytes); step by step it stops at the declared
+    size. bzip2 inflates without any bound per step (200 MiB of zeros are 177 bytes), so it is refused.
     """
     step = STEP.get(member.compress_type)
     if step is None:
@@ -163,12 +154,8 @@ def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 def resolve_source(
     root: str | None, source: str = "auto"
 ) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
-    """``(kind, image source, partition file or None)`` for a data module's ``root`` and ``source``.
-
-    ``root=None`` is the built-in procedural faces (no image source). A folder holding the CelebA
-    layout, a CelebA zip, any folder of images or any zip of images is detected from ``root``;
-    ``source`` other than ``"auto"`` insists on one kind.
-    """
+    """``(kind, image source, partition file or None)`` for a data module's ``root`` and ``source``
+    (``"auto"`` detects the kind; ``root=None``: the procedural faces, no image source)."""
     if root is None:
         if source not in ("auto", "procedural"):
             raise ValueError(f"FaceDataModule: source={source!r} needs `root` (a path)")

@@ -1,16 +1,10 @@
 """Reading prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData (imported here).
 
-The training split streams through a ``StreamingDataLoader``, shuffled per epoch (the order of the
-chunks, then all images inside each chunk, from ``seed`` and the epoch; a batch draws from one or two
-chunks, ~5,000 images at 64 px in ``prepare``'s 64 MB chunks); under DDP each rank reads its own share
-(LitData reads the world size and rank from ``torch.distributed``); Lightning checkpoints the loader's
-``state_dict()``, so a resume continues the epoch where it stopped. Validation, test and FID's real
-images read rows by index (:class:`ShardRows`). Batches are uint8, scaled and flipped on the device.
-
-Prepared shards are checked before LitData reads them: the metadata's fields and types; in a local
-folder (or ``local:`` URL), at setup, that every chunk ``prepare`` recorded is there with its size; and
-each chunk's SHA-256 before its first image is read (:class:`ChunkCheck`). A bucket's chunks are not
-hashed: LitData reads them by byte ranges.
+Training streams through a ``StreamingDataLoader``, shuffled per epoch (the chunks' order, then all
+images inside each chunk; a batch draws from one or two chunks of ~5,000 images at 64 px), each DDP
+rank reading its own share; Lightning checkpoints its ``state_dict()``, so a resume continues the
+epoch. Other splits and FID's real images read rows by index (:class:`ShardRows`). Before LitData reads
+them, the metadata, a local folder's chunk files and each chunk's SHA-256 are checked.
 """
 
 from __future__ import annotations
@@ -115,12 +109,10 @@ def _chunk_record(chunk: Any) -> bool:
 
 
 class ChunkCheck:
-    """One split's chunk files in a local folder, checked against what ``prepare`` recorded.
-
-    Made at setup, it finds each chunk present, non-empty and of its recorded size, and ``index.json``
-    listing the same chunks; :meth:`verify` hashes a chunk before its first image is read. Which chunks were verified is shared by the loader workers (one byte per chunk), so each
-    chunk is hashed once per training process, not once per worker and epoch. Without recorded
-    digests (shards prepared by an earlier facegan) only presence and emptiness are checked.
+    """One split's chunk files in a local folder, checked at setup against what ``prepare`` recorded
+    (present, non-empty, of their size, listed by ``index.json``); :meth:`verify` hashes a chunk before
+    its first image is read, once per training process (the marks are shared by the loader workers).
+    Without recorded digests (shards of an earlier facegan) only presence and emptiness are checked.
     """
 
     def __init__(self, folder: Path, chunks: list[dict[str, Any]] | None) -> None:
@@ -175,11 +167,8 @@ class ChunkCheck:
 
 
 class CheckedStreamingDataset(StreamingDataset):
-    """A ``StreamingDataset`` whose chunks pass ``check`` (``None``: unchecked, e.g. a bucket's).
-
-    The loader reads rows by ``ChunkedIndex``, which names the chunk: ``check`` hashes that chunk's
-    file once (per training process) before LitData maps and deserializes it.
-    """
+    """A ``StreamingDataset`` whose chunks pass ``check`` (``None``: unchecked, e.g. a bucket's) before
+    LitData maps and deserializes them: the loader reads rows by ``ChunkedIndex``, which names the chunk."""
 
     def __init__(self, *args: Any, check: ChunkCheck | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -194,12 +183,10 @@ class CheckedStreamingDataset(StreamingDataset):
 class ResumableStreamingDataLoader(StreamingDataLoader):
     """A ``StreamingDataLoader`` whose restored state resumes one epoch, after which epochs go on.
 
-    LitData replays the state given to ``load_state_dict`` while its ``restore`` flag is set, and
-    clears the flag only when an epoch's iterator runs to ``StopIteration``. Lightning ends an epoch by
-    its batch count instead, so after a mid-epoch resume the *next* epoch replayed the rest of the
-    resumed one (measured: epoch 1 repeated epoch 0's last 5 batches; LitData issue #770). Here an
-    iteration that yielded a batch uses the restored state up (one that yielded none, e.g. an iterator
-    made and dropped before training, leaves it for the next).
+    LitData replays a loaded state until an epoch's iterator runs to ``StopIteration``; Lightning ends
+    epochs by batch count, so the epoch after a mid-epoch resume replayed the rest of the resumed one
+    (LitData issue #770). Here an iteration that yielded a batch uses the state up (one that yielded
+    none, e.g. an iterator made and dropped before training, leaves it for the next).
     """
 
     restore: bool  # LitData's: replay the loaded state at the next iteration

@@ -29,14 +29,9 @@ __all__ = ["FaceParams", "ProceduralFaces", "render_faces", "sample_face_params"
 
 
 class ProceduralFaces(Dataset):
-    """Cartoon front-facing portraits, roughly aligned like CelebA crops, rendered on the fly.
-
-    Args:
-        num_images: Number of distinct faces (``len(dataset)``).
-        image_size: Height and width in pixels (any integer >= 16).
-        seed: Non-negative seed; item ``i`` depends only on ``(seed, i)``.
-        flip: flip each face horizontally with probability 1/2 (training).
-    """
+    """``num_images`` cartoon front-facing portraits, roughly aligned like CelebA crops, rendered on the
+    fly at ``image_size`` px (>= 16); face ``i`` depends only on ``(seed, i)``, ``flip`` flips each
+    horizontally with probability 1/2 (training)."""
 
     def __init__(
         self, num_images: int = 20000, image_size: int = 64, seed: int = 0, flip: bool = False

@@ -121,12 +121,9 @@ NUM_DRAWS = 80  # uniforms per face (more than used, so appending draws keeps ex
 
 @dataclass(frozen=True, eq=False)
 class FaceParams:
-    """Parameters of ``N`` faces, packed in one tensor so they are cheap to make and to unpack.
-
-    Attributes:
-        values: ``(N, P)`` float32 CPU tensor: one column per scalar, three per RGB colour.
-        widths: Parameter name -> number of columns (1 or 3), in column order.
-    """
+    """Parameters of ``N`` faces, packed in one tensor so they are cheap to make and to unpack:
+    ``values`` ``(N, P)`` float32, one column per scalar and three per RGB colour, in the column order
+    of ``widths`` (parameter name -> 1 or 3)."""
 
     values: Tensor
     widths: dict[str, int]
@@ -145,15 +142,7 @@ class FaceParams:
 
 
 def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
-    """Designs faces ``indices``; face ``i`` depends only on ``(seed, i)``.
-
-    Args:
-        seed: Non-negative dataset seed.
-        indices: Non-negative face indices.
-
-    Returns:
-        The parameters of ``N = len(indices)`` faces.
-    """
+    """The parameters of faces ``indices`` (non-negative) of ``seed``; face ``i`` depends only on ``(seed, i)``."""
     u = np.stack([np.random.default_rng([seed, int(i)]).random(NUM_DRAWS) for i in indices])  # (N, D)
     u = LOW + (HIGH - LOW) * u[:, : len(LOW)]
     cols = zip(COLUMNS.items(), WIDTHS, strict=True)
