@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 
-def cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path, str]:
-    blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
-    return folder / f"faces-{digest}.u8", folder / f"faces-{digest}.json", blob
-
-
 def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> list[tuple[int, torch.Tensor | None]]:
     return [(index, dataset.load_or_skip(index)) for index in indices]
 
@@ -75,10 +69,15 @@ def build_cache(
     dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
 ) -> tuple[Path, dict[str, Any]]:
     """``(rows file, description)`` of ``dataset``'s cache under ``folder``, built first if needed."""
-    rows_path, meta_path, blob = cache_paths(folder, key)
-    meta = load_meta(rows_path, meta_path, blob)
-    if meta is not None:
-        return rows_path, meta
+    blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
+    rows_path, meta_path = folder / f"faces-{digest}.u8", folder / f"faces-{digest}.json"
+    try:  # a complete cache of this key: its JSON, and the rows of the size it announces
+        meta = json.loads(meta_path.read_text())
+        if meta["key"] == blob and rows_path.stat().st_size == meta["count"] * int(np.prod(meta["shape"])):
+            return rows_path, meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         check_writable(folder)  # creates it; a read-only cache folder fails here with one line
     except WriteError as error:
@@ -100,18 +99,6 @@ def build_cache(
         json.dump(meta, out)
     log.info("FaceDataModule: cached %d images in %s", count, rows_path)
     return rows_path, meta
-
-
-def load_meta(rows_path: Path, meta_path: Path, blob: str) -> dict[str, Any] | None:
-    """The cache's description if it is complete and matches ``blob``, else ``None``."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        expected = meta["count"] * int(np.prod(meta["shape"]))
-        if meta["key"] == blob and rows_path.stat().st_size == expected:
-            return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
 
 
 class Uint8Rows(Dataset):

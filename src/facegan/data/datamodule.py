@@ -185,7 +185,12 @@ class FaceDataModule(L.LightningDataModule):
                     max_skipped_fraction=hp.max_skipped_fraction,
                 )
             if hp.cache:
-                self.datasets["train"] = self._cached("train")
+                folder, key = cache_dir("data", hp.cache_dir), self.fingerprint("train")
+                self.cache_path, meta = build_cache(
+                    self.image_datasets["train"], folder, key, self._workers()
+                )
+                self._cache_skipped = len(meta["skipped"])
+                self.datasets["train"] = CachedFaces(self.cache_path, meta["count"], self.image_size)
         n_train = len(self.datasets["train"])  # type: ignore[arg-type]
         self._check_batch_size(n_train, f"images from {self.root or 'procedural faces'}")
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
@@ -197,14 +202,6 @@ class FaceDataModule(L.LightningDataModule):
                 f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
                 f"({count} {what}); lower --data.batch_size"
             )
-
-    def _cached(self, split: str) -> CachedFaces:
-        folder = cache_dir("data", self.hparams.cache_dir)
-        rows_path, meta = build_cache(
-            self.image_datasets[split], folder, self.fingerprint(split), num_workers=self._workers()
-        )
-        self.cache_path, self._cache_skipped = rows_path, len(meta["skipped"])
-        return CachedFaces(rows_path, meta["count"], self.image_size)
 
     def _workers(self) -> int:
         workers = self.hparams.num_workers
