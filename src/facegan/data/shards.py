@@ -202,22 +202,20 @@ def prepare_shards(
     root: str,
     out: str | os.PathLike,
     image_size: int,
-    crop_size: int | None = None,
-    source: str = "auto",
     num_workers: int | None = None,
     chunk_size: int | None = None,
     overwrite: bool = False,
-    **split_settings: Any,
+    **data_settings: Any,
 ) -> dict[str, Any]:
     """Decode ``root``'s images into LitData shards under ``out``, one folder per split, as
-    ``python -m facegan prepare`` describes its options (:mod:`facegan.cli.prepare`); ``split_settings``
-    are :class:`~facegan.FaceDataModule`'s (``val_fraction``, ``skip_bad_images`` ...). Returns the
+    ``python -m facegan prepare`` describes its options (:mod:`facegan.cli.prepare`); ``data_settings``
+    are :class:`~facegan.FaceDataModule`'s (``crop_size``, ``source``, ``val_fraction`` ...). Returns the
     metadata written to ``out/`` :data:`META_NAME`.
     """
     from facegan.data.datamodule import FaceDataModule  # the same sources, splits and fingerprints
 
     require_litdata()
-    if root is None or source in ("procedural", "shards"):
+    if root is None or data_settings.get("source") in ("procedural", "shards"):
         raise ValueError("prepare: `--root` must be image files (a folder, a zip or the CelebA layout)")
     folder = Path(out).expanduser()
     if is_remote(str(out)):
@@ -234,8 +232,7 @@ def prepare_shards(
             )
             + f" a prepared one ({META_NAME})"
         )
-    data = FaceDataModule(root=root, source=source, image_size=image_size, batch_size=1,  # type: ignore[arg-type]
-                          crop_size=crop_size, flip=False, **split_settings)  # fmt: skip
+    data = FaceDataModule(root=root, image_size=image_size, batch_size=1, flip=False, **data_settings)
     data.setup()
     (folder / META_NAME).unlink(missing_ok=True)  # from now on the folder is not a prepared one
     workers = num_workers or os.cpu_count() or 1
@@ -255,7 +252,7 @@ def prepare_shards(
         meta = {
             "format": SHARDS_FORMAT,
             "image_size": image_size,
-            "crop_size": crop_size,
+            "crop_size": data.hparams.crop_size,
             "decoder": DECODER_VERSION,
             "source": {"root": str(Path(root).expanduser().resolve()), "kind": data.kind},
             "splits": splits,
