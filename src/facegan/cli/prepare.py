@@ -47,21 +47,9 @@ def run(ns: argparse.Namespace) -> Path:
     from facegan.data.shards import META_NAME, prepare_shards
 
     start = time.perf_counter()
-    meta = prepare_shards(
-        ns.root,
-        ns.out,
-        ns.image_size,
-        crop_size=ns.crop_size,
-        source=ns.source,
-        num_workers=ns.workers,
-        chunk_size=ns.chunk_size,
-        overwrite=ns.overwrite,
-        val_fraction=ns.val_fraction,
-        test_fraction=ns.test_fraction,
-        split_seed=ns.split_seed,
-        skip_bad_images=ns.skip_bad_images,
-        max_skipped_fraction=ns.max_skipped_fraction,
-    )
+    names = "crop_size source val_fraction test_fraction split_seed skip_bad_images max_skipped_fraction"
+    data = {name: getattr(ns, name) for name in names.split()}  # FaceDataModule's settings
+    meta = prepare_shards(ns.root, ns.out, ns.image_size, ns.workers, ns.chunk_size, ns.overwrite, **data)
     seconds = time.perf_counter() - start
     counts = {split: info["count"] for split, info in meta["splits"].items()}
     skipped = sum(len(info["skipped"]) for info in meta["splits"].values())

@@ -75,13 +75,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation says (phone photos), or as it is."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
-        return image
-    return ImageOps.exif_transpose(image)
-
-
 def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
     """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``: with
     bilinear filtering, Mimicry's CelebA preprocessing (crop 178, then resize), behind its published FIDs."""
@@ -92,7 +85,9 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
         image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
         if crop_size is not None:
             crop_size = max(1, round(crop_size * image.size[0] / width))
-    image = to_rgb(_upright(image))
+    if image.getexif().get(ExifTags.Base.Orientation, 1) not in (None, 1):
+        image = ImageOps.exif_transpose(image)  # turned as its EXIF orientation says (phone photos)
+    image = to_rgb(image)
     width, height = image.size
     side = min(width, height) if crop_size is None else crop_size
     if side > min(width, height):
