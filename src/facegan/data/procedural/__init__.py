@@ -1,15 +1,12 @@
 """Procedural cartoon faces: a built-in dataset so facegan trains with no download.
 
-* :func:`sample_face_params` designs faces: face ``i`` draws a fixed list of uniforms from
-  ``np.random.default_rng([seed, i])`` (identical in any worker and in any order) and turns them, in
-  numpy, into the geometry and colours of every part.
-* :func:`render_faces` draws a batch with plain torch ops: each part is a signed distance field on the
-  pixel-centre grid in head-local coordinates (the image spans ``[-1, 1]``: the same face at any
-  resolution), made anti-aliased coverage by a one-pixel ramp and composited back to front. Symmetric
-  parts are drawn once on ``|x|``; optional ones have a per-face alpha (no per-face branches).
-* Speed: parts are evaluated only in a pixel window that holds them; images are ``(3, N, H, W)`` so
-  per-face values are ``(1, N, 1, 1)`` views; no op takes a Python float (torch copies those on every
-  call); ``ProceduralFaces.__getitems__`` renders a whole batch in one call.
+Face ``i`` draws a fixed list of uniforms from ``np.random.default_rng([seed, i])`` (the same in any
+worker and order), turned into the geometry and colours of every part (:func:`sample_face_params`).
+:func:`render_faces` draws a batch with torch ops: each part a signed distance field in head-local
+coordinates (the same face at any resolution), anti-aliased by a one-pixel ramp and composited back to
+front; symmetric parts drawn once on ``|x|``, optional ones with a per-face alpha. Speed: parts are
+evaluated only in a pixel window that holds them, per-face values are ``(1, N, 1, 1)`` views of
+``(3, N, H, W)`` images, and no op takes a Python float (torch copies those on every call).
 """
 
 from __future__ import annotations
