@@ -12,9 +12,8 @@ import torch
 
 from facegan import FaceDataModule
 from facegan.data import cache as cache_module
-from facegan.data.cache import CachedFaces
+from facegan.data.cache import CachedFaces, DeviceBatches
 from facegan.data.decode import BadImageError, FaceImageDataset
-from facegan.data.resident import DeviceBatches
 from facegan.images import from_uint8
 from tests.test_datamodule import write_images
 from tests.test_module import tiny_gan, tiny_trainer

@@ -9,7 +9,7 @@ from PIL import Image
 
 from facegan import FaceDataModule
 from facegan.data import BadImageError
-from facegan.data.resident import DeviceBatches
+from facegan.data.cache import DeviceBatches
 from facegan.images import from_uint8
 from tests.conftest import CELEBA_SAMPLE
 

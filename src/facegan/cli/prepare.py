@@ -3,9 +3,7 @@
     python -m facegan prepare --root /data/celeba --out /data/celeba-64 --image-size 64 --workers 8
     aws s3 sync /data/celeba-64 s3://bucket/celeba-64        # then --data.root s3://bucket/celeba-64
 
-The images are decoded, cropped and resized exactly as ``FaceDataModule(cache=True)`` does (same
-function, same pixels), split as it splits them (``list_eval_partition.txt`` or the seeded
-fractions), one folder per split plus ``facegan-shards.json`` (:mod:`facegan.data.shards`).
+The images are decoded and split exactly as ``FaceDataModule`` does (:mod:`facegan.data.shards`).
 """
 
 from __future__ import annotations
@@ -49,21 +47,9 @@ def run(ns: argparse.Namespace) -> Path:
     from facegan.data.shards import META_NAME, prepare_shards
 
     start = time.perf_counter()
-    meta = prepare_shards(
-        ns.root,
-        ns.out,
-        ns.image_size,
-        crop_size=ns.crop_size,
-        source=ns.source,
-        num_workers=ns.workers,
-        chunk_size=ns.chunk_size,
-        overwrite=ns.overwrite,
-        val_fraction=ns.val_fraction,
-        test_fraction=ns.test_fraction,
-        split_seed=ns.split_seed,
-        skip_bad_images=ns.skip_bad_images,
-        max_skipped_fraction=ns.max_skipped_fraction,
-    )
+    names = "crop_size source val_fraction test_fraction split_seed skip_bad_images max_skipped_fraction"
+    data = {name: getattr(ns, name) for name in names.split()}  # FaceDataModule's settings
+    meta = prepare_shards(ns.root, ns.out, ns.image_size, ns.workers, ns.chunk_size, ns.overwrite, **data)
     seconds = time.perf_counter() - start
     counts = {split: info["count"] for split, info in meta["splits"].items()}
     skipped = sum(len(info["skipped"]) for info in meta["splits"].values())

@@ -1,17 +1,9 @@
-"""A preprocessed dataset cache: every image decoded, cropped and resized once, then memory-mapped.
+"""Decoded uint8 rows: the cache file (decoded once, then memory-mapped), the set held on the device,
+and FID's view of a training set (never flipped, in ``[-1, 1]``).
 
-Decoding JPEGs, not the networks, limits a small GAN's speed on a GPU. The first use of a split
-decodes its images once (loader workers in parallel, a progress bar) into one raw ``uint8`` file of
-``(N, 3, S, S)`` rows; later epochs and runs read batches of rows straight from the page cache.
-
-The file name is a digest of everything the pixels depend on (the data module's fingerprint: source
-kind, every file's resolved path, size and modification time, the split, the crop and the
-resolution; plus :data:`CACHE_FORMAT`), so any change builds a new cache. A build writes temporary
-files and renames them into place only when complete (rows first, then the JSON that vouches for
-them), so an interrupted build never leaves a cache that is used: readers accept a cache only when
-the JSON exists, its key matches and the rows file has exactly the announced size. The temporary
-files of a build whose process was killed outright (SIGKILL, out of memory) are deleted by the next
-build on the same host.
+A cache is one raw file of ``(N, 3, S, S)`` rows named by a digest of the split's fingerprint: any
+change builds a new one. Its JSON is written after the rows and vouches for them (key and size), so
+an interrupted build is never used; a killed build's temporary files go at the next build on the host.
 """
 
 from __future__ import annotations
@@ -19,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from facegan.data.decode import FaceImageDataset
+from facegan.data.procedural import ProceduralFaces
+from facegan.images import from_uint8
 from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
 
 log = logging.getLogger(__name__)
@@ -36,27 +31,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 
-def cache_paths(folder: Path, key: dict[str, Any]) -> tuple[Path, Path, str]:
-    blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
-    return folder / f"faces-{digest}.u8", folder / f"faces-{digest}.json", blob
-
-
-class _Uint8Rows(Dataset):
-    """``(index, uint8 image or None)`` of a :class:`FaceImageDataset` (None: skipped bad image)."""
-
-    def __init__(self, dataset: FaceImageDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
-        return index, self.dataset.load_or_skip(index)
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None]]) -> list[tuple[int, torch.Tensor | None]]:
-    return items
+def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> list[tuple[int, torch.Tensor | None]]:
+    return [(index, dataset.load_or_skip(index)) for index in indices]
 
 
 def decoded_rows(
@@ -64,7 +40,13 @@ def decoded_rows(
 ) -> Iterator[tuple[int, torch.Tensor | None]]:
     """``(index, uint8 (3, S, S) image or None for a skipped bad one)`` of every image of ``dataset``,
     in order, decoded by ``num_workers`` loader workers, with a progress bar ("facegan: <verb> ...")."""
-    loader = DataLoader(_Uint8Rows(dataset), batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    indices = range(len(dataset))  # the batches of indices are decoded by collate_fn, in the workers
+    loader: DataLoader = DataLoader(
+        indices,  # type: ignore[arg-type]
+        batch_size=64,
+        num_workers=num_workers,
+        collate_fn=partial(_load_rows, dataset),
+    )
     desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
     for items in tqdm(loader, desc=desc, unit="batch"):
         yield from items
@@ -87,10 +69,15 @@ def build_cache(
     dataset: FaceImageDataset, folder: Path, key: dict[str, Any], num_workers: int = 0
 ) -> tuple[Path, dict[str, Any]]:
     """``(rows file, description)`` of ``dataset``'s cache under ``folder``, built first if needed."""
-    rows_path, meta_path, blob = cache_paths(folder, key)
-    meta = load_meta(rows_path, meta_path, blob)
-    if meta is not None:
-        return rows_path, meta
+    blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
+    rows_path, meta_path = folder / f"faces-{digest}.u8", folder / f"faces-{digest}.json"
+    try:  # a complete cache of this key: its JSON, and the rows of the size it announces
+        meta = json.loads(meta_path.read_text())
+        if meta["key"] == blob and rows_path.stat().st_size == meta["count"] * int(np.prod(meta["shape"])):
+            return rows_path, meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         check_writable(folder)  # creates it; a read-only cache folder fails here with one line
     except WriteError as error:
@@ -114,49 +101,101 @@ def build_cache(
     return rows_path, meta
 
 
-def load_meta(rows_path: Path, meta_path: Path, blob: str) -> dict[str, Any] | None:
-    """The cache's description if it is complete and matches ``blob``, else ``None``."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        expected = meta["count"] * int(np.prod(meta["shape"]))
-        if meta["key"] == blob and rows_path.stat().st_size == expected:
-            return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+class Uint8Rows(Dataset):
+    """uint8 ``(3, S, S)`` rows by index, a batch gathered at once (``__getitems__``): the cache's and
+    the shards'. The data module scales them to ``[-1, 1]`` and flips them on the device, after the
+    transfer (a quarter of the float32 bytes cross the bus); :class:`FromUint8` does so for FID."""
+
+    count: int
+    _rows: Any  # opened on first use in each process: not pickled to loader workers
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_rows": None}
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:  # (B, 3, S, S) uint8
+        raise NotImplementedError
 
 
-class CachedFaces(Dataset):
-    """The rows of a cache as ``uint8`` ``(3, S, S)`` images (batched reads via ``__getitems__``).
-
-    Returns uint8: :class:`facegan.FaceDataModule` converts to ``[-1, 1]`` and flips on the device,
-    after the transfer (a quarter of the float32 bytes cross the bus).
-    """
+class CachedFaces(Uint8Rows):
+    """The rows of a cache file, memory-mapped."""
 
     def __init__(self, rows_path: Path, count: int, image_size: int) -> None:
         self.rows_path, self.count, self.image_size = rows_path, count, image_size
         self._rows: np.ndarray | None = None
 
-    def _array(self) -> np.ndarray:
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
         if self._rows is None:  # opened lazily, so each loader worker maps the file itself
             shape = (self.count, 3, self.image_size, self.image_size)
             self._rows = np.memmap(self.rows_path, dtype=np.uint8, mode="r", shape=shape)
-        return self._rows
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self._array()[index]))
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        """A whole batch in one gather from the mapped file: ``(B, 3, S, S)`` uint8."""
-        return torch.from_numpy(self._array()[np.asarray(indices)])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_rows": None}
+        return torch.from_numpy(self._rows[np.asarray(indices)])  # one gather from the mapped file
 
 
 def collate_uint8(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """Batches of :class:`CachedFaces` arrive stacked (``__getitems__``); single items get stacked."""
+    """Batches of :class:`Uint8Rows` arrive stacked (``__getitems__``); single items get stacked."""
     return batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
+
+
+class DeviceBatches:
+    """Shuffled uint8 training batches drawn from ``images`` (``(N, 3, S, S)`` uint8), copied to ``device``.
+
+    Epoch ``e`` is the permutation drawn from ``seed + e``, as ``DistributedSampler``'s: the same in
+    every process (a resume replays it), process ``rank`` taking every ``world_size``-th index. The
+    last partial batch is dropped.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, world_size: int = 1,
+                 rank: int = 0, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
+        self.images = images.to(device)  # (N, 3, S, S) uint8; no copy when already there
+        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return (self.images.shape[0] // self.world_size) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch())
+        order = torch.randperm(self.images.shape[0], generator=generator).to(self.images.device)
+        mine = order[self.rank :: self.world_size]
+        for i in range(len(self)):
+            yield self.images[mine[i * self.batch_size : (i + 1) * self.batch_size]]
+
+
+class FromUint8(Dataset):
+    """float ``[-1, 1]`` view of uint8 rows (FID's real images from the cache or shards)."""
+
+    def __init__(self, dataset: Uint8Rows) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return from_uint8(self.dataset[index])
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return list(from_uint8(self.dataset.__getitems__(indices)).unbind(0))
+
+
+def unflipped(dataset: Dataset) -> Dataset:
+    """The images of a training dataset exactly as preprocessed, but never flipped (for FID)."""
+    if isinstance(dataset, Uint8Rows):
+        return FromUint8(dataset)
+    if isinstance(dataset, ProceduralFaces) and dataset.flip:
+        return ProceduralFaces(dataset.num_images, dataset.image_size, dataset.seed)
+    if isinstance(dataset, FaceImageDataset) and dataset.flip:
+        return FaceImageDataset(
+            dataset.source,
+            dataset.indices,
+            dataset.image_size,
+            dataset.crop_size,
+            False,
+            dataset.skip_bad_images,
+            dataset.max_skipped_fraction,
+        )
+    return dataset

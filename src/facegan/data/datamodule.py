@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import torch
@@ -15,19 +17,30 @@ from lightning.pytorch.utilities.parsing import AttributeDict
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from facegan.data.cache import CachedFaces, build_cache, collate_uint8, decode_all
-from facegan.data.decode import FaceImageDataset, collate_images
-from facegan.data.fingerprint import fingerprint
+from facegan.data.cache import (
+    CachedFaces,
+    DeviceBatches,
+    Uint8Rows,
+    build_cache,
+    collate_uint8,
+    decode_all,
+    unflipped,
+)
+from facegan.data.decode import FaceImageDataset, collate_images, fingerprint
 from facegan.data.procedural import ProceduralFaces
-from facegan.data.resident import DeviceBatches
-from facegan.data.shards import is_remote
-from facegan.data.sources import CELEBA_PARTITION, SOURCES, resolve_source
-from facegan.data.splits import SPLITS, partition_split, random_split
-from facegan.data.streaming import ShardRows, Shards, is_prepared
-from facegan.data.views import Flipped, unflipped
-from facegan.data.workers import leave_job_sigterm_to_the_trainer
+from facegan.data.shards import is_prepared, is_remote, require_litdata
+from facegan.data.sources import (
+    CELEBA_PARTITION,
+    SOURCES,
+    SPLITS,
+    resolve_source,
+    split_indices,
+)
 from facegan.images import from_uint8, to_uint8
 from facegan.io.paths import cache_dir
+
+if TYPE_CHECKING:
+    from facegan.data.streaming import Shards
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +54,7 @@ class FaceDataModule(L.LightningDataModule):
             holding ``img_align_celeba/`` or ``img_align_celeba.zip`` (read without extraction)
             and optionally ``list_eval_partition.txt`` (train/val/test). Or shards written by
             ``python -m facegan prepare``: their folder, or a URL LitData streams (``s3://...``).
-        source: ``"auto"`` detects the kind from ``root``; or force ``"procedural"``,
-            ``"folder"``, ``"celeba"``, ``"zip"``, ``"shards"``.
+        source: ``"auto"`` detects the kind from ``root``; or force one of the others.
         image_size: side of the square training images in pixels.
         batch_size: images per batch (the last incomplete training batch is dropped).
         crop_size: side of the central square cropped before resizing; ``None`` crops to the
@@ -62,22 +74,18 @@ class FaceDataModule(L.LightningDataModule):
         persistent_workers: keep workers alive between epochs. Off: fresh workers each epoch draw
             their random streams from the trainer's, which a checkpoint holds (bit-exact resumes).
         cache: decode, crop and resize the training images once into a ``uint8`` file that later
-            epochs and runs memory-map (:mod:`facegan.data.cache`); training batches then arrive
-            as uint8 and are scaled to ``[-1, 1]`` and flipped on the device (in
-            ``on_after_batch_transfer``). Files and folders only (built-in faces are computed).
+            epochs and runs memory-map; its batches are scaled and flipped on the device. Image
+            files only (built-in faces are computed).
         cache_dir: folder of the cache; ``None`` -> ``$FACEGAN_CACHE/data``, else
             ``~/.cache/facegan/data``.
-        device_resident: hold the whole training set, decoded once (read from the cache with
-            ``cache``; built-in faces rendered once), on the training device as uint8 (12 KB per 64 px
-            image) and draw shuffled batches there: no loader workers, no decoding after the first
-            pass, no host-to-device copies; scaled and flipped there as cached batches are. ``None``
-            -> whenever it fits ``resident_budget_gb``, unless ``skip_bad_images`` (the loader then skips
-            and counts unreadable files each epoch); ``False``: loader workers decode every epoch (or
-            read the cache). Shards always stream.
+        device_resident: hold the whole training set, decoded once, on the training device as uint8
+            (12 KB per 64 px image) and draw shuffled batches there: no loader workers, no decoding
+            after the first pass, no host-to-device copies. ``None`` -> whenever it fits
+            ``resident_budget_gb``, unless ``skip_bad_images`` (the loader then skips and counts
+            unreadable files each epoch). Shards always stream.
         resident_budget_gb: the largest decoded training set (``N * 3 * S * S`` bytes, in GB) that
             ``device_resident=None`` holds on the device: 4 GB takes CelebA's 162,770 training faces
-            at 64 px (2.0 GB), not at 128 px (8.0 GB), where decoding runs in loader workers
-            (``cache`` then decodes once into a file).
+            at 64 px (2.0 GB), not at 128 px (8.0 GB).
     """
 
     hparams: AttributeDict  # Lightning types it as a mapping; the settings of __init__, by attribute
@@ -121,12 +129,6 @@ class FaceDataModule(L.LightningDataModule):
         self._resident: torch.Tensor | None = None  # the decoded training set, when device-resident
 
     # ------------------------------------------------------------------------------------ setup
-    def _split(self, names: list[str], partition: Path | None) -> dict[str, list[int]]:
-        if partition is not None:
-            return partition_split(names, partition)
-        hp = self.hparams
-        return random_split(len(names), hp.val_fraction, hp.test_fraction, hp.split_seed)
-
     def prepare_data(self) -> None:
         """Build the training cache (``cache=True``) once per node: Lightning calls this on each node's
         local rank 0 while the others wait; they then map the finished file in :meth:`setup`."""
@@ -148,6 +150,9 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: {self.root!r} holds shards, which stream; set device_resident false or null"
                 )
             where = str(cache_dir("shards", hp.cache_dir)) if is_remote(str(self.root)) else None
+            require_litdata()  # at setup, not at the first batch; the error names the extra
+            from facegan.data.streaming import Shards
+
             self.shards = Shards(str(self.root), self.image_size, hp.crop_size, where)
             self.datasets = {split: self.shards.rows(split) for split in SPLITS}
         elif source is None:
@@ -157,9 +162,8 @@ class FaceDataModule(L.LightningDataModule):
                     "rendered, not decoded. Set --data.root, or leave cache false"
                 )
             n_held_out = max(self.batch_size, int(round(hp.num_procedural * hp.val_fraction)))
-            train: Dataset = ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed)
             self.datasets = {
-                "train": Flipped(train) if hp.flip else train,
+                "train": ProceduralFaces(hp.num_procedural, self.image_size, hp.procedural_seed, hp.flip),
                 "val": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 1),
                 "test": ProceduralFaces(n_held_out, self.image_size, hp.procedural_seed + 2),
             }
@@ -169,7 +173,8 @@ class FaceDataModule(L.LightningDataModule):
                     f"FaceDataModule: no images found in {self.root!r} (kind {kind!r}); expected files ending "
                     "in .jpg, .jpeg, .png, .webp or .bmp"
                 )
-            for split, indices in self._split(source.names, partition).items():
+            splits = split_indices(source.names, partition, hp.val_fraction, hp.test_fraction, hp.split_seed)
+            for split, indices in splits.items():
                 self.datasets[split] = self.image_datasets[split] = FaceImageDataset(
                     source,
                     indices,
@@ -180,23 +185,23 @@ class FaceDataModule(L.LightningDataModule):
                     max_skipped_fraction=hp.max_skipped_fraction,
                 )
             if hp.cache:
-                self.datasets["train"] = self._cached("train")
+                folder, key = cache_dir("data", hp.cache_dir), self.fingerprint("train")
+                self.cache_path, meta = build_cache(
+                    self.image_datasets["train"], folder, key, self._workers()
+                )
+                self._cache_skipped = len(meta["skipped"])
+                self.datasets["train"] = CachedFaces(self.cache_path, meta["count"], self.image_size)
         n_train = len(self.datasets["train"])  # type: ignore[arg-type]
-        if n_train < self.batch_size:
-            raise ValueError(
-                f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
-                f"({n_train} images from {self.root or 'procedural faces'}); lower --data.batch_size"
-            )
+        self._check_batch_size(n_train, f"images from {self.root or 'procedural faces'}")
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
 
-    def _cached(self, split: str) -> CachedFaces:
-        folder = cache_dir("data", self.hparams.cache_dir)
-        rows_path, meta = build_cache(
-            self.image_datasets[split], folder, self.fingerprint(split), num_workers=self._workers()
-        )
-        self.cache_path, self._cache_skipped = rows_path, len(meta["skipped"])
-        return CachedFaces(rows_path, meta["count"], self.image_size)
+    def _check_batch_size(self, count: int, what: str) -> None:
+        if count < self.batch_size:
+            raise ValueError(
+                f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
+                f"({count} {what}); lower --data.batch_size"
+            )
 
     def _workers(self) -> int:
         workers = self.hparams.num_workers
@@ -221,52 +226,50 @@ class FaceDataModule(L.LightningDataModule):
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
             raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
-        workers = self._workers()
-        uint8 = isinstance(dataset, (CachedFaces, ShardRows))
-        if uint8 and self.hparams.num_workers is None:
-            # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
-            # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
-            workers = 0
+        uint8 = isinstance(dataset, Uint8Rows)
+        # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
+        # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
+        workers = 0 if uint8 and self.hparams.num_workers is None else self._workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # constant training batch size (BatchNorm); evaluation sees every image
-            num_workers=workers,
-            pin_memory=self._pin(),
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=collate_uint8 if uint8 else collate_images,
-            worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-            if workers
-            else None,
+            **self._loader_settings(workers),
         )
 
-    def _pin(self) -> bool:
+    def _loader_settings(self, workers: int) -> dict[str, Any]:
+        """Worker processes, pinning (``None``: when training on CUDA) and SIGTERM for both loaders."""
         trainer = getattr(self, "trainer", None)
         pin = self.hparams.pin_memory
-        return (trainer is not None and trainer.strategy.root_device.type == "cuda") if pin is None else pin
+        return {
+            "num_workers": workers,
+            "pin_memory": (trainer is not None and trainer.strategy.root_device.type == "cuda")
+            if pin is None
+            else pin,
+            "persistent_workers": self.hparams.persistent_workers and workers > 0,
+            "worker_init_fn": partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
+            if workers
+            else None,
+        }
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         if not self.datasets:
             self.setup()
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
         if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
-            settings = (self.batch_size, workers, seed, self._pin(), self.hparams.persistent_workers)
-            return self.shards.train_loader(*settings)
+            return self.shards.train_loader(self.batch_size, seed, **self._loader_settings(workers))
         trainer = getattr(self, "trainer", None)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self._held_resident(device):
             return self._loader("train", shuffle=True)
         if self._resident is None:
             self._resident = self._decoded_training_set()
-            if self._resident.shape[0] < self.batch_size:  # fewer than counted: images skipped as unreadable
-                raise ValueError(
-                    f"FaceDataModule: `batch_size` ({self.batch_size}) is larger than the training set "
-                    f"({self._resident.shape[0]} readable images in {self.root}); lower --data.batch_size"
-                )
+            # fewer than counted: images skipped as unreadable
+            self._check_batch_size(self._resident.shape[0], f"readable images in {self.root}")
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's, as DistributedSampler
         epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
         batches = DeviceBatches(self._resident, self.batch_size, device, world, rank, seed, epoch)
         self._resident = batches.images  # the device's copy only (the host's is freed)
@@ -316,7 +319,7 @@ class FaceDataModule(L.LightningDataModule):
             return decode_all(self.image_datasets["train"], self._workers())
         faces = cast(ProceduralFaces, unflipped(train))
         chunks = [range(i, min(i + 1024, len(faces))) for i in range(0, len(faces), 1024)]
-        return torch.cat([to_uint8(torch.stack(faces.__getitems__(list(chunk)))) for chunk in chunks])
+        return torch.cat([to_uint8(torch.stack(faces.__getitems__(chunk))) for chunk in chunks])
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.datasets.get("val", [])) == 0 and self.datasets:  # type: ignore[arg-type]
@@ -336,11 +339,8 @@ class FaceDataModule(L.LightningDataModule):
         return unflipped(self.datasets[split])
 
     def fingerprint(self, split: str = "train") -> dict[str, Any]:
-        """What identifies the images of ``split``: a cache key for statistics computed from them.
-
-        Covers the source (kind, resolved path, every file name with its size and modification time,
-        or the procedural seed and count), the split and the preprocessing.
-        """
+        """What identifies the images of ``split`` (:func:`~facegan.data.decode.fingerprint`): a cache
+        key for statistics computed from them."""
         if not self.datasets:
             self.setup()
         if self.shards is not None:
@@ -392,3 +392,28 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
         )
     if hp["source"] == "shards" and root is None:
         raise ValueError("FaceDataModule: source='shards' needs `root`: a prepared folder or URL")
+
+
+def leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
+    """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
+
+    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
+    makes the trainer fail at an arbitrary point, before Lightning's SIGTERM handling can save a
+    checkpoint at the next batch boundary; so such a SIGTERM is left to the trainer, which stops, saves
+    and then shuts its workers down. Its own ``terminate()`` still ends the worker at once (ignoring
+    SIGTERM outright would make that exit wait forever). A daemon thread takes SIGTERM with
+    ``sigwaitinfo``, which names the sender (``trainer_pid`` is passed in: under ``forkserver``
+    ``getppid`` is the fork server). Without it (macOS, Windows) any SIGTERM ends the worker.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the trainer's fork
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+
+    def wait_for_sigterm() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != trainer_pid:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)  # default action: the worker ends "killed by SIGTERM"
+
+    threading.Thread(target=wait_for_sigterm, name="facegan-sigterm", daemon=True).start()

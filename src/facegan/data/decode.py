@@ -1,16 +1,16 @@
-"""Decoding and preprocessing: image bytes -> facegan's ``(3, S, S)`` float ``[-1, 1]`` images.
-
-:class:`FaceImageDataset` reads a source's images (:mod:`facegan.data.sources`), converts any PIL
-mode to RGB, center-crops a square, resizes it (torchvision's transforms, on the PIL image) and
-scales it; a file that cannot be decoded raises :class:`BadImageError` naming it, or is skipped.
+"""Decoding: image bytes -> ``(3, S, S)`` images (any PIL mode to RGB, center crop, resize), bad
+files named or skipped, and the :func:`fingerprint` that keys everything computed from the pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import multiprocessing
+import os
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from facegan.data.procedural import ProceduralFaces
 from facegan.data.sources import FolderSource, ZipSource
 from facegan.images import from_uint8
 
@@ -33,11 +34,8 @@ class NoImagesError(BadImageError):
 
 
 def error_message(error: BaseException) -> str:
-    """``error``'s own message, without the worker traceback a DataLoader worker wraps it in.
-
-    An exception raised in a loader worker reaches the main process re-created with the message
-    "Caught X in DataLoader worker process N. Original Traceback ...: X: <message>".
-    """
+    """``error``'s own message, without the "Caught X in DataLoader worker process N. Original
+    Traceback ...: X: " that an exception raised in a loader worker is re-created with."""
     text = str(error)
     marker = f"{type(error).__name__}: "
     if "Original Traceback" in text and marker in text:
@@ -77,19 +75,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation says (phone photos), or as it is."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (None, 1):
-        return image
-    return ImageOps.exif_transpose(image)
-
-
 def preprocess(image: Image.Image, image_size: int, crop_size: int | None, location: str) -> Tensor:
-    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``.
-
-    Crop-then-resize with bilinear filtering is Mimicry's CelebA preprocessing (crop 178, the
-    image width, then resize), the one behind its published FIDs.
-    """
+    """Center-crop a square (``crop_size`` px, or the shorter side), resize, -> uint8 ``(3, S, S)``: with
+    bilinear filtering, Mimicry's CelebA preprocessing (crop 178, then resize), behind its published FIDs."""
     width, height = image.size
     if image.format == "JPEG" and width * height > DRAFT_PIXELS:
         # Decode at 1/2, 1/4 or 1/8 scale while the crop keeps at least twice the output resolution.
@@ -97,7 +85,9 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
         image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
         if crop_size is not None:
             crop_size = max(1, round(crop_size * image.size[0] / width))
-    image = to_rgb(_upright(image))
+    if image.getexif().get(ExifTags.Base.Orientation, 1) not in (None, 1):
+        image = ImageOps.exif_transpose(image)  # turned as its EXIF orientation says (phone photos)
+    image = to_rgb(image)
     width, height = image.size
     side = min(width, height) if crop_size is None else crop_size
     if side > min(width, height):
@@ -114,10 +104,9 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
 class FaceImageDataset(Dataset):
     """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
 
-    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by
-    :func:`collate_images`) after a warning, and counted once per file in ``skipped`` (shared by workers);
-    once more than ``max_skipped_fraction`` of the images were skipped, the next skip raises
-    :class:`BadImageError` (a folder of mostly broken files is not a dataset to train on).
+    With ``skip_bad_images`` an unreadable image yields ``None`` (dropped by :func:`collate_images`)
+    after a warning, counted once per file in ``skipped`` (shared by workers), until more than
+    ``max_skipped_fraction`` of the images were skipped: then the skip raises :class:`BadImageError`.
     """
 
     def __init__(
@@ -201,3 +190,37 @@ def collate_images(batch: list[Tensor | None]) -> Tensor:
     """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
     images = [image for image in batch if image is not None]
     return torch.stack(images) if images else torch.empty(0)
+
+
+def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
+                crop_size: int | None) -> dict[str, Any]:  # fmt: skip
+    """A JSON-able key of ``dataset`` (the decoding dataset of ``split``, or the procedural faces): the
+    source (kind, resolved path, every file's name, size and modification time, or the procedural seed
+    and count), the split and the preprocessing."""
+    key: dict[str, Any] = {"kind": kind, "split": split, "image_size": image_size}
+    if isinstance(dataset, ProceduralFaces):
+        key.update(procedural_seed=dataset.seed, num_images=len(dataset), generator_version=1)
+        return key
+    if not isinstance(dataset, FaceImageDataset):
+        raise TypeError(
+            f"fingerprint: expected FaceImageDataset or ProceduralFaces, got {type(dataset).__name__}"
+        )
+    source = dataset.source
+    digest = hashlib.sha256()
+    if isinstance(source, ZipSource):
+        stat = source.path.stat()
+        digest.update(os.fsencode(f"{source.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"))
+        digest.update("\n".join(source.names[i] for i in dataset.indices).encode())
+    else:
+        for i in dataset.indices:
+            path = source.root / source.names[i]
+            try:
+                stat = path.stat()
+                entry = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            except (OSError, RuntimeError):  # dangling or looping symlink, vanished file: the
+                entry = f"{path.absolute()}|unreadable"  # skip rule (or a named error) applies when read
+            # fsencode: file names that are not UTF-8 arrive surrogate-escaped; hash their bytes
+            digest.update(os.fsencode(f"{entry}\n"))
+    key.update(files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=crop_size)
+    key.update(decoder=DECODER_VERSION)  # how the files become pixels
+    return key

@@ -1,18 +1,10 @@
 """Prepared shards: a source's images decoded once into LitData's optimized format, for streaming.
 
 ``python -m facegan prepare`` (:func:`prepare_shards`) writes one LitData ``optimize`` output per split
-(``train/``, ``val/``, ``test/``: ``index.json`` + ``chunk-*.bin``) and, last, :data:`META_NAME`,
-which vouches for them: a folder without it is not a prepared folder (an interrupted ``prepare``
-leaves none). Each row is ``{"image": uint8 (3, S, S), "name": file name}``, decoded, cropped and
-resized by the same function as the memmap cache (:meth:`FaceImageDataset.load_or_skip`), so the same
-pixels; row ``i`` of a split is its ``i``-th readable image, in the source's order (LitData's
-``keep_data_ordered``: each worker converts one contiguous slice, chunks merged in worker order).
-The metadata lists each split's chunk files with their sizes and SHA-256 digests (``sha256sum``
-checks them by hand too; :mod:`facegan.data.streaming` checks them before reading). A ``prepare``
-that cannot write (a full disk) removes what it wrote and ends with a :class:`WriteError`.
-
-LitData is the optional ``stream`` extra (``pip install 'facegan[stream]'``); :func:`require_litdata`
-names it when it is missing.
+(``train/``, ``val/``, ``test/``: ``index.json`` + ``chunk-*.bin``) and, last, :data:`META_NAME`, which
+vouches for them (an interrupted ``prepare`` leaves none) and lists each chunk's size and SHA-256. Row
+``i`` of a split is ``{"image": uint8 (3, S, S), "name": file name}`` of its ``i``-th readable image,
+decoded by the cache's function (the same pixels). LitData is the optional ``stream`` extra.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from facegan.data.decode import DECODER_VERSION, BadImageError, FaceImageDataset
-from facegan.data.splits import SPLITS
+from facegan.data.sources import SPLITS
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 
 META_NAME = "facegan-shards.json"
@@ -55,6 +47,11 @@ def is_remote(root: str) -> bool:
     return str(root).startswith(REMOTE_PREFIXES)
 
 
+def is_prepared(root: str | None) -> bool:
+    """Whether ``root`` is prepared shards: a URL, or a folder holding :data:`META_NAME`."""
+    return root is not None and (is_remote(str(root)) or (Path(root).expanduser() / META_NAME).is_file())
+
+
 class DamagedShardsError(BadImageError):
     """Prepared shards that no longer hold what ``prepare`` wrote (a chunk missing, emptied, overwritten)."""
 
@@ -68,33 +65,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def chunk_records(folder: Path) -> list[dict[str, Any]]:
-    """The chunks of one written split, in ``index.json``'s order: file, images, bytes and SHA-256."""
-    index = json.loads((folder / "index.json").read_text())
-    return [
-        {"file": chunk["filename"], "items": chunk["chunk_size"], "bytes": (folder / chunk["filename"]).stat().st_size,
-         "sha256": file_sha256(folder / chunk["filename"])}
-        for chunk in index["chunks"]
-    ]  # fmt: skip
-
-
 def split_url(root: str, split: str) -> str:
     """The folder or URL of one split's shards below ``root``."""
     return f"{str(root).rstrip('/')}/{split}" if is_remote(root) else str(Path(root).expanduser() / split)
 
 
 class _Decode:
-    """``optimize``'s function: index of a split -> its row, or ``None`` for a skipped bad image.
+    """``optimize``'s function: index of a split -> its row, or ``None`` for a skipped bad image
+    (:meth:`FaceImageDataset.load_or_skip`, its skip marks shared by LitData's workers).
 
-    Handed to LitData's worker processes at their start, with the dataset's shared skip marks
-    (:meth:`FaceImageDataset.load_or_skip` applies ``skip_bad_images`` / ``max_skipped_fraction``
-    across all workers, as it does across loader workers when building the memmap cache). A
-    :class:`BadImageError` is not raised in the worker: LitData would terminate its workers and leave
-    their helper processes orphaned (measured: one stayed, blocked on a pipe, after ``prepare``
-    ended). Its message goes into :attr:`failure`, shared by the workers, which then skip the rest
-    unread; :func:`write_split` raises it once ``optimize`` has returned. A failure inside LitData
-    itself (a chunk that cannot be written: a full disk) still ends in ``terminate()``; each worker
-    therefore ends its helper processes when terminated (:func:`_end_helpers_on_sigterm`).
+    A :class:`BadImageError` is not raised in the worker: LitData would terminate its workers and leave
+    their helper processes orphaned (measured: one stayed, blocked on a pipe, after ``prepare`` ended).
+    Its message goes into :attr:`failure`, shared by the workers, which then skip the rest unread;
+    :func:`write_split` raises it once ``optimize`` has returned.
     """
 
     def __init__(self, dataset: FaceImageDataset) -> None:
@@ -134,11 +117,9 @@ class _Decode:
 def _end_helpers_on_sigterm() -> None:
     """In a LitData worker: a SIGTERM ends the worker's own helper processes, then the worker.
 
-    When one worker fails (e.g. a chunk cannot be written: disk full), LitData ``terminate()``s the
-    workers, whose helper processes (a file remover, started before any image) then stayed behind,
-    blocked on a pipe, holding the terminal's or a ``| tee``'s output open: ``prepare`` seemed to
-    hang at its last progress line (measured: two left per failed run). Where SIGTERM is not a signal a
-    process can handle (Windows), nothing changes.
+    A failure inside LitData itself (a chunk that cannot be written: a full disk) ``terminate()``s the
+    workers, whose helper processes (a file remover) then stayed behind, blocked on a pipe, holding the
+    terminal's or a ``| tee``'s output open: ``prepare`` seemed to hang (measured: two per failed run).
     """
 
     def end(signum: int, frame: Any) -> None:
@@ -147,16 +128,13 @@ def _end_helpers_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # the default action: the worker ends as terminate() meant
 
-    with contextlib.suppress(ValueError, OSError, AttributeError):
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # no SIGTERM handlers (Windows)
         signal.signal(signal.SIGTERM, end)
 
 
 def _write_failure(error: BaseException) -> OSError | None:
-    """The failed write (disk full, read-only...) behind ``error``, or ``None`` if it is not one.
-
-    ``error`` is the :class:`OSError` itself (written in this process), or LitData's ``RuntimeError``
-    carrying a worker's traceback as text (``OSError: [Errno 28] No space left on device``).
-    """
+    """The failed write (disk full, read-only...) behind ``error``: the :class:`OSError` itself, or one
+    in LitData's ``RuntimeError`` carrying a worker's traceback as text; else ``None``."""
     if isinstance(error, OSError):
         return error if error.errno in WRITE_ERRNOS else None
     if isinstance(error, RuntimeError):
@@ -167,9 +145,12 @@ def _write_failure(error: BaseException) -> OSError | None:
 
 
 @contextlib.contextmanager
-def _progress_bar_closed_on_failure() -> Iterator[None]:
-    """Close LitData's progress bar when ``optimize`` fails: it is left open, and tqdm redrew it at
-    exit, after the error (which then was not the last line, nor at the start of one)."""
+def _optimize_guarded() -> Iterator[None]:
+    """Around ``optimize``: undo what it changes process-wide (the multiprocessing start method, the
+    SIGINT handler), and close its progress bar when it fails (left open, tqdm redrew it at exit,
+    after the error, which then was not the last line, nor at the start of one)."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    handler = signal.getsignal(signal.SIGINT)
     try:
         yield
     except BaseException:
@@ -179,26 +160,20 @@ def _progress_bar_closed_on_failure() -> Iterator[None]:
             for bar in list(getattr(tqdm, "_instances", ())):
                 bar.close()
         raise
-
-
-@contextlib.contextmanager
-def _process_settings_kept() -> Iterator[None]:
-    """Undo what ``optimize`` changes process-wide: the multiprocessing start method, the SIGINT handler."""
-    method = multiprocessing.get_start_method(allow_none=True)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
     finally:
         multiprocessing.set_start_method(method, force=True)
         signal.signal(signal.SIGINT, handler)
 
 
-def write_split(dataset: FaceImageDataset, out: Path, num_workers: int, chunk_size: int | None) -> None:
-    """Convert ``dataset`` into LitData chunks in the (new) folder ``out``; bad images as the cache does."""
+def write_split(
+    dataset: FaceImageDataset, out: Path, num_workers: int, chunk_size: int | None
+) -> list[dict[str, Any]]:
+    """Convert ``dataset`` into LitData chunks in the (new) folder ``out``; bad images as the cache does.
+    Returns the chunks in ``index.json``'s order: file, images, bytes and SHA-256."""
     litdata = require_litdata()
     chunking: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {"chunk_bytes": "64MB"}
     decode = _Decode(dataset)
-    with _process_settings_kept(), _progress_bar_closed_on_failure():
+    with _optimize_guarded():
         litdata.optimize(
             fn=decode,
             inputs=list(range(len(dataset))),
@@ -215,40 +190,32 @@ def write_split(dataset: FaceImageDataset, out: Path, num_workers: int, chunk_si
     error = decode.error()
     if error is not None:
         raise error
+    index = json.loads((out / "index.json").read_text())
+    return [
+        {"file": chunk["filename"], "items": chunk["chunk_size"], "bytes": (out / chunk["filename"]).stat().st_size,
+         "sha256": file_sha256(out / chunk["filename"])}
+        for chunk in index["chunks"]
+    ]  # fmt: skip
 
 
 def prepare_shards(
     root: str,
     out: str | os.PathLike,
     image_size: int,
-    crop_size: int | None = None,
-    source: str = "auto",
     num_workers: int | None = None,
     chunk_size: int | None = None,
     overwrite: bool = False,
-    **split_settings: Any,
+    **data_settings: Any,
 ) -> dict[str, Any]:
-    """Decode ``root``'s images into LitData shards under ``out``, one folder per split; the metadata.
-
-    Args:
-        root: a folder, a zip or the CelebA layout, as ``FaceDataModule(root=...)`` reads it.
-        out: the folder to write; it must be empty or absent, unless ``overwrite``.
-        image_size: side of the square images stored.
-        crop_size: central square cropped first (``None``: the shorter side), as ``FaceDataModule``.
-        source: ``"auto"`` or a kind of :data:`~facegan.data.sources.SOURCES` (not ``"procedural"``).
-        num_workers: LitData worker processes; ``None`` -> one per core.
-        chunk_size: images per chunk; ``None`` -> chunks of up to 64 MB (LitData's default).
-        overwrite: replace a prepared folder at ``out`` (its metadata is removed first).
-        **split_settings: ``val_fraction``, ``test_fraction``, ``split_seed``, ``skip_bad_images``,
-            ``max_skipped_fraction`` of :class:`~facegan.FaceDataModule`.
-
-    Returns:
-        The metadata written to ``out/`` :data:`META_NAME`.
+    """Decode ``root``'s images into LitData shards under ``out``, one folder per split, as
+    ``python -m facegan prepare`` describes its options (:mod:`facegan.cli.prepare`); ``data_settings``
+    are :class:`~facegan.FaceDataModule`'s (``crop_size``, ``source``, ``val_fraction`` ...). Returns the
+    metadata written to ``out/`` :data:`META_NAME`.
     """
     from facegan.data.datamodule import FaceDataModule  # the same sources, splits and fingerprints
 
     require_litdata()
-    if root is None or source in ("procedural", "shards"):
+    if root is None or data_settings.get("source") in ("procedural", "shards"):
         raise ValueError("prepare: `--root` must be image files (a folder, a zip or the CelebA layout)")
     folder = Path(out).expanduser()
     if is_remote(str(out)):
@@ -265,8 +232,7 @@ def prepare_shards(
             )
             + f" a prepared one ({META_NAME})"
         )
-    data = FaceDataModule(root=root, source=source, image_size=image_size, batch_size=1,  # type: ignore[arg-type]
-                          crop_size=crop_size, flip=False, **split_settings)  # fmt: skip
+    data = FaceDataModule(root=root, image_size=image_size, batch_size=1, flip=False, **data_settings)
     data.setup()
     (folder / META_NAME).unlink(missing_ok=True)  # from now on the folder is not a prepared one
     workers = num_workers or os.cpu_count() or 1
@@ -276,10 +242,7 @@ def prepare_shards(
     try:
         for split in SPLITS:
             dataset = data.image_datasets[split]
-            chunks: list[dict[str, Any]] = []
-            if len(dataset):
-                write_split(dataset, folder / split, workers, chunk_size)
-                chunks = chunk_records(folder / split)
+            chunks = write_split(dataset, folder / split, workers, chunk_size) if len(dataset) else []
             skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]
             key = data.fingerprint(split)
             if skipped:
@@ -289,7 +252,7 @@ def prepare_shards(
         meta = {
             "format": SHARDS_FORMAT,
             "image_size": image_size,
-            "crop_size": crop_size,
+            "crop_size": data.hparams.crop_size,
             "decoder": DECODER_VERSION,
             "source": {"root": str(Path(root).expanduser().resolve()), "kind": data.kind},
             "splits": splits,

@@ -1,21 +1,26 @@
-"""Image sources: a folder, a zip, the CelebA layout (folder or zip), and how ``root`` picks one.
-
-A source is an ordered list of image names plus ``read(i) -> bytes`` and ``location(i)`` (for
-messages); :mod:`facegan.data.decode` turns the bytes into images.
-"""
+"""Image sources (a folder, a zip, the CelebA layout), how ``root`` picks one, and the splits. A
+source is an ordered list of image ``names`` plus ``read(i) -> bytes`` and ``location(i)``."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_PARTITION = "list_eval_partition.txt"
 SOURCES = ("auto", "procedural", "folder", "celeba", "zip", "shards")
+SPLITS = ("train", "val", "test")
+SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}  # list_eval_partition.txt convention
 MAX_IMAGE_BYTES = 256 << 20  # larger files or zip members are refused unread (a 12000x12000 JPEG is ~50 MB)
 
 
@@ -56,13 +61,9 @@ class FolderSource:
         return str(self.root / self.names[i])
 
     def read(self, i: int) -> bytes:
-        """The file's bytes; ``OSError`` for anything but a regular file of plausible size.
-
-        Opened non-blocking (a FIFO named ``x.jpg`` cannot block the open) and checked on the open
-        descriptor (so a file swapped after the check cannot slip through): devices such as
-        ``/dev/zero`` behind a symlink, FIFOs and sockets are refused, as is a file larger than
-        :data:`MAX_IMAGE_BYTES`, before it is read; the read itself is bounded too.
-        """
+        """The file's bytes; ``OSError`` for anything but a regular file of plausible size (devices such
+        as ``/dev/zero`` behind a symlink, FIFOs, sockets), refused before it is read. Opened non-blocking
+        (a FIFO cannot block the open) and checked on the open descriptor (no swap after the check)."""
         fd = os.open(self.root / self.names[i], os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as file:
             info = os.fstat(file.fileno())
@@ -78,20 +79,26 @@ class FolderSource:
 
 
 class ZipSource:
-    """Every image inside a zip file (optionally below ``prefix``), read without extraction."""
+    """Every image inside a zip file, read without extraction; with ``celeba``, only those below
+    ``img_align_celeba/`` if there are any."""
 
-    def __init__(self, path: Path, prefix: str = "") -> None:
+    def __init__(self, path: Path, celeba: bool = False) -> None:
         self.path = path
-        self.prefix = prefix
-        with zipfile.ZipFile(path) as zf:
-            members = [i.filename for i in zf.infolist() if not i.is_dir()]
-        self.names = sorted(m for m in members if m.startswith(prefix) and _is_image_name(m))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [i.filename for i in zf.infolist() if not i.is_dir()]
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"FaceDataModule: zip archive {str(path)!r} is damaged: {error}") from error
+        self.names = sorted(m for m in members if _is_image_name(m))
         repeated = sorted(name for name, count in Counter(self.names).items() if count > 1)
         if repeated:
             raise ValueError(
-                f"zip archive {str(path)!r} holds {len(repeated)} image names more than once (e.g. "
-                f"{repeated[0]!r}); which copy is meant is ambiguous. Rebuild the archive with unique names"
+                f"FaceDataModule: zip archive {str(path)!r} holds {len(repeated)} image names more than once "
+                f"(e.g. {repeated[0]!r}); which copy is meant is ambiguous. Rebuild the archive with unique names"
             )
+        prefix = f"{CELEBA_IMAGES}/"
+        if celeba and any(name.startswith(prefix) for name in self.names):
+            self.names = [name for name in self.names if name.startswith(prefix)]
         self._zip: zipfile.ZipFile | None = None
         self._pid: int | None = None
 
@@ -121,11 +128,9 @@ STEP = {zipfile.ZIP_STORED: 1 << 20, zipfile.ZIP_DEFLATED: 1 << 20, zipfile.ZIP_
 def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     """A zip member's bytes, inflated in bounded steps and never beyond :data:`MAX_IMAGE_BYTES`.
 
-    A member whose header declares a small size may inflate to far more: zipfile's ``read()`` of a
-    whole member inflated up to 1-2 GiB in one step before it compared sizes and CRC (measured: 2.9 GB
-    peak for a member declaring 1,000 bytes). Read step by step, zipfile stops at the declared size
-    and its CRC check then fails having inflated at most one step more. bzip2 inflates without any
-    bound per step (200 MiB of zeros are 177 bytes of it), so bzip2 members are refused.
+    zipfile's ``read()`` of a whole member inflated up to 1-2 GiB before it compared sizes and CRC
+    (measured: 2.9 GB peak for a member declaring 1,000 bytes); step by step it stops at the declared
+    size. bzip2 inflates without any bound per step (200 MiB of zeros are 177 bytes), so it is refused.
     """
     step = STEP.get(member.compress_type)
     if step is None:
@@ -146,29 +151,11 @@ def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     return b"".join(blocks)
 
 
-def open_zip(path: Path, celeba_prefix: bool = False) -> ZipSource:
-    """A :class:`ZipSource`; with ``celeba_prefix``, only members below ``img_align_celeba/`` if any."""
-    try:
-        source = ZipSource(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"FaceDataModule: zip archive {str(path)!r} is damaged: {error}") from error
-    except ValueError as error:
-        raise ValueError(f"FaceDataModule: {error}") from None
-    prefix = f"{CELEBA_IMAGES}/"
-    if celeba_prefix and any(name.startswith(prefix) for name in source.names):
-        source.names = [name for name in source.names if name.startswith(prefix)]
-    return source
-
-
 def resolve_source(
     root: str | None, source: str = "auto"
 ) -> tuple[str, FolderSource | ZipSource | None, Path | None]:
-    """``(kind, image source, partition file or None)`` for a data module's ``root`` and ``source``.
-
-    ``root=None`` is the built-in procedural faces (no image source). A folder holding the CelebA
-    layout, a CelebA zip, any folder of images or any zip of images is detected from ``root``;
-    ``source`` other than ``"auto"`` insists on one kind.
-    """
+    """``(kind, image source, partition file or None)`` for a data module's ``root`` and ``source``
+    (``"auto"`` detects the kind; ``root=None``: the procedural faces, no image source)."""
     if root is None:
         if source not in ("auto", "procedural"):
             raise ValueError(f"FaceDataModule: source={source!r} needs `root` (a path)")
@@ -190,7 +177,7 @@ def resolve_source(
         if (path / CELEBA_IMAGES).is_dir():
             celeba: FolderSource | ZipSource = FolderSource(path / CELEBA_IMAGES)
         elif (path / f"{CELEBA_IMAGES}.zip").is_file():
-            celeba = open_zip(path / f"{CELEBA_IMAGES}.zip", celeba_prefix=True)
+            celeba = ZipSource(path / f"{CELEBA_IMAGES}.zip", celeba=True)
         elif path.name == CELEBA_IMAGES and (path.parent / CELEBA_PARTITION).is_file():
             celeba, partition = FolderSource(path), path.parent / CELEBA_PARTITION
         elif source == "celeba":
@@ -217,5 +204,39 @@ def resolve_source(
         raise ValueError(f"FaceDataModule: source='folder' but `root` {str(path)!r} is a zip file")
     partition = path.parent / CELEBA_PARTITION
     if path.name == f"{CELEBA_IMAGES}.zip" and source != "zip":
-        return "celeba", open_zip(path, celeba_prefix=True), partition if partition.is_file() else None
-    return "zip", open_zip(path), None
+        return "celeba", ZipSource(path, celeba=True), partition if partition.is_file() else None
+    return "zip", ZipSource(path), None
+
+
+def split_indices(
+    names: Sequence[str], partition: Path | None, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Indices of ``names`` per split: as ``partition`` (``list_eval_partition.txt``) lists their base
+    names (others unused), or without one a seeded random split; each split's indices sorted."""
+    if partition is None:
+        order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_val, n_test = round(len(names) * val_fraction), round(len(names) * test_fraction)
+        val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+        return {"val": sorted(val), "test": sorted(test), "train": sorted(train)}
+    listed = {}
+    for lineno, line in enumerate(partition.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in SPLIT_CODES:
+            raise ValueError(
+                f"{partition}, line {lineno}: expected '<file name> <0|1|2>' (CelebA partition format), "
+                f"got {line!r}"
+            )
+        listed[parts[0]] = SPLIT_CODES[parts[1]]
+    indices: dict[str, list[int]] = {split: [] for split in SPLITS}
+    unlisted = 0
+    for i, name in enumerate(names):
+        split = listed.get(name.rsplit("/", 1)[-1])
+        if split is None:
+            unlisted += 1
+        else:
+            indices[split].append(i)
+    if unlisted:
+        log.warning("%d images are not listed in %s and are not used", unlisted, partition)
+    return indices

@@ -1,18 +1,10 @@
-"""Training from prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData.
+"""Reading prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData (imported here).
 
-The training split streams through LitData's ``StreamingDataLoader``: shuffled per epoch (the order
-of the chunks, then all images inside each chunk, from ``seed`` and the epoch; a batch draws from
-one or two chunks, ~5,000 images at 64 px with ``prepare``'s 64 MB chunks), and under DDP each rank of each node reads
-its own share (LitData reads the world size and rank from ``torch.distributed``); Lightning saves
-the loader's ``state_dict()`` in the checkpoint and restores it, so a resume continues the epoch
-where it stopped. Validation, test and FID's real images read rows by index (:class:`ShardRows`).
-Batches are uint8, like the memmap cache's: the data module scales and flips them on the device.
-
-Prepared shards are checked before LitData reads them: the metadata's fields and types when it is
-loaded; in a local folder (or ``local:`` URL), at setup, that every chunk ``prepare`` recorded is
-there with its size; and each chunk's SHA-256 before its first image is read (:class:`ChunkCheck`).
-A damaged folder ends in one line naming the file and saying to run ``prepare`` again. A bucket's
-chunks are not hashed: LitData reads their images by byte ranges, never the whole chunk.
+Training streams through a ``StreamingDataLoader``, shuffled per epoch (the chunks' order, then all
+images inside each chunk; a batch draws from one or two chunks of ~5,000 images at 64 px), each DDP
+rank reading its own share; Lightning checkpoints its ``state_dict()``, so a resume continues the
+epoch. Other splits and FID's real images read rows by index (:class:`ShardRows`). Before LitData reads
+them, the metadata, a local folder's chunk files and each chunk's SHA-256 are checked.
 """
 
 from __future__ import annotations
@@ -24,85 +16,59 @@ import multiprocessing
 import os
 import tempfile
 import warnings
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.downloader import get_downloader
+from litdata.streaming.sampler import ChunkedIndex
 
+from facegan.data.cache import Uint8Rows
 from facegan.data.shards import (
     META_NAME,
     SHARDS_FORMAT,
     DamagedShardsError,
     file_sha256,
     is_remote,
-    require_litdata,
     split_url,
 )
-from facegan.data.splits import SPLITS
-from facegan.data.workers import leave_job_sigterm_to_the_trainer
+from facegan.data.sources import SPLITS
+
+PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
 
 
-def is_prepared(root: str | None) -> bool:
-    """Whether ``root`` is prepared shards: a URL, or a folder holding :data:`META_NAME`."""
-    if root is None:
-        return False
-    return is_remote(str(root)) or (Path(root).expanduser() / META_NAME).is_file()
-
-
-def read_meta(root: str, storage_options: dict | None = None) -> dict[str, Any]:
-    """The metadata of prepared shards at ``root`` (a folder, or a URL: fetched with LitData's downloader)."""
+def read_meta(root: str) -> dict[str, Any]:
+    """The metadata of prepared shards at ``root`` (a folder, or a URL: fetched with LitData's
+    downloader), checked for the fields and types ``prepare`` writes. ``chunks`` may be absent: shards
+    prepared before facegan recorded them still load, unverified, with a warning (:class:`Shards`)."""
+    where = split_url(root, META_NAME)
     try:
         if is_remote(root):
-            require_litdata()
-            from litdata.streaming.downloader import get_downloader
-
             with tempfile.TemporaryDirectory(prefix="facegan-shards-") as tmp:
                 local = os.path.join(tmp, META_NAME)
-                url = f"{root.rstrip('/')}/{META_NAME}"
-                get_downloader(root, tmp, [], storage_options or {}).download_file(url, local)
+                get_downloader(root, tmp, [], {}).download_file(where, local)
                 meta = json.loads(Path(local).read_text())
         else:
-            meta = json.loads((Path(root).expanduser() / META_NAME).read_text())
+            meta = json.loads(Path(where).read_text())
     except (OSError, ValueError) as error:  # missing, unreachable, not JSON
         raise FileNotFoundError(
             f"FaceDataModule: {root!r} is not a prepared folder ({META_NAME} unreadable: {error}); "
             "write one with `python -m facegan prepare --root IMAGES --out DIR --image-size S`"
         ) from error
-    where = f"{root.rstrip('/')}/{META_NAME}" if is_remote(root) else str(Path(root).expanduser() / META_NAME)
-    if isinstance(meta, dict) and "format" in meta and meta["format"] != SHARDS_FORMAT:
-        raise ValueError(
-            f"FaceDataModule: {root!r} was prepared in format {meta.get('format')!r}, this facegan reads "
-            f"{SHARDS_FORMAT}; prepare it again"
-        )
-    return check_meta(meta, where)
-
-
-PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --overwrite"
-
-
-def _damaged(where: str, what: str) -> ValueError:
-    return ValueError(f"FaceDataModule: {where} is damaged: {what}; prepare the shards again ({PREPARE})")
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def check_meta(meta: Any, where: str) -> dict[str, Any]:
-    """``meta`` if it has the fields and types ``prepare`` writes, else a ``ValueError`` naming ``where``.
-
-    ``chunks`` (each split's chunk files with their sizes and SHA-256) may be absent: shards prepared
-    before facegan recorded them still load, unverified, with a warning (:class:`Shards`).
-    """
     if not isinstance(meta, dict):
         raise _damaged(where, f"it holds a JSON {type(meta).__name__}, not an object")
+    if "format" in meta and meta["format"] != SHARDS_FORMAT:
+        raise ValueError(
+            f"FaceDataModule: {root!r} was prepared in format {meta['format']!r}, this facegan reads "
+            f"{SHARDS_FORMAT}; prepare it again"
+        )
     if meta.get("format") != SHARDS_FORMAT:
         raise _damaged(where, f"`format` is {meta.get('format')!r}, not {SHARDS_FORMAT}")
-    if not (_count(meta.get("image_size")) and meta["image_size"] > 0):
+    if not _count(meta.get("image_size"), 1):
         raise _damaged(where, f"`image_size` is {meta.get('image_size')!r}, not a positive integer")
-    if not (meta.get("crop_size") is None or (_count(meta["crop_size"]) and meta["crop_size"] > 0)):
+    if not (meta.get("crop_size") is None or _count(meta["crop_size"], 1)):
         raise _damaged(where, f"`crop_size` is {meta['crop_size']!r}, not a positive integer or null")
     splits = meta.get("splits")
     if not isinstance(splits, dict):
@@ -123,6 +89,14 @@ def check_meta(meta: Any, where: str) -> dict[str, Any]:
     return meta
 
 
+def _damaged(where: str, what: str) -> ValueError:
+    return ValueError(f"FaceDataModule: {where} is damaged: {what}; prepare the shards again ({PREPARE})")
+
+
+def _count(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def _chunk_record(chunk: Any) -> bool:
     return (
         isinstance(chunk, dict)
@@ -135,13 +109,10 @@ def _chunk_record(chunk: Any) -> bool:
 
 
 class ChunkCheck:
-    """One split's chunk files in a local folder, checked against what ``prepare`` recorded.
-
-    :meth:`check_files` (at setup) finds each chunk present, non-empty and of its recorded size, and
-    ``index.json`` listing the same chunks; :meth:`verify` hashes a chunk before its first image is
-    read. Which chunks were verified is shared by the loader workers (one byte per chunk), so each
-    chunk is hashed once per training process, not once per worker and epoch. Without recorded
-    digests (shards prepared by an earlier facegan) only presence and emptiness are checked.
+    """One split's chunk files in a local folder, checked at setup against what ``prepare`` recorded
+    (present, non-empty, of their size, listed by ``index.json``); :meth:`verify` hashes a chunk before
+    its first image is read, once per training process (the marks are shared by the loader workers).
+    Without recorded digests (shards of an earlier facegan) only presence and emptiness are checked.
     """
 
     def __init__(self, folder: Path, chunks: list[dict[str, Any]] | None) -> None:
@@ -149,9 +120,6 @@ class ChunkCheck:
         self.chunks = chunks
         self.verified: Any = multiprocessing.RawArray("b", len(chunks or ()))
         self.ends = list(itertools.accumulate(chunk["items"] for chunk in chunks or ()))
-
-    def check_files(self) -> None:
-        """Every chunk present with its size (all of ``index.json``'s where no chunks were recorded)."""
         index_path = self.folder / "index.json"
         try:
             index = json.loads(index_path.read_text())
@@ -198,11 +166,46 @@ class ChunkCheck:
         return f"the prepared folder {str(self.folder.parent)!r} is damaged: run `{PREPARE}` again"
 
 
-def local_folder(root: str) -> Path | None:
-    """The local folder of prepared shards at ``root`` (a path or ``local:`` URL), or ``None`` (a bucket)."""
-    if str(root).startswith("local:"):
-        return Path(str(root)[len("local:") :]).expanduser()
-    return None if is_remote(root) else Path(root).expanduser()
+class CheckedStreamingDataset(StreamingDataset):
+    """A ``StreamingDataset`` whose chunks pass ``check`` (``None``: unchecked, e.g. a bucket's) before
+    LitData maps and deserializes them: the loader reads rows by ``ChunkedIndex``, which names the chunk."""
+
+    def __init__(self, *args: Any, check: ChunkCheck | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def __getitem__(self, index: Any) -> Any:
+        if self.check is not None and isinstance(index, ChunkedIndex):
+            self.check.verify(index.chunk_index)
+        return super().__getitem__(index)
+
+
+class ResumableStreamingDataLoader(StreamingDataLoader):
+    """A ``StreamingDataLoader`` whose restored state resumes one epoch, after which epochs go on.
+
+    LitData replays a loaded state until an epoch's iterator runs to ``StopIteration``; Lightning ends
+    epochs by batch count, so the epoch after a mid-epoch resume replayed the rest of the resumed one
+    (LitData issue #770). Here an iteration that yielded a batch uses the state up (one that yielded
+    none, e.g. an iterator made and dropped before training, leaves it for the next).
+    """
+
+    restore: bool  # LitData's: replay the loaded state at the next iteration
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._restore_used = False
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._restore_used = False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.restore and self._restore_used:
+            self.restore = False  # the resumed epoch has been trained on: this is the next one
+        self._restore_used = False
+        for batch in super().__iter__():
+            self._restore_used = True
+            yield batch
 
 
 def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
@@ -210,12 +213,9 @@ def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
     return torch.stack([item["image"] for item in items])
 
 
-class ShardRows(Dataset):
-    """One split's rows by index, as uint8 ``(3, S, S)`` images (evaluation loaders, FID's reals).
-
-    The LitData dataset is opened on first use in each process (loader workers open their own);
-    ``check`` verifies a row's chunk before it is read.
-    """
+class ShardRows(Uint8Rows):
+    """One split's rows by index; the LitData dataset is opened on first use in each process (loader
+    workers open their own); ``check`` verifies a row's chunk before it is read."""
 
     def __init__(
         self, url: str, count: int, cache_dir: str | None = None, check: ChunkCheck | None = None
@@ -223,77 +223,22 @@ class ShardRows(Dataset):
         self.url, self.count, self.cache_dir, self.check = url, count, cache_dir, check
         self._rows: Any = None
 
-    def _dataset(self) -> Any:
-        if self._rows is None:
-            litdata = require_litdata()
-            self._rows = litdata.StreamingDataset(
-                self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0
-            )
-        return self._rows
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if not 0 <= index < self.count:
-            raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
-        if self.check is not None:
-            self.check.verify(self.check.chunk_of(index))
-        return self._dataset()[index]["image"]
-
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.stack([self[i] for i in indices])  # (B, 3, S, S) uint8
-
-    def name(self, index: int) -> str:
-        """The source file name of row ``index``."""
-        return self._dataset()[index]["name"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_rows": None}
-
-
-def train_loader(url: str, batch_size: int, num_workers: int, seed: int, cache_dir: str | None = None,
-                 pin_memory: bool = False, persistent_workers: bool = False,
-                 check: ChunkCheck | None = None) -> Any:  # fmt: skip
-    """A ``StreamingDataLoader`` of shuffled uint8 training batches; the last partial batch is dropped.
-
-    Every process must pass the same ``seed`` (the epoch's order is drawn from it and the epoch, and
-    split among the ranks from it); ``seed_everything`` gives one to all. ``check`` verifies each
-    chunk before its first image is read.
-    """
-    require_litdata()
-    from facegan.data.checked_stream import CheckedStreamingDataset
-    from facegan.data.resumable import ResumableStreamingDataLoader
-
-    # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
-    # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
-    # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
-    # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
-    dataset = CheckedStreamingDataset(url, cache_dir=cache_dir, shuffle=True, drop_last=True, seed=seed,
-                                      batch_decode=0, item_shuffle_window=0, check=check)  # fmt: skip
-    return ResumableStreamingDataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        drop_last=True,  # constant training batch size (BatchNorm)
-        collate_fn=collate_rows,
-        pin_memory=pin_memory,
-        persistent_workers=persistent_workers and num_workers > 0,
-        worker_init_fn=partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-        if num_workers
-        else None,
-    )
+        if self._rows is None:
+            self._rows = StreamingDataset(self.url, cache_dir=self.cache_dir, shuffle=False, batch_decode=0)
+        for index in indices:
+            if not 0 <= index < self.count:
+                raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
+            if self.check is not None:
+                self.check.verify(self.check.chunk_of(index))
+        return torch.stack([self._rows[index]["image"] for index in indices])
 
 
 class Shards:
-    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings.
-
-    In a local folder the chunk files are checked at once (:meth:`ChunkCheck.check_files`), and each
-    chunk's SHA-256 before its first read.
-    """
+    """Prepared shards at ``root`` (a folder or URL), checked against a data module's settings and, in a
+    local folder, against what ``prepare`` recorded (:class:`ChunkCheck`)."""
 
     def __init__(self, root: str, image_size: int, crop_size: int | None, cache_dir: str | None) -> None:
-        require_litdata()  # at setup, not at the first batch
         self.root, self.cache_dir = str(root), cache_dir
         self.meta = read_meta(self.root)
         prepared = self.meta["image_size"], self.meta["crop_size"]
@@ -304,9 +249,10 @@ class Shards:
                 f"--data.image_size {prepared[0]} (and leave crop_size unset), or prepare again"
             )
         self.checks: dict[str, ChunkCheck] = {}
-        folder = local_folder(self.root)
-        if folder is None:
-            return
+        local = self.root.removeprefix("local:")
+        if is_remote(local):
+            return  # a bucket's chunks are not hashed: LitData reads them by byte ranges
+        folder = Path(local).expanduser()
         splits = self.meta["splits"]
         if any(info["count"] and "chunks" not in info for info in splits.values()):
             warnings.warn(
@@ -318,20 +264,25 @@ class Shards:
         for split in SPLITS:
             if splits[split]["count"]:
                 self.checks[split] = ChunkCheck(folder / split, splits[split].get("chunks"))
-                self.checks[split].check_files()
 
     def rows(self, split: str) -> ShardRows:
         count = self.meta["splits"][split]["count"]
         return ShardRows(split_url(self.root, split), count, self.cache_dir, self.checks.get(split))
 
-    def train_loader(self, batch_size: int, num_workers: int, seed: int, pin_memory: bool = False,
-                     persistent_workers: bool = False) -> Any:  # fmt: skip
-        """The training split's ``StreamingDataLoader`` (:func:`train_loader`)."""
-        url = split_url(self.root, "train")
-        return train_loader(
-            url, batch_size, num_workers, seed, self.cache_dir, pin_memory, persistent_workers,
-            self.checks.get("train"),
-        )  # fmt: skip
+    def train_loader(self, batch_size: int, seed: int, **loader_settings: Any) -> Any:
+        """Shuffled uint8 training batches , the last partial one
+        dropped. Every process must pass the same ``seed`` (the epoch's order, and its split among the
+        ranks, are drawn from it and the epoch)."""
+        # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
+        # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
+        # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
+        # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
+        dataset = CheckedStreamingDataset(split_url(self.root, "train"), cache_dir=self.cache_dir, shuffle=True,
+                                          drop_last=True, seed=seed, batch_decode=0, item_shuffle_window=0,
+                                          check=self.checks.get("train"))  # fmt: skip
+        return ResumableStreamingDataLoader(
+            dataset, batch_size=batch_size, drop_last=True, collate_fn=collate_rows, **loader_settings
+        )
 
     def fingerprint(self, split: str) -> dict[str, Any]:
         """The source's fingerprint of ``split`` (same pixels, same key), as recorded by ``prepare``."""

@@ -80,15 +80,7 @@ class _Window:
 
 
 def render_faces(params: FaceParams, image_size: int) -> Tensor:
-    """Renders a batch of faces.
-
-    Args:
-        params: Parameters from :func:`sample_face_params` for ``N`` faces.
-        image_size: Output height and width in pixels.
-
-    Returns:
-        Float32 images ``(N, 3, image_size, image_size)`` in ``[-1, 1]``.
-    """
+    """The ``N`` faces of ``params`` (:func:`sample_face_params`) as float32 ``(N, 3, S, S)`` in ``[-1, 1]``."""
     with torch.inference_mode():  # skips autograd bookkeeping; the copy below is a normal tensor
         img = _render(params, image_size)  # (3, N, H, W)
     return img.permute(1, 0, 2, 3).clone(memory_format=torch.contiguous_format)
