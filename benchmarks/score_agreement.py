@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from facegan.cli.tools import main as facegan_main
-from facegan.metrics.real_images import from_files
+from facegan.metrics.fid import from_files
 
 
 def write_pngs(celeba: Path, first: int, count: int, folder: Path) -> None:

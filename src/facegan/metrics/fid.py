@@ -34,8 +34,7 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 
-from facegan.data.decode import FaceImageDataset, collate_images
-from facegan.data.fingerprint import fingerprint
+from facegan.data.decode import FaceImageDataset, collate_images, fingerprint
 from facegan.data.sources import resolve_source
 from facegan.images import batch_images, to_uint8
 from facegan.io.atomic import atomic_write

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
+from facegan.data.cache import DeviceBatches
 from facegan.data.decode import NoImagesError
-from facegan.data.resident import DeviceBatches
 from facegan.images import batch_images
 from facegan.training import distributed
 from facegan.training.objective import GANObjective, discriminator_metrics

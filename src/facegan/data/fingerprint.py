@@ -1,3 +1,0 @@
-"""Moved to :mod:`facegan.data.decode`; this path is kept for importers outside ``data/``."""
-
-from facegan.data.decode import fingerprint as fingerprint
