@@ -104,25 +104,19 @@ class OneLineParser(LightningArgumentParser):
         self.exit(2)
 
 
-def usage(prog: str) -> str:
-    from facegan.cli.tools import TOOLS
-
-    lines = [f"usage: {prog} {{{','.join([*TRAINER_COMMANDS, *TOOLS])}}} ...", "", "subcommands:"]
-    lines += [f"  {name:<9} {text}" for name, text in {**TRAINER_COMMANDS, **TOOLS}.items()]
-    lines += ["", f"`{prog} SUBCOMMAND --help` shows the options of one subcommand."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
     """Dispatch ``argv`` (default: ``sys.argv[1:]``) to the subcommand it names."""
     from facegan.cli.tools import TOOLS
+    from facegan.cli.tools import main as tools_main
 
     silence_library_notices()
     args = sys.argv[1:] if argv is None else argv
+    commands = {**TRAINER_COMMANDS, **TOOLS}
     if not args or args[0] in ("-h", "--help"):
-        print(usage(prog))
+        print(f"usage: {prog} {{{','.join(commands)}}} ...\n\nsubcommands:")
+        print("\n".join(f"  {name:<9} {text}" for name, text in commands.items()))
+        print(f"\n`{prog} SUBCOMMAND --help` shows the options of one subcommand.")
         raise SystemExit(0 if args else 2)
-    commands = [*TRAINER_COMMANDS, *TOOLS]
     if not args[0].startswith("-") and args[0] not in commands:  # options may come first: --config X fit
         close = difflib.get_close_matches(args[0], commands, n=1)
         guess = f"; did you mean {close[0]}?" if close else ""
@@ -131,8 +125,6 @@ def main(argv: list[str] | None = None, prog: str = "facegan") -> None:
         )
         raise SystemExit(2)
     if args[0] in TOOLS:
-        from facegan.cli.tools import main as tools_main
-
         tools_main(args, prog)
         return
     from facegan.cli.trainer import main as trainer_main

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -128,24 +129,38 @@ class FaceGANCLI(LightningCLI):
             root.rmdir()
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, noting first the model/data settings the command gives; resolve
+        ``--ckpt_path last`` and set the logger to continue the checkpoint's run (before it is built)."""
         self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
         super().parse_arguments(parser, args)
-        # LightningCLI would replace the model's settings by a --ckpt_path file's right after parsing,
-        # silently overriding flags such as --model.arch; facegan compares them instead (_use_checkpoint),
-        # so the path is set aside until before_instantiate_classes (tests/test_resume.py checks it).
         subcommand = self.config.get("subcommand")
-        self._ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        config = self.config[subcommand] if subcommand else Namespace()
+        self._ckpt_path, self._run_version = config.get("ckpt_path"), None
+        if self._ckpt_path not in (None, *KEYWORDS):
+            root = logger_root(config.trainer)
+            if self._ckpt_path == "last":
+                found = find_last_checkpoint(root)
+                if found is None:
+                    raise ValueError(
+                        f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
+                        + ("start without --ckpt_path, " if subcommand == "fit" else "")
+                        + "or give the checkpoint's path"
+                    )
+                self._ckpt_path = str(found)  # the saved config names the file
+            if subcommand == "fit":  # the run (its logger's version) it continues
+                self._run_version = continue_run(config.trainer, Path(self._ckpt_path), root)
+        # LightningCLI would replace the model's settings by the checkpoint's right after parsing, silently
+        # overriding flags such as --model.arch; facegan compares them instead (_use_checkpoint), so the
+        # path is set aside until before_instantiate_classes (tests/test_resume.py checks it).
         if subcommand:
-            self.config[subcommand]["ckpt_path"] = None
-        self._run_version: str | None = None  # the run a fit --ckpt_path continues (its logger's version)
+            config.ckpt_path = None
 
     def before_instantiate_classes(self) -> None:
-        """``--ckpt_path`` back (``last`` resolved, the logger set to continue its run); the CLI's default
-        widths only for families with widths and not for networks of your own; a warning for bf16 on a
-        CPU that emulates it (:mod:`facegan.training.hardware`)."""
+        """``--ckpt_path`` back; the CLI's default widths only for families with widths and not for networks
+        of your own; a warning for bf16 on a CPU that emulates it (:mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand:
-            self._resolve_ckpt_path(config)
+            config.ckpt_path = self._ckpt_path
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
@@ -161,23 +176,6 @@ class FaceGANCLI(LightningCLI):
                 "emulates bf16 there, slower than float32; give --trainer.precision 32-true",
                 " or ".join(BF16_FLAGS),
             )
-
-    def _resolve_ckpt_path(self, config: Any) -> None:
-        config.ckpt_path = ckpt_path = self._ckpt_path
-        if ckpt_path is None or ckpt_path in KEYWORDS:
-            return
-        root = logger_root(config.trainer)
-        if ckpt_path == "last":
-            found = find_last_checkpoint(root)
-            if found is None:
-                raise ValueError(
-                    f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
-                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
-                    + "or give the checkpoint's path"
-                )
-            config.ckpt_path = str(found)  # the saved config names the file
-        if self.subcommand == "fit":  # before the logger is built: it takes its run in its constructor
-            self._run_version = continue_run(config.trainer, Path(config.ckpt_path), root)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM. Without
@@ -304,17 +302,15 @@ class FaceGANCLI(LightningCLI):
                 "checkpoint.every_n_epochs": 1,
                 "checkpoint.filename": "epoch={epoch:04d}-step={step}",
                 "checkpoint.auto_insert_metric_name": False,
-                # Grids by images seen, the first one early (14 s into a fit alone on a 2-core CPU, 35 s on
-                # a busy one), then every ~30 s there; the fit's last grid is written too.
+                # Grids by images seen: the first 14 s into a fit on a 2-core CPU, then every ~30 s, and the last.
                 "samples.every_n_epochs": 0,
                 "samples.first_kimg": 1.0,
                 "samples.every_n_kimg": 5.0,
                 # CPU-friendly widths: a quarter of the paper's FLOPs, faces in minutes on 2 cores.
                 "model.g_channels": CLI_WIDTHS[0],
                 "model.d_channels": CLI_WIDTHS[1],
-                # DiffAugment on everything D sees. Without it D wins on the built-in faces within a few
-                # hundred iterations (d_real/d_fake ~0.99/~0.01 at D lr 2e-4, and still at 1e-4 after
-                # ~600) and G collapses; with color+translation they stay near 0.9/0.1 and faces form.
+                # DiffAugment on all D sees: without it D wins on the built-in faces within a few hundred
+                # iterations (d_real/d_fake ~0.99/~0.01, at D lr 1e-4 too) and G collapses; with it ~0.9/0.1.
                 "model.augment": "color,translation",
                 # Faces in the first minutes on a CPU. Batches of 16: the images/s of 64 at 1 thread, but 4x
                 # the updates; at 16k images faces with eyes and hair, where batches of 64 still draw one
@@ -327,22 +323,14 @@ class FaceGANCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True, prog: str = "python -m facegan") -> FaceGANCLI:
-    """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data).
-
-    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand);
-    ``prog`` is the command's name in its messages.
-    """
-    # Lightning's own hparams logging would log the module's and data's settings a second time, flat.
-    trainer_defaults: dict[str, Any] = {
-        "max_epochs": 100,
-        "log_every_n_steps": 10,
-        "enable_autolog_hparams": False,
-    }
+    """Run the CLI (``args=None`` reads ``sys.argv``) and return it; ``run=False`` only builds the trainer,
+    model and data module from ``args`` (no subcommand); ``prog`` is the command's name in its messages."""
     return FaceGANCLI(
         FaceGAN,
         FaceDataModule,
         args=args,
-        trainer_defaults=trainer_defaults,
+        # no Lightning hparams logging: SaveAndLogConfig logs every setting once, not flat a second time
+        trainer_defaults={"max_epochs": 100, "log_every_n_steps": 10, "enable_autolog_hparams": False},
         seed_everything_default=0,
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
