@@ -127,58 +127,51 @@ def _prepare_output(target: Path, out: str, single_file: bool, overwrite: bool) 
 @torch.no_grad()
 def generate(ns: argparse.Namespace) -> Path:
     """``generate``: ``ns.num`` generated faces to ``ns.out`` (a grid image, a folder of PNGs, or a GIF)."""
-    num, batch_size, interpolate, nrow, truncation = (
-        ns.num,
-        ns.batch_size,
-        ns.interpolate,
-        ns.nrow,
-        ns.truncation,
-    )
+    num, steps = ns.num, ns.interpolate
     if num < 1:
         raise ValueError(f"--num must be >= 1, but got {num}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, but got {batch_size}")
+    if ns.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, but got {ns.batch_size}")
     target = Path(ns.out)
     suffix = target.suffix.lower()
-    if interpolate is not None:
-        if interpolate < 2:
-            raise ValueError(f"--interpolate takes the frames per transition (>= 2), but got {interpolate}")
+    if steps is not None:
+        if steps < 2:
+            raise ValueError(f"--interpolate takes the frames per transition (>= 2), but got {steps}")
         if suffix != ".gif":
             raise ValueError(f"--interpolate writes an animation: --out must end in .gif, got {ns.out!r}")
     elif suffix == ".gif":
         raise ValueError("--out *.gif needs --interpolate STEPS (frames per transition)")
-    if nrow is not None and nrow < 1:
-        raise ValueError(f"--nrow must be >= 1, but got {nrow}")
-    if truncation is not None:
-        truncated_normal(1, 1, truncation, torch.Generator())  # a bad --truncation fails before any work
-    rng = seeded(ns.seed)  # a bad --seed or --device fails before any work too
+    if ns.nrow is not None and ns.nrow < 1:
+        raise ValueError(f"--nrow must be >= 1, but got {ns.nrow}")
+    if ns.truncation is not None:  # a bad --truncation, --seed or --device fails before any work
+        truncated_normal(1, 1, ns.truncation, torch.Generator())
+    rng = seeded(ns.seed)
     device = _device(ns.device)
-    as_grid = suffix in GRID_SUFFIXES or interpolate is not None
+    as_grid = suffix in GRID_SUFFIXES or steps is not None
     _prepare_output(target, ns.out, as_grid, ns.overwrite)  # before any image is made
     sample, latent_dim = _sampler(ns.ckpt, device, ns.trust_code)
-    nrow = nrow or max(1, math.isqrt(num))
+    nrow = ns.nrow or max(1, math.isqrt(num))
 
-    if interpolate is not None:  # each grid cell walks a loop through KEYFRAMES latents
-        keys = truncated_normal(KEYFRAMES * num, latent_dim, truncation, rng).view(KEYFRAMES, num, latent_dim)
+    if steps is not None:  # each grid cell walks a loop through KEYFRAMES latents
+        keys = truncated_normal(KEYFRAMES * num, latent_dim, ns.truncation, rng).view(KEYFRAMES, num, -1)
         frames = []
-        steps = [(k, i / interpolate) for k in range(KEYFRAMES) for i in range(interpolate)]
-        for k, t in tqdm(steps, desc="frames"):
+        for k, t in tqdm([(k, i / steps) for k in range(KEYFRAMES) for i in range(steps)], desc="frames"):
             z = slerp(keys[k], keys[(k + 1) % KEYFRAMES], t)
-            images = torch.cat([sample(chunk).cpu() for chunk in z.split(batch_size)])
+            images = torch.cat([sample(chunk).cpu() for chunk in z.split(ns.batch_size)])
             frames.append(grid_image(images, nrow))
         frames[0].save(target, save_all=True, append_images=frames[1:], duration=80, loop=0)
         return target
 
-    z = truncated_normal(num, latent_dim, truncation, rng)
+    z = truncated_normal(num, latent_dim, ns.truncation, rng)
     parts, written = [], 0
-    with tqdm(total=num, desc="images", unit="img", disable=num <= batch_size) as bar:
-        for chunk in z.split(batch_size):
+    with tqdm(total=num, desc="images", unit="img", disable=num <= ns.batch_size) as bar:
+        for chunk in z.split(ns.batch_size):
             images = sample(chunk).cpu()
             if as_grid:
                 parts.append(images)
             else:
                 for image in images:
-                    png = to_uint8(image).permute(1, 2, 0).cpu().numpy()
+                    png = to_uint8(image).permute(1, 2, 0).numpy()
                     Image.fromarray(png).save(target / f"{written:06d}.png")
                     written += 1
             bar.update(len(chunk))
