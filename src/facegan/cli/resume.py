@@ -231,8 +231,9 @@ def precision_name(value: Any) -> str:
     return {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(value, value)
 
 
-def run_config(ckpt_path: Path) -> dict[str, Any] | None:
-    """The ``config.yaml`` of the run folder holding ``ckpt_path`` (``<run>/checkpoints/x.ckpt``), if any."""
+def saved_precision(ckpt_path: Path) -> str | None:
+    """The ``trainer.precision`` (:func:`precision_name`) in the ``config.yaml`` of the run folder holding
+    ``ckpt_path`` (``<run>/checkpoints/x.ckpt``), if there is one that says it."""
     path = ckpt_path.parent.parent / "config.yaml"
     if ckpt_path.parent.name != "checkpoints" or not path.is_file():
         return None
@@ -240,7 +241,10 @@ def run_config(ckpt_path: Path) -> dict[str, Any] | None:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return config if isinstance(config, dict) else None
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    return (
+        precision_name(trainer["precision"]) if isinstance(trainer, dict) and "precision" in trainer else None
+    )
 
 
 # ------------------------------------------------------------------------ the config a run records

@@ -42,7 +42,7 @@ from facegan.cli.resume import (
     precision_name,
     recipe_changes,
     refuse_occupied_folder,
-    run_config,
+    saved_precision,
 )
 from facegan.data import FaceDataModule
 from facegan.io.atomic import atomic_write, check_writable, remove_abandoned
@@ -217,16 +217,18 @@ class FaceGANCLI(LightningCLI):
         adopted: dict[str, dict[str, Any]] = {section: {} for section in MODULES}
         for section, (attribute, key) in MODULES.items():
             module = getattr(self, attribute)
-            now = {} if module is None else module.hparams
-            for name, before, after in recipe_changes(checkpoint.get(key), now, type(module), section):
+            if module is None:
+                continue
+            for name, before, after in recipe_changes(
+                checkpoint.get(key), module.hparams, type(module), section
+            ):
                 setting = LINKED.get(f"{section}.{name}", f"{section}.{name}")
                 if any(given == setting or given.startswith(f"{setting}.") for given in self.given):
                     refused.append(describe(section, name, before, after))
                 else:
                     adopted[section][name] = before
-        saved = (run_config(ckpt) or {}).get("trainer") or {}
-        before = precision_name(saved.get("precision", self.trainer.precision))
-        if before != self.trainer.precision:
+        before = saved_precision(ckpt)
+        if before not in (None, self.trainer.precision):
             refused.append(
                 describe("trainer", "precision", before, self.trainer.precision, "the run's config.yaml")
             )
