@@ -151,7 +151,7 @@ def test_a_config_whose_aliases_explode_is_refused_at_once_with_one_line(tmp_pat
 
 
 def test_the_settings_a_command_gives_come_from_flags_and_config_files(tmp_path):
-    from facegan.cli.given import given_settings
+    from facegan.cli.resume import given_settings
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(

@@ -9,7 +9,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from facegan.cli import main
-from facegan.cli.logged_config import SaveAndLogConfig, keyed_by_class, logged_config
+from facegan.cli.resume import SaveAndLogConfig, keyed_by_class, logged_config
 from tests.conftest import REPO
 
 

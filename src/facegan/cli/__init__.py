@@ -1,5 +1,5 @@
-"""Command line: ``fit``/``validate``/``test`` (:mod:`~facegan.cli.trainer`, LightningCLI),
-``generate``/``export`` (:mod:`~facegan.cli.tools`), resuming (:mod:`~facegan.cli.resume`)."""
+"""Command line (:mod:`~facegan.cli.entry`): ``fit``/``validate``/``test`` (:mod:`~facegan.cli.trainer`, runs
+and resumes in :mod:`~facegan.cli.resume`), ``generate``/``export``/``score``/``prepare`` (:mod:`~facegan.cli.tools`)."""
 
 from facegan.cli.trainer import FaceGANCLI, main
 

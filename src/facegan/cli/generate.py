@@ -1,11 +1,9 @@
-"""Generated faces to files: a grid image, a folder of PNGs, or a GIF of latent interpolations.
-
-``generate`` takes a facegan checkpoint, an export folder or the Hub repo id of one; all are read
-without executing code from the file (:mod:`facegan.io.checkpoints`, :mod:`facegan.io.export`).
-"""
+"""``generate``: faces to files (a grid image, a folder of PNGs, or a GIF of latent interpolations) from
+a checkpoint, an export folder or the Hub repo id of one, read without executing code from the file."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import tempfile
@@ -71,18 +69,13 @@ def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _available_devices() -> list[str]:
-    """The ``--device`` values this machine can compute on."""
-    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
-
-
 def _device(name: str) -> torch.device:
     """The device ``--device`` names (``auto``: the first CUDA device, else the CPU); ``ValueError``
     naming ``--device`` and what is available when it is no device, or none this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    available = ", ".join([*_available_devices(), "auto"])
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    available = ", ".join(["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else []), "auto"])
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -99,10 +92,6 @@ def _device(name: str) -> torch.device:
     ):
         return device
     raise ValueError(f"--device {name!r} is not available here; available: {available}")
-
-
-def _save_png(images: Tensor, path: Path) -> None:
-    Image.fromarray(to_uint8(images).permute(1, 2, 0).cpu().numpy()).save(path)
 
 
 def _prepare_output(target: Path, out: str, single_file: bool, overwrite: bool) -> None:
@@ -136,66 +125,54 @@ def _prepare_output(target: Path, out: str, single_file: bool, overwrite: bool) 
 
 
 @torch.no_grad()
-def generate(
-    ckpt: str,
-    out: str,
-    num: int = 64,
-    seed: int = 0,
-    batch_size: int = 64,
-    device: str = "auto",
-    truncation: float | None = None,
-    interpolate: int | None = None,
-    nrow: int | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-    trust_code: bool = False,
-) -> Path:
-    """Write ``num`` generated faces to ``out`` (a grid image, a folder of PNGs, or a GIF); see module doc."""
+def generate(ns: argparse.Namespace) -> Path:
+    """``generate``: ``ns.num`` generated faces to ``ns.out`` (a grid image, a folder of PNGs, or a GIF)."""
+    num, steps = ns.num, ns.interpolate
     if num < 1:
         raise ValueError(f"--num must be >= 1, but got {num}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, but got {batch_size}")
-    target = Path(out)
+    if ns.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, but got {ns.batch_size}")
+    target = Path(ns.out)
     suffix = target.suffix.lower()
-    if interpolate is not None:
-        if interpolate < 2:
-            raise ValueError(f"--interpolate takes the frames per transition (>= 2), but got {interpolate}")
+    if steps is not None:
+        if steps < 2:
+            raise ValueError(f"--interpolate takes the frames per transition (>= 2), but got {steps}")
         if suffix != ".gif":
-            raise ValueError(f"--interpolate writes an animation: --out must end in .gif, got {out!r}")
+            raise ValueError(f"--interpolate writes an animation: --out must end in .gif, got {ns.out!r}")
     elif suffix == ".gif":
         raise ValueError("--out *.gif needs --interpolate STEPS (frames per transition)")
-    if nrow is not None and nrow < 1:
-        raise ValueError(f"--nrow must be >= 1, but got {nrow}")
-    if truncation is not None:
-        truncated_normal(1, 1, truncation, torch.Generator())  # a bad --truncation fails before any work
-    rng = seeded(seed)  # a bad --seed or --device fails before any work too
-    torch_device = _device(device)
-    as_grid = suffix in GRID_SUFFIXES or interpolate is not None
-    _prepare_output(target, out, as_grid, overwrite)  # before any image is made
-    sample, latent_dim = _sampler(ckpt, torch_device, trust_code)
-    nrow = nrow or max(1, math.isqrt(num))
+    if ns.nrow is not None and ns.nrow < 1:
+        raise ValueError(f"--nrow must be >= 1, but got {ns.nrow}")
+    if ns.truncation is not None:  # a bad --truncation, --seed or --device fails before any work
+        truncated_normal(1, 1, ns.truncation, torch.Generator())
+    rng = seeded(ns.seed)
+    device = _device(ns.device)
+    as_grid = suffix in GRID_SUFFIXES or steps is not None
+    _prepare_output(target, ns.out, as_grid, ns.overwrite)  # before any image is made
+    sample, latent_dim = _sampler(ns.ckpt, device, ns.trust_code)
+    nrow = ns.nrow or max(1, math.isqrt(num))
 
-    if interpolate is not None:  # each grid cell walks a loop through KEYFRAMES latents
-        keys = truncated_normal(KEYFRAMES * num, latent_dim, truncation, rng).view(KEYFRAMES, num, latent_dim)
+    if steps is not None:  # each grid cell walks a loop through KEYFRAMES latents
+        keys = truncated_normal(KEYFRAMES * num, latent_dim, ns.truncation, rng).view(KEYFRAMES, num, -1)
         frames = []
-        steps = [(k, i / interpolate) for k in range(KEYFRAMES) for i in range(interpolate)]
-        for k, t in tqdm(steps, desc="frames", disable=not progress):
+        for k, t in tqdm([(k, i / steps) for k in range(KEYFRAMES) for i in range(steps)], desc="frames"):
             z = slerp(keys[k], keys[(k + 1) % KEYFRAMES], t)
-            images = torch.cat([sample(chunk).cpu() for chunk in z.split(batch_size)])
+            images = torch.cat([sample(chunk).cpu() for chunk in z.split(ns.batch_size)])
             frames.append(grid_image(images, nrow))
         frames[0].save(target, save_all=True, append_images=frames[1:], duration=80, loop=0)
         return target
 
-    z = truncated_normal(num, latent_dim, truncation, rng)
+    z = truncated_normal(num, latent_dim, ns.truncation, rng)
     parts, written = [], 0
-    with tqdm(total=num, desc="images", unit="img", disable=not progress or num <= batch_size) as bar:
-        for chunk in z.split(batch_size):
+    with tqdm(total=num, desc="images", unit="img", disable=num <= ns.batch_size) as bar:
+        for chunk in z.split(ns.batch_size):
             images = sample(chunk).cpu()
             if as_grid:
                 parts.append(images)
             else:
                 for image in images:
-                    _save_png(image, target / f"{written:06d}.png")
+                    png = to_uint8(image).permute(1, 2, 0).numpy()
+                    Image.fromarray(png).save(target / f"{written:06d}.png")
                     written += 1
             bar.update(len(chunk))
     if as_grid:

@@ -5,12 +5,9 @@
     python -m facegan score export/ real-stats.npz --num 10000        # against saved statistics
     python -m facegan score last.ckpt configs/celeba64.yaml --split val --save-stats celeba64.npz
 
-FAKE is a facegan checkpoint (``.ckpt``), an export folder (or its Hub repo id), or a folder / zip of images. REAL is a
-folder / zip / CelebA folder of images, a statistics file (``.npz`` with ``mu``/``sigma`` as pytorch-fid
-writes them, or a facegan cache ``.pt``), or a config YAML whose ``data:`` section builds a
-:class:`~facegan.FaceDataModule`. Image files are cropped to a square and resized to the generated side,
-as :class:`~facegan.FIDMonitor` does, with the same feature extractor, latents (``--seed``) and
-real-statistics cache, so both give the same number for the same images.
+REAL may also be a facegan cache ``.pt`` or a config whose ``data:`` section builds a ``FaceDataModule``.
+The engine, crop and resize, latents (``--seed``) and real-statistics cache are FIDMonitor's, so both
+give the same number for the same images.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,6 @@ from typing import Any
 import torch
 import yaml
 from PIL import Image
-from torch import Tensor
 from tqdm import tqdm
 
 from facegan.cli.generate import _device, _sampler, seeded
@@ -144,31 +139,10 @@ def _real(path: Path, side: int, ns: argparse.Namespace) -> RealImages | Path:
     return from_files(path, side, ns.crop_size, ns.num_real, ns.batch_size, ns.skip_bad_images)
 
 
-def _progress(images: RealImages, desc: str, batch_size: int, quiet: bool) -> RealImages:
-    total = math.ceil(images.count / batch_size)
-    batches: Callable[[], Iterator[Tensor]] = lambda: iter(  # noqa: E731
-        tqdm(images.batches(), total=total, desc=desc, unit="batch", disable=quiet)
-    )
-    return replace(images, batches=batches)
-
-
-def score(ns: argparse.Namespace) -> dict[str, Any]:
-    """Compute the FID of ``ns.fake`` against ``ns.real``; the results as a dict (see module doc).
-
-    An unreadable image is a :class:`BadImageError` whose advice names this command's options.
-    """
-    seeded(ns.seed)  # --seed out of torch's range: one line naming it, before any work
-    with warnings.catch_warnings():  # restores showwarning
-        show = warnings.showwarning
-
-        def show_as_options(message: Warning | str, *args: Any, **kwargs: Any) -> None:
-            show(_as_options(str(message)), *args, **kwargs)  # a skipped file's warning has the advice too
-
-        warnings.showwarning = show_as_options
-        try:
-            return _score(ns)
-        except BadImageError as error:
-            raise BadImageError(_as_options(error_message(error))) from error
+def _progress(images: RealImages, desc: str, ns: argparse.Namespace) -> RealImages:
+    total, batches = math.ceil(images.count / ns.batch_size), images.batches
+    bar = dict(total=total, desc=desc, unit="batch", disable=ns.no_progress)
+    return replace(images, batches=lambda: iter(tqdm(batches(), **bar)))
 
 
 def _as_options(message: str) -> str:
@@ -178,22 +152,34 @@ def _as_options(message: str) -> str:
     return message
 
 
-def _score(ns: argparse.Namespace) -> dict[str, Any]:
+def score(ns: argparse.Namespace) -> dict[str, Any]:
+    """The FID of ``ns.fake`` against ``ns.real``, as a dict; an unreadable image's error and a skipped
+    one's warning name this command's options."""
+    seeded(ns.seed)  # --seed out of torch's range: one line naming it, before any work
     for name in ("num", "num_real", "batch_size"):
         if getattr(ns, name) < (1 if name == "batch_size" else 2):
             raise ValueError(f"--{name.replace('_', '-')} must be >= {1 if name == 'batch_size' else 2}")
     start = time.perf_counter()
-    device = _device(ns.device)
-    fake, side = _generated(Path(ns.fake).expanduser(), device, ns)  # bad input fails before Inception loads
-    real = _real(Path(ns.real).expanduser(), side, ns)
-    fid = FID.load(ns.weights, owner="", option="--weights PATH", seed=ns.seed).to(device)
-    if isinstance(real, RealImages):
-        real = _progress(real, "real images", ns.batch_size, ns.no_progress)
-    stats = fid.set_real(real, ns.cache_dir)
-    assert stats is not None
-    if ns.save_stats:
-        save_npz(ns.save_stats, stats.states)
-    scores = fid(_progress(fake, "generated", ns.batch_size, ns.no_progress).batches(), f"FAKE {ns.fake!r}")
+    with warnings.catch_warnings():  # restores showwarning
+        show = warnings.showwarning
+        warnings.showwarning = lambda message, *args, **kwargs: show(
+            _as_options(str(message)), *args, **kwargs
+        )
+        try:
+            device = _device(ns.device)
+            # bad input fails before Inception loads
+            fake, side = _generated(Path(ns.fake).expanduser(), device, ns)
+            real = _real(Path(ns.real).expanduser(), side, ns)
+            fid = FID.load(ns.weights, owner="", option="--weights PATH", seed=ns.seed).to(device)
+            stats = fid.set_real(
+                _progress(real, "real images", ns) if isinstance(real, RealImages) else real, ns.cache_dir
+            )
+            assert stats is not None
+            if ns.save_stats:
+                save_npz(ns.save_stats, stats.states)
+            scores = fid(_progress(fake, "generated", ns).batches(), f"FAKE {ns.fake!r}")
+        except BadImageError as error:
+            raise BadImageError(_as_options(error_message(error))) from error
     return {
         **{key: scores[key] for key in ("fid", "kid", "kid_std", "kid_subset_size", "num_fake")},
         "num_real": stats.count,

@@ -1,17 +1,12 @@
 """``python -m facegan generate``, ``export``, ``score`` and ``prepare``: what to do with a model, and with data.
 
-    python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png            # one grid
-    python -m facegan generate --ckpt last.ckpt --num 10000 --out faces/           # one PNG per image
-    python -m facegan generate --ckpt last.ckpt --num 16 --interpolate 24 --out walk.gif
-    python -m facegan export --ckpt last.ckpt --out generator/                     # a Hub model folder
+    python -m facegan generate --ckpt last.ckpt --num 64 --out grid.png    # or faces/, or walk.gif --interpolate 24
     python -m facegan export --ckpt last.ckpt --out generator/ --push-to-hub user/faces-64
-    python -m facegan score last.ckpt /data/celeba --json fid.json                 # FID (see cli/score.py)
-    python -m facegan prepare --root /data/celeba --out celeba-64/ --image-size 64  # LitData shards
+    python -m facegan score last.ckpt /data/celeba --json fid.json
+    python -m facegan prepare --root /data/celeba --out celeba-64/ --image-size 64
 
-``generate --ckpt`` takes a Lightning checkpoint written by facegan, an export folder or the Hub repo
-id of one (``user/name``). All are read without executing code from the file (see
-:mod:`facegan.io.checkpoints` and :mod:`facegan.io.export`); one of your own network classes imports
-the module it names, and only with ``--trust-code`` (:mod:`facegan.nets.custom`).
+Checkpoints and exports are read without executing code from the file; one of your own network classes
+imports the module it names, and only with ``--trust-code`` (:mod:`facegan.nets.custom`).
 """
 
 from __future__ import annotations
@@ -21,13 +16,13 @@ import sys
 from pathlib import Path
 
 from facegan.cli import prepare
+from facegan.cli.entry import OneLineArgumentParser
 from facegan.cli.generate import generate
-from facegan.cli.quiet import OneLineArgumentParser
 from facegan.cli.score import TRUST_CODE_HELP, report, score
 from facegan.cli.score import add_parser as add_score_parser
 from facegan.data.decode import BadImageError
 from facegan.io.atomic import WriteError
-from facegan.io.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
+from facegan.io.checkpoints import load_checkpoint, model_from_checkpoint
 from facegan.io.export import export_generator
 from facegan.io.hub import HubError
 from facegan.io.model_card import evaluations_in
@@ -106,26 +101,8 @@ def main(args: list[str] | None = None, prog: str = "python -m facegan") -> Path
         if ns.command == "score":
             print(report(score(ns), ns))
             return Path(ns.json) if ns.json else None
-        if ns.command == "prepare":
-            path = prepare.run(ns)
-        elif ns.command == "export":
-            path = export(ns)
-        else:
-            path = generate(
-                ns.ckpt,
-                ns.out,
-                num=ns.num,
-                seed=ns.seed,
-                batch_size=ns.batch_size,
-                device=ns.device,
-                truncation=ns.truncation,
-                interpolate=ns.interpolate,
-                nrow=ns.nrow,
-                overwrite=ns.overwrite,
-                trust_code=ns.trust_code,
-            )
+        path = {"generate": generate, "export": export, "prepare": prepare.run}[ns.command](ns)
     except (
-        CheckpointError,
         ValueError,
         FileNotFoundError,
         BadImageError,
@@ -134,7 +111,7 @@ def main(args: list[str] | None = None, prog: str = "python -m facegan") -> Path
         WriteError,
         ImportError,
     ) as error:
-        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
+        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)  # CheckpointError is a ValueError
         raise SystemExit(2) from None
     print(f"facegan {ns.command}: wrote {path}")
     if ns.command == "export" and ns.push_to_hub:

@@ -1,9 +1,7 @@
-"""Command line: ``python -m facegan fit|validate|test`` (LightningCLI), configs in ``configs/``.
+"""``python -m facegan fit|validate|test``: LightningCLI with facegan's defaults, configs in ``configs/``.
 
-``python -m facegan fit`` with no arguments trains the ``dcgan`` on the built-in procedural faces at
-64 px with CPU-friendly widths, writing a checkpoint per epoch and sample grids after 1 kimg and then
-every 5 kimg into the run folder (``lightning_logs/version_N``). ``--print_config`` shows every
-setting; ``--config FILE`` loads one (several stack, later ones override).
+With no arguments ``fit`` trains the ``dcgan`` on the built-in procedural faces at 64 px with CPU-friendly
+widths, a checkpoint per epoch and sample grids by images seen, in ``lightning_logs/version_N``.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -31,21 +30,23 @@ from facegan.callbacks import (
     ProgressMonitor,
     SampleGridMonitor,
 )
-from facegan.cli.given import given_settings
-from facegan.cli.logged_config import SaveAndLogConfig
-from facegan.cli.quiet import OneLineParser
-from facegan.cli.recipe import describe, precision_name, recipe_changes
+from facegan.cli.entry import OneLineParser
 from facegan.cli.resume import (
+    SaveAndLogConfig,
     continue_run,
+    describe,
     find_last_checkpoint,
+    given_settings,
     keep_csv_metrics,
     logger_root,
+    precision_name,
+    recipe_changes,
     refuse_occupied_folder,
-    run_config,
+    saved_precision,
 )
 from facegan.data import FaceDataModule
 from facegan.io.atomic import atomic_write, check_writable, remove_abandoned
-from facegan.io.checkpoints import check_checkpoint_path, load_checkpoint
+from facegan.io.checkpoints import load_checkpoint
 from facegan.io.runs import run_dir, run_root
 from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
 from facegan.training.module import FaceGAN
@@ -56,20 +57,18 @@ CLI_WIDTHS = (32, 32)  # the CLI's default (g_channels, d_channels): a quarter o
 FIXED_WIDTHS = ("keras",)  # families whose widths are part of the architecture
 LINKED = {"model.image_size": "data.image_size"}  # set through the other one on the command line
 UNUSED = {"config.yaml", "hparams.yaml"}  # what a run folder holds before its first batch
+KEYWORDS = ("best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
+# what a checkpoint keeps of each section: the CLI's attribute, the checkpoint's key
+MODULES = {"model": ("model", "hyper_parameters"), "data": ("datamodule", "datamodule_hyper_parameters")}
 # Lightning's refusals of an accelerator or device count (not of other Trainer settings)
 DEVICE_ERROR = re.compile(r"accelerator|devices|gpu backend|torch_xla", re.IGNORECASE)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: each checkpoint goes through
-    :func:`facegan.io.atomic.atomic_write` (temp file in the target folder, fsync, ``os.replace``).
-
-    A crash or kill at any moment leaves either the previous complete file or the new complete file
-    under the checkpoint's name, never a truncated one (Lightning's default stages the bytes in the
-    system temp folder and then moves them, which is a plain copy when that folder is on another
-    file system). The temporary file of a save killed outright (SIGKILL, out of memory) is removed
-    by the next save into that folder. Remote paths (``s3://`` ...) keep Lightning's behaviour.
-    """
+    """Lightning's checkpoint writer, each save through :func:`facegan.io.atomic.atomic_write`: a crash at
+    any moment leaves the previous or the new complete file, never a truncated one (Lightning's stages it
+    in the system temp folder, then moves it: a plain copy across file systems). A save killed outright
+    leaves a temporary file, which the next save into that folder removes. Remote paths keep Lightning's."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -80,11 +79,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         remove_abandoned(Path(path).parent, "*.ckpt")
         with atomic_write(path) as file:
             torch.save(checkpoint, file)
-
-
-def init_args(hparams: Any) -> dict[str, Any]:
-    """The constructor arguments in saved hyperparameters (without LightningCLI's ``_instantiator``)."""
-    return {name: value for name, value in hparams.items() if not name.startswith("_")}
 
 
 def device_error(trainer: Any, error: BaseException) -> ValueError:
@@ -107,11 +101,9 @@ def device_error(trainer: Any, error: BaseException) -> ValueError:
 
 
 class FaceGANCLI(LightningCLI):
-    """LightningCLI with facegan's defaults: checkpoints, sample grids, one ``image_size``.
-
-    ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the configured logger's runs, and a
-    resumed run keeps writing into the folder (and W&B run) that wrote its checkpoint.
-    """
+    """LightningCLI with facegan's defaults (checkpoints, sample grids, one ``image_size``) and resumes
+    that keep their run and recipe (:mod:`facegan.cli.resume`): ``--ckpt_path last`` is the newest
+    ``last.ckpt`` of the configured logger's runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._folders_before: set[Path] | None = None  # the run root's entries when fit began
@@ -122,9 +114,8 @@ class FaceGANCLI(LightningCLI):
             raise
 
     def _discard_unused_run_folder(self) -> None:
-        """After a fit that failed before training (a missing data folder, a bad setting found in
-        setup), remove the run folder it made, which holds nothing but its ``config.yaml``/``hparams.yaml``
-        (and the logger's root folder, if the run made it and it is now empty)."""
+        """After a fit that failed before training, remove the run folder it made (holding only its
+        config), and the logger's root folder if the run made it and it is now empty."""
         trainer = getattr(self, "trainer", None)
         if self._folders_before is None or trainer is None or not trainer.is_global_zero:
             return
@@ -137,13 +128,39 @@ class FaceGANCLI(LightningCLI):
         if root not in self._folders_before and not any(root.iterdir()):
             root.rmdir()
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, noting first the model/data settings the command gives; resolve
+        ``--ckpt_path last`` and set the logger to continue the checkpoint's run (before it is built)."""
+        self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else Namespace()
+        self._ckpt_path, self._run_version = config.get("ckpt_path"), None
+        if self._ckpt_path not in (None, *KEYWORDS):
+            root = logger_root(config.trainer)
+            if self._ckpt_path == "last":
+                found = find_last_checkpoint(root)
+                if found is None:
+                    raise ValueError(
+                        f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
+                        + ("start without --ckpt_path, " if subcommand == "fit" else "")
+                        + "or give the checkpoint's path"
+                    )
+                self._ckpt_path = str(found)  # the saved config names the file
+            if subcommand == "fit":  # the run (its logger's version) it continues
+                self._run_version = continue_run(config.trainer, Path(self._ckpt_path), root)
+        # LightningCLI would replace the model's settings by the checkpoint's right after parsing, silently
+        # overriding flags such as --model.arch; facegan compares them instead (_use_checkpoint), so the
+        # path is set aside until before_instantiate_classes (tests/test_resume.py checks it).
+        if subcommand:
+            config.ckpt_path = None
+
     def before_instantiate_classes(self) -> None:
-        """The CLI's CPU-friendly default widths apply to families with widths, not to ``keras`` nor to
-        a network of your own (``--model.generator``/``--model.discriminator``); bf16 on a CPU that
-        emulates it is warned about (see :mod:`facegan.training.hardware`)."""
+        """``--ckpt_path`` back; the CLI's default widths only for families with widths and not for networks
+        of your own; a warning for bf16 on a CPU that emulates it (:mod:`facegan.training.hardware`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand:
-            self._resolve_ckpt_path(config)
+            config.ckpt_path = self._ckpt_path
         model = config.model
         if model.arch in FIXED_WIDTHS and (model.g_channels, model.d_channels) == CLI_WIDTHS:
             model.g_channels = model.d_channels = None
@@ -161,12 +178,8 @@ class FaceGANCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM.
-
-        Without ``--trainer.logger`` the run logs to ``metrics.csv`` (``CSVLogger``) whether or not
-        TensorBoard is installed (Lightning's default logger depends on that); ``--trainer.logger
-        TensorBoardLogger`` (or ``configs/wandb.yaml``) logs elsewhere.
-        """
+        """The Trainer, plus atomic checkpoint writes and a checkpoint on Ctrl-C / SIGTERM. Without
+        ``--trainer.logger`` the run logs to ``metrics.csv`` (``CSVLogger``), TensorBoard installed or not."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if config["trainer"].get("logger") in (None, True):
             root = config["trainer"].get("default_root_dir") or os.getcwd()
@@ -185,122 +198,62 @@ class FaceGANCLI(LightningCLI):
             callbacks.append(CheckpointOnInterrupt())
         return trainer
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse as LightningCLI does, noting first which model/data settings the command *gives*
-        (:mod:`facegan.cli.given`): a resume refuses a given one that differs from the checkpoint's,
-        even one equal to its default (``--model.arch dcgan``), and adopts the others."""
-        self.given = given_settings(sys.argv[1:] if args is None else args)  # bounds --config YAML first
-        super().parse_arguments(parser, args)
-        # LightningCLI replaces the model's settings by a --ckpt_path file's right after parsing,
-        # silently overriding flags such as --model.arch (and loads a pickle with a torch traceback).
-        # facegan compares the two instead and refuses differences (_check_recipe), so the path is
-        # set aside until LightningCLI is done with that (before_instantiate_classes puts it back);
-        # tests/test_resume.py fails if a given flag is overridden silently.
-        subcommand = self.config.get("subcommand")
-        self._ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if subcommand:
-            self.config[subcommand]["ckpt_path"] = None
-        self._run_version: str | None = None  # the run a fit --ckpt_path continues (its logger's version)
-
-    def _resolve_ckpt_path(self, config: Any) -> None:
-        """Put ``--ckpt_path`` back, ``last`` as the file it means, and make the logger continue the
-        run that wrote it (:func:`~facegan.cli.resume.continue_run`), before the logger is built."""
-        config.ckpt_path = ckpt_path = self._ckpt_path
-        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
-            return
-        root = logger_root(config.trainer)
-        if ckpt_path == "last":
-            found = find_last_checkpoint(root)
-            if found is None:
-                raise ValueError(
-                    f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/; "
-                    + ("start without --ckpt_path, " if self.subcommand == "fit" else "")
-                    + "or give the checkpoint's path"
-                )
-            config.ckpt_path = str(found)  # the saved config names the file
-        if self.subcommand == "fit":
-            self._run_version = continue_run(config.trainer, Path(config.ckpt_path), root)
-
-    def _checkpoint(self, required: bool) -> Path | None:
-        """The ``--ckpt_path`` of this subcommand as a file (``last`` was resolved before the trainer
-        was built); ``None`` when unset or one of Lightning's own keywords (``best``, ``hpc``, ``registry``)."""
-        config = self.config_init[self.subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path is None:
-            if required:
-                raise ValueError(
-                    f"{self.subcommand} needs --ckpt_path (a checkpoint file, or 'last' for the newest "
-                    "last.ckpt of this experiment); without one it would evaluate an untrained model"
-                )
+    def _use_checkpoint(self, required: bool) -> Path | None:
+        """This subcommand's ``--ckpt_path`` file (``None``: none, or one of Lightning's keywords), checked
+        against this command's recipe: a model/data setting that differs from the checkpoint's is taken
+        from it when the command leaves it out, and refused when the command gives it, even equal to its
+        default (unless ``--allow_recipe_change``); so is another ``--trainer.precision`` than the run's."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path is None and required:
+            raise ValueError(
+                f"{self.subcommand} needs --ckpt_path (a checkpoint file, or 'last' for the newest "
+                "last.ckpt of this experiment); without one it would evaluate an untrained model"
+            )
+        if ckpt_path is None or ckpt_path in KEYWORDS:
             return None
-        if ckpt_path in ("best", "hpc", "registry"):
-            return None
-        return check_checkpoint_path(ckpt_path)  # a folder (an export's, a run's) says what it is
-
-    def _check_recipe(self, ckpt_path: Path | None) -> None:
-        """Use a checkpoint only with the recipe that trained it (see recipe.py).
-
-        A model or data setting that differs from the checkpoint's is taken from the checkpoint when
-        this command leaves it out (so resuming needs no repeated ``--config``), and refused when this
-        command gives it, as a flag or in a ``--config`` file, even equal to its default (unless
-        ``--allow_recipe_change``); so is a ``--trainer.precision`` other than the one in the run's
-        ``config.yaml``.
-        """
-        if ckpt_path is None:
-            return
-        checkpoint = load_checkpoint(ckpt_path)  # safe loading: a pickle is refused with one line
-        adopted: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
-        given = []
-        sections: list[tuple[str, str, Any, type]] = [
-            ("model", "hyper_parameters", self.model.hparams, FaceGAN)
-        ]
-        if self.datamodule is not None:
-            sections.append(("data", "datamodule_hyper_parameters", self.datamodule.hparams, FaceDataModule))
-        for section, key, now, cls in sections:
-            for name, before, after in recipe_changes(checkpoint, section, key, now, cls):
+        ckpt = Path(ckpt_path)
+        checkpoint = load_checkpoint(ckpt)  # safe loading: a pickle is refused with one line
+        refused: list[str] = []
+        adopted: dict[str, dict[str, Any]] = {section: {} for section in MODULES}
+        for section, (attribute, key) in MODULES.items():
+            module = getattr(self, attribute)
+            if module is None:
+                continue
+            for name, before, after in recipe_changes(
+                checkpoint.get(key), module.hparams, type(module), section
+            ):
                 setting = LINKED.get(f"{section}.{name}", f"{section}.{name}")
                 if any(given == setting or given.startswith(f"{setting}.") for given in self.given):
-                    given.append(describe(section, name, before, after))
+                    refused.append(describe(section, name, before, after))
                 else:
                     adopted[section][name] = before
-        given += self._precision_change(ckpt_path)
-        if given and not self.config_init[self.subcommand].get("allow_recipe_change"):
+        before = saved_precision(ckpt)
+        if before not in (None, self.trainer.precision):
+            refused.append(
+                describe("trainer", "precision", before, self.trainer.precision, "the run's config.yaml")
+            )
+        if refused and not self.config_init[self.subcommand].get("allow_recipe_change"):
             raise ValueError(
-                f"--ckpt_path {str(ckpt_path)!r} was trained with other settings than this command's: "
-                + "; ".join(given)
+                f"--ckpt_path {str(ckpt)!r} was trained with other settings than this command's: "
+                + "; ".join(refused)
                 + ". Leave them out (settings not given are taken from the checkpoint), or pass "
                 "--allow_recipe_change true to go on with the new ones deliberately"
             )
-        for change in given:
+        for change in refused:
             log.warning("facegan: --allow_recipe_change: %s", change)
-        self._adopt(adopted)
-
-    def _precision_change(self, ckpt_path: Path) -> list[str]:
-        saved = run_config(ckpt_path)
-        if saved is None or "precision" not in (saved.get("trainer") or {}):
-            return []
-        before, after = precision_name(saved["trainer"]["precision"]), self.trainer.precision
-        return (
-            []
-            if before == after
-            else [describe("trainer", "precision", before, after, "the run's config.yaml")]
-        )
-
-    def _adopt(self, adopted: dict[str, dict[str, Any]]) -> None:
-        """Rebuild the model / data module with the checkpoint's values of the settings left at defaults."""
-        config = self.config[self.subcommand]
         for section, values in adopted.items():
             for name, value in values.items():
-                config[f"{section}.{name}"] = value  # what this run's saved config.yaml will say
+                self.config[self.subcommand][f"{section}.{name}"] = value  # what its config.yaml will say
                 log.info("facegan: --%s.%s %r, as in the checkpoint", section, name, value)
-        if adopted["model"]:
-            self.model = FaceGAN(**{**init_args(self.model.hparams), **adopted["model"]})
-        if adopted["data"] and self.datamodule is not None:
-            self.datamodule = FaceDataModule(**{**init_args(self.datamodule.hparams), **adopted["data"]})
+            if values:  # rebuilt with the checkpoint's values of the settings left out
+                attribute = MODULES[section][0]
+                module = getattr(self, attribute)
+                hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
+                setattr(self, attribute, type(module)(**{**hparams, **values}))
+        return ckpt
 
     def before_fit(self) -> None:
-        ckpt_path = self._checkpoint(required=False)
-        self._check_recipe(ckpt_path)
+        ckpt_path = self._use_checkpoint(required=False)
         for callback in cast(Any, self.trainer).callbacks:
             if isinstance(callback, SaveAndLogConfig):
                 callback.resuming = ckpt_path is not None
@@ -319,10 +272,10 @@ class FaceGANCLI(LightningCLI):
             check_writable(run_root(self.trainer))  # a read-only output folder: one line, before training
 
     def before_validate(self) -> None:
-        self._check_recipe(self._checkpoint(required=True))
+        self._use_checkpoint(required=True)
 
     def before_test(self) -> None:
-        self._check_recipe(self._checkpoint(required=True))
+        self._use_checkpoint(required=True)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -351,17 +304,15 @@ class FaceGANCLI(LightningCLI):
                 "checkpoint.every_n_epochs": 1,
                 "checkpoint.filename": "epoch={epoch:04d}-step={step}",
                 "checkpoint.auto_insert_metric_name": False,
-                # Grids by images seen, the first one early (14 s into a fit alone on a 2-core CPU, 35 s on
-                # a busy one), then every ~30 s there; the fit's last grid is written too.
+                # Grids by images seen: the first 14 s into a fit on a 2-core CPU, then every ~30 s, and the last.
                 "samples.every_n_epochs": 0,
                 "samples.first_kimg": 1.0,
                 "samples.every_n_kimg": 5.0,
                 # CPU-friendly widths: a quarter of the paper's FLOPs, faces in minutes on 2 cores.
                 "model.g_channels": CLI_WIDTHS[0],
                 "model.d_channels": CLI_WIDTHS[1],
-                # DiffAugment on everything D sees. Without it D wins on the built-in faces within a few
-                # hundred iterations (d_real/d_fake ~0.99/~0.01 at D lr 2e-4, and still at 1e-4 after
-                # ~600) and G collapses; with color+translation they stay near 0.9/0.1 and faces form.
+                # DiffAugment on all D sees: without it D wins on the built-in faces within a few hundred
+                # iterations (d_real/d_fake ~0.99/~0.01, at D lr 1e-4 too) and G collapses; with it ~0.9/0.1.
                 "model.augment": "color,translation",
                 # Faces in the first minutes on a CPU. Batches of 16: the images/s of 64 at 1 thread, but 4x
                 # the updates; at 16k images faces with eyes and hair, where batches of 64 still draw one
@@ -374,22 +325,14 @@ class FaceGANCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True, prog: str = "python -m facegan") -> FaceGANCLI:
-    """Run the CLI (``args=None`` reads ``sys.argv``); returns the CLI object (trainer, model, data).
-
-    ``run=False`` only builds the trainer, model and data module from ``args`` (no subcommand);
-    ``prog`` is the command's name in its messages.
-    """
-    # Lightning's own hparams logging would log the module's and data's settings a second time, flat.
-    trainer_defaults: dict[str, Any] = {
-        "max_epochs": 100,
-        "log_every_n_steps": 10,
-        "enable_autolog_hparams": False,
-    }
+    """Run the CLI (``args=None`` reads ``sys.argv``) and return it; ``run=False`` only builds the trainer,
+    model and data module from ``args`` (no subcommand); ``prog`` is the command's name in its messages."""
     return FaceGANCLI(
         FaceGAN,
         FaceDataModule,
         args=args,
-        trainer_defaults=trainer_defaults,
+        # no Lightning hparams logging: SaveAndLogConfig logs every setting once, not flat a second time
+        trainer_defaults={"max_epochs": 100, "log_every_n_steps": 10, "enable_autolog_hparams": False},
         seed_everything_default=0,
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
