@@ -33,8 +33,16 @@ from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
 from facegan.io.export import is_export_folder
 from facegan.io.hub import is_repo_id
-from facegan.metrics.fid import FID, fixed_latents, generated, save_npz
-from facegan.metrics.real_images import STATS_SUFFIXES, RealImages, from_datamodule, from_files
+from facegan.metrics.fid import (
+    FID,
+    STATS_SUFFIXES,
+    RealImages,
+    fixed_latents,
+    from_datamodule,
+    from_files,
+    generated,
+    save_npz,
+)
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 TRUST_CODE_HELP = "load a checkpoint/export of your own network classes (imports the modules it names)"

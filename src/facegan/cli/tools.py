@@ -22,10 +22,9 @@ from facegan.cli.score import TRUST_CODE_HELP, report, score
 from facegan.cli.score import add_parser as add_score_parser
 from facegan.data.decode import BadImageError
 from facegan.io.atomic import WriteError
-from facegan.io.checkpoints import load_checkpoint, model_from_checkpoint
+from facegan.io.checkpoints import evaluations_in, load_checkpoint, model_from_checkpoint
 from facegan.io.export import export_generator
 from facegan.io.hub import HubError
-from facegan.io.model_card import evaluations_in
 from facegan.metrics.fid import WeightsError
 
 TOOLS = {
