@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -136,7 +136,7 @@ class FaceDataModule(L.LightningDataModule):
             self.setup()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if self.datasets:  # set up already (the loaders and FID call this too)
             return
         hp = self.hparams
         shards = self.source == "shards" or (self.source == "auto" and is_prepared(self.root))
@@ -220,8 +220,7 @@ class FaceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
+        self.setup()
         dataset = self.datasets[split]
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
@@ -255,8 +254,7 @@ class FaceDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
-        if not self.datasets:
-            self.setup()
+        self.setup()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
         if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
@@ -334,15 +332,13 @@ class FaceDataModule(L.LightningDataModule):
         """The images of ``split`` exactly as preprocessed for training but never flipped (for FID)."""
         if split not in SPLITS:
             raise ValueError(f"FaceDataModule: `split` must be one of {SPLITS}, but got {split!r}")
-        if not self.datasets:
-            self.setup()
+        self.setup()
         return unflipped(self.datasets[split])
 
     def fingerprint(self, split: str = "train") -> dict[str, Any]:
         """What identifies the images of ``split`` (:func:`~facegan.data.decode.fingerprint`): a cache
         key for statistics computed from them."""
-        if not self.datasets:
-            self.setup()
+        self.setup()
         if self.shards is not None:
             return self.shards.fingerprint(split)
         dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
@@ -360,6 +356,18 @@ class FaceDataModule(L.LightningDataModule):
             log.warning("FaceDataModule: %d unreadable images were skipped", self.skipped_images)
 
 
+_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {  # setting -> (its values' test, the rule)
+    "source": (lambda value: value in SOURCES, f"one of {SOURCES}"),
+    "image_size": (lambda value: value >= 8, ">= 8"),
+    "batch_size": (lambda value: value >= 1, ">= 1"),
+    "crop_size": (lambda value: value is None or value >= 1, "a positive integer or null"),
+    "val_fraction": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "test_fraction": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "max_skipped_fraction": (lambda value: 0.0 <= value <= 1.0, "in [0, 1]"),
+    "resident_budget_gb": (lambda value: value >= 0, ">= 0"),  # not NaN
+}
+
+
 def _check_settings(hp: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for settings no data could satisfy (``hp``: the data module's hparams)."""
     root = hp["root"]
@@ -368,28 +376,11 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
             "FaceDataModule: `root` is empty; give the folder or zip of images, or leave it unset "
             "(null) to train on the built-in procedural faces"
         )
-    if hp["source"] not in SOURCES:
-        raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {hp['source']!r}")
-    if hp["image_size"] < 8:
-        raise ValueError(f"FaceDataModule: `image_size` must be >= 8, but got {hp['image_size']}")
-    if hp["batch_size"] < 1:
-        raise ValueError(f"FaceDataModule: `batch_size` must be >= 1, but got {hp['batch_size']}")
-    crop_size = hp["crop_size"]
-    if crop_size is not None and crop_size < 1:
-        raise ValueError(f"FaceDataModule: `crop_size` must be a positive integer or null, got {crop_size}")
-    for name in ("val_fraction", "test_fraction"):
-        if not 0.0 <= hp[name] < 1.0:
-            raise ValueError(f"FaceDataModule: `{name}` must be in [0, 1), but got {hp[name]}")
+    for name, (allowed, what) in _LIMITS.items():
+        if not allowed(hp[name]):
+            raise ValueError(f"FaceDataModule: `{name}` must be {what}, but got {hp[name]!r}")
     if hp["val_fraction"] + hp["test_fraction"] >= 1.0:
         raise ValueError("FaceDataModule: `val_fraction` + `test_fraction` must leave images for training")
-    if not 0.0 <= hp["max_skipped_fraction"] <= 1.0:
-        raise ValueError(
-            f"FaceDataModule: `max_skipped_fraction` must be in [0, 1]: {hp['max_skipped_fraction']}"
-        )
-    if not hp["resident_budget_gb"] >= 0:
-        raise ValueError(
-            f"FaceDataModule: `resident_budget_gb` must be >= 0, but got {hp['resident_budget_gb']}"
-        )
     if hp["source"] == "shards" and root is None:
         raise ValueError("FaceDataModule: source='shards' needs `root`: a prepared folder or URL")
 
@@ -397,13 +388,11 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
 def leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
     """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
 
-    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
-    makes the trainer fail at an arbitrary point, before Lightning's SIGTERM handling can save a
-    checkpoint at the next batch boundary; so such a SIGTERM is left to the trainer, which stops, saves
-    and then shuts its workers down. Its own ``terminate()`` still ends the worker at once (ignoring
-    SIGTERM outright would make that exit wait forever). A daemon thread takes SIGTERM with
-    ``sigwaitinfo``, which names the sender (``trainer_pid`` is passed in: under ``forkserver``
-    ``getppid`` is the fork server). Without it (macOS, Windows) any SIGTERM ends the worker.
+    ``timeout``, Slurm and systemd signal every process of the job; a killed worker would fail the
+    trainer before Lightning's SIGTERM handling saves a checkpoint. The trainer's own ``terminate()``
+    still ends the worker (ignoring SIGTERM outright would hang that). A daemon thread's ``sigwaitinfo``
+    names the sender (``trainer_pid`` is passed: under ``forkserver`` ``getppid`` is the fork server).
+    Without it (macOS, Windows) any SIGTERM ends the worker.
     """
     if not hasattr(signal, "sigwaitinfo"):
         return
