@@ -191,8 +191,7 @@ class FaceDataModule(L.LightningDataModule):
                 )
                 self._cache_skipped = len(meta["skipped"])
                 self.datasets["train"] = CachedFaces(self.cache_path, meta["count"], self.image_size)
-        n_train = len(self.datasets["train"])  # type: ignore[arg-type]
-        self._check_batch_size(n_train, f"images from {self.root or 'procedural faces'}")
+        self._check_batch_size(len(self.datasets["train"]), f"images from {self.root or 'procedural faces'}")  # type: ignore[arg-type]
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
 
@@ -211,7 +210,7 @@ class FaceDataModule(L.LightningDataModule):
         """Cached (uint8) batches: scale to ``[-1, 1]`` and, in training, flip, on the batch's device."""
         if not (isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8):
             return batch
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if self.hparams.flip and trainer is not None and trainer.training:
             # Flip the chosen images while they are uint8 (a quarter of the bytes), in place.
             chosen = (torch.rand(batch.shape[0], device=batch.device) < 0.5).nonzero().squeeze(1)
@@ -240,18 +239,12 @@ class FaceDataModule(L.LightningDataModule):
 
     def _loader_settings(self, workers: int) -> dict[str, Any]:
         """Worker processes, pinning (``None``: when training on CUDA) and SIGTERM for both loaders."""
-        trainer = getattr(self, "trainer", None)
-        pin = self.hparams.pin_memory
-        return {
-            "num_workers": workers,
-            "pin_memory": (trainer is not None and trainer.strategy.root_device.type == "cuda")
-            if pin is None
-            else pin,
-            "persistent_workers": self.hparams.persistent_workers and workers > 0,
-            "worker_init_fn": partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-            if workers
-            else None,
-        }
+        trainer, pin = self.trainer, self.hparams.pin_memory
+        if pin is None:
+            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        init = partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid()) if workers else None
+        persistent = self.hparams.persistent_workers and workers > 0
+        return dict(num_workers=workers, pin_memory=pin, persistent_workers=persistent, worker_init_fn=init)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         self.setup()
@@ -259,7 +252,7 @@ class FaceDataModule(L.LightningDataModule):
         if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
             return self.shards.train_loader(self.batch_size, seed, **self._loader_settings(workers))
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self._held_resident(device):
             return self._loader("train", shuffle=True)
@@ -282,14 +275,13 @@ class FaceDataModule(L.LightningDataModule):
         what = f"{count} training images ({nbytes / 1e9:.2f} GB at {self.image_size} px)"
         # skip_bad_images: the loader skips and counts unreadable files each epoch (and notices files
         # that vanish mid-run), so by default such a set streams rather than being held.
-        skipping = hp.skip_bad_images and self.kind != "procedural"
+        rendered = self.kind == "procedural"
+        skipping = hp.skip_bad_images and not rendered
         fits = nbytes <= hp.resident_budget_gb * 1e9 and not skipping
         resident = fits if hp.device_resident is None else hp.device_resident
         budget = f"resident_budget_gb={hp.resident_budget_gb:g}"
         if resident:
-            origin = (
-                "read from the cache" if hp.cache else "rendered" if self.kind == "procedural" else "decoded"
-            )
+            origin = "read from the cache" if hp.cache else "rendered" if rendered else "decoded"
             why = "device_resident true" if hp.device_resident else f"within {budget}"
             message = f"{origin} once and held on {device}, where batches are drawn ({why})"
         elif isinstance(train, CachedFaces):
@@ -299,9 +291,7 @@ class FaceDataModule(L.LightningDataModule):
                 "device_resident false" if hp.device_resident is False
                 else "skip_bad_images true" if skipping else f"more than {budget}"
             )  # fmt: skip
-            rendered = self.kind == "procedural"
-            workers = self._workers()
-            by = f"{workers} loader workers" if workers else "the training process"
+            by = f"{workers} loader workers" if (workers := self._workers()) else "the training process"
             message = f"{'rendered' if rendered else 'decoded'} every epoch by {by} ({why}"
             message += ")" if rendered else "; --data.cache true decodes them once into a file)"
         rank_zero_info(f"FaceDataModule: the {what} are {message}")

@@ -228,10 +228,9 @@ def prepare_shards(
     (folder / META_NAME).unlink(missing_ok=True)  # from now on the folder is not a prepared one
     workers = num_workers or os.cpu_count() or 1
     splits: dict[str, Any] = {}
-    for split in SPLITS:
-        shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
     try:
         for split in SPLITS:
+            shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
             dataset = data.image_datasets[split]
             chunks = write_split(dataset, folder / split, workers, chunk_size) if len(dataset) else []
             skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]
