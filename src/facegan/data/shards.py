@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,26 +143,6 @@ def _write_failure(error: BaseException) -> OSError | None:
     return None
 
 
-@contextlib.contextmanager
-def _optimize_guarded() -> Iterator[None]:
-    """Around ``optimize``: restore the start method and SIGINT handler it changes process-wide, and close
-    its progress bar when it fails (else tqdm redraws it at exit, after the error message)."""
-    method = multiprocessing.get_start_method(allow_none=True)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(ImportError):
-            from tqdm import tqdm
-
-            for bar in list(getattr(tqdm, "_instances", ())):
-                bar.close()
-        raise
-    finally:
-        multiprocessing.set_start_method(method, force=True)
-        signal.signal(signal.SIGINT, handler)
-
-
 def write_split(
     dataset: FaceImageDataset, out: Path, num_workers: int, chunk_size: int | None
 ) -> list[dict[str, Any]]:
@@ -172,7 +151,8 @@ def write_split(
     litdata = require_litdata()
     chunking: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {"chunk_bytes": "64MB"}
     decode = _Decode(dataset)
-    with _optimize_guarded():
+    method, handler = multiprocessing.get_start_method(allow_none=True), signal.getsignal(signal.SIGINT)
+    try:  # optimize changes the start method and the SIGINT handler process-wide: restored below
         litdata.optimize(
             fn=decode,
             inputs=list(range(len(dataset))),
@@ -186,8 +166,17 @@ def write_split(
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn",
             **chunking,
         )
-    error = decode.error()
-    if error is not None:
+    except BaseException:  # close its progress bar: left open, tqdm redrew it at exit, after the error
+        with contextlib.suppress(ImportError):
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):
+                bar.close()
+        raise
+    finally:
+        multiprocessing.set_start_method(method, force=True)
+        signal.signal(signal.SIGINT, handler)
+    if (error := decode.error()) is not None:
         raise error
     index = json.loads((out / "index.json").read_text())
     return [
