@@ -128,7 +128,6 @@ class FaceDataModule(L.LightningDataModule):
         self.shards: Shards | None = None  # prepared shards, when `root` is a prepared folder or a URL
         self._resident: torch.Tensor | None = None  # the decoded training set, when device-resident
 
-    # ------------------------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
         """Build the training cache (``cache=True``) once per node: Lightning calls this on each node's
         local rank 0 while the others wait; they then map the finished file in :meth:`setup`."""
@@ -217,7 +216,6 @@ class FaceDataModule(L.LightningDataModule):
             batch[chosen] = batch[chosen].flip(-1)
         return from_uint8(batch)
 
-    # ------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         dataset = self.datasets[split]
@@ -273,10 +271,8 @@ class FaceDataModule(L.LightningDataModule):
         train = self.datasets["train"]
         count, nbytes = len(train), len(train) * 3 * self.image_size**2  # type: ignore[arg-type]
         what = f"{count} training images ({nbytes / 1e9:.2f} GB at {self.image_size} px)"
-        # skip_bad_images: the loader skips and counts unreadable files each epoch (and notices files
-        # that vanish mid-run), so by default such a set streams rather than being held.
         rendered = self.kind == "procedural"
-        skipping = hp.skip_bad_images and not rendered
+        skipping = hp.skip_bad_images and not rendered  # see `device_resident` above
         fits = nbytes <= hp.resident_budget_gb * 1e9 and not skipping
         resident = fits if hp.device_resident is None else hp.device_resident
         budget = f"resident_budget_gb={hp.resident_budget_gb:g}"
