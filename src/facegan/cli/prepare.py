@@ -22,12 +22,10 @@ def add_parser(commands: Any) -> None:
     prep.add_argument("--root", required=True, help="a folder or zip of images, or a CelebA folder")
     prep.add_argument("--out", required=True, help="the folder to write (empty or new)")
     prep.add_argument("--image-size", type=int, required=True, help="side of the square images stored")
-    prep.add_argument(
-        "--crop-size", type=int, default=None, help="central square first (default: shorter side)"
-    )
+    prep.add_argument("--crop-size", type=int, help="central square first (default: shorter side)")
     prep.add_argument("--source", default="auto", choices=["auto", "folder", "celeba", "zip"])
-    prep.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
-    prep.add_argument("--chunk-size", type=int, default=None, help="images per chunk (default: 64 MB chunks)")
+    prep.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    prep.add_argument("--chunk-size", type=int, help="images per chunk (default: 64 MB chunks)")
     prep.add_argument("--val-fraction", type=float, default=0.02, help="held out without a partition file")
     prep.add_argument("--test-fraction", type=float, default=0.02, help="held out without a partition file")
     prep.add_argument("--split-seed", type=int, default=0)

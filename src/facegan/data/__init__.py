@@ -1,8 +1,5 @@
 """Face data: the Lightning data module, image sources, decoding, the cache and the built-in faces.
-
-The names below are imported on first use, so the plain-PyTorch parts of this package (sources,
-decoding, procedural faces; used by :mod:`facegan.metrics`) import without Lightning.
-"""
+Names are imported on first use, so the plain-PyTorch parts (for :mod:`facegan.metrics`) skip Lightning."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -128,7 +128,6 @@ class FaceDataModule(L.LightningDataModule):
         self.shards: Shards | None = None  # prepared shards, when `root` is a prepared folder or a URL
         self._resident: torch.Tensor | None = None  # the decoded training set, when device-resident
 
-    # ------------------------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
         """Build the training cache (``cache=True``) once per node: Lightning calls this on each node's
         local rank 0 while the others wait; they then map the finished file in :meth:`setup`."""
@@ -136,7 +135,7 @@ class FaceDataModule(L.LightningDataModule):
             self.setup()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if self.datasets:  # set up already (the loaders and FID call this too)
             return
         hp = self.hparams
         shards = self.source == "shards" or (self.source == "auto" and is_prepared(self.root))
@@ -191,8 +190,7 @@ class FaceDataModule(L.LightningDataModule):
                 )
                 self._cache_skipped = len(meta["skipped"])
                 self.datasets["train"] = CachedFaces(self.cache_path, meta["count"], self.image_size)
-        n_train = len(self.datasets["train"])  # type: ignore[arg-type]
-        self._check_batch_size(n_train, f"images from {self.root or 'procedural faces'}")
+        self._check_batch_size(len(self.datasets["train"]), f"images from {self.root or 'procedural faces'}")  # type: ignore[arg-type]
         sizes = {split: len(ds) for split, ds in self.datasets.items()}  # type: ignore[arg-type]
         log.info("FaceDataModule: %s source %s, images per split %s", kind, self.root or "(built in)", sizes)
 
@@ -211,17 +209,15 @@ class FaceDataModule(L.LightningDataModule):
         """Cached (uint8) batches: scale to ``[-1, 1]`` and, in training, flip, on the batch's device."""
         if not (isinstance(batch, torch.Tensor) and batch.dtype == torch.uint8):
             return batch
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if self.hparams.flip and trainer is not None and trainer.training:
             # Flip the chosen images while they are uint8 (a quarter of the bytes), in place.
             chosen = (torch.rand(batch.shape[0], device=batch.device) < 0.5).nonzero().squeeze(1)
             batch[chosen] = batch[chosen].flip(-1)
         return from_uint8(batch)
 
-    # ------------------------------------------------------------------------------ dataloaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
+        self.setup()
         dataset = self.datasets[split]
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
@@ -241,27 +237,20 @@ class FaceDataModule(L.LightningDataModule):
 
     def _loader_settings(self, workers: int) -> dict[str, Any]:
         """Worker processes, pinning (``None``: when training on CUDA) and SIGTERM for both loaders."""
-        trainer = getattr(self, "trainer", None)
-        pin = self.hparams.pin_memory
-        return {
-            "num_workers": workers,
-            "pin_memory": (trainer is not None and trainer.strategy.root_device.type == "cuda")
-            if pin is None
-            else pin,
-            "persistent_workers": self.hparams.persistent_workers and workers > 0,
-            "worker_init_fn": partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid())
-            if workers
-            else None,
-        }
+        trainer, pin = self.trainer, self.hparams.pin_memory
+        if pin is None:
+            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        init = partial(leave_job_sigterm_to_the_trainer, trainer_pid=os.getpid()) if workers else None
+        persistent = self.hparams.persistent_workers and workers > 0
+        return dict(num_workers=workers, pin_memory=pin, persistent_workers=persistent, worker_init_fn=init)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
-        if not self.datasets:
-            self.setup()
+        self.setup()
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # seed_everything's: the same on every rank
         if self.shards is not None:  # a StreamingDataLoader: Lightning checkpoints its state_dict()
             workers = self.hparams.num_workers or 0  # in process: 48,000 vs 18,000 images/s with 1 worker
             return self.shards.train_loader(self.batch_size, seed, **self._loader_settings(workers))
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self._held_resident(device):
             return self._loader("train", shuffle=True)
@@ -282,16 +271,13 @@ class FaceDataModule(L.LightningDataModule):
         train = self.datasets["train"]
         count, nbytes = len(train), len(train) * 3 * self.image_size**2  # type: ignore[arg-type]
         what = f"{count} training images ({nbytes / 1e9:.2f} GB at {self.image_size} px)"
-        # skip_bad_images: the loader skips and counts unreadable files each epoch (and notices files
-        # that vanish mid-run), so by default such a set streams rather than being held.
-        skipping = hp.skip_bad_images and self.kind != "procedural"
+        rendered = self.kind == "procedural"
+        skipping = hp.skip_bad_images and not rendered  # see `device_resident` above
         fits = nbytes <= hp.resident_budget_gb * 1e9 and not skipping
         resident = fits if hp.device_resident is None else hp.device_resident
         budget = f"resident_budget_gb={hp.resident_budget_gb:g}"
         if resident:
-            origin = (
-                "read from the cache" if hp.cache else "rendered" if self.kind == "procedural" else "decoded"
-            )
+            origin = "read from the cache" if hp.cache else "rendered" if rendered else "decoded"
             why = "device_resident true" if hp.device_resident else f"within {budget}"
             message = f"{origin} once and held on {device}, where batches are drawn ({why})"
         elif isinstance(train, CachedFaces):
@@ -301,9 +287,7 @@ class FaceDataModule(L.LightningDataModule):
                 "device_resident false" if hp.device_resident is False
                 else "skip_bad_images true" if skipping else f"more than {budget}"
             )  # fmt: skip
-            rendered = self.kind == "procedural"
-            workers = self._workers()
-            by = f"{workers} loader workers" if workers else "the training process"
+            by = f"{workers} loader workers" if (workers := self._workers()) else "the training process"
             message = f"{'rendered' if rendered else 'decoded'} every epoch by {by} ({why}"
             message += ")" if rendered else "; --data.cache true decodes them once into a file)"
         rank_zero_info(f"FaceDataModule: the {what} are {message}")
@@ -334,15 +318,13 @@ class FaceDataModule(L.LightningDataModule):
         """The images of ``split`` exactly as preprocessed for training but never flipped (for FID)."""
         if split not in SPLITS:
             raise ValueError(f"FaceDataModule: `split` must be one of {SPLITS}, but got {split!r}")
-        if not self.datasets:
-            self.setup()
+        self.setup()
         return unflipped(self.datasets[split])
 
     def fingerprint(self, split: str = "train") -> dict[str, Any]:
         """What identifies the images of ``split`` (:func:`~facegan.data.decode.fingerprint`): a cache
         key for statistics computed from them."""
-        if not self.datasets:
-            self.setup()
+        self.setup()
         if self.shards is not None:
             return self.shards.fingerprint(split)
         dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
@@ -360,6 +342,18 @@ class FaceDataModule(L.LightningDataModule):
             log.warning("FaceDataModule: %d unreadable images were skipped", self.skipped_images)
 
 
+_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {  # setting -> (its values' test, the rule)
+    "source": (lambda value: value in SOURCES, f"one of {SOURCES}"),
+    "image_size": (lambda value: value >= 8, ">= 8"),
+    "batch_size": (lambda value: value >= 1, ">= 1"),
+    "crop_size": (lambda value: value is None or value >= 1, "a positive integer or null"),
+    "val_fraction": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "test_fraction": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "max_skipped_fraction": (lambda value: 0.0 <= value <= 1.0, "in [0, 1]"),
+    "resident_budget_gb": (lambda value: value >= 0, ">= 0"),  # not NaN
+}
+
+
 def _check_settings(hp: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for settings no data could satisfy (``hp``: the data module's hparams)."""
     root = hp["root"]
@@ -368,28 +362,11 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
             "FaceDataModule: `root` is empty; give the folder or zip of images, or leave it unset "
             "(null) to train on the built-in procedural faces"
         )
-    if hp["source"] not in SOURCES:
-        raise ValueError(f"FaceDataModule: `source` must be one of {SOURCES}, but got {hp['source']!r}")
-    if hp["image_size"] < 8:
-        raise ValueError(f"FaceDataModule: `image_size` must be >= 8, but got {hp['image_size']}")
-    if hp["batch_size"] < 1:
-        raise ValueError(f"FaceDataModule: `batch_size` must be >= 1, but got {hp['batch_size']}")
-    crop_size = hp["crop_size"]
-    if crop_size is not None and crop_size < 1:
-        raise ValueError(f"FaceDataModule: `crop_size` must be a positive integer or null, got {crop_size}")
-    for name in ("val_fraction", "test_fraction"):
-        if not 0.0 <= hp[name] < 1.0:
-            raise ValueError(f"FaceDataModule: `{name}` must be in [0, 1), but got {hp[name]}")
+    for name, (allowed, what) in _LIMITS.items():
+        if not allowed(hp[name]):
+            raise ValueError(f"FaceDataModule: `{name}` must be {what}, but got {hp[name]!r}")
     if hp["val_fraction"] + hp["test_fraction"] >= 1.0:
         raise ValueError("FaceDataModule: `val_fraction` + `test_fraction` must leave images for training")
-    if not 0.0 <= hp["max_skipped_fraction"] <= 1.0:
-        raise ValueError(
-            f"FaceDataModule: `max_skipped_fraction` must be in [0, 1]: {hp['max_skipped_fraction']}"
-        )
-    if not hp["resident_budget_gb"] >= 0:
-        raise ValueError(
-            f"FaceDataModule: `resident_budget_gb` must be >= 0, but got {hp['resident_budget_gb']}"
-        )
     if hp["source"] == "shards" and root is None:
         raise ValueError("FaceDataModule: source='shards' needs `root`: a prepared folder or URL")
 
@@ -397,13 +374,11 @@ def _check_settings(hp: Mapping[str, Any]) -> None:
 def leave_job_sigterm_to_the_trainer(worker_id: int, trainer_pid: int) -> None:
     """A loader worker obeys SIGTERM from its trainer process and ignores it from anyone else.
 
-    ``timeout``, Slurm and systemd deliver SIGTERM to every process of the job. A worker killed by it
-    makes the trainer fail at an arbitrary point, before Lightning's SIGTERM handling can save a
-    checkpoint at the next batch boundary; so such a SIGTERM is left to the trainer, which stops, saves
-    and then shuts its workers down. Its own ``terminate()`` still ends the worker at once (ignoring
-    SIGTERM outright would make that exit wait forever). A daemon thread takes SIGTERM with
-    ``sigwaitinfo``, which names the sender (``trainer_pid`` is passed in: under ``forkserver``
-    ``getppid`` is the fork server). Without it (macOS, Windows) any SIGTERM ends the worker.
+    ``timeout``, Slurm and systemd signal every process of the job; a killed worker would fail the
+    trainer before Lightning's SIGTERM handling saves a checkpoint. The trainer's own ``terminate()``
+    still ends the worker (ignoring SIGTERM outright would hang that). A daemon thread's ``sigwaitinfo``
+    names the sender (``trainer_pid`` is passed: under ``forkserver`` ``getppid`` is the fork server).
+    Without it (macOS, Windows) any SIGTERM ends the worker.
     """
     if not hasattr(signal, "sigwaitinfo"):
         return

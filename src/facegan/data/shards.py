@@ -1,11 +1,7 @@
-"""Prepared shards: a source's images decoded once into LitData's optimized format, for streaming.
-
-``python -m facegan prepare`` (:func:`prepare_shards`) writes one LitData ``optimize`` output per split
-(``train/``, ``val/``, ``test/``: ``index.json`` + ``chunk-*.bin``) and, last, :data:`META_NAME`, which
-vouches for them (an interrupted ``prepare`` leaves none) and lists each chunk's size and SHA-256. Row
-``i`` of a split is ``{"image": uint8 (3, S, S), "name": file name}`` of its ``i``-th readable image,
-decoded by the cache's function (the same pixels). LitData is the optional ``stream`` extra.
-"""
+"""Prepared shards: one LitData ``optimize`` output per split (``train/``, ``val/``, ``test/``), then
+:data:`META_NAME`, written last (it vouches for them) with each chunk's size and SHA-256. Row ``i`` of a
+split is ``{"image": uint8 (3, S, S), "name": ...}`` of its ``i``-th readable image, decoded as the
+cache decodes. LitData is the optional ``stream`` extra."""
 
 from __future__ import annotations
 
@@ -17,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,11 @@ from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 META_NAME = "facegan-shards.json"
 SHARDS_FORMAT = 1
 REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "hf://", "local:")  # LitData's downloaders
+# The data module's advice for unreadable images, as prepare's options (cli/score.py has its own).
+OPTIONS = {
+    "--data.skip_bad_images true": "--skip-bad-images",
+    "--data.max_skipped_fraction": "--max-skipped-fraction",
+}
 
 
 def require_litdata() -> Any:
@@ -71,13 +71,11 @@ def split_url(root: str, split: str) -> str:
 
 
 class _Decode:
-    """``optimize``'s function: index of a split -> its row, or ``None`` for a skipped bad image
-    (:meth:`FaceImageDataset.load_or_skip`, its skip marks shared by LitData's workers).
+    """``optimize``'s function: index -> row, or ``None`` for a skipped bad image.
 
-    A :class:`BadImageError` is not raised in the worker: LitData would terminate its workers and leave
-    their helper processes orphaned (measured: one stayed, blocked on a pipe, after ``prepare`` ended).
-    Its message goes into :attr:`failure`, shared by the workers, which then skip the rest unread;
-    :func:`write_split` raises it once ``optimize`` has returned.
+    A :class:`BadImageError` is not raised in the worker (LitData would terminate the workers, orphaning
+    their helper processes): its message goes into the shared :attr:`failure`, the workers skip the rest,
+    and :func:`write_split` raises it once ``optimize`` has returned.
     """
 
     def __init__(self, dataset: FaceImageDataset) -> None:
@@ -105,21 +103,22 @@ class _Decode:
 
     def error(self) -> BadImageError | None:
         """The error a worker met, with the advice spelled as ``prepare``'s options, or ``None``."""
-        if not self.failure.value:
-            return None
         message = self.failure.value.decode("utf-8", "replace")
-        for setting, option in (("--data.skip_bad_images true", "--skip-bad-images"),
-                                ("--data.max_skipped_fraction", "--max-skipped-fraction")):  # fmt: skip
-            message = message.replace(setting, option)
-        return BadImageError(message)
+        return BadImageError(as_options(message, OPTIONS)) if message else None
+
+
+def as_options(message: str, options: dict[str, str]) -> str:
+    """``message`` with the data module's settings (``--data.*``) spelled as a command's ``options``."""
+    for setting, option in options.items():
+        message = message.replace(setting, option)
+    return message
 
 
 def _end_helpers_on_sigterm() -> None:
     """In a LitData worker: a SIGTERM ends the worker's own helper processes, then the worker.
 
-    A failure inside LitData itself (a chunk that cannot be written: a full disk) ``terminate()``s the
-    workers, whose helper processes (a file remover) then stayed behind, blocked on a pipe, holding the
-    terminal's or a ``| tee``'s output open: ``prepare`` seemed to hang (measured: two per failed run).
+    When LitData fails (a full disk) it ``terminate()``s the workers; their helpers (a file remover)
+    stayed behind holding the terminal's or a ``| tee``'s output open, and ``prepare`` seemed to hang.
     """
 
     def end(signum: int, frame: Any) -> None:
@@ -144,27 +143,6 @@ def _write_failure(error: BaseException) -> OSError | None:
     return None
 
 
-@contextlib.contextmanager
-def _optimize_guarded() -> Iterator[None]:
-    """Around ``optimize``: undo what it changes process-wide (the multiprocessing start method, the
-    SIGINT handler), and close its progress bar when it fails (left open, tqdm redrew it at exit,
-    after the error, which then was not the last line, nor at the start of one)."""
-    method = multiprocessing.get_start_method(allow_none=True)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(ImportError):
-            from tqdm import tqdm
-
-            for bar in list(getattr(tqdm, "_instances", ())):
-                bar.close()
-        raise
-    finally:
-        multiprocessing.set_start_method(method, force=True)
-        signal.signal(signal.SIGINT, handler)
-
-
 def write_split(
     dataset: FaceImageDataset, out: Path, num_workers: int, chunk_size: int | None
 ) -> list[dict[str, Any]]:
@@ -173,7 +151,8 @@ def write_split(
     litdata = require_litdata()
     chunking: dict[str, Any] = {"chunk_size": chunk_size} if chunk_size else {"chunk_bytes": "64MB"}
     decode = _Decode(dataset)
-    with _optimize_guarded():
+    method, handler = multiprocessing.get_start_method(allow_none=True), signal.getsignal(signal.SIGINT)
+    try:  # optimize changes the start method and the SIGINT handler process-wide: restored below
         litdata.optimize(
             fn=decode,
             inputs=list(range(len(dataset))),
@@ -187,8 +166,17 @@ def write_split(
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn",
             **chunking,
         )
-    error = decode.error()
-    if error is not None:
+    except BaseException:  # close its progress bar: left open, tqdm redrew it at exit, after the error
+        with contextlib.suppress(ImportError):
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):
+                bar.close()
+        raise
+    finally:
+        multiprocessing.set_start_method(method, force=True)
+        signal.signal(signal.SIGINT, handler)
+    if (error := decode.error()) is not None:
         raise error
     index = json.loads((out / "index.json").read_text())
     return [
@@ -207,11 +195,8 @@ def prepare_shards(
     overwrite: bool = False,
     **data_settings: Any,
 ) -> dict[str, Any]:
-    """Decode ``root``'s images into LitData shards under ``out``, one folder per split, as
-    ``python -m facegan prepare`` describes its options (:mod:`facegan.cli.prepare`); ``data_settings``
-    are :class:`~facegan.FaceDataModule`'s (``crop_size``, ``source``, ``val_fraction`` ...). Returns the
-    metadata written to ``out/`` :data:`META_NAME`.
-    """
+    """Decode ``root``'s images into shards under ``out`` (``python -m facegan prepare``'s options;
+    ``data_settings``: :class:`~facegan.FaceDataModule`'s). Returns the metadata written."""
     from facegan.data.datamodule import FaceDataModule  # the same sources, splits and fingerprints
 
     require_litdata()
@@ -223,24 +208,18 @@ def prepare_shards(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"prepare: --out {str(folder)!r} is a file; give a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / META_NAME).is_file()):
+        hint = " (--overwrite replaces prepared folders only)" if overwrite else ", or --overwrite to replace"
         raise ValueError(
-            f"prepare: --out {str(folder)!r} is not empty; choose another folder"
-            + (
-                " (--overwrite replaces prepared folders only)"
-                if overwrite
-                else ", or --overwrite to replace"
-            )
-            + f" a prepared one ({META_NAME})"
+            f"prepare: --out {str(folder)!r} is not empty; choose another folder{hint} a prepared one ({META_NAME})"
         )
     data = FaceDataModule(root=root, image_size=image_size, batch_size=1, flip=False, **data_settings)
     data.setup()
     (folder / META_NAME).unlink(missing_ok=True)  # from now on the folder is not a prepared one
     workers = num_workers or os.cpu_count() or 1
     splits: dict[str, Any] = {}
-    for split in SPLITS:
-        shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
     try:
         for split in SPLITS:
+            shutil.rmtree(folder / split, ignore_errors=True)  # a replaced prepared folder's
             dataset = data.image_datasets[split]
             chunks = write_split(dataset, folder / split, workers, chunk_size) if len(dataset) else []
             skipped = [dataset.source.names[dataset.indices[i]] for i in dataset.skipped_indices]

@@ -1,10 +1,8 @@
 """Reading prepared shards (:mod:`facegan.data.shards`), local or remote, with LitData (imported here).
 
-Training streams through a ``StreamingDataLoader``, shuffled per epoch (the chunks' order, then all
-images inside each chunk; a batch draws from one or two chunks of ~5,000 images at 64 px), each DDP
-rank reading its own share; Lightning checkpoints its ``state_dict()``, so a resume continues the
-epoch. Other splits and FID's real images read rows by index (:class:`ShardRows`). Before LitData reads
-them, the metadata, a local folder's chunk files and each chunk's SHA-256 are checked.
+Training streams through a ``StreamingDataLoader`` (shuffled chunks, then the images inside each; each
+DDP rank reads its share; Lightning checkpoints its state, so a resume continues the epoch); other
+splits and FID read rows by index. The metadata, and a local folder's chunks, are checked first.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ PREPARE = "python -m facegan prepare --root IMAGES --out DIR --image-size S --ov
 
 
 def read_meta(root: str) -> dict[str, Any]:
-    """The metadata of prepared shards at ``root`` (a folder, or a URL: fetched with LitData's
-    downloader), checked for the fields and types ``prepare`` writes. ``chunks`` may be absent: shards
-    prepared before facegan recorded them still load, unverified, with a warning (:class:`Shards`)."""
+    """The metadata of the shards at ``root`` (a folder, or a URL: LitData's downloader fetches it),
+    checked for what ``prepare`` writes. ``chunks`` may be absent (shards of an earlier facegan)."""
     where = split_url(root, META_NAME)
     try:
         if is_remote(root):
@@ -109,11 +106,10 @@ def _chunk_record(chunk: Any) -> bool:
 
 
 class ChunkCheck:
-    """One split's chunk files in a local folder, checked at setup against what ``prepare`` recorded
-    (present, non-empty, of their size, listed by ``index.json``); :meth:`verify` hashes a chunk before
-    its first image is read, once per training process (the marks are shared by the loader workers).
-    Without recorded digests (shards of an earlier facegan) only presence and emptiness are checked.
-    """
+    """One split's chunk files in a local folder, checked at setup against ``prepare``'s records (listed
+    by ``index.json``, present, non-empty, of their size); :meth:`verify` hashes a chunk before its first
+    read, once per training process (the marks are shared by its loader workers). Without records
+    (shards of an earlier facegan) only presence and emptiness are checked."""
 
     def __init__(self, folder: Path, chunks: list[dict[str, Any]] | None) -> None:
         self.folder = folder
@@ -140,10 +136,6 @@ class ChunkCheck:
             if actual == 0 or (size is not None and actual != size):
                 what = "is empty" if actual == 0 else f"has {actual} bytes, not the {size} prepare wrote"
                 raise DamagedShardsError(f"chunk {path} {what}; {self._advice()}")
-
-    def chunk_of(self, row: int) -> int:
-        """The chunk holding row ``row`` of the split."""
-        return bisect.bisect_right(self.ends, row)
 
     def verify(self, chunk: int) -> None:
         """Hash chunk number ``chunk`` unless done already; :class:`DamagedShardsError` if it changed."""
@@ -183,10 +175,9 @@ class CheckedStreamingDataset(StreamingDataset):
 class ResumableStreamingDataLoader(StreamingDataLoader):
     """A ``StreamingDataLoader`` whose restored state resumes one epoch, after which epochs go on.
 
-    LitData replays a loaded state until an epoch's iterator runs to ``StopIteration``; Lightning ends
-    epochs by batch count, so the epoch after a mid-epoch resume replayed the rest of the resumed one
-    (LitData issue #770). Here an iteration that yielded a batch uses the state up (one that yielded
-    none, e.g. an iterator made and dropped before training, leaves it for the next).
+    LitData replays a loaded state until an iterator hits ``StopIteration``; Lightning ends epochs by
+    batch count, so the epoch after a resume replayed the resumed one's rest (LitData issue #770). Here
+    an iteration that yielded a batch uses the state up (an unused iterator leaves it for the next).
     """
 
     restore: bool  # LitData's: replay the loaded state at the next iteration
@@ -214,8 +205,7 @@ def collate_rows(items: list[dict[str, Any]]) -> torch.Tensor:
 
 
 class ShardRows(Uint8Rows):
-    """One split's rows by index; the LitData dataset is opened on first use in each process (loader
-    workers open their own); ``check`` verifies a row's chunk before it is read."""
+    """One split's rows by index, opened on first use in each process; ``check`` verifies each chunk."""
 
     def __init__(
         self, url: str, count: int, cache_dir: str | None = None, check: ChunkCheck | None = None
@@ -230,7 +220,7 @@ class ShardRows(Uint8Rows):
             if not 0 <= index < self.count:
                 raise IndexError(f"ShardRows: index {index} out of range for {self.count} images")
             if self.check is not None:
-                self.check.verify(self.check.chunk_of(index))
+                self.check.verify(bisect.bisect_right(self.check.ends, index))  # the row's chunk
         return torch.stack([self._rows[index]["image"] for index in indices])
 
 
@@ -270,13 +260,11 @@ class Shards:
         return ShardRows(split_url(self.root, split), count, self.cache_dir, self.checks.get(split))
 
     def train_loader(self, batch_size: int, seed: int, **loader_settings: Any) -> Any:
-        """Shuffled uint8 training batches , the last partial one
-        dropped. Every process must pass the same ``seed`` (the epoch's order, and its split among the
-        ranks, are drawn from it and the epoch)."""
-        # batch_decode=0: one row decoded per image read. LitData's "auto" decoded windows of rows that the
-        # shuffled reads then missed (measured: 28 rows deserialized per image, 7,900 vs 91,800 images/s
-        # at 64 px in process on 2 cores). item_shuffle_window=0: a full permutation inside each chunk
-        # (the default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
+        """Shuffled uint8 training batches, the last partial one dropped. Every process must pass the same
+        ``seed`` (the epoch's order and its split among the ranks are drawn from it and the epoch)."""
+        # batch_decode=0: one row decoded per read ("auto" decoded windows the shuffled reads missed: 7,900
+        # vs 91,800 images/s at 64 px). item_shuffle_window=0: a full permutation inside each chunk (the
+        # default, blocks of 256, gave batches of 64 from 256 neighbouring files), as fast here.
         dataset = CheckedStreamingDataset(split_url(self.root, "train"), cache_dir=self.cache_dir, shuffle=True,
                                           drop_last=True, seed=seed, batch_decode=0, item_shuffle_window=0,
                                           check=self.checks.get("train"))  # fmt: skip
