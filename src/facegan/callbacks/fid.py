@@ -38,23 +38,18 @@ NO_REAL = (
 class FIDMonitor(L.Callback):
     """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
-    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too): images
-    of ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
-    trainer's data module), whose statistics are cached, so later evaluations, runs and resumes only
-    pay for the generated half. Example (any Lightning project)::
+    A Lightning front to :class:`facegan.metrics.fid.FID` (``facegan score``'s engine too): images of
+    ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
+    trainer's data module), whose statistics are cached. Example (any Lightning project)::
 
         fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
         trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
-    Every evaluation, whatever triggered it (``every_n_epochs``, ``every_n_kimg``, the fit's end), is
-    logged one way: with ``train/kimg`` to each logger (rank 0's) at the step of the latest training
-    batch (where Lightning logs that batch's and that epoch's own metrics), and into
-    ``trainer.callback_metrics``, where ``ModelCheckpoint(monitor="val/fid")`` sees it when it saves
-    at train epoch end (its default with at most one validation per epoch; else give it
-    ``save_on_train_epoch_end=True``). Such a checkpoint must check on epochs with FID (its
-    ``every_n_epochs`` a multiple of this one's): one that would not is refused at setup (Lightning
-    would raise mid-run). Under DDP each rank evaluates its share of the latents and all hold the same
-    FID and KID.
+    Every evaluation (``every_n_epochs``, ``every_n_kimg``, the fit's end) is logged with
+    ``train/kimg`` at the latest training batch's step, and put in ``trainer.callback_metrics`` for
+    ``ModelCheckpoint(monitor="val/fid")`` (saving at train epoch end; its ``every_n_epochs`` must be
+    a multiple of this one's, checked at setup). Under DDP each rank evaluates its share of the
+    latents and all hold the same FID and KID.
 
     Args:
         num_fake: generated images per evaluation (10,000 is usual on a GPU; Inception runs at about
@@ -144,7 +139,6 @@ class FIDMonitor(L.Callback):
         self.fid: FID | None = None  # the engine; never a child of the LightningModule
         # per evaluation: epoch, step, kimg, fid, kid, kid_std, seconds, num_fake, num_real
         self.history: list[dict[str, Any]] = []
-        self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
@@ -252,23 +246,23 @@ class FIDMonitor(L.Callback):
             "num_real": None if real is None else real.count,  # None for a .npz, which does not say
         }
         self.history.append(entry)
-        self.last_fid = entry["fid"]
         log.info(
             "FIDMonitor: FID %.4f, KID %s at step %d (%.1f s)",
             entry["fid"], entry["kid"], entry["step"], entry["seconds"],
         )  # fmt: skip
         return entry
 
+    @property
+    def last_fid(self) -> float | None:
+        return self.history[-1]["fid"] if self.history else None
+
     def _evaluated_at(self, step: int) -> dict[str, Any] | None:
         return self.history[-1] if self.history and self.history[-1]["step"] == step else None
 
     @staticmethod
     def _log(trainer: L.Trainer, entry: dict[str, Any]) -> None:
-        """The one way every evaluation is logged, whatever triggered it (see the class docstring).
-
-        ``pl_module.log`` cannot serve all three triggers: Lightning refuses it in ``on_train_end`` and
-        writes batch-end values to the loggers only every ``log_every_n_steps``.
-        """
+        """The one way every evaluation is logged: ``pl_module.log`` is refused in ``on_train_end`` and
+        writes batch-end values to the loggers only every ``log_every_n_steps``."""
         metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
         if entry.get("kid") is not None:
             metrics.update({"val/kid": entry["kid"], "val/kid_std": entry["kid_std"]})
@@ -277,7 +271,7 @@ class FIDMonitor(L.Callback):
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         trainer.progress_bar_metrics["val/fid"] = entry["fid"]
         for logger in trainer.loggers:  # global rank 0's write
-            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=max(0, last_batch_step(trainer)))
+            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=last_batch_step(trainer))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
@@ -308,4 +302,3 @@ class FIDMonitor(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_fid = self.history[-1]["fid"] if self.history else None

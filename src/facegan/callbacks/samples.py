@@ -126,7 +126,7 @@ class SampleGridMonitor(L.Callback):
         path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
         grid.save(path)
         caption = f"epoch {epoch}, {kimg} kimg"
-        step = max(0, last_batch_step(trainer))
+        step = last_batch_step(trainer)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=self.key, images=[pixels], caption=[caption], step=step)

@@ -5,10 +5,9 @@ and the real images it compares against (any source, as uint8 batches with a cac
     fid.set_real(from_files("real/", 64, None, 10_000, 64))          # cached: later runs read it
     scores = fid(generated(model.sample, fixed_latents(1000, 128, 0), batch_size=64))
 
-Real statistics are the torchmetrics metric's ``real_*`` states, cached on disk under a key of what
-they depend on (the data, the count, the subset rule, the feature extractor) and checked when read
-(:func:`check_statistics`). Under DDP each process feeds its share of the generated images; rank 0
-holds the real statistics and the others zeros, so ``compute()``'s all-reduce counts them once.
+Real statistics are the metric's ``real_*`` states, cached under a key of all they depend on and
+checked when read. Under DDP rank 0 holds them and the others zeros, so ``compute()``'s all-reduce
+counts them once.
 """
 
 from __future__ import annotations
@@ -564,6 +563,12 @@ class RealStatistics:
     features: Tensor | None  # per-image features (N, 2048) for KID, when kept
     count: int | None  # images behind them; None for a pytorch-fid .npz, which does not say
 
+    @classmethod
+    def of(cls, stats: dict[str, Any], path: Path, cached: bool) -> RealStatistics:
+        """The statistics of a facegan cache file's contents."""
+        states = [stats[name] for name in REAL_STATES]
+        return cls(states, path, cached, stats.get("features"), int(states[2]))
+
 
 def stats_key(
     data: dict[str, Any], num_real: int, extractor: dict[str, Any], folder: Path
@@ -575,22 +580,6 @@ def stats_key(
     key.update(subset="i*len//num_real", extractor=extractor)
     blob = json.dumps(key, sort_keys=True, default=str)
     return blob, folder / f"real-{hashlib.sha256(blob.encode()).hexdigest()}.pt"
-
-
-def load_stats(path: Path, blob: str, num_features: int | None = None) -> dict[str, Any] | None:
-    """The cached statistics if ``path`` holds them under key ``blob`` (and they pass
-    :func:`check_cached`); ``None`` otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        stats = torch.load(path, map_location="cpu", weights_only=True)
-        if stats["key"] != blob:
-            return None
-        check_cached(stats, path, num_features)
-        return stats
-    except Exception as error:  # truncated, damaged or foreign file: recompute
-        log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", path, error)
-        return None
 
 
 def real_statistics(
@@ -618,7 +607,14 @@ def real_statistics(
             hashed.update(batch)
         key = hashed.key()
     blob, path = stats_key(key, real.count, extractor, folder)
-    stats = load_stats(path, blob, num_features)
+    stats = None
+    try:
+        if path.is_file():
+            stats = torch.load(path, map_location="cpu", weights_only=True)
+            stats = check_cached(stats, path, num_features) if stats["key"] == blob else None
+    except Exception as error:  # truncated, damaged or foreign file: recompute
+        log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", path, error)
+        stats = None
     cached = stats is not None and (not features or "features" in stats)
     if not cached:
         set_real_states(metric, None)
@@ -646,8 +642,7 @@ def real_statistics(
         except OSError as error:
             log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
     assert stats is not None
-    states = [stats[name] for name in REAL_STATES]
-    return RealStatistics(states, path, cached, stats.get("features"), int(states[2]))
+    return RealStatistics.of(stats, path, cached)
 
 
 def read_stats_file(
@@ -664,7 +659,6 @@ def read_stats_file(
         mu, sigma, count = _read_npz(path)
         n = 2 if count is None else count  # without a count any n >= 2 gives back mu and sigma
         check_statistics(mu, sigma, n, path, num_features)
-        # torchmetrics keeps sums: mean = sum / n, cov = (cov_sum - n mean mean^T) / (n - 1)
         states = [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
         return RealStatistics(states, path, True, None, count)
     try:
@@ -676,9 +670,7 @@ def read_stats_file(
     if made_by != json.loads(json.dumps(extractor, default=str)):
         raise ValueError(f"{path}: computed with another feature extractor ({made_by}) than this one "
                          f"({extractor}); recompute it with these weights")  # fmt: skip
-    check_cached(stats, path, num_features)
-    states = [stats[name] for name in REAL_STATES]
-    return RealStatistics(states, path, True, stats.get("features"), int(states[2]))
+    return RealStatistics.of(check_cached(stats, path, num_features), path, True)
 
 
 def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
@@ -706,21 +698,18 @@ def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
     return mu, sigma, None if count is None else int(count)
 
 
-def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> None:
-    """:func:`check_statistics` for a facegan cache file's states, and its per-image features if kept."""
+def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> dict[str, Any]:
+    """``stats``, a facegan cache file's contents, after :func:`check_statistics` of its states and a
+    check of its per-image features if kept."""
     missing = [name for name in REAL_STATES if not isinstance(stats.get(name), Tensor)]
     if missing:
         raise ValueError(f"{path}: a facegan statistics file without {missing}; compute the statistics again")
-    total, cov_total, count = (stats[name].double() for name in REAL_STATES)
+    total, _, count = (stats[name] for name in REAL_STATES)
     if count.numel() != 1 or total.ndim != 1:
         raise ValueError(f"{path}: damaged statistics (image count {tuple(count.shape)}, feature sum "
                          f"{tuple(total.shape)}); compute the statistics again")  # fmt: skip
-    n = float(count)
-    if not n >= 2:  # also NaN
-        raise ValueError(f"{path}: statistics of {n:g} images; FID needs at least 2")
-    mu = total / n
-    sigma = cov_total - n * torch.outer(mu, mu) if cov_total.shape == (len(mu),) * 2 else cov_total
-    check_statistics(mu, sigma / (n - 1), n, path, num_features)
+    mu, sigma, n = mean_cov([stats[name] for name in REAL_STATES])
+    check_statistics(mu, sigma, n, path, num_features)
     features = stats.get("features")
     if features is not None and (
         not isinstance(features, Tensor)
@@ -730,6 +719,7 @@ def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) ->
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
         raise ValueError(f"{path}: damaged per-image features {shape} (expected ({int(n)}, {len(mu)}), "
                          "finite); compute the statistics again")  # fmt: skip
+    return stats
 
 
 def check_statistics(
@@ -767,13 +757,21 @@ def check_statistics(
                          f"{highest:.4g}), so not a covariance matrix; compute the statistics again")  # fmt: skip
 
 
+def mean_cov(states: Sequence[Tensor]) -> tuple[Tensor, Tensor, float]:
+    """``(mu, sigma, n)``, float64, of real states: torchmetrics keeps sums, so mean = sum / n and
+    cov = (cov_sum - n mean mean^T) / (n - 1) (a damaged cov sum is left for check_statistics to name)."""
+    total, cov_total, count = (state.double().cpu() for state in states)
+    n = float(count)
+    mu = total / n
+    if cov_total.shape == (len(mu),) * 2:
+        cov_total = cov_total - n * torch.outer(mu, mu)
+    return mu, cov_total / (n - 1), n
+
+
 def save_npz(path: str | Path, states: list[Tensor]) -> Path:
     """Write real states as pytorch-fid's ``.npz`` (``mu``, ``sigma``, float64) plus ``num_images``."""
-    total, cov_total, count = (state.double().cpu() for state in states)
-    n = int(count)
-    mu = total / n
-    sigma = (cov_total - n * torch.outer(mu, mu)) / (n - 1)
+    mu, sigma, n = mean_cov(states)
     path = Path(path).expanduser()
     with atomic_write(path) as file:
-        np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(n))
+        np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(round(n)))
     return path
