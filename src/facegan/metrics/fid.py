@@ -23,13 +23,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
-from torch.utils.hooks import RemovableHandle
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 
@@ -120,9 +119,10 @@ class FID:
         """FID (and KID) of ``fake``, this process's uint8 ``(B, 3, H, W)`` batches, against the real half.
 
         Returns ``fid``, ``kid``, ``kid_std``, ``kid_subset_size`` (``None`` without KID or without real
-        features), ``num_fake`` (images over all processes) and ``seconds``. Under DDP call it on every
-        process; every process gets the same values (KID is computed on rank 0, which holds the real
-        features). ``name`` names ``fake`` in errors.
+        features), ``num_fake`` (images over all processes), ``seconds`` and ``num_real`` (``None`` for
+        a ``.npz``, which does not say, and off rank 0). Under DDP call it on every process; all get the
+        same scores (KID is computed on rank 0, which holds the real features). ``name`` names ``fake``
+        in errors.
         """
         start = time.perf_counter()
         self.metric.reset()  # the generated half only (reset_real_features=False)
@@ -147,8 +147,8 @@ class FID:
             scores = from_rank_zero(scores)
         kid_mean, kid_std, size = scores or (None, None, None)
         seconds = time.perf_counter() - start
-        return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": size,
-                "num_fake": num_fake, "seconds": seconds}  # fmt: skip
+        return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": size, "num_fake": num_fake,
+                "seconds": seconds, "num_real": None if self.real is None else self.real.count}  # fmt: skip
 
 
 def fixed_latents(num: int, latent_dim: int, seed: int) -> Tensor:
@@ -169,9 +169,8 @@ def generated(
         yield as_uint8(sample(z), value_range, "fake_range", "the generated images", FAKE_SLACK)
 
 
-# --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, offline ---
-# torchmetrics downloads WEIGHTS_FILE to $TORCH_HOME/hub/checkpoints/ on first use. Where there is no
-# network, the same file can be given directly (an argument or $FACEGAN_FID_WEIGHTS), or put there.
+# --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, which it
+# downloads to $TORCH_HOME/hub/checkpoints/; offline, give the file (argument, $FACEGAN_FID_WEIGHTS).
 
 
 class WeightsError(RuntimeError):
@@ -257,13 +256,9 @@ def set_real_states(metric: FrechetInceptionDistance, states: Sequence[Tensor] |
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with one intra-op CPU thread (torch's, which sets MKL's and OpenMP's), then the
-    previous count again.
-
-    FID's last step (the eigenvalues of a 2048x2048 float64 matrix product) is LAPACK work that
-    collapses when its threads wait for cores other processes hold: on a busy 2-core machine 1.9 to
-    77 s with 2 threads, a steady 2.7 to 4.5 s with 1 (the same value to 1e-11).
-    """
+    """Run the block with one intra-op CPU thread (torch's, MKL's, OpenMP's). FID's last step (LAPACK on
+    2048x2048 float64) collapses when its threads wait for cores other processes hold: on a busy 2-core
+    machine 1.9 to 77 s with 2 threads, a steady 2.7 to 4.5 s with 1 (the same value to 1e-11)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -278,29 +273,24 @@ def compute_fid(metric: FrechetInceptionDistance) -> float:
         return float(metric.compute())
 
 
-# --- KID (Bińkowski et al. 2018) from the Inception features FID already computes -----------------------
-# FID is strongly biased by the number of images; KID (the squared MMD under the kernel (x . y / d + 1)^3)
-# is unbiased, so tables report both. It needs the features themselves, not only their sums; its
-# estimate is torchmetrics' KernelInceptionDistance's (poly_mmd over random subsets), seeded.
+# --- KID (Bińkowski et al. 2018): unbiased, unlike FID; from the features FID computes (not only their
+# sums), estimated as torchmetrics' KernelInceptionDistance does (poly_mmd over random subsets), seeded.
 
 
 class FeatureTap:
     """Collects the outputs of ``network`` (the metric's Inception: the features) inside ``with``."""
 
     def __init__(self, network: nn.Module) -> None:
-        self.network = network
-        self.batches: list[Tensor] = []
-        self._handle: RemovableHandle | None = None
+        self.network, self.batches = network, cast(list[Tensor], [])
 
     def __enter__(self) -> FeatureTap:
         self._handle = self.network.register_forward_hook(
-            lambda module, args, out: self.batches.append(out.detach())
+            lambda _, args, out: self.batches.append(out.detach())
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
+        self._handle.remove()
 
     def features(self) -> Tensor:
         """``(N, D)`` float32 features on the CPU, in the order they were computed."""
@@ -333,10 +323,7 @@ def kid(real: Tensor, fake: Tensor, subsets: int = SUBSETS, subset_size: int = S
     return float(stacked.mean()), float(stacked.std(unbiased=False)), size
 
 
-# --- Real images from any source: uint8 batches and what identifies them ---------------------------------
-# facegan's data module (its real_dataset and fingerprint), any data module (its <split>_dataloader()),
-# any DataLoader or iterable of batches, or a folder / zip / CelebA folder of image files. Sources
-# without a fingerprint of their own (loaders) are keyed by a sha256 of the pixels they yield.
+# --- Real images from any source (data modules, loaders, image files): uint8 batches and a cache key ------
 
 
 @dataclass
@@ -438,13 +425,6 @@ def from_loader(
     return RealImages(name, batches, count)
 
 
-def _loaded(batches: Iterable[Tensor], convert: Callable[[Tensor], Tensor] = lambda x: x) -> Iterator[Tensor]:
-    """The non-empty ``batches`` (:func:`collate_images` leaves unreadable images out), converted."""
-    for images in batches:
-        if len(images):  # B < batch_size if images were skipped
-            yield convert(images)
-
-
 def from_datamodule(
     datamodule: Any, split: str, value_range: ValueRange, limit: int, batch_size: int
 ) -> RealImages:
@@ -454,9 +434,11 @@ def from_datamodule(
         dataset = datamodule.real_dataset(split)  # (3, S, S) in [-1, 1], never flipped
         count = min(len(dataset), limit)
         chosen = Subset(dataset, spaced_indices(len(dataset), count))
-        images = DataLoader(chosen, batch_size=batch_size, collate_fn=collate_images)
+        images = DataLoader(
+            chosen, batch_size=batch_size, collate_fn=lambda batch: to_uint8(collate_images(batch))
+        )  # an empty batch: all its images skipped as unreadable
         key = datamodule.fingerprint(split)
-        return RealImages(f"{name} split {split!r}", lambda: _loaded(images, to_uint8), count, key)
+        return RealImages(f"{name} split {split!r}", lambda: (b for b in images if len(b)), count, key)
     method = getattr(datamodule, f"{split}_dataloader", None)
     if method is None:
         raise TypeError(f"{name} has no `{split}_dataloader()` for the real images of split {split!r}")
@@ -491,12 +473,14 @@ def from_files(
     key = fingerprint(chosen, kind, "all", image_size, crop_size)
 
     def batches() -> Iterator[Tensor]:  # uint8 as decoded (no float round trip); BadImageError names a file
-        for start in range(0, count, batch_size):
-            yield collate_images(
-                [chosen.load_or_skip(i) for i in range(start, min(start + batch_size, count))]
+        for part in range(0, count, batch_size):
+            images = collate_images(
+                [chosen.load_or_skip(i) for i in range(part, min(part + batch_size, count))]
             )
+            if len(images):  # empty: all skipped as unreadable
+                yield images
 
-    return RealImages(str(path), lambda: _loaded(batches()), count, key)
+    return RealImages(str(path), batches, count, key)
 
 
 def resolve_real(
@@ -509,7 +493,8 @@ def resolve_real(
     image_size: Callable[[], int],
     crop_size: int | None = None,
 ) -> RealImages | Path:
-    """:class:`RealImages` of ``real`` (``None``: ``datamodule``), or the path of a statistics file.
+    """:class:`RealImages` of ``real`` (``None``: ``datamodule``, which its caller checked), or the path of
+    a statistics file.
 
     ``image_size`` is called only for image files, which are resized to it (the generated size).
     """
@@ -518,14 +503,8 @@ def resolve_real(
         if path.suffix in STATS_SUFFIXES:
             return path
         return from_files(path, image_size(), crop_size, limit, batch_size)
-    if real is None:
-        if datamodule is None:
-            raise TypeError(
-                "no real images: give `real` (a data module, a DataLoader, image files or statistics)"
-            )
-        return from_datamodule(datamodule, split, value_range, limit, batch_size)
-    if hasattr(real, f"{split}_dataloader") or hasattr(real, "real_dataset"):
-        return from_datamodule(real, split, value_range, limit, batch_size)
+    if real is None or hasattr(real, f"{split}_dataloader") or hasattr(real, "real_dataset"):
+        return from_datamodule(datamodule if real is None else real, split, value_range, limit, batch_size)
     if isinstance(real, Iterable) and not isinstance(real, Tensor):
         return from_loader(real, value_range, limit, type(real).__name__)
     raise TypeError(
@@ -590,13 +569,9 @@ def real_statistics(
     features: bool = False,
 ) -> RealStatistics:
     """The statistics of ``real``: found in the cache under ``folder``, or computed with ``metric`` and
-    cached. ``features``: also keep (and cache) each image's features, for KID; a cache file without
-    them is then computed again.
-
-    A source without a key of its own is keyed by a hash of its pixels (one extra pass over them);
-    if a second pass gives other pixels (a shuffled loader), the statistics are filed under the
-    pixels actually used, with a warning.
-    """
+    cached. ``features``: also keep (and cache) each image's features, for KID (a cached file without
+    them is computed again). A source without a key is keyed by a hash of its pixels (one extra pass);
+    if a second pass gives other pixels (a shuffled loader), they key the file, with a warning."""
     num_features = int(metric.real_features_sum.shape[-1])  # 2048 for Inception's pool features
     if real.count < 2:
         raise ValueError(f"{real.name} has {real.count} images; FID needs at least 2")
@@ -656,7 +631,25 @@ def read_stats_file(
     if not path.is_file():
         raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
     if path.suffix == ".npz":
-        mu, sigma, count = _read_npz(path)
+        try:
+            with np.load(path) as stats:
+                arrays = {name: stats[name] for name in ("mu", "sigma", "num_images") if name in stats.files}
+        except Exception as error:  # not a zip, pickled objects, a damaged member, ...
+            raise ValueError(f"{path}: not a statistics .npz (pytorch-fid's `mu` and `sigma`): "
+                             f"{type(error).__name__}: {error}") from error  # fmt: skip
+        missing = {"mu", "sigma"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path}: a statistics .npz needs `mu` and `sigma` (pytorch-fid's format); "
+                             f"{sorted(missing)} missing")  # fmt: skip
+        for name, array in arrays.items():
+            if array.dtype.kind not in "iuf":
+                raise ValueError(f"{path}: `{name}` must hold real numbers, but its dtype is {array.dtype}")
+        num = arrays.get("num_images")
+        if num is not None and (num.shape != () or not np.isfinite(num) or num != np.floor(num)):
+            raise ValueError(f"{path}: `num_images` must be a whole number (the images behind mu and sigma), "
+                             f"but got {num.tolist()!r}")  # fmt: skip
+        mu, sigma = (torch.from_numpy(arrays[name].astype(np.float64)) for name in ("mu", "sigma"))
+        count = None if num is None else int(num)
         n = 2 if count is None else count  # without a count any n >= 2 gives back mu and sigma
         check_statistics(mu, sigma, n, path, num_features)
         states = [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
@@ -671,31 +664,6 @@ def read_stats_file(
         raise ValueError(f"{path}: computed with another feature extractor ({made_by}) than this one "
                          f"({extractor}); recompute it with these weights")  # fmt: skip
     return RealStatistics.of(check_cached(stats, path, num_features), path, True)
-
-
-def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
-    """``(mu, sigma, num_images or None)`` of a pytorch-fid ``.npz``, as float64; ``ValueError`` naming
-    ``path`` for a file that is not one."""
-    try:
-        with np.load(path) as stats:
-            arrays = {name: stats[name] for name in ("mu", "sigma", "num_images") if name in stats.files}
-    except Exception as error:  # not a zip, pickled objects, a damaged member, ...
-        raise ValueError(f"{path}: not a statistics .npz (pytorch-fid's `mu` and `sigma`): "
-                         f"{type(error).__name__}: {error}") from error  # fmt: skip
-    missing = {"mu", "sigma"} - set(arrays)
-    if missing:
-        raise ValueError(f"{path}: a statistics .npz needs `mu` and `sigma` (pytorch-fid's format); "
-                         f"{sorted(missing)} missing")  # fmt: skip
-    for name, array in arrays.items():
-        if array.dtype.kind not in "iuf":
-            raise ValueError(f"{path}: `{name}` must hold real numbers, but its dtype is {array.dtype}")
-    count = arrays.get("num_images")
-    if count is not None and (count.shape != () or not np.isfinite(count) or count != np.floor(count)):
-        raise ValueError(f"{path}: `num_images` must be a whole number (the images behind mu and sigma), "
-                         f"but got {count.tolist()!r}")  # fmt: skip
-    mu = torch.from_numpy(arrays["mu"].astype(np.float64))
-    sigma = torch.from_numpy(arrays["sigma"].astype(np.float64))
-    return mu, sigma, None if count is None else int(count)
 
 
 def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> dict[str, Any]:
