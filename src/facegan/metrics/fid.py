@@ -100,12 +100,9 @@ class FID:
         real: RealImages | str | Path | RealStatistics | None,
         cache_dir: str | os.PathLike | None = None,
     ) -> RealStatistics | None:
-        """Put the real half in place and return its statistics.
-
-        ``real``: images (their statistics found in the cache under ``cache_dir``, default
-        ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``, else computed and cached), a statistics
-        file (``.npz``/``.pt``), statistics already read, or ``None``: zeros (DDP ranks other than 0).
-        """
+        """Put the real half in place and return its statistics. ``real``: images (statistics cached under
+        ``cache_dir``, default ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``), a statistics file
+        (``.npz``/``.pt``), statistics already read, or ``None``: zeros (DDP ranks other than 0)."""
         if isinstance(real, str | os.PathLike):
             real = read_stats_file(real, self.extractor, int(self.metric.real_features_sum.shape[-1]))
         elif isinstance(real, RealImages):
@@ -205,11 +202,9 @@ def resolve_weights(weights_path: str | os.PathLike | None = None) -> str | None
 def build_fid_metric(
     weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor", option: str = MONITOR_OPTION
 ) -> tuple[FrechetInceptionDistance, dict[str, Any]]:
-    """``(metric, extractor description)``: FID on uint8 images, the network in float32, the statistics
-    in float64. The description (feature size, resize, the weights file's sha256) keys cached
-    statistics. ``owner`` names the caller in the error raised when the weights cannot be loaded
-    (``""``: the command's own prefix does), ``option`` says how it takes the file.
-    """
+    """``(metric, extractor description)``: FID on uint8 images; the description (feature size, resize,
+    the weights' sha256) keys cached statistics. ``owner`` (``""``: none) and ``option`` (how it takes
+    the file) are for the error raised when the weights cannot be loaded."""
     hub_file = hub_weights_file()
     path = resolve_weights(weights_path)
     try:
@@ -389,12 +384,9 @@ def as_uint8(
 def from_loader(
     loader: Iterable[Any], value_range: ValueRange, limit: int, name: str, argument: str = "real_range"
 ) -> RealImages:
-    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples).
-
-    A ``DataLoader`` over a sized dataset is read in order, ``limit`` evenly spaced images of it
-    (its shuffling and ``drop_last`` undone, its batch size and collate function kept), so the same
-    images come every time; any other iterable gives its first ``limit`` images.
-    """
+    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples): of a ``DataLoader``
+    over a sized dataset ``limit`` evenly spaced ones in order (shuffling and ``drop_last`` undone), so
+    the same images come every time; of any other iterable its first ``limit``."""
     try:
         size: int | None = len(getattr(loader, "dataset", None))  # type: ignore[arg-type]
     except TypeError:
@@ -623,10 +615,9 @@ def real_statistics(
 def read_stats_file(
     path: str | os.PathLike, extractor: dict[str, Any], num_features: int | None = None
 ) -> RealStatistics:
-    """A statistics file, read once: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images`` when
-    facegan wrote it; no per-image features) or a facegan cache file (``.pt``, with its features if
-    kept; refused if another extractor made it). ``num_features``: the feature size the statistics
-    must have (the metric's); every file is checked (:func:`check_statistics`) before it is used."""
+    """A statistics file, read once and checked: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images``
+    when facegan wrote it) or a facegan cache ``.pt`` (with its features if kept; refused if another
+    extractor made it). ``num_features``: the feature size the statistics must have."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
@@ -693,10 +684,8 @@ def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) ->
 def check_statistics(
     mu: Tensor, sigma: Tensor, count: float, path: str | Path, num_features: int | None = None
 ) -> None:
-    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault): a damaged file
-    would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance). Checked
-    before any image is read; costs one symmetric eigendecomposition (0.3 s at D = 2048, one thread).
-    """
+    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault), which would crash
+    the eigenvalue step (NaN) or give a negative "FID"; before any image is read (0.3 s at D = 2048)."""
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match "
                          "(mu must be (D,), sigma (D, D))")  # fmt: skip
