@@ -12,7 +12,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger
 
 from facegan.cli.resume import continue_run, find_last_checkpoint, logger_root
-from facegan.io.runs import epoch_end_step, logger_step, run_dir
+from facegan.io.runs import last_batch_step, logger_step, run_dir
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 
@@ -35,13 +35,13 @@ def test_logger_step_is_the_step_lightning_logs_metrics_at(tmp_path):
     assert steps == [0, 1, 2, 3]  # the metrics of batch i are logged at logger_step i
 
 
-def test_epoch_end_step_is_the_step_lightning_logs_epoch_end_metrics_at(tmp_path):
+def test_last_batch_step_is_the_step_lightning_logs_epoch_end_metrics_at(tmp_path):
     """Grids and fit-end records made after an epoch's batches share the step of its epoch metrics."""
     seen = []
 
     class Record(L.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
-            seen.append(epoch_end_step(trainer))
+            seen.append(last_batch_step(trainer))
             pl_module.log("epoch_mark", float(trainer.current_epoch))  # an epoch-end metric
 
     logger = CSVLogger(tmp_path)

@@ -1,9 +1,5 @@
-"""Conversions between facegan's image convention and the outside world.
-
-Inside facegan an image batch is always a float tensor ``(N, C, H, W)`` in ``[-1, 1]``.
-Everything that leaves the package (FID, sample grids, PNG files) converts through here, so
-grids and FID see exactly the same pixels.
-"""
+"""Conversions between facegan's images, float ``(N, C, H, W)`` in ``[-1, 1]``, and the outside world:
+FID, sample grids and PNG files all convert here, so they see the same pixels."""
 
 from __future__ import annotations
 
@@ -13,14 +9,9 @@ import torch
 from torch import Tensor
 
 
-def to_unit(images: Tensor) -> Tensor:
-    """Map ``[-1, 1]`` images to float ``[0, 1]``, clamped (generators may overshoot)."""
-    return ((images.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
-
-
 def to_uint8(images: Tensor) -> Tensor:
-    """Map ``[-1, 1]`` images to ``uint8`` ``[0, 255]`` with rounding (not truncation)."""
-    return (to_unit(images) * 255.0).round_().to(torch.uint8)
+    """Map ``[-1, 1]`` images to ``uint8`` ``[0, 255]``, clamped (generators overshoot), rounded."""
+    return (((images.float() + 1.0) * 0.5).clamp_(0.0, 1.0) * 255.0).round_().to(torch.uint8)
 
 
 def from_uint8(images: Tensor) -> Tensor:

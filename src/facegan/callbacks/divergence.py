@@ -21,14 +21,12 @@ class TrainingDiverged(RuntimeError):
 
 class DivergenceMonitor(L.Callback):
     """Every ``check_every`` batches (one host sync each), look for a non-finite ``train/d_loss`` or
-    ``train/g_loss`` (the weights are already damaged) or a collapsed discriminator: over the last
-    ``window`` checks, D's sign accuracy (``train/d_acc_real``, ``train/d_acc_fake``) averages at least
-    ``max_accuracy`` on reals *and* fakes, so G gets no useful gradient and rarely recovers (sign
-    accuracy means the same for every loss; ``sigmoid`` of hinge logits near +-1 never looks confident).
+    ``train/g_loss`` or a collapsed discriminator: over the last ``window`` checks D's sign accuracy
+    (``train/d_acc_real``, ``train/d_acc_fake``; the same meaning for every loss) averages at least
+    ``max_accuracy`` on reals *and* fakes, so G gets no useful gradient and rarely recovers.
 
     ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint
-    (raising, rather than asking the Trainer to stop, writes no checkpoint of the damaged state);
-    ``action="warn"`` logs the same message once per kind and carries on.
+    (raising writes no checkpoint of the damaged state); ``action="warn"`` logs it once per kind.
     """
 
     def __init__(

@@ -28,33 +28,24 @@ from facegan.training.distributed import random_streams_kept
 
 log = logging.getLogger(__name__)
 
-EPOCH_KEYS = ("val/fid", "val/kid", "val/kid_std", "val/fid_seconds")  # what an evaluation logs
-NO_REAL = (
-    "FIDMonitor: no real images: give FIDMonitor(real=...) (a data module, a DataLoader, a folder or zip "
-    "of images, or a statistics file .npz/.pt), or fit with a data module"
-)
+EPOCH_KEYS = {"val/fid": "fid", "val/kid": "kid", "val/kid_std": "kid_std", "val/fid_seconds": "seconds"}
 
 
 class FIDMonitor(L.Callback):
     """FID and KID of generated images, logged as ``val/fid``, ``val/kid``, ``val/kid_std``, ``val/fid_seconds``.
 
-    A Lightning front to :class:`facegan.metrics.fid.FID` (the engine ``facegan score`` uses too): images
-    of ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
-    trainer's data module), whose statistics are cached, so later evaluations, runs and resumes only
-    pay for the generated half. Example (any Lightning project)::
+    A Lightning front to :class:`facegan.metrics.fid.FID` (``facegan score``'s engine too): images of
+    ``pl_module.sample(z=...)`` (or ``generator``) on fixed latents against ``real`` (default: the
+    trainer's data module), whose statistics are cached. Example (any Lightning project)::
 
         fid = FIDMonitor(real=my_datamodule, real_range=(0, 1), num_fake=2000)
         trainer = L.Trainer(callbacks=[fid, ModelCheckpoint(monitor="val/fid", mode="min")])
 
-    Every evaluation, whatever triggered it (``every_n_epochs``, ``every_n_kimg``, the fit's end), is
-    logged one way: with ``train/kimg`` to each logger (rank 0's) at the step of the latest training
-    batch (where Lightning logs that batch's and that epoch's own metrics), and into
-    ``trainer.callback_metrics``, where ``ModelCheckpoint(monitor="val/fid")`` sees it when it saves
-    at train epoch end (its default with at most one validation per epoch; else give it
-    ``save_on_train_epoch_end=True``). Such a checkpoint must check on epochs with FID (its
-    ``every_n_epochs`` a multiple of this one's): one that would not is refused at setup (Lightning
-    would raise mid-run). Under DDP each rank evaluates its share of the latents and all hold the same
-    FID and KID.
+    Every evaluation (``every_n_epochs``, ``every_n_kimg``, the fit's end) is logged with
+    ``train/kimg`` at the latest training batch's step, and put in ``trainer.callback_metrics`` for
+    ``ModelCheckpoint(monitor="val/fid")`` (saving at train epoch end; its ``every_n_epochs`` must be
+    a multiple of this one's, checked at setup). Under DDP each rank evaluates its share of the
+    latents and all hold the same FID and KID.
 
     Args:
         num_fake: generated images per evaluation (10,000 is usual on a GPU; Inception runs at about
@@ -142,9 +133,8 @@ class FIDMonitor(L.Callback):
         except ValueError as error:
             raise ValueError(f"FIDMonitor: {error}") from None
         self.fid: FID | None = None  # the engine; never a child of the LightningModule
-        # per evaluation: epoch, step, kimg, fid, kid, kid_std, seconds, num_fake, num_real
+        # per evaluation: epoch, step, kimg and the engine's scores (fid, kid, ..., num_fake, num_real)
         self.history: list[dict[str, Any]] = []
-        self.last_fid: float | None = None
         self.cache_path: Path | None = None  # real-statistics file (global rank 0)
         self.cache_hit: bool | None = None  # whether setup found it there
         self.latents: torch.Tensor | None = None  # (num_fake, latent_dim), on the CPU, set in setup
@@ -154,35 +144,33 @@ class FIDMonitor(L.Callback):
         if stage != "fit":
             return
         with random_streams_kept():  # the Inception net's initialisation and real loaders draw from them
-            self._setup(trainer, pl_module)
-
-    def _setup(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._refuse_checkpoints_without_fid(trainer)
-        if self.real is None and getattr(trainer, "datamodule", None) is None:
-            raise TypeError(NO_REAL)
-        hparams = getattr(pl_module, "hparams", {})
-        latent_dim = self.latent_dim or hparams.get("latent_dim")
-        if (self.generator is None and not hasattr(pl_module, "sample")) or not latent_dim:
-            raise TypeError(
-                "FIDMonitor: the LightningModule needs `sample(z=...)` and `hparams.latent_dim`; or give "
-                "FIDMonitor(generator=<z -> images>, latent_dim=...)"
-            )
-        if self.every_n_kimg and not hasattr(pl_module, "images_seen"):
-            raise TypeError(
-                "FIDMonitor: `every_n_kimg` needs an `images_seen` counter on the LightningModule"
-            )
-        if self.num_fake < trainer.world_size:
-            raise ValueError(f"FIDMonitor: `num_fake` must be >= the {trainer.world_size} processes")
-        if self.fid is None:
-            self.fid = FID.load(self.weights_path, kid=self.kid, kid_subsets=self.kid_subsets,
-                                kid_subset_size=self.kid_subset_size, seed=self.seed)  # fmt: skip
-        self.fid.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
-        self.latents = fixed_latents(self.num_fake, int(latent_dim), self.seed)
-        if trainer.is_global_zero:
-            self._prepare_real(getattr(trainer, "datamodule", None), pl_module)
-        else:  # real statistics live on rank 0 only: compute() sums every rank's states
-            self.fid.set_real(None)
-        trainer.strategy.barrier("FIDMonitor.setup")
+            self._refuse_checkpoints_without_fid(trainer)
+            if self.real is None and getattr(trainer, "datamodule", None) is None:
+                raise TypeError(
+                    "FIDMonitor: no real images: give FIDMonitor(real=...) (a data module, a DataLoader, a "
+                    "folder or zip of images, or a statistics file .npz/.pt), or fit with a data module"
+                )
+            hparams = getattr(pl_module, "hparams", {})
+            latent_dim = self.latent_dim or hparams.get("latent_dim")
+            if (self.generator is None and not hasattr(pl_module, "sample")) or not latent_dim:
+                raise TypeError(
+                    "FIDMonitor: the LightningModule needs `sample(z=...)` and `hparams.latent_dim`; or give "
+                    "FIDMonitor(generator=<z -> images>, latent_dim=...)"
+                )
+            if self.schedule is not None:  # fail before the real statistics, not at train start
+                images_seen(pl_module, "FIDMonitor(every_n_kimg=...)")
+            if self.num_fake < trainer.world_size:
+                raise ValueError(f"FIDMonitor: `num_fake` must be >= the {trainer.world_size} processes")
+            if self.fid is None:
+                self.fid = FID.load(self.weights_path, kid=self.kid, kid_subsets=self.kid_subsets,
+                                    kid_subset_size=self.kid_subset_size, seed=self.seed)  # fmt: skip
+            self.fid.to(trainer.strategy.root_device)  # where the module goes (it is still on the CPU)
+            self.latents = fixed_latents(self.num_fake, int(latent_dim), self.seed)
+            if trainer.is_global_zero:
+                self._prepare_real(getattr(trainer, "datamodule", None), pl_module)
+            else:  # real statistics live on rank 0 only: compute() sums every rank's states
+                self.fid.set_real(None)
+            trainer.strategy.barrier("FIDMonitor.setup")
 
     def _refuse_checkpoints_without_fid(self, trainer: L.Trainer) -> None:
         every_n_epochs = self.every_n_epochs
@@ -242,42 +230,32 @@ class FIDMonitor(L.Callback):
                 generated(lambda z: generator(z.to(device)), self.latents, self.batch_size, self.fake_range)
             )
         seen = getattr(pl_module, "images_seen", None)
-        real = self.fid.real  # global rank 0's
-        entry = {
-            "epoch": trainer.current_epoch,
-            "step": trainer.global_step,
-            "kimg": None if seen is None else float(seen) / 1000.0,
-            **{key: scores[key] for key in ("fid", "kid", "kid_std", "seconds")},
-            "num_fake": self.num_fake,
-            "num_real": None if real is None else real.count,  # None for a .npz, which does not say
-        }
+        kimg = None if seen is None else float(seen) / 1000.0
+        entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "kimg": kimg, **scores}
         self.history.append(entry)
-        self.last_fid = entry["fid"]
         log.info(
             "FIDMonitor: FID %.4f, KID %s at step %d (%.1f s)",
             entry["fid"], entry["kid"], entry["step"], entry["seconds"],
         )  # fmt: skip
         return entry
 
+    @property
+    def last_fid(self) -> float | None:
+        return self.history[-1]["fid"] if self.history else None
+
     def _evaluated_at(self, step: int) -> dict[str, Any] | None:
         return self.history[-1] if self.history and self.history[-1]["step"] == step else None
 
     @staticmethod
     def _log(trainer: L.Trainer, entry: dict[str, Any]) -> None:
-        """The one way every evaluation is logged, whatever triggered it (see the class docstring).
-
-        ``pl_module.log`` cannot serve all three triggers: Lightning refuses it in ``on_train_end`` and
-        writes batch-end values to the loggers only every ``log_every_n_steps``.
-        """
-        metrics = {"val/fid": entry["fid"], "val/fid_seconds": entry["seconds"]}
-        if entry.get("kid") is not None:
-            metrics.update({"val/kid": entry["kid"], "val/kid_std": entry["kid_std"]})
-        if entry.get("kimg") is not None:
-            metrics["train/kimg"] = entry["kimg"]
+        """The one way every evaluation is logged: ``pl_module.log`` is refused in ``on_train_end`` and
+        writes batch-end values to the loggers only every ``log_every_n_steps``."""
+        names = {**EPOCH_KEYS, "train/kimg": "kimg"}  # logged name: the entry's key (None: not logged)
+        metrics = {name: entry[key] for name, key in names.items() if entry.get(key) is not None}
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         trainer.progress_bar_metrics["val/fid"] = entry["fid"]
         for logger in trainer.loggers:  # global rank 0's write
-            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=max(0, last_batch_step(trainer)))
+            logger.log_metrics({**metrics, "epoch": entry["epoch"]}, step=last_batch_step(trainer))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is not None:
@@ -308,4 +286,3 @@ class FIDMonitor(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_fid = self.history[-1]["fid"] if self.history else None

@@ -22,15 +22,12 @@ log = logging.getLogger(__name__)
 class CheckpointOnInterrupt(L.Callback):
     """On Ctrl-C (SIGINT) or SIGTERM, save ``last.ckpt`` and exit with the shell's code for the signal.
 
-    Lightning handles SIGTERM at a batch boundary (the DDP processes agree, then it raises
-    ``SIGTERMException``), whereas Ctrl-C raises ``KeyboardInterrupt`` anywhere, e.g. between a D
-    step and its counter or halfway through an EMA update: so during ``fit`` the first Ctrl-C is
-    turned into that SIGTERM. ``on_exception`` then writes ``last.ckpt`` to the run's checkpoint
-    folder (what ``--ckpt_path last`` resumes), says so in one line with the step of the last
-    batch's ``metrics.csv`` row, and sets the exit code (a ``SystemExit``, else 0) to 130 after
-    Ctrl-C, 143 after SIGTERM. A second Ctrl-C stops at once and saves nothing (the step under way
-    is half done). Mid-epoch, a resume restarts the epoch's data; epoch-end checkpoints resume
-    bit-exactly.
+    Lightning handles SIGTERM at a batch boundary (DDP processes agree), whereas ``KeyboardInterrupt``
+    can land anywhere (between a D step and its counter, mid EMA update): so during ``fit`` the first
+    Ctrl-C becomes that SIGTERM. ``on_exception`` writes ``last.ckpt`` to the checkpoint folder (what
+    ``--ckpt_path last`` resumes), says so with the last batch's logged step, and sets the exit code
+    to 130 (Ctrl-C) or 143 (SIGTERM). A second Ctrl-C stops at once and saves nothing (the step under
+    way is half done). A mid-epoch resume restarts the epoch's data.
     """
 
     EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}  # 130, 143

@@ -1,8 +1,6 @@
-"""Training counted in images (StyleGAN's kimg), as papers schedule it ("25M images", "snapshot every
-200 kimg"): a budget and checkpoints every N kimg. Lightning counts steps (and under manual
-optimization ``global_step`` counts both players' optimizer steps); callbacks read the one count of
-images shown to D, ``FaceGAN.images_seen``, and never count images themselves.
-"""
+"""Training counted in images (StyleGAN's kimg, as papers schedule it): a budget and checkpoints every N
+kimg. Callbacks read the one count of images shown to D, ``FaceGAN.images_seen``, never ``global_step``
+(two optimizer steps per batch under manual optimization) and never count images themselves."""
 
 from __future__ import annotations
 
@@ -22,9 +20,7 @@ log = logging.getLogger(__name__)
 class KimgSchedule:
     """Says when ``images_seen`` passes the next multiple of ``every_n_kimg`` thousand images (``once``:
     when it first reaches ``every_n_kimg`` thousand, a limit; ``first_kimg``: also an early point).
-
-    Fed the module's count after every batch: FaceGAN's is a Python int (no device sync) and the same
-    on every process, so under DDP every rank takes the same (collective) decisions.
+    Fed FaceGAN's count (a host int, the same on every process: DDP ranks decide alike) after each batch.
 
     Example:
         >>> schedule = KimgSchedule(8, first_kimg=2)  # at 2k, 8k, 16k, ... images
@@ -105,10 +101,8 @@ class KimgBudget(L.Callback):
 
 class KimgCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that also saves every ``every_n_kimg`` thousand images, as at an
-    epoch end (with a ``monitor`` only ``last.ckpt``: the monitored value, e.g. ``val/fid``, is measured
-    on its own schedule). ``{step}`` in ``filename`` is the step of the last batch's metrics
-    (``metrics.csv``'s, W&B's), not ``global_step``, which counts two optimizer steps per batch.
-    """
+    epoch end (with a ``monitor`` only ``last.ckpt``: the monitored value has its own schedule).
+    ``{step}`` in ``filename`` is the last batch's logged step, not ``global_step``."""
 
     def __init__(self, *args: Any, every_n_kimg: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,7 +113,7 @@ class KimgCheckpoint(ModelCheckpoint):
 
     def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         candidates = super()._monitor_candidates(trainer)
-        candidates["step"] = torch.tensor(max(0, last_batch_step(trainer)))
+        candidates["step"] = torch.tensor(last_batch_step(trainer))
         return candidates
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

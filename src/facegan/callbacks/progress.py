@@ -15,12 +15,10 @@ class ProgressMonitor(L.Callback):
     """Log ``train/images_per_sec`` and one ``train/<name>_lr`` per optimizer (its first parameter
     group's) at Lightning's logging steps, from global rank 0, at the step of the batch's own metrics.
 
-    StyleGAN2-ADA's ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``. Measured on the host with no
-    device sync: the images are ``FaceGAN.images_seen`` (all processes'), the time the wall clock
-    from one batch's end to the next (data loading and batch-end callbacks such as an
-    ``every_n_kimg`` FID included, as in Lightning's ``ThroughputMonitor``; epoch-end work and
-    validation not). The host may run a few steps ahead of an accelerator; that evens out over a
-    logging interval. A monitor: it never changes training.
+    StyleGAN2-ADA's ``Timing/sec_per_kimg`` is ``1000 / images_per_sec``. Host-side, no device sync:
+    ``FaceGAN.images_seen`` (all processes') over the wall clock from one batch's end to the next
+    (loading and batch-end callbacks included, as in Lightning's ``ThroughputMonitor``; epoch-end work
+    and validation not); a host running ahead of the accelerator evens out over a logging interval.
 
     Args:
         optimizer_names: names of ``trainer.optimizers`` in order (FaceGAN: ``("g", "d")``), giving

@@ -22,8 +22,7 @@ log = logging.getLogger(__name__)
 
 def kimg_label(images: int) -> str:
     """Images seen as exact thousands (``120`` -> ``"0.12"``, ``1000`` -> ``"1.0"``), for file names and
-    captions: two grids get two names however close together (a rounded ``0.1`` would name grids at
-    120 and 140 images alike, the second replacing the first)."""
+    captions: unlike a rounded ``0.1``, grids at 120 and 140 images get two names."""
     whole, rest = divmod(int(images), 1000)
     return f"{whole}.{f'{rest:03d}'.rstrip('0') or '0'}"
 
@@ -107,10 +106,8 @@ class SampleGridMonitor(L.Callback):
 
     @torch.no_grad()
     def write_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
-        """Sample, save and log one grid at the latest batch's step; its path on rank 0 (else ``None``).
-
-        Under DDP each process samples its share of the latents and every process gathers them.
-        """
+        """Sample (under DDP each process its share), save and log one grid at the latest batch's step;
+        its path on rank 0 (else ``None``)."""
         module = cast(Any, pl_module)  # any LightningModule with sample(z=...), sample_z and images_seen
         with random_streams_kept():  # a module's sample() may draw; the training's streams stay as they were
             images = gather_rows(module.sample(z=share(module.sample_z[: self.num_images])))
@@ -126,7 +123,7 @@ class SampleGridMonitor(L.Callback):
         path = folder / f"epoch={epoch:04d}-kimg={kimg}.png"
         grid.save(path)
         caption = f"epoch {epoch}, {kimg} kimg"
-        step = max(0, last_batch_step(trainer))
+        step = last_batch_step(trainer)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=self.key, images=[pixels], caption=[caption], step=step)

@@ -20,24 +20,15 @@ def logger_step(trainer: L.Trainer) -> int:
     return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
-def epoch_end_step(trainer: L.Trainer) -> int:
-    """The step of epoch-end metrics (``on_train_epoch_end``, after the fit): the epoch's last batch's.
-
-    Records made there (sample grids, fit-end FID) then share the step of ``val/fid`` and
-    ``val/d_real`` instead of landing one step later on their own.
-    """
-    return max(0, logger_step(trainer) - 1)
-
-
 def last_batch_step(trainer: L.Trainer) -> int:
     """The step the last trained batch's metrics were logged at (``metrics.csv``'s ``step``), from any
-    hook: what checkpoint names and the Ctrl-C message give, so a user finds it in the logs.
+    hook; 0 before the first batch. Records made at epoch end (grids, FID) thus share the step of that
+    epoch's metrics, and checkpoint names and the Ctrl-C message give a step found in the logs.
 
-    Inside ``on_train_batch_end`` the batch is not counted yet; after it (epoch ends, validation, an
-    interrupt) it is. ``-1`` before the first batch.
+    Inside ``on_train_batch_end`` the batch is not counted yet; after it (epoch ends, an interrupt) it is.
     """
     progress = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current)  # declared without processed
-    return logger_step(trainer) - (0 if progress.processed > progress.completed else 1)
+    return max(0, logger_step(trainer) - (0 if progress.processed > progress.completed else 1))
 
 
 def run_root(trainer: L.Trainer) -> Path:

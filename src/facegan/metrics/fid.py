@@ -5,10 +5,9 @@ and the real images it compares against (any source, as uint8 batches with a cac
     fid.set_real(from_files("real/", 64, None, 10_000, 64))          # cached: later runs read it
     scores = fid(generated(model.sample, fixed_latents(1000, 128, 0), batch_size=64))
 
-Real statistics are the torchmetrics metric's ``real_*`` states, cached on disk under a key of what
-they depend on (the data, the count, the subset rule, the feature extractor) and checked when read
-(:func:`check_statistics`). Under DDP each process feeds its share of the generated images; rank 0
-holds the real statistics and the others zeros, so ``compute()``'s all-reduce counts them once.
+Real statistics are the metric's ``real_*`` states, cached under a key of all they depend on and
+checked when read. Under DDP rank 0 holds them and the others zeros, so ``compute()``'s all-reduce
+counts them once.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
-from torch.utils.hooks import RemovableHandle
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 
@@ -102,12 +100,9 @@ class FID:
         real: RealImages | str | Path | RealStatistics | None,
         cache_dir: str | os.PathLike | None = None,
     ) -> RealStatistics | None:
-        """Put the real half in place and return its statistics.
-
-        ``real``: images (their statistics found in the cache under ``cache_dir``, default
-        ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``, else computed and cached), a statistics
-        file (``.npz``/``.pt``), statistics already read, or ``None``: zeros (DDP ranks other than 0).
-        """
+        """Put the real half in place and return its statistics. ``real``: images (statistics cached under
+        ``cache_dir``, default ``$FACEGAN_CACHE/fid`` or ``~/.cache/facegan/fid``), a statistics file
+        (``.npz``/``.pt``), statistics already read, or ``None``: zeros (DDP ranks other than 0)."""
         if isinstance(real, str | os.PathLike):
             real = read_stats_file(real, self.extractor, int(self.metric.real_features_sum.shape[-1]))
         elif isinstance(real, RealImages):
@@ -121,9 +116,10 @@ class FID:
         """FID (and KID) of ``fake``, this process's uint8 ``(B, 3, H, W)`` batches, against the real half.
 
         Returns ``fid``, ``kid``, ``kid_std``, ``kid_subset_size`` (``None`` without KID or without real
-        features), ``num_fake`` (images over all processes) and ``seconds``. Under DDP call it on every
-        process; every process gets the same values (KID is computed on rank 0, which holds the real
-        features). ``name`` names ``fake`` in errors.
+        features), ``num_fake`` (images over all processes), ``seconds`` and ``num_real`` (``None`` for
+        a ``.npz``, which does not say, and off rank 0). Under DDP call it on every process; all get the
+        same scores (KID is computed on rank 0, which holds the real features). ``name`` names ``fake``
+        in errors.
         """
         start = time.perf_counter()
         self.metric.reset()  # the generated half only (reset_real_features=False)
@@ -148,8 +144,8 @@ class FID:
             scores = from_rank_zero(scores)
         kid_mean, kid_std, size = scores or (None, None, None)
         seconds = time.perf_counter() - start
-        return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": size,
-                "num_fake": num_fake, "seconds": seconds}  # fmt: skip
+        return {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "kid_subset_size": size, "num_fake": num_fake,
+                "seconds": seconds, "num_real": None if self.real is None else self.real.count}  # fmt: skip
 
 
 def fixed_latents(num: int, latent_dim: int, seed: int) -> Tensor:
@@ -170,9 +166,8 @@ def generated(
         yield as_uint8(sample(z), value_range, "fake_range", "the generated images", FAKE_SLACK)
 
 
-# --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, offline ---
-# torchmetrics downloads WEIGHTS_FILE to $TORCH_HOME/hub/checkpoints/ on first use. Where there is no
-# network, the same file can be given directly (an argument or $FACEGAN_FID_WEIGHTS), or put there.
+# --- The standard feature extractor: torchmetrics' InceptionV3 with the TensorFlow weights, which it
+# downloads to $TORCH_HOME/hub/checkpoints/; offline, give the file (argument, $FACEGAN_FID_WEIGHTS).
 
 
 class WeightsError(RuntimeError):
@@ -207,11 +202,9 @@ def resolve_weights(weights_path: str | os.PathLike | None = None) -> str | None
 def build_fid_metric(
     weights_path: str | os.PathLike | None = None, owner: str = "FIDMonitor", option: str = MONITOR_OPTION
 ) -> tuple[FrechetInceptionDistance, dict[str, Any]]:
-    """``(metric, extractor description)``: FID on uint8 images, the network in float32, the statistics
-    in float64. The description (feature size, resize, the weights file's sha256) keys cached
-    statistics. ``owner`` names the caller in the error raised when the weights cannot be loaded
-    (``""``: the command's own prefix does), ``option`` says how it takes the file.
-    """
+    """``(metric, extractor description)``: FID on uint8 images; the description (feature size, resize,
+    the weights' sha256) keys cached statistics. ``owner`` (``""``: none) and ``option`` (how it takes
+    the file) are for the error raised when the weights cannot be loaded."""
     hub_file = hub_weights_file()
     path = resolve_weights(weights_path)
     try:
@@ -258,13 +251,9 @@ def set_real_states(metric: FrechetInceptionDistance, states: Sequence[Tensor] |
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with one intra-op CPU thread (torch's, which sets MKL's and OpenMP's), then the
-    previous count again.
-
-    FID's last step (the eigenvalues of a 2048x2048 float64 matrix product) is LAPACK work that
-    collapses when its threads wait for cores other processes hold: on a busy 2-core machine 1.9 to
-    77 s with 2 threads, a steady 2.7 to 4.5 s with 1 (the same value to 1e-11).
-    """
+    """Run the block with one intra-op CPU thread (torch's, MKL's, OpenMP's). FID's last step (LAPACK on
+    2048x2048 float64) collapses when its threads wait for cores other processes hold: on a busy 2-core
+    machine 1.9 to 77 s with 2 threads, a steady 2.7 to 4.5 s with 1 (the same value to 1e-11)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -279,29 +268,24 @@ def compute_fid(metric: FrechetInceptionDistance) -> float:
         return float(metric.compute())
 
 
-# --- KID (Bińkowski et al. 2018) from the Inception features FID already computes -----------------------
-# FID is strongly biased by the number of images; KID (the squared MMD under the kernel (x . y / d + 1)^3)
-# is unbiased, so tables report both. It needs the features themselves, not only their sums; its
-# estimate is torchmetrics' KernelInceptionDistance's (poly_mmd over random subsets), seeded.
+# --- KID (Bińkowski et al. 2018): unbiased, unlike FID; from the features FID computes (not only their
+# sums), estimated as torchmetrics' KernelInceptionDistance does (poly_mmd over random subsets), seeded.
 
 
 class FeatureTap:
     """Collects the outputs of ``network`` (the metric's Inception: the features) inside ``with``."""
 
     def __init__(self, network: nn.Module) -> None:
-        self.network = network
-        self.batches: list[Tensor] = []
-        self._handle: RemovableHandle | None = None
+        self.network, self.batches = network, cast(list[Tensor], [])
 
     def __enter__(self) -> FeatureTap:
         self._handle = self.network.register_forward_hook(
-            lambda module, args, out: self.batches.append(out.detach())
+            lambda _, args, out: self.batches.append(out.detach())
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
+        self._handle.remove()
 
     def features(self) -> Tensor:
         """``(N, D)`` float32 features on the CPU, in the order they were computed."""
@@ -334,10 +318,7 @@ def kid(real: Tensor, fake: Tensor, subsets: int = SUBSETS, subset_size: int = S
     return float(stacked.mean()), float(stacked.std(unbiased=False)), size
 
 
-# --- Real images from any source: uint8 batches and what identifies them ---------------------------------
-# facegan's data module (its real_dataset and fingerprint), any data module (its <split>_dataloader()),
-# any DataLoader or iterable of batches, or a folder / zip / CelebA folder of image files. Sources
-# without a fingerprint of their own (loaders) are keyed by a sha256 of the pixels they yield.
+# --- Real images from any source (data modules, loaders, image files): uint8 batches and a cache key ------
 
 
 @dataclass
@@ -403,12 +384,9 @@ def as_uint8(
 def from_loader(
     loader: Iterable[Any], value_range: ValueRange, limit: int, name: str, argument: str = "real_range"
 ) -> RealImages:
-    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples).
-
-    A ``DataLoader`` over a sized dataset is read in order, ``limit`` evenly spaced images of it
-    (its shuffling and ``drop_last`` undone, its batch size and collate function kept), so the same
-    images come every time; any other iterable gives its first ``limit`` images.
-    """
+    """``limit`` images of ``loader`` (batches of images or ``(images, ...)`` tuples): of a ``DataLoader``
+    over a sized dataset ``limit`` evenly spaced ones in order (shuffling and ``drop_last`` undone), so
+    the same images come every time; of any other iterable its first ``limit``."""
     try:
         size: int | None = len(getattr(loader, "dataset", None))  # type: ignore[arg-type]
     except TypeError:
@@ -439,13 +417,6 @@ def from_loader(
     return RealImages(name, batches, count)
 
 
-def _loaded(batches: Iterable[Tensor], convert: Callable[[Tensor], Tensor] = lambda x: x) -> Iterator[Tensor]:
-    """The non-empty ``batches`` (:func:`collate_images` leaves unreadable images out), converted."""
-    for images in batches:
-        if len(images):  # B < batch_size if images were skipped
-            yield convert(images)
-
-
 def from_datamodule(
     datamodule: Any, split: str, value_range: ValueRange, limit: int, batch_size: int
 ) -> RealImages:
@@ -455,9 +426,11 @@ def from_datamodule(
         dataset = datamodule.real_dataset(split)  # (3, S, S) in [-1, 1], never flipped
         count = min(len(dataset), limit)
         chosen = Subset(dataset, spaced_indices(len(dataset), count))
-        images = DataLoader(chosen, batch_size=batch_size, collate_fn=collate_images)
+        images = DataLoader(
+            chosen, batch_size=batch_size, collate_fn=lambda batch: to_uint8(collate_images(batch))
+        )  # an empty batch: all its images skipped as unreadable
         key = datamodule.fingerprint(split)
-        return RealImages(f"{name} split {split!r}", lambda: _loaded(images, to_uint8), count, key)
+        return RealImages(f"{name} split {split!r}", lambda: (b for b in images if len(b)), count, key)
     method = getattr(datamodule, f"{split}_dataloader", None)
     if method is None:
         raise TypeError(f"{name} has no `{split}_dataloader()` for the real images of split {split!r}")
@@ -492,12 +465,14 @@ def from_files(
     key = fingerprint(chosen, kind, "all", image_size, crop_size)
 
     def batches() -> Iterator[Tensor]:  # uint8 as decoded (no float round trip); BadImageError names a file
-        for start in range(0, count, batch_size):
-            yield collate_images(
-                [chosen.load_or_skip(i) for i in range(start, min(start + batch_size, count))]
+        for part in range(0, count, batch_size):
+            images = collate_images(
+                [chosen.load_or_skip(i) for i in range(part, min(part + batch_size, count))]
             )
+            if len(images):  # empty: all skipped as unreadable
+                yield images
 
-    return RealImages(str(path), lambda: _loaded(batches()), count, key)
+    return RealImages(str(path), batches, count, key)
 
 
 def resolve_real(
@@ -510,7 +485,8 @@ def resolve_real(
     image_size: Callable[[], int],
     crop_size: int | None = None,
 ) -> RealImages | Path:
-    """:class:`RealImages` of ``real`` (``None``: ``datamodule``), or the path of a statistics file.
+    """:class:`RealImages` of ``real`` (``None``: ``datamodule``, which its caller checked), or the path of
+    a statistics file.
 
     ``image_size`` is called only for image files, which are resized to it (the generated size).
     """
@@ -519,14 +495,8 @@ def resolve_real(
         if path.suffix in STATS_SUFFIXES:
             return path
         return from_files(path, image_size(), crop_size, limit, batch_size)
-    if real is None:
-        if datamodule is None:
-            raise TypeError(
-                "no real images: give `real` (a data module, a DataLoader, image files or statistics)"
-            )
-        return from_datamodule(datamodule, split, value_range, limit, batch_size)
-    if hasattr(real, f"{split}_dataloader") or hasattr(real, "real_dataset"):
-        return from_datamodule(real, split, value_range, limit, batch_size)
+    if real is None or hasattr(real, f"{split}_dataloader") or hasattr(real, "real_dataset"):
+        return from_datamodule(datamodule if real is None else real, split, value_range, limit, batch_size)
     if isinstance(real, Iterable) and not isinstance(real, Tensor):
         return from_loader(real, value_range, limit, type(real).__name__)
     raise TypeError(
@@ -564,6 +534,12 @@ class RealStatistics:
     features: Tensor | None  # per-image features (N, 2048) for KID, when kept
     count: int | None  # images behind them; None for a pytorch-fid .npz, which does not say
 
+    @classmethod
+    def of(cls, stats: dict[str, Any], path: Path, cached: bool) -> RealStatistics:
+        """The statistics of a facegan cache file's contents."""
+        states = [stats[name] for name in REAL_STATES]
+        return cls(states, path, cached, stats.get("features"), int(states[2]))
+
 
 def stats_key(
     data: dict[str, Any], num_real: int, extractor: dict[str, Any], folder: Path
@@ -577,22 +553,6 @@ def stats_key(
     return blob, folder / f"real-{hashlib.sha256(blob.encode()).hexdigest()}.pt"
 
 
-def load_stats(path: Path, blob: str, num_features: int | None = None) -> dict[str, Any] | None:
-    """The cached statistics if ``path`` holds them under key ``blob`` (and they pass
-    :func:`check_cached`); ``None`` otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        stats = torch.load(path, map_location="cpu", weights_only=True)
-        if stats["key"] != blob:
-            return None
-        check_cached(stats, path, num_features)
-        return stats
-    except Exception as error:  # truncated, damaged or foreign file: recompute
-        log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", path, error)
-        return None
-
-
 def real_statistics(
     metric: FrechetInceptionDistance,
     real: RealImages,
@@ -601,13 +561,9 @@ def real_statistics(
     features: bool = False,
 ) -> RealStatistics:
     """The statistics of ``real``: found in the cache under ``folder``, or computed with ``metric`` and
-    cached. ``features``: also keep (and cache) each image's features, for KID; a cache file without
-    them is then computed again.
-
-    A source without a key of its own is keyed by a hash of its pixels (one extra pass over them);
-    if a second pass gives other pixels (a shuffled loader), the statistics are filed under the
-    pixels actually used, with a warning.
-    """
+    cached. ``features``: also keep (and cache) each image's features, for KID (a cached file without
+    them is computed again). A source without a key is keyed by a hash of its pixels (one extra pass);
+    if a second pass gives other pixels (a shuffled loader), they key the file, with a warning."""
     num_features = int(metric.real_features_sum.shape[-1])  # 2048 for Inception's pool features
     if real.count < 2:
         raise ValueError(f"{real.name} has {real.count} images; FID needs at least 2")
@@ -618,7 +574,14 @@ def real_statistics(
             hashed.update(batch)
         key = hashed.key()
     blob, path = stats_key(key, real.count, extractor, folder)
-    stats = load_stats(path, blob, num_features)
+    stats = None
+    try:
+        if path.is_file():
+            stats = torch.load(path, map_location="cpu", weights_only=True)
+            stats = check_cached(stats, path, num_features) if stats["key"] == blob else None
+    except Exception as error:  # truncated, damaged or foreign file: recompute
+        log.warning("FIDMonitor: ignoring unreadable cache %s (%s)", path, error)
+        stats = None
     cached = stats is not None and (not features or "features" in stats)
     if not cached:
         set_real_states(metric, None)
@@ -646,25 +609,40 @@ def real_statistics(
         except OSError as error:
             log.warning("FIDMonitor: could not write the cache %s (%s)", path, error)
     assert stats is not None
-    states = [stats[name] for name in REAL_STATES]
-    return RealStatistics(states, path, cached, stats.get("features"), int(states[2]))
+    return RealStatistics.of(stats, path, cached)
 
 
 def read_stats_file(
     path: str | os.PathLike, extractor: dict[str, Any], num_features: int | None = None
 ) -> RealStatistics:
-    """A statistics file, read once: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images`` when
-    facegan wrote it; no per-image features) or a facegan cache file (``.pt``, with its features if
-    kept; refused if another extractor made it). ``num_features``: the feature size the statistics
-    must have (the metric's); every file is checked (:func:`check_statistics`) before it is used."""
+    """A statistics file, read once and checked: pytorch-fid's ``.npz`` (``mu``, ``sigma``; ``num_images``
+    when facegan wrote it) or a facegan cache ``.pt`` (with its features if kept; refused if another
+    extractor made it). ``num_features``: the feature size the statistics must have."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"statistics file {str(path)!r} does not exist")
     if path.suffix == ".npz":
-        mu, sigma, count = _read_npz(path)
+        try:
+            with np.load(path) as stats:
+                arrays = {name: stats[name] for name in ("mu", "sigma", "num_images") if name in stats.files}
+        except Exception as error:  # not a zip, pickled objects, a damaged member, ...
+            raise ValueError(f"{path}: not a statistics .npz (pytorch-fid's `mu` and `sigma`): "
+                             f"{type(error).__name__}: {error}") from error  # fmt: skip
+        missing = {"mu", "sigma"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path}: a statistics .npz needs `mu` and `sigma` (pytorch-fid's format); "
+                             f"{sorted(missing)} missing")  # fmt: skip
+        for name, array in arrays.items():
+            if array.dtype.kind not in "iuf":
+                raise ValueError(f"{path}: `{name}` must hold real numbers, but its dtype is {array.dtype}")
+        num = arrays.get("num_images")
+        if num is not None and (num.shape != () or not np.isfinite(num) or num != np.floor(num)):
+            raise ValueError(f"{path}: `num_images` must be a whole number (the images behind mu and sigma), "
+                             f"but got {num.tolist()!r}")  # fmt: skip
+        mu, sigma = (torch.from_numpy(arrays[name].astype(np.float64)) for name in ("mu", "sigma"))
+        count = None if num is None else int(num)
         n = 2 if count is None else count  # without a count any n >= 2 gives back mu and sigma
         check_statistics(mu, sigma, n, path, num_features)
-        # torchmetrics keeps sums: mean = sum / n, cov = (cov_sum - n mean mean^T) / (n - 1)
         states = [mu * n, sigma * (n - 1) + n * torch.outer(mu, mu), torch.tensor(n)]
         return RealStatistics(states, path, True, None, count)
     try:
@@ -676,51 +654,21 @@ def read_stats_file(
     if made_by != json.loads(json.dumps(extractor, default=str)):
         raise ValueError(f"{path}: computed with another feature extractor ({made_by}) than this one "
                          f"({extractor}); recompute it with these weights")  # fmt: skip
-    check_cached(stats, path, num_features)
-    states = [stats[name] for name in REAL_STATES]
-    return RealStatistics(states, path, True, stats.get("features"), int(states[2]))
+    return RealStatistics.of(check_cached(stats, path, num_features), path, True)
 
 
-def _read_npz(path: Path) -> tuple[Tensor, Tensor, int | None]:
-    """``(mu, sigma, num_images or None)`` of a pytorch-fid ``.npz``, as float64; ``ValueError`` naming
-    ``path`` for a file that is not one."""
-    try:
-        with np.load(path) as stats:
-            arrays = {name: stats[name] for name in ("mu", "sigma", "num_images") if name in stats.files}
-    except Exception as error:  # not a zip, pickled objects, a damaged member, ...
-        raise ValueError(f"{path}: not a statistics .npz (pytorch-fid's `mu` and `sigma`): "
-                         f"{type(error).__name__}: {error}") from error  # fmt: skip
-    missing = {"mu", "sigma"} - set(arrays)
-    if missing:
-        raise ValueError(f"{path}: a statistics .npz needs `mu` and `sigma` (pytorch-fid's format); "
-                         f"{sorted(missing)} missing")  # fmt: skip
-    for name, array in arrays.items():
-        if array.dtype.kind not in "iuf":
-            raise ValueError(f"{path}: `{name}` must hold real numbers, but its dtype is {array.dtype}")
-    count = arrays.get("num_images")
-    if count is not None and (count.shape != () or not np.isfinite(count) or count != np.floor(count)):
-        raise ValueError(f"{path}: `num_images` must be a whole number (the images behind mu and sigma), "
-                         f"but got {count.tolist()!r}")  # fmt: skip
-    mu = torch.from_numpy(arrays["mu"].astype(np.float64))
-    sigma = torch.from_numpy(arrays["sigma"].astype(np.float64))
-    return mu, sigma, None if count is None else int(count)
-
-
-def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> None:
-    """:func:`check_statistics` for a facegan cache file's states, and its per-image features if kept."""
+def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) -> dict[str, Any]:
+    """``stats``, a facegan cache file's contents, after :func:`check_statistics` of its states and a
+    check of its per-image features if kept."""
     missing = [name for name in REAL_STATES if not isinstance(stats.get(name), Tensor)]
     if missing:
         raise ValueError(f"{path}: a facegan statistics file without {missing}; compute the statistics again")
-    total, cov_total, count = (stats[name].double() for name in REAL_STATES)
+    total, _, count = (stats[name] for name in REAL_STATES)
     if count.numel() != 1 or total.ndim != 1:
         raise ValueError(f"{path}: damaged statistics (image count {tuple(count.shape)}, feature sum "
                          f"{tuple(total.shape)}); compute the statistics again")  # fmt: skip
-    n = float(count)
-    if not n >= 2:  # also NaN
-        raise ValueError(f"{path}: statistics of {n:g} images; FID needs at least 2")
-    mu = total / n
-    sigma = cov_total - n * torch.outer(mu, mu) if cov_total.shape == (len(mu),) * 2 else cov_total
-    check_statistics(mu, sigma / (n - 1), n, path, num_features)
+    mu, sigma, n = mean_cov([stats[name] for name in REAL_STATES])
+    check_statistics(mu, sigma, n, path, num_features)
     features = stats.get("features")
     if features is not None and (
         not isinstance(features, Tensor)
@@ -730,15 +678,14 @@ def check_cached(stats: dict[str, Any], path: Path, num_features: int | None) ->
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
         raise ValueError(f"{path}: damaged per-image features {shape} (expected ({int(n)}, {len(mu)}), "
                          "finite); compute the statistics again")  # fmt: skip
+    return stats
 
 
 def check_statistics(
     mu: Tensor, sigma: Tensor, count: float, path: str | Path, num_features: int | None = None
 ) -> None:
-    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault): a damaged file
-    would otherwise crash the eigenvalue step (NaN) or give a negative "FID" (no covariance). Checked
-    before any image is read; costs one symmetric eigendecomposition (0.3 s at D = 2048, one thread).
-    """
+    """Refuse statistics FID cannot use (``ValueError`` naming ``path`` and the fault), which would crash
+    the eigenvalue step (NaN) or give a negative "FID"; before any image is read (0.3 s at D = 2048)."""
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: `mu` {tuple(mu.shape)} and `sigma` {tuple(sigma.shape)} do not match "
                          "(mu must be (D,), sigma (D, D))")  # fmt: skip
@@ -767,13 +714,21 @@ def check_statistics(
                          f"{highest:.4g}), so not a covariance matrix; compute the statistics again")  # fmt: skip
 
 
+def mean_cov(states: Sequence[Tensor]) -> tuple[Tensor, Tensor, float]:
+    """``(mu, sigma, n)``, float64, of real states: torchmetrics keeps sums, so mean = sum / n and
+    cov = (cov_sum - n mean mean^T) / (n - 1) (a damaged cov sum is left for check_statistics to name)."""
+    total, cov_total, count = (state.double().cpu() for state in states)
+    n = float(count)
+    mu = total / n
+    if cov_total.shape == (len(mu),) * 2:
+        cov_total = cov_total - n * torch.outer(mu, mu)
+    return mu, cov_total / (n - 1), n
+
+
 def save_npz(path: str | Path, states: list[Tensor]) -> Path:
     """Write real states as pytorch-fid's ``.npz`` (``mu``, ``sigma``, float64) plus ``num_images``."""
-    total, cov_total, count = (state.double().cpu() for state in states)
-    n = int(count)
-    mu = total / n
-    sigma = (cov_total - n * torch.outer(mu, mu)) / (n - 1)
+    mu, sigma, n = mean_cov(states)
     path = Path(path).expanduser()
     with atomic_write(path) as file:
-        np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(n))
+        np.savez(file, mu=mu.numpy(), sigma=sigma.numpy(), num_images=np.int64(round(n)))
     return path
