@@ -8,6 +8,7 @@ resolution, so the same recipe serves 32, 64 and 128 px.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -17,16 +18,22 @@ def num_halvings(image_size: int) -> int:
     return int(math.log2(image_size // 4))
 
 
-def _dcgan_init(module: nn.Module) -> None:
-    """N(0, 0.02) for conv weights, N(1, 0.02) for BatchNorm scales, zero biases (Radford et al.)."""
+def init_weights(module: nn.Module, init: Callable[[nn.Module], object], batch_norm: bool = False) -> None:
+    """``init(layer)`` for every conv and dense layer, zero biases; with ``batch_norm``, BatchNorm scales
+    ``N(1, 0.02)`` and zero shifts (Radford et al.). Every family's, in ``modules()`` order."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            init(m)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif batch_norm and isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) for conv weights (Radford et al.)."""
+    init_weights(module, lambda m: nn.init.normal_(m.weight, 0.0, 0.02), batch_norm=True)
 
 
 class DCGANGenerator(nn.Module):
