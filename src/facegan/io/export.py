@@ -31,7 +31,7 @@ from facegan.images import grid_image
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
 from facegan.io.hub import REPO_ID, download, is_repo_id, upload
-from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
+from facegan.nets import NetworkConfig, build_generator
 from facegan.nets.custom import (
     build_from_record,
     checked_record,
@@ -51,8 +51,14 @@ CONFIG_FILE = constants.CONFIG_NAME
 CARD_FILE = constants.REPOCARD_NAME
 SAMPLES_FILE = "samples.png"
 EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)  # written in this order: config last
-FIELDS = ("arch", "image_size", "latent_dim", "g_channels", "blocks_per_stage")  # of version 2; 3: OWN_FIELDS
-OWN_FIELDS = ("generator", "image_size", "latent_dim")
+FIELDS: tuple[str, ...] = (
+    "arch",
+    "image_size",
+    "latent_dim",
+    "g_channels",
+    "blocks_per_stage",
+)  # of version 2; 3: OWN_FIELDS
+OWN_FIELDS: tuple[str, ...] = ("generator", "image_size", "latent_dim")
 LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
 GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
 TASK = "unconditional-image-generation"
@@ -96,9 +102,7 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
     for name in fields:
         if name not in meta:
             raise CheckpointError(f"{where} lacks the setting {name!r}")
-    if not own and (not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES):
-        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    for name in fields[1:]:
+    for name in fields[1:]:  # `arch` is checked by NetworkConfig
         value = meta[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
@@ -269,9 +273,8 @@ def _plain(value: Any) -> Any:
 
 
 def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) -> ModelCard:
-    """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or a folder name): what the
-    generator is, how it was trained (the hyperparameters as YAML), the last of ``evaluations``
-    (``FIDMonitor.history`` entries) and how to load it; the metadata is what the Hub indexes."""
+    """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or folder name): the generator,
+    its hyperparameters, the last of ``evaluations`` (``FIDMonitor.history``) and how to load it."""
     hparams = dict(model.hparams)
     own = hparams.get("generator")  # a user's own generator's record, else the registry's `arch`
     arch, tag = (own["class_path"], "custom") if own else (model.net_config.arch, model.net_config.arch)

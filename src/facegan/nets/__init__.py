@@ -34,7 +34,7 @@ class NetworkConfig:
     blocks_per_stage: int = 2  # r3gan: residual blocks per resolution
 
     def __post_init__(self) -> None:
-        if self.arch not in FAMILIES:
+        if not isinstance(self.arch, str) or self.arch not in FAMILIES:
             raise ValueError(f"`arch` must be one of {ARCHITECTURES}, but got {self.arch!r}")
         sizes = FAMILIES[self.arch].sizes
         if self.image_size not in sizes:

@@ -1,9 +1,6 @@
-"""DCGAN (Radford et al. 2015, "Unsupervised Representation Learning with Deep Convolutional GANs").
-
-G = transposed convs + BatchNorm + ReLU, tanh output; D = strided convs + BatchNorm + LeakyReLU(0.2)
-(no BatchNorm on the first layer); weights ~ N(0, 0.02). Widths double at every halving of the
-resolution, so the same recipe serves 32, 64 and 128 px.
-"""
+"""DCGAN (Radford et al. 2015): G = transposed convs + BatchNorm + ReLU, tanh; D = strided convs +
+BatchNorm (not on the first layer) + LeakyReLU(0.2); weights ~ N(0, 0.02). Widths double at every
+halving of the resolution, so the same recipe serves 32, 64 and 128 px."""
 
 from __future__ import annotations
 
@@ -18,11 +15,14 @@ def num_halvings(image_size: int) -> int:
     return int(math.log2(image_size // 4))
 
 
-def init_weights(module: nn.Module, init: Callable[[nn.Module], object], batch_norm: bool = False) -> None:
+Layer = nn.Conv2d | nn.ConvTranspose2d | nn.Linear  # the layers whose weights each family initializes
+
+
+def init_weights(module: nn.Module, init: Callable[[Layer], object], batch_norm: bool = False) -> None:
     """``init(layer)`` for every conv and dense layer, zero biases; with ``batch_norm``, BatchNorm scales
     ``N(1, 0.02)`` and zero shifts (Radford et al.). Every family's, in ``modules()`` order."""
     for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        if isinstance(m, Layer):
             init(m)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

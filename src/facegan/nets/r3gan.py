@@ -81,13 +81,10 @@ class ResidualBlock(nn.Module):
 
 
 class Resample(nn.Module):
-    """Bilinear x2 up- or downsampling, with a 1x1 conv where the width changes (before going up,
-    after going down: always at the lower resolution, where it is cheaper).
-
-    Down is the antialiased bilinear filter ``[1, 3, 3, 1] / 8`` per axis, stride 2 (edges
-    replicated), as a fixed depthwise convolution: it runs in bfloat16 on CPUs and has the double
-    backward R1/R2 need (``F.interpolate(antialias=True)`` has neither on CPU).
-    """
+    """Bilinear x2 up- or downsampling, a 1x1 conv where the width changes (at the lower resolution).
+    Down is the antialiased filter ``[1, 3, 3, 1] / 8`` per axis, stride 2, edges replicated, as a fixed
+    depthwise conv: unlike ``F.interpolate(antialias=True)`` on CPU, it runs in bfloat16 and has the
+    double backward R1/R2 need."""
 
     def __init__(self, c_in: int, c_out: int, up: bool) -> None:
         super().__init__()
@@ -130,8 +127,7 @@ class R3GANGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         x = self.basis.unsqueeze(0) * self.modulation(z)[:, :, None, None]  # (N, W0, 4, 4)
         images = self.to_rgb(self.stages(x))  # (N, 3, S, S)
-        # Trained unbounded, as the paper (no tanh); in eval mode (sampling, exports) images are
-        # clamped to [-1, 1], the range every facegan generator gives.
+        # trained unbounded as the paper's (no tanh); clamped in eval mode, facegan's range
         return images if self.training else images.clamp(-1.0, 1.0)
 
 

@@ -1,9 +1,6 @@
-"""The SNGAN ResNet pair (Miyato et al. 2018, as in Mimicry's SNGAN at 64 px).
-
-G = dense 4x4 projection + pre-activation residual blocks with nearest x2 upsampling + BatchNorm,
-ReLU, 3x3 conv, tanh; D = residual blocks with average-pool downsampling, ReLU, global sum pooling,
-dense. Meant to be trained with spectral normalization in D (its default) and the hinge loss.
-"""
+"""The SNGAN ResNet pair (Miyato et al. 2018, as Mimicry's SNGAN-64): G = dense 4x4 projection,
+pre-activation residual blocks with nearest x2 upsampling, BN-ReLU-conv3-tanh; D = residual blocks with
+average pooling, ReLU, global sum pooling, dense. Train it with spectral norm in D (its default) and hinge."""
 
 from __future__ import annotations
 
