@@ -51,14 +51,10 @@ CONFIG_FILE = constants.CONFIG_NAME
 CARD_FILE = constants.REPOCARD_NAME
 SAMPLES_FILE = "samples.png"
 EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)  # written in this order: config last
-FIELDS: tuple[str, ...] = (
-    "arch",
-    "image_size",
-    "latent_dim",
-    "g_channels",
-    "blocks_per_stage",
-)  # of version 2; 3: OWN_FIELDS
-OWN_FIELDS: tuple[str, ...] = ("generator", "image_size", "latent_dim")
+FIELDS = {  # config.json's settings, by format version (1 has 2's), each an int but the first
+    FORMAT_VERSION: ("arch", "image_size", "latent_dim", "g_channels", "blocks_per_stage"),
+    OWN_NETWORK_VERSION: ("generator", "image_size", "latent_dim"),
+}
 LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
 GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
 TASK = "unconditional-image-generation"
@@ -97,7 +93,7 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
             f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
         )
     own = version == OWN_NETWORK_VERSION
-    fields = OWN_FIELDS if own else FIELDS
+    fields = FIELDS[OWN_NETWORK_VERSION if own else FORMAT_VERSION]
     meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
     for name in fields:
         if name not in meta:
@@ -114,7 +110,7 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
         config: NetworkConfig | dict[str, Any] = meta["generator"]
     else:
         try:
-            config = NetworkConfig(**{name: meta[name] for name in FIELDS})
+            config = NetworkConfig(**{name: meta[name] for name in fields})
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
     weights_path = folder / WEIGHTS_FILES[version]
@@ -140,8 +136,8 @@ def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path
     holding NaN or infinity (they load silently and give black images); float widths are cast."""
     for name, expected in generator.state_dict().items():
         tensor = tensors[name]
-        if expected.is_floating_point() != tensor.is_floating_point() or (
-            not expected.is_floating_point() and tensor.dtype != expected.dtype
+        if tensor.dtype != expected.dtype and not (
+            expected.is_floating_point() and tensor.is_floating_point()
         ):
             kind = "a floating-point tensor" if expected.is_floating_point() else str(expected.dtype)
             raise CheckpointError(
@@ -400,11 +396,11 @@ def export_generator(
     grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(grid, format="PNG")
     generator = model.standing_generator()  # as sample() runs it: standing BatchNorm statistics
     tensors = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
-    if model.hparams.get("generator") is not None:  # a user's own generator: version 3
-        version, fields, source = OWN_NETWORK_VERSION, OWN_FIELDS, model.hparams
-    else:
-        version, fields, source = FORMAT_VERSION, FIELDS, vars(model.net_config)
-    built = {name: source[name] for name in fields}
+    own = model.hparams.get("generator") is not None  # a user's own generator: version 3
+    version, source = (
+        (OWN_NETWORK_VERSION, model.hparams) if own else (FORMAT_VERSION, vars(model.net_config))
+    )
+    built = {name: source[name] for name in FIELDS[version]}
     config = {"format": FORMAT, "format_version": version, **built, "output_range": [-1.0, 1.0]}
     contents = {
         SAMPLES_FILE: grid.getvalue(),
