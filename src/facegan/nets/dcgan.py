@@ -44,17 +44,11 @@ class DCGANGenerator(nn.Module):
         self.image_size, self.latent_dim, self.channels = image_size, latent_dim, channels
         n = num_halvings(image_size)
         widths = [channels * 2 ** (n - 1 - i) for i in range(n)]  # 64 px, 64 -> [512, 256, 128, 64]
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False),  # (N, w0, 4, 4)
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        ]
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [
-                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # doubles H and W
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-            ]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip([latent_dim, *widths[:-1]], widths, strict=True)):
+            stride, padding = (1, 0) if i == 0 else (2, 1)  # 1x1 -> 4x4, then doubling H and W
+            conv = nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=False)
+            layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]  # (N, 3, S, S)
         self.net = nn.Sequential(*layers)
         _dcgan_init(self)
