@@ -1,9 +1,5 @@
-"""The one way facegan writes a file that others may read: a temporary file, fsync, rename.
-
-Readers (a resume, another process, the next run) see the previous complete file or the new one, never
-a truncated one. ``os.replace`` is atomic only within a file system, so the temporary file lives beside
-the target, not in the system temp folder.
-"""
+"""The one way facegan writes a file that others may read: a temporary file beside the target (``os.replace``
+is atomic only within a file system), fsync, rename; readers never see a truncated file."""
 
 from __future__ import annotations
 
@@ -26,11 +22,8 @@ WRITE_ERRNOS = set(_ADVICE)
 
 
 class WriteError(OSError):
-    """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...).
-
-    The message names the path, the reason, what to do (``advice``; by default the reason's usual
-    advice) and what became of the files there (``outcome``).
-    """
+    """A file or folder facegan must write cannot be written (disk full, read-only, not a folder...); the
+    message names the path, the reason, what to do (``advice``, by default the reason's) and ``outcome``."""
 
     def __init__(
         self,
@@ -54,11 +47,8 @@ def temp_name(target: Path) -> Path:
 
 @contextmanager
 def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``target``; on a clean exit fsync it and rename it to ``target``.
-
-    On an exception (``KeyboardInterrupt`` included) the temporary file is removed and ``target`` is
-    left as it was. The folder is created if needed.
-    """
+    """Open a temporary file beside ``target`` (its folder created if needed); on a clean exit fsync it and
+    rename it to ``target``; on an exception (``KeyboardInterrupt`` too) remove it, ``target`` unchanged."""
     target = Path(target)
     tmp = temp_name(target)
     try:
@@ -91,11 +81,8 @@ def atomic_write(target: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def check_writable(folder: str | os.PathLike) -> None:
-    """Create ``folder`` if needed and write a test file there; :class:`WriteError` if that fails.
-
-    Run before training, so a read-only or misnamed output folder fails at once with one line rather
-    than after the first epoch (or in a library's traceback).
-    """
+    """Create ``folder`` if needed and write a test file there; :class:`WriteError` if that fails (run
+    before training: a read-only output folder fails at once, not after the first epoch)."""
     test_file = Path(folder) / ".facegan-write-test"
     with atomic_write(test_file):
         pass
@@ -103,12 +90,8 @@ def check_writable(folder: str | os.PathLike) -> None:
 
 
 def remove_abandoned(folder: Path, pattern: str = "*") -> list[Path]:
-    """Delete the temporary files (of targets matching ``pattern``) left by this host's dead processes.
-
-    A process killed outright (SIGKILL, out of memory) never removes its temporary file. Only this
-    host's are judged: on a shared network folder another machine's process id means nothing here.
-    Returns the files removed.
-    """
+    """Delete and return the temporary files (of targets matching ``pattern``) that this host's dead
+    processes left (SIGKILL, out of memory); another machine's process ids mean nothing here."""
     removed = []
     for tmp in Path(folder).glob(f".{pattern}.{socket.gethostname()}.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]

@@ -16,8 +16,8 @@ class CheckpointError(ValueError):
     """A checkpoint or export that cannot be used (missing, foreign, tampered, incomplete)."""
 
 
-def check_checkpoint_path(path: str | os.PathLike) -> Path:
-    """``path`` as a ``Path`` if it is a file; else :class:`CheckpointError` saying what it is instead."""
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Lightning checkpoint written by facegan without executing anything from it."""
     path = Path(path)
     if path.is_dir():
         from facegan.io.export import is_export_folder  # it imports this module
@@ -31,12 +31,6 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the .ckpt file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a Lightning checkpoint written by facegan without executing anything from it."""
-    path = check_checkpoint_path(path)
     try:
         # mmap: tensors are read when used, so checking a checkpoint's settings costs no full read
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -61,12 +55,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def model_from_checkpoint(
     path: str | os.PathLike, checkpoint: dict[str, Any] | None = None, trust_code: bool = False
 ) -> Any:
-    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode.
-
-    ``checkpoint``: ``load_checkpoint(path)``, when the caller has read it. ``trust_code``: load a
-    checkpoint of a user's own networks, which imports and runs their ``class_path``'s modules and
-    ``__init__`` (:mod:`facegan.nets.custom`); only for checkpoints you trust.
-    """
+    """A :class:`facegan.FaceGAN` with the weights and buffers of ``path`` (safe loading), in eval mode;
+    ``checkpoint``: ``load_checkpoint(path)`` if read already; ``trust_code``: allow a user's own
+    networks, whose modules are imported and run (:mod:`facegan.nets.custom`)."""
     from facegan.nets.custom import refuse_untrusted
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
 

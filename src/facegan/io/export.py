@@ -1,14 +1,11 @@
 """Exports: the sampling generator alone as a Hugging Face Hub model folder, written and read back.
 
-``model.safetensors`` (the state dict, standing BatchNorm statistics included, so ``eval()`` reproduces
-``FaceGAN.sample``), ``config.json`` (what to build: format version 2 a registry ``arch``, 3 a user's
-own class as ``class_path`` + ``init_args``; version 1 held ``generator.safetensors``; each is read),
-``README.md`` (the model card) and ``samples.png``. Reading needs no Lightning, torchmetrics or W&B.
-
-Reading checks config.json and the weights' header before building anything (a tampered config cannot
-make it allocate memory or spend minutes building), the weights' kinds and values before loading them,
-and never unpickles; a version-3 export runs its class's code, so it needs ``trust_code=True``. Each
-file is written atomically, config.json last: an interrupted export never leaves a config without weights.
+``model.safetensors`` (the state dict, standing BatchNorm statistics included), ``config.json`` (format
+version 2: a registry ``arch``; 3: a user's own class as ``class_path`` + ``init_args``, read only with
+``trust_code``; 1: weights in ``generator.safetensors``), ``README.md`` (the card) and ``samples.png``.
+Reading needs no Lightning, torchmetrics or W&B, never unpickles, and checks config.json and the weights'
+header before building anything (a tampered config cannot make it allocate memory or spend minutes).
+Each file is written atomically, config.json last: an interrupted export never leaves a config alone.
 """
 
 from __future__ import annotations
@@ -34,8 +31,14 @@ from facegan.images import grid_image
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 from facegan.io.checkpoints import CheckpointError
 from facegan.io.hub import REPO_ID, download, is_repo_id, upload
-from facegan.nets import ARCHITECTURES, NetworkConfig, build_generator
-from facegan.nets.custom import build_from_record, checked_record, refuse_untrusted
+from facegan.nets import NetworkConfig, build_generator
+from facegan.nets.custom import (
+    build_from_record,
+    checked_record,
+    meta_shapes,
+    refuse_untrusted,
+    shape_differences,
+)
 
 __all__ = ["export_generator", "load_generator"]
 
@@ -48,6 +51,10 @@ CONFIG_FILE = constants.CONFIG_NAME
 CARD_FILE = constants.REPOCARD_NAME
 SAMPLES_FILE = "samples.png"
 EXPORT_FILES = (SAMPLES_FILE, WEIGHTS_FILE, CARD_FILE, CONFIG_FILE)  # written in this order: config last
+FIELDS = {  # config.json's settings, by format version (1 has 2's), each an int but the first
+    FORMAT_VERSION: ("arch", "image_size", "latent_dim", "g_channels", "blocks_per_stage"),
+    OWN_NETWORK_VERSION: ("generator", "image_size", "latent_dim"),
+}
 LIMITS = {"latent_dim": (1, 1 << 16), "g_channels": (1, 1 << 13)}  # far beyond any real generator
 GRID_IMAGES = 16  # samples in the card's grid (4 x 4), from the model's fixed latents
 TASK = "unconditional-image-generation"
@@ -86,14 +93,12 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
             f"{', '.join(map(str, WEIGHTS_FILES))} (a newer facegan may read it)"
         )
     own = version == OWN_NETWORK_VERSION
-    ints = ["image_size", "latent_dim"] + ([] if own else ["g_channels", "blocks_per_stage"])
+    fields = FIELDS[OWN_NETWORK_VERSION if own else FORMAT_VERSION]
     meta = {"blocks_per_stage": 2, **meta}  # exports before r3gan have no such setting
-    for name in ["generator" if own else "arch", *ints]:
+    for name in fields:
         if name not in meta:
             raise CheckpointError(f"{where} lacks the setting {name!r}")
-    if not own and (not isinstance(meta["arch"], str) or meta["arch"] not in ARCHITECTURES):
-        raise CheckpointError(f"{where}: `arch` must be one of {ARCHITECTURES}, but got {meta['arch']!r}")
-    for name in ints:
+    for name in fields[1:]:  # `arch` is checked by NetworkConfig
         value = meta[name]
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{where}: `{name}` must be an integer, but got {value!r}")
@@ -105,7 +110,7 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
         config: NetworkConfig | dict[str, Any] = meta["generator"]
     else:
         try:
-            config = NetworkConfig(arch=meta["arch"], **{name: meta[name] for name in ints})
+            config = NetworkConfig(**{name: meta[name] for name in fields})
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
     weights_path = folder / WEIGHTS_FILES[version]
@@ -116,22 +121,13 @@ def read_config(folder: Path) -> tuple[NetworkConfig | dict[str, Any], Path]:
     return config, weights_path
 
 
-def _shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
-    """Every state-dict tensor shape of the generator ``build`` makes, built on the meta device (no memory)."""
-    with torch.device("meta"):
-        generator = build()
-    return {name: tuple(tensor.shape) for name, tensor in generator.state_dict().items()}
-
-
 def _tensor_count(config: NetworkConfig) -> int:
-    """How many tensors ``config``'s generator has, from two builds of one and two blocks per stage.
-
-    A build costs time in proportion to its blocks, even on the meta device (about 7 ms per
-    ``blocks_per_stage`` of a 32 px r3gan): a config.json asking for 65536 would take minutes before
-    the header comparison could refuse it. The count is affine in ``blocks_per_stage`` (constant for
-    families without blocks), so two tiny builds give it for any value.
-    """
-    one, two = (len(_shapes(partial(build_generator, replace(config, blocks_per_stage=n)))) for n in (1, 2))
+    """How many tensors ``config``'s generator has, from two builds of one and two blocks per stage: a
+    build costs time per block even on the meta device (a config.json asking for 65536 would take
+    minutes), and the count is affine in ``blocks_per_stage``."""
+    one, two = (
+        len(meta_shapes(partial(build_generator, replace(config, blocks_per_stage=n)))) for n in (1, 2)
+    )
     return one + (config.blocks_per_stage - 1) * (two - one)
 
 
@@ -140,8 +136,8 @@ def _check_values(tensors: dict[str, Tensor], generator: nn.Module, weights_path
     holding NaN or infinity (they load silently and give black images); float widths are cast."""
     for name, expected in generator.state_dict().items():
         tensor = tensors[name]
-        if expected.is_floating_point() != tensor.is_floating_point() or (
-            not expected.is_floating_point() and tensor.dtype != expected.dtype
+        if tensor.dtype != expected.dtype and not (
+            expected.is_floating_point() and tensor.is_floating_point()
         ):
             kind = "a floating-point tensor" if expected.is_floating_point() else str(expected.dtype)
             raise CheckpointError(
@@ -176,9 +172,9 @@ def _load_folder(folder: Path, trust_code: bool) -> nn.Module:
         where = f"the export {str(folder)!r}"
         refuse_untrusted({"generator": config}, where, trust_code)
         build = partial(build_from_record, config, f"{where}: `generator`")
-    expected = _shapes(build)
+    expected = meta_shapes(build)
     if stored != expected:
-        wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+        wrong = shape_differences(expected, stored)
         raise CheckpointError(
             f"{str(weights_path)!r} does not match the config in {CONFIG_FILE} ({len(wrong)} tensors differ, "
             f"e.g. {wrong[0]!r}: {stored.get(wrong[0])} stored, {expected.get(wrong[0])} expected)"
@@ -273,9 +269,8 @@ def _plain(value: Any) -> Any:
 
 
 def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) -> ModelCard:
-    """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or a folder name): what the
-    generator is, how it was trained (the hyperparameters as YAML), the last of ``evaluations``
-    (``FIDMonitor.history`` entries) and how to load it; the metadata is what the Hub indexes."""
+    """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or folder name): the generator,
+    its hyperparameters, the last of ``evaluations`` (``FIDMonitor.history``) and how to load it."""
     hparams = dict(model.hparams)
     own = hparams.get("generator")  # a user's own generator's record, else the registry's `arch`
     arch, tag = (own["class_path"], "custom") if own else (model.net_config.arch, model.net_config.arch)
@@ -401,14 +396,12 @@ def export_generator(
     grid_image(model.sample(z=z), nrow=math.ceil(math.sqrt(len(z)))).save(grid, format="PNG")
     generator = model.standing_generator()  # as sample() runs it: standing BatchNorm statistics
     tensors = {name: t.detach().cpu().contiguous() for name, t in generator.state_dict().items()}
-    hp, c = model.hparams, model.net_config
-    if hp.get("generator") is not None:  # a user's own generator: version 3
-        built = {"format_version": OWN_NETWORK_VERSION, "generator": hp.generator}
-        built |= {"image_size": hp.image_size, "latent_dim": hp.latent_dim}
-    else:
-        built = {"format_version": FORMAT_VERSION, "arch": c.arch, "image_size": c.image_size,
-                 "latent_dim": c.latent_dim, "g_channels": c.g_channels, "blocks_per_stage": c.blocks_per_stage}  # fmt: skip
-    config = {"format": FORMAT, **built, "output_range": [-1.0, 1.0]}
+    own = model.hparams.get("generator") is not None  # a user's own generator: version 3
+    version, source = (
+        (OWN_NETWORK_VERSION, model.hparams) if own else (FORMAT_VERSION, vars(model.net_config))
+    )
+    built = {name: source[name] for name in FIELDS[version]}
+    config = {"format": FORMAT, "format_version": version, **built, "output_range": [-1.0, 1.0]}
     contents = {
         SAMPLES_FILE: grid.getvalue(),
         WEIGHTS_FILE: save(tensors, metadata={"format": "pt"}),  # "pt": what Hub/transformers loaders expect

@@ -1,8 +1,5 @@
-"""The Hugging Face Hub side of exports: telling a repo id from a path, downloading, uploading.
-
-Downloads go to the Hugging Face cache (a repo loaded before is read from there offline). Every
-failure becomes one :class:`HubError` naming the repo and what is needed (network, a token).
-"""
+"""The Hugging Face Hub side of exports: telling a repo id from a path, downloading (to the Hugging Face
+cache), uploading; every failure is one :class:`HubError` naming the repo and what is needed."""
 
 from __future__ import annotations
 
@@ -71,10 +68,8 @@ def download(repo_id: str, files: list[str], revision: str | None = None, token:
 def upload(
     folder: Path, repo_id: str, files: list[str], private: bool | None = None, token: str | None = None
 ) -> str:
-    """Upload ``files`` of ``folder`` to the Hub model repo ``repo_id`` (created if needed); the commit URL.
-
-    ``private=None`` leaves a new repo's visibility to the Hub; an existing repo keeps its own.
-    """
+    """Upload ``files`` of ``folder`` to the Hub model repo ``repo_id`` (created, ``private=None``: as the
+    Hub's default, if needed; an existing repo keeps its visibility); the commit URL."""
     api = HfApi(token=token, library_name="facegan", library_version=__version__)
     try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -1,13 +1,8 @@
-"""A user's own networks (``FaceGAN(generator=MyG(...), discriminator=MyD(...))``) and the record that
-rebuilds them, under the contract of :mod:`facegan.nets.registry`.
-
-Checkpoints and exports keep no pickled object but a *record*, in the form jsonargparse (and so
-``python -m facegan fit --config``) reads: ``{"class_path": "my_package.nets.MyG", "init_args": {...}}``.
-The arguments are read back from the network as attributes of the same name (as scikit-learn reads an
-estimator's parameters), so ``__init__`` must store each of them unchanged, as JSON values; a record is
-checked when made by rebuilding the class on the meta device and comparing every tensor's shape.
-Building from a record imports the named module and runs its code: facegan's file readers do so only
-when told to trust the file (``trust_code=True``, ``--trust-code``).
+"""A user's own networks (``FaceGAN(generator=MyG(...))``, under the contract of :mod:`facegan.nets`) and
+the record that rebuilds them without pickle, in jsonargparse's form: ``{"class_path": "pkg.MyG",
+"init_args": {...}}``. The arguments are read back as attributes of the same name (as scikit-learn does),
+and checked by a rebuild on the meta device. Building imports the module and runs its code: file readers
+do so only with ``trust_code=True`` (``--trust-code``).
 """
 
 from __future__ import annotations
@@ -16,12 +11,25 @@ import importlib
 import inspect
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")  # module.Class, module a dotted name
+
+
+def meta_shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Every state-dict tensor shape of the network ``build`` makes, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        net = build()
+    return {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
+
+
+def shape_differences(a: dict[str, tuple[int, ...]], b: dict[str, tuple[int, ...]]) -> list[str]:
+    """The tensors only one of ``a`` and ``b`` names, else those they shape differently."""
+    return sorted(set(a) ^ set(b)) or [name for name in a if a[name] != b[name]]
 
 
 def _plain_json(value: Any) -> Any:
@@ -58,10 +66,9 @@ def net_record(net: nn.Module, role: str) -> dict[str, Any]:
             ) from None
     record = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
     given = {key: tuple(t.shape) for key, t in net.state_dict().items()}
-    with torch.device("meta"):
-        rebuilt = {key: tuple(t.shape) for key, t in cls(**init_args).state_dict().items()}
+    rebuilt = meta_shapes(lambda: cls(**init_args))
     if rebuilt != given:
-        differ = sorted(set(given) ^ set(rebuilt)) or [k for k in given if given[k] != rebuilt[k]]
+        differ = shape_differences(given, rebuilt)
         raise ValueError(
             f"{name} rebuilt from its recorded arguments {init_args} has other tensors than the one given "
             f"(e.g. {differ[0]!r}: {given.get(differ[0])} given, {rebuilt.get(differ[0])} rebuilt): "
@@ -128,24 +135,29 @@ def check_pair(generator: nn.Module, discriminator: nn.Module, latent_dim: int, 
     z = torch.randn(2, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
     modes = generator.training, discriminator.training
     generator.eval(), discriminator.eval()
+    size = f"{image_size}, {image_size}"
     try:
         with torch.no_grad():
-            images = generator(z)
-            expected = (2, 3, image_size, image_size)
-            if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
-                got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-                raise ValueError(
-                    f"FaceGAN: the generator {type(generator).__name__} maps z (2, {latent_dim}) to {got}, "
-                    f"but must give images {expected} (image_size={image_size})"
-                )
+            images = _checked(
+                generator(z),
+                (2, 3, image_size, image_size),
+                f"the generator {type(generator).__name__} maps z (2, {latent_dim})",
+                f"images (2, 3, {size}) (image_size={image_size})",
+            )
             images = images.to(next(iter(discriminator.parameters()), images).device)
-            logits = discriminator(images)
-            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2,):
-                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                raise ValueError(
-                    f"FaceGAN: the discriminator {type(discriminator).__name__} maps images (2, 3, "
-                    f"{image_size}, {image_size}) to {got}, but must give one logit per image, (2,) "
-                    "(e.g. end forward with `.flatten()` or `.squeeze(1)`)"
-                )
+            _checked(
+                discriminator(images),
+                (2,),
+                f"the discriminator {type(discriminator).__name__} maps images (2, 3, {size})",
+                "one logit per image, (2,) (e.g. end forward with `.flatten()` or `.squeeze(1)`)",
+            )
     finally:
         generator.train(modes[0]), discriminator.train(modes[1])
+
+
+def _checked(output: Any, shape: tuple[int, ...], what: str, must: str) -> torch.Tensor:
+    """``output`` if it is a tensor of ``shape``; else ``ValueError``: "FaceGAN: {what} to ..., but must give {must}"."""
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"FaceGAN: {what} to {got}, but must give {must}")
+    return output

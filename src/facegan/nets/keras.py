@@ -8,14 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from facegan.nets.dcgan import init_weights
+
 
 def _keras_init(module: nn.Module) -> None:
     """Keras defaults: Glorot-uniform kernels, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    init_weights(module, lambda m: nn.init.xavier_uniform_(m.weight))
 
 
 class KerasGenerator(nn.Module):

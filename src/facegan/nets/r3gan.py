@@ -1,15 +1,9 @@
-"""The R3GAN pair (Huang, Gokaslan, Kuleshov, Tompkin, NeurIPS 2024, "The GAN is dead; long live the
-GAN! A Modern GAN Baseline"): a modernized ResNet for G and D, no normalization layers, no tricks.
-
-A block is an inverted bottleneck ``x + conv1x1(act(grouped_conv3x3(act(conv1x1(x)))))`` (groups of 16
-channels, ResNeXt's cardinality); its last layer starts at zero (fix-up: the identity at init) and the
-others are scaled by ``L ** -1/4`` for ``L`` blocks, so the variance stays put however deep. No
-BatchNorm: an image depends on its latent only (``sample()`` needs no standing statistics). The only
-biases are the activations'; weights are ``N(0, gain^2 / fan_in)`` (He, "MSR"), gains as the paper's.
-G modulates a learned 4x4 basis by ``z``, then stages with bilinear x2 upsampling and a 1x1 conv to RGB
-(no tanh); D mirrors it, ending in a depthwise 4x4 conv and a linear layer. Widths: the paper's FFHQ
-presets, the base width (768) up to 32 px and half the previous one at each stage above. Train it
-with the ``rpgan`` loss and R1 + R2 (the paper's recipe).
+"""The R3GAN pair (Huang et al., NeurIPS 2024, "The GAN is dead; long live the GAN! A Modern GAN
+Baseline"): a modernized ResNet for G and D without normalization layers (``sample()`` needs no
+standing statistics). Blocks are inverted bottlenecks with grouped 3x3 convs, the last layer starting at
+zero (fix-up), the others scaled by ``L ** -1/4`` for ``L`` blocks; He init, the only biases the
+activations'. Widths: the paper's FFHQ presets (768 up to 32 px, halving above). Train it with the
+``rpgan`` loss and R1 + R2 (the paper's recipe).
 """
 
 from __future__ import annotations
@@ -87,13 +81,10 @@ class ResidualBlock(nn.Module):
 
 
 class Resample(nn.Module):
-    """Bilinear x2 up- or downsampling, with a 1x1 conv where the width changes (before going up,
-    after going down: always at the lower resolution, where it is cheaper).
-
-    Down is the antialiased bilinear filter ``[1, 3, 3, 1] / 8`` per axis, stride 2 (edges
-    replicated), as a fixed depthwise convolution: it runs in bfloat16 on CPUs and has the double
-    backward R1/R2 need (``F.interpolate(antialias=True)`` has neither on CPU).
-    """
+    """Bilinear x2 up- or downsampling, a 1x1 conv where the width changes (at the lower resolution).
+    Down is the antialiased filter ``[1, 3, 3, 1] / 8`` per axis, stride 2, edges replicated, as a fixed
+    depthwise conv: unlike ``F.interpolate(antialias=True)`` on CPU, it runs in bfloat16 and has the
+    double backward R1/R2 need."""
 
     def __init__(self, c_in: int, c_out: int, up: bool) -> None:
         super().__init__()
@@ -136,8 +127,7 @@ class R3GANGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         x = self.basis.unsqueeze(0) * self.modulation(z)[:, :, None, None]  # (N, W0, 4, 4)
         images = self.to_rgb(self.stages(x))  # (N, 3, S, S)
-        # Trained unbounded, as the paper (no tanh); in eval mode (sampling, exports) images are
-        # clamped to [-1, 1], the range every facegan generator gives.
+        # trained unbounded as the paper's (no tanh); clamped in eval mode, facegan's range
         return images if self.training else images.clamp(-1.0, 1.0)
 
 

@@ -1,9 +1,6 @@
-"""The SNGAN ResNet pair (Miyato et al. 2018, as in Mimicry's SNGAN at 64 px).
-
-G = dense 4x4 projection + pre-activation residual blocks with nearest x2 upsampling + BatchNorm,
-ReLU, 3x3 conv, tanh; D = residual blocks with average-pool downsampling, ReLU, global sum pooling,
-dense. Meant to be trained with spectral normalization in D (its default) and the hinge loss.
-"""
+"""The SNGAN ResNet pair (Miyato et al. 2018, as Mimicry's SNGAN-64): G = dense 4x4 projection,
+pre-activation residual blocks with nearest x2 upsampling, BN-ReLU-conv3-tanh; D = residual blocks with
+average pooling, ReLU, global sum pooling, dense. Train it with spectral norm in D (its default) and hinge."""
 
 from __future__ import annotations
 
@@ -12,21 +9,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from facegan.nets.dcgan import num_halvings
+from facegan.nets.dcgan import init_weights, num_halvings
 
 
 def _resnet_init(module: nn.Module) -> None:
     """SNGAN's init: Xavier-uniform, gain sqrt(2) in residual paths, 1 elsewhere; zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            gain = 1.0 if getattr(m, "plain_init", False) else math.sqrt(2.0)
-            nn.init.xavier_uniform_(m.weight, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    init_weights(module, lambda m: nn.init.xavier_uniform_(m.weight, getattr(m, "init_gain", math.sqrt(2.0))))
 
 
 def _plain(layer: nn.Module) -> nn.Module:
-    layer.plain_init = True  # type: ignore[assignment]  # see _resnet_init
+    layer.init_gain = 1.0  # type: ignore[assignment]  # see _resnet_init
     return layer
 
 
