@@ -11,36 +11,19 @@ import torch
 from torch import Tensor
 
 
-def _rgb(*colours: tuple[int, int, int]) -> np.ndarray:
-    return np.array(colours, dtype=np.float64) / 255.0
+def _rgb(colours: str) -> np.ndarray:
+    """Hex ``rrggbb`` colours (space-separated) -> float64 ``(K, 3)`` in ``[0, 1]``."""
+    return np.frombuffer(bytes.fromhex(colours), np.uint8).reshape(-1, 3).astype(np.float64) / 255.0
 
 
-SKIN = _rgb(
-    (255, 228, 206),
-    (243, 201, 172),
-    (226, 176, 140),
-    (200, 144, 104),
-    (168, 112, 76),
-    (132, 86, 56),
-    (98, 63, 42),
-    (70, 46, 32),
-)  # light -> dark, interpolated
-HAIR = _rgb(
-    (22, 18, 18),
-    (52, 34, 24),
-    (96, 62, 38),
-    (146, 100, 60),
-    (216, 182, 118),
-    (238, 214, 164),
-    (168, 72, 34),
-    (128, 124, 122),
-    (200, 198, 194),
-)  # black, browns, blondes, red, greys
+SKIN = _rgb("ffe4ce f3c9ac e2b08c c89068 a8704c 845638 623f2a 462e20")  # light -> dark, interpolated
+# Hair: black, browns, blondes, red, greys.
+HAIR = _rgb("161212 342218 603e26 92643c d8b676 eed6a4 a84822 807c7a c8c6c2")
 HAIR_CDF = np.cumsum([3.0, 3.0, 2.0, 1.5, 1.5, 0.7, 1.0, 0.8, 0.6])
 HAIR_CDF /= HAIR_CDF[-1]  # ends at exactly 1.0, so searchsorted on a draw in [0, 1) stays in range
-IRIS = _rgb((74, 44, 24), (40, 26, 18), (66, 112, 168), (78, 122, 84), (128, 98, 52), (104, 116, 124))
-LIP = _rgb((170, 60, 70))
-FRAME = _rgb((18, 18, 20), (92, 60, 40), (150, 150, 156), (130, 30, 34))
+IRIS = _rgb("4a2c18 281a12 4270a8 4e7a54 806234 68747c")
+LIP = _rgb("aa3c46")
+FRAME = _rgb("121214 5c3c28 96969c 821e22")
 # Hair styles (bald/buzz, short cap, bangs, long): front alpha, hairline y, hairline curvature, volume,
 # long back hair, fringe zig-zag depth.
 STYLES = np.array(
@@ -69,12 +52,12 @@ DRAWS = {
     "style": (0.0, 1.0),
     "buzz": (0.0, 0.5),
     "hairline": (-0.04, 0.04),
-    "tilt": (-0.18, 0.18),
+    "hair_tilt": (-0.18, 0.18),
     "volume": (0.6, 1.4),
     "hair_length": (0.55, 1.1),
     "clothes": (0.05, 0.9, 3),
-    "rx": (0.39, 0.48),
-    "ry": (0.54, 0.63),
+    "head_rx": (0.39, 0.48),
+    "head_ry": (0.54, 0.63),
     "jaw": (0.0, 0.35),
     "eye_y": (-0.1, -0.02),
     "eye_x": (0.16, 0.21),
@@ -153,17 +136,21 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
     hair = HAIR[np.searchsorted(HAIR_CDF, d["hair"])] * d["hair_gain"][:, None]
     top, lips = d["bg"] * 0.7 + d["bg_lift"][:, None], skin + (LIP - skin) * d["lip_mix"][:, None]
     style = STYLES[np.searchsorted(STYLE_CDF, d["style"])]  # (N, 6)
-    rx, ry, ex, ey, erx = d["rx"], d["ry"], d["eye_x"], d["eye_y"], d["eye_rx"]
+    rx, ry, ex, ey, erx = d["head_rx"], d["head_ry"], d["eye_x"], d["eye_y"], d["eye_rx"]
     nose_y, nose_w = d["nose_y"], d["nose_w"]
     ery, iris_r, vol, mw = erx * d["eye_aspect"], erx * 0.55, style[:, 3] * d["volume"], d["mouth_w"]
     expression = np.searchsorted([0.3, 0.75], d["expression"])  # neutral, smile, open
     mouth_open, eye_open = (expression == 2) * d["open"], 1.0 * (d["closed"] > 0.08)
-    p = {  # colours (N, 3) first, then scalars (N,) or constants: centres x/y, radii rx/ry, alphas _a
+    direct = (  # noqa: SIM905 (a list literal takes a line per name). Draws used as drawn.
+        "clothes rot tx ty scale shoulder_y shoulder_rx hair_length head_rx head_ry jaw light_x light shade "
+        "hair_tilt brow_slope brow_bend brow_w brow_len eye_x eye_y eye_rx gaze frame_w nose_y mouth_y mouth_w"
+    ).split()
+    p = {  # colours (N, 3), scalars (N,) or constants: centres x/y, radii rx/ry, alphas _a
+        **{k: d[k] for k in direct},
         "bg_top": top,
         "bg_bottom": top + (d["bg2"] - top) * d["bg_grad"].clip(0.0, None)[:, None],
         "skin": skin,
         "hair": hair,
-        "clothes": d["clothes"],
         "frame": FRAME[d["frame"].astype(int)],
         "iris": IRIS[d["iris"].astype(int)] * d["iris_gain"][:, None],
         "lips": lips,
@@ -176,15 +163,9 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
         "shadow_c": skin * 0.78,
         "side_c": skin * 0.7,
         "nostril_c": skin * 0.45,
-        "rot": d["rot"],
-        "tx": d["tx"],
-        "ty": d["ty"],
-        "scale": d["scale"],
         # Body: neck, shoulders, neckline; long hair behind the head; ears; head (jaw taper, shading).
         "neck_w": rx * 0.42,
         "neck_y": 0.3,
-        "shoulder_y": d["shoulder_y"],
-        "shoulder_rx": d["shoulder_rx"],
         "shoulder_ry": 0.42,
         "neckline_y": d["shoulder_y"] - 0.4,
         "neckline_rx": rx * 0.48,
@@ -192,19 +173,12 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
         "back_y": 0.2,
         "back_rx": rx + vol + 0.05,
         "back_ry": ry + 0.3,
-        "hair_length": d["hair_length"],
         "back_a": style[:, 4],
         "ear_x": rx * 0.96,
         "ear_y": ey + 0.07,
         "ear_rx": 0.055 * d["ear"],
         "ear_ry": 0.095 * d["ear"],
-        "head_rx": rx,
-        "head_ry": ry,
-        "jaw": d["jaw"],
-        "light_x": d["light_x"],
         "light_y": -0.3,
-        "light": d["light"],
-        "shade": d["shade"],
         # Beard; hair cap and hairline.
         "beard_rx": rx + 0.015,
         "beard_ry": ry + 0.02,
@@ -216,22 +190,13 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
         "cap_ry": ry + vol,
         "hairline": style[:, 1] + d["hairline"],
         "hair_curve": style[:, 2],
-        "hair_tilt": d["tilt"],
         "fringe": style[:, 5],
         "hair_a": np.where(style[:, 0] > 0, 1.0, d["buzz"]),
         # Brows, eyes and glasses (y relative to the eye line).
         "brow_x": ex + 0.01,
         "brow_dy": -d["brow_raise"],
-        "brow_slope": d["brow_slope"],
-        "brow_bend": d["brow_bend"],
-        "brow_w": d["brow_w"],
-        "brow_len": d["brow_len"],
-        "eye_x": ex,
-        "eye_y": ey,
-        "eye_rx": erx,
         "eye_ry": ery,
         "eye_a": eye_open,
-        "gaze": d["gaze"],
         "iris_r": iris_r,
         "pupil_r": iris_r * 0.45,
         "shine_x": iris_r * 0.3,
@@ -241,7 +206,6 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
         "lid_y": ery * 0.2 + 0.008,
         "lid_side": 2.0 * eye_open - 1.0,
         "glass_r": erx * 1.55,
-        "frame_w": d["frame_w"],
         "arm_x": rx * 0.97,
         "glasses_a": 1.0 * (d["glasses"] < 0.15),
         # Cheeks, nose, mouth.
@@ -257,12 +221,9 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
         "side_w": 0.006,
         "side_y": (ey + nose_y) / 2 + 0.04,
         "side_len": (nose_y - ey) * 0.3,
-        "nose_y": nose_y,
         "nostril_x": nose_w * 0.75,
         "nostril_rx": 0.018,
         "nostril_ry": 0.011,
-        "mouth_y": d["mouth_y"],
-        "mouth_w": mw,
         "lip_h": d["lip_w"] + mouth_open,
         "smile": np.where(expression > 0, d["smile"], d["flat"]) / mw**2,
         "inner_rx": mw * 0.85,
@@ -274,8 +235,8 @@ def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
     values, widths, j = np.empty((len(u), 3 * len(p)), dtype=np.float32), {}, 0
     for name, v in p.items():  # pack into one (N, P) array; column assignment is the fast path
         if np.ndim(v) == 2:
-            values[:, j : j + 3], widths[name], j, colours_end = v, 3, j + 3, j + 3
+            values[:, j : j + 3], widths[name] = np.clip(v, 0.0, 1.0), 3
         else:
-            values[:, j], widths[name], j = v, 1, j + 1
-    np.clip(values[:, :colours_end], 0.0, 1.0, out=values[:, :colours_end])
+            values[:, j], widths[name] = v, 1
+        j += widths[name]
     return FaceParams(torch.from_numpy(values[:, :j].copy()), widths)
