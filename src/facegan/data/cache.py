@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -189,13 +190,5 @@ def unflipped(dataset: Dataset) -> Dataset:
     if isinstance(dataset, ProceduralFaces) and dataset.flip:
         return ProceduralFaces(dataset.num_images, dataset.image_size, dataset.seed)
     if isinstance(dataset, FaceImageDataset) and dataset.flip:
-        return FaceImageDataset(
-            dataset.source,
-            dataset.indices,
-            dataset.image_size,
-            dataset.crop_size,
-            False,
-            dataset.skip_bad_images,
-            dataset.max_skipped_fraction,
-        )
+        return replace(dataset, flip=False)  # counts its skipped files anew
     return dataset

@@ -57,18 +57,9 @@ def _length(x: Tensor, y: Tensor) -> Tensor:
 class _Window:
     """Pixels ``img[:, :, rows, cols]`` of a batch: their head-local coordinates, and painting into them."""
 
-    def __init__(
-        self,
-        img: Tensor,
-        dx: Tensor,
-        dy: Tensor,
-        cs: Tensor,
-        sn: Tensor,
-        slope: Tensor,
-        rows: slice,
-        cols: slice,
-    ) -> None:
-        self.img, self.slope = img[:, :, rows, cols], slope  # (3, N, h, w) view
+    def __init__(self, img: Tensor, pose: tuple[Tensor, ...], rows: slice, cols: slice) -> None:
+        dx, dy, cs, sn, self.slope = pose
+        self.img = img[:, :, rows, cols]  # (3, N, h, w) view
         dx, dy = dx[..., cols], dy[..., rows, :]  # (1, N, 1, w), (1, N, h, 1)
         self.x, self.y = dx * cs + dy * sn, dy * cs - dx * sn  # (1, N, h, w): rotated, then unscaled
         self.ax = self.x.abs()
@@ -106,7 +97,8 @@ def _render(params: FaceParams, size: int) -> Tensor:
     cs, sn = torch.cos(q["rot"]) / q["scale"], torch.sin(q["rot"]) / q["scale"]
     dx, dy = grid.view(1, 1, 1, -1) - q["tx"], grid.view(1, 1, -1, 1) - q["ty"]  # (1, N, 1, W), (1, N, H, 1)
     slope = q["scale"] * torch.tensor(-size / 2)  # coverage change per local unit: one pixel wide
-    body, head, eyes, mouth = (_Window(img, dx, dy, cs, sn, slope, cut[4 + b], cut[b]) for b in range(4))
+    pose = dx, dy, cs, sn, slope
+    body, head, eyes, mouth = (_Window(img, pose, cut[4 + b], cut[b]) for b in range(4))
     # Body: neck, shoulders (clothes) and a neckline.
     x, y, ax = body.x, body.y, body.ax
     body.paint(torch.maximum(ax - q["neck_w"], q["neck_y"] - y), q["neck_c"])
