@@ -180,8 +180,11 @@ class FaceImageDataset(Dataset):
         return from_uint8(image)
 
 
-def collate_images(batch: list[Tensor | None]) -> Tensor:
-    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
+def collate_images(batch: Tensor | list[Tensor | None]) -> Tensor:
+    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty); a batch that
+    arrives stacked (``__getitems__`` of uint8 rows) passes as it is."""
+    if isinstance(batch, Tensor):
+        return batch
     images = [image for image in batch if image is not None]
     return torch.stack(images) if images else torch.empty(0)
 
