@@ -173,11 +173,9 @@ class FaceImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> Tensor | None:
         image = self.load_or_skip(index)
-        if image is None:
-            return None
-        if self.flip and torch.rand(()) < 0.5:
+        if image is not None and self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)
-        return from_uint8(image)
+        return None if image is None else from_uint8(image)
 
 
 def collate_images(batch: Tensor | list[Tensor | None]) -> Tensor:

@@ -116,12 +116,8 @@ class FaceParams:
 
     def __getitem__(self, name: str) -> Tensor:
         """Returns parameter ``name``: ``(N,)`` for a scalar, ``(N, 3)`` for a colour."""
-        start = 0
-        for key, width in self.widths.items():
-            if key == name:
-                return self.values[:, start] if width == 1 else self.values[:, start : start + width]
-            start += width
-        raise KeyError(name)
+        columns = dict(zip(self.widths, self.values.split(list(self.widths.values()), 1), strict=True))
+        return columns[name] if self.widths[name] == 3 else columns[name][:, 0]
 
 
 def sample_face_params(seed: int, indices: Sequence[int]) -> FaceParams:
