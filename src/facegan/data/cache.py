@@ -1,9 +1,7 @@
-"""Decoded uint8 rows: the cache file (decoded once, then memory-mapped), the set held on the device,
-and FID's view of a training set (never flipped, in ``[-1, 1]``).
+"""Decoded uint8 rows: the cache file, the set held on the device, FID's unflipped view of a training set.
 
-A cache is one raw file of ``(N, 3, S, S)`` rows named by a digest of the split's fingerprint: any
-change builds a new one. Its JSON is written after the rows and vouches for them (key and size), so
-an interrupted build is never used; a killed build's temporary files go at the next build on the host.
+A cache is one raw ``(N, 3, S, S)`` file named by a digest of the split's fingerprint; its JSON, written
+after the rows, vouches for them (key and size), so an interrupted build is never used.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from facegan.data.decode import FaceImageDataset
+from facegan.data.decode import FaceImageDataset, collate_images
 from facegan.data.procedural import ProceduralFaces
 from facegan.images import from_uint8
 from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
@@ -36,10 +35,10 @@ def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> list[tuple[int,
 
 
 def decoded_rows(
-    dataset: FaceImageDataset, num_workers: int, verb: str
-) -> Iterator[tuple[int, torch.Tensor | None]]:
-    """``(index, uint8 (3, S, S) image or None for a skipped bad one)`` of every image of ``dataset``,
-    in order, decoded by ``num_workers`` loader workers, with a progress bar ("facegan: <verb> ...")."""
+    dataset: FaceImageDataset, num_workers: int, verb: str, skipped: list[int]
+) -> Iterator[torch.Tensor]:
+    """Every readable image of ``dataset`` (uint8 ``(3, S, S)``) in order, decoded by ``num_workers`` loader
+    workers, with a progress bar ("facegan: <verb> ..."); the indices of bad ones skipped go to ``skipped``."""
     indices = range(len(dataset))  # the batches of indices are decoded by collate_fn, in the workers
     loader: DataLoader = DataLoader(
         indices,  # type: ignore[arg-type]
@@ -49,7 +48,11 @@ def decoded_rows(
     )
     desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
     for items in tqdm(loader, desc=desc, unit="batch"):
-        yield from items
+        for index, image in items:
+            if image is None:
+                skipped.append(index)
+            else:
+                yield image
 
 
 def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
@@ -57,12 +60,10 @@ def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
     images are left out, as in a cache)."""
     size = dataset.image_size
     rows = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
-    count = 0
-    for _, image in decoded_rows(dataset, num_workers, "decoding"):
-        if image is not None:
-            rows[count] = image
-            count += 1
-    return rows[:count]
+    skipped: list[int] = []
+    for i, image in enumerate(decoded_rows(dataset, num_workers, "decoding", skipped)):
+        rows[i] = image
+    return rows[: len(dataset) - len(skipped)]
 
 
 def build_cache(
@@ -86,14 +87,11 @@ def build_cache(
     for tmp in remove_abandoned(folder, "faces-*"):
         log.info("FaceDataModule: removed %s, left by an interrupted cache build", tmp)
     size = dataset.image_size
-    count, skipped = 0, []
+    skipped: list[int] = []
     with atomic_write(rows_path) as out:  # rows first: without the JSON they are never used
-        for index, image in decoded_rows(dataset, num_workers, "caching"):
-            if image is None:
-                skipped.append(index)
-                continue
+        for image in decoded_rows(dataset, num_workers, "caching", skipped):
             out.write(image.numpy().tobytes())
-            count += 1
+    count = len(dataset) - len(skipped)
     meta = {"key": blob, "count": count, "shape": [3, size, size], "dtype": "uint8", "skipped": skipped}
     with atomic_write(meta_path, "w") as out:
         json.dump(meta, out)
@@ -136,9 +134,7 @@ class CachedFaces(Uint8Rows):
         return torch.from_numpy(self._rows[np.asarray(indices)])  # one gather from the mapped file
 
 
-def collate_uint8(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """Batches of :class:`Uint8Rows` arrive stacked (``__getitems__``); single items get stacked."""
-    return batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
+collate_uint8 = collate_images  # batches of Uint8Rows arrive stacked (``__getitems__``)
 
 
 class DeviceBatches:
@@ -189,13 +185,5 @@ def unflipped(dataset: Dataset) -> Dataset:
     if isinstance(dataset, ProceduralFaces) and dataset.flip:
         return ProceduralFaces(dataset.num_images, dataset.image_size, dataset.seed)
     if isinstance(dataset, FaceImageDataset) and dataset.flip:
-        return FaceImageDataset(
-            dataset.source,
-            dataset.indices,
-            dataset.image_size,
-            dataset.crop_size,
-            False,
-            dataset.skip_bad_images,
-            dataset.max_skipped_fraction,
-        )
+        return replace(dataset, flip=False)  # counts its skipped files anew
     return dataset

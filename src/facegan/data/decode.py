@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,7 @@ def preprocess(image: Image.Image, image_size: int, crop_size: int | None, locat
     return TF.pil_to_tensor(image)  # (3, H, W) uint8
 
 
+@dataclass(eq=False)
 class FaceImageDataset(Dataset):
     """Decoded, preprocessed images of ``source`` at ``indices``: ``(3, S, S)`` float in ``[-1, 1]``.
 
@@ -109,26 +111,18 @@ class FaceImageDataset(Dataset):
     ``max_skipped_fraction`` of the images were skipped: then the skip raises :class:`BadImageError`.
     """
 
-    def __init__(
-        self,
-        source: FolderSource | ZipSource,
-        indices: list[int],
-        image_size: int,
-        crop_size: int | None = None,
-        flip: bool = False,
-        skip_bad_images: bool = False,
-        max_skipped_fraction: float = 1.0,
-    ) -> None:
-        self.source = source
-        self.indices = indices
-        self.image_size = image_size
-        self.crop_size = crop_size
-        self.flip = flip
-        self.skip_bad_images = skip_bad_images
-        self.max_skipped_fraction = max_skipped_fraction
+    source: FolderSource | ZipSource
+    indices: list[int]
+    image_size: int
+    crop_size: int | None = None
+    flip: bool = False
+    skip_bad_images: bool = False
+    max_skipped_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
         # One shared byte per image (all loader workers write it): which files were skipped, so a
         # file skipped again every epoch counts once.
-        self._skipped = multiprocessing.RawArray("b", len(indices))
+        self._skipped = multiprocessing.RawArray("b", len(self.indices))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -179,15 +173,16 @@ class FaceImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> Tensor | None:
         image = self.load_or_skip(index)
-        if image is None:
-            return None
-        if self.flip and torch.rand(()) < 0.5:
+        if image is not None and self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)
-        return from_uint8(image)
+        return None if image is None else from_uint8(image)
 
 
-def collate_images(batch: list[Tensor | None]) -> Tensor:
-    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty)."""
+def collate_images(batch: Tensor | list[Tensor | None]) -> Tensor:
+    """Stack images, dropping the ``None`` of skipped files (an all-skipped batch is empty); a batch that
+    arrives stacked (``__getitems__`` of uint8 rows) passes as it is."""
+    if isinstance(batch, Tensor):
+        return batch
     images = [image for image in batch if image is not None]
     return torch.stack(images) if images else torch.empty(0)
 

@@ -21,6 +21,8 @@ CELEBA_PARTITION = "list_eval_partition.txt"
 SOURCES = ("auto", "procedural", "folder", "celeba", "zip", "shards")
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}  # list_eval_partition.txt convention
+FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}  # fmt: skip
 MAX_IMAGE_BYTES = 256 << 20  # larger files or zip members are refused unread (a 12000x12000 JPEG is ~50 MB)
 
 
@@ -29,12 +31,6 @@ def _check_size(size: int) -> None:
         raise OSError(
             f"{size} bytes, larger than any plausible image (limit {MAX_IMAGE_BYTES >> 20} MiB); not read"
         )
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
-    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def _is_image_name(name: str) -> bool:
@@ -68,7 +64,8 @@ class FolderSource:
         with os.fdopen(fd, "rb") as file:
             info = os.fstat(file.fileno())
             if not stat.S_ISREG(info.st_mode):
-                raise OSError(f"not a regular file ({_file_kind(info.st_mode)}); only image files are read")
+                kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+                raise OSError(f"not a regular file ({kind}); only image files are read")
             _check_size(info.st_size)
             data = file.read(info.st_size + 1)  # one byte more than its size: is it still being written?
         if len(data) != info.st_size:
