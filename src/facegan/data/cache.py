@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from facegan.data.decode import FaceImageDataset, collate_images
+from facegan.data.decode import FaceImageDataset
 from facegan.data.procedural import ProceduralFaces
 from facegan.images import from_uint8
 from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
@@ -132,9 +132,6 @@ class CachedFaces(Uint8Rows):
             shape = (self.count, 3, self.image_size, self.image_size)
             self._rows = np.memmap(self.rows_path, dtype=np.uint8, mode="r", shape=shape)
         return torch.from_numpy(self._rows[np.asarray(indices)])  # one gather from the mapped file
-
-
-collate_uint8 = collate_images  # batches of Uint8Rows arrive stacked (``__getitems__``)
 
 
 class DeviceBatches:

@@ -22,7 +22,6 @@ from facegan.data.cache import (
     DeviceBatches,
     Uint8Rows,
     build_cache,
-    collate_uint8,
     decode_all,
     unflipped,
 )
@@ -231,7 +230,7 @@ class FaceDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle,  # constant training batch size (BatchNorm); evaluation sees every image
-            collate_fn=collate_uint8 if uint8 else collate_images,
+            collate_fn=collate_images,
             **self._loader_settings(workers),
         )
 
