@@ -65,10 +65,9 @@ DEVICE_ERROR = re.compile(r"accelerator|devices|gpu backend|torch_xla", re.IGNOR
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, each save through :func:`facegan.io.atomic.atomic_write`: a crash at
-    any moment leaves the previous or the new complete file, never a truncated one (Lightning's stages it
-    in the system temp folder, then moves it: a plain copy across file systems). A save killed outright
-    leaves a temporary file, which the next save into that folder removes. Remote paths keep Lightning's."""
+    """Lightning's checkpoint writer through :func:`~facegan.io.atomic.atomic_write`: a crash leaves the old or
+    the new file, never a truncated one (Lightning's copies across file systems); the next save removes a
+    killed save's temporary file. Remote paths keep Lightning's writer."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -274,8 +273,7 @@ class FaceGANCLI(LightningCLI):
     def before_validate(self) -> None:
         self._use_checkpoint(required=True)
 
-    def before_test(self) -> None:
-        self._use_checkpoint(required=True)
+    before_test = before_validate
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
