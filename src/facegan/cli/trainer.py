@@ -213,7 +213,7 @@ class FaceGANCLI(LightningCLI):
         ckpt = Path(ckpt_path)
         checkpoint = load_checkpoint(ckpt)  # safe loading: a pickle is refused with one line
         refused: list[str] = []
-        adopted: dict[str, dict[str, Any]] = {section: {} for section in MODULES}
+        adopted: dict[str, dict[str, Any]] = {}  # section -> the checkpoint's values of settings left out
         for section, (attribute, key) in MODULES.items():
             module = getattr(self, attribute)
             if module is None:
@@ -225,7 +225,7 @@ class FaceGANCLI(LightningCLI):
                 if any(given == setting or given.startswith(f"{setting}.") for given in self.given):
                     refused.append(describe(section, name, before, after))
                 else:
-                    adopted[section][name] = before
+                    adopted.setdefault(section, {})[name] = before
         before = saved_precision(ckpt)
         if before not in (None, self.trainer.precision):
             refused.append(
@@ -240,15 +240,14 @@ class FaceGANCLI(LightningCLI):
             )
         for change in refused:
             log.warning("facegan: --allow_recipe_change: %s", change)
-        for section, values in adopted.items():
+        for section, values in adopted.items():  # the module rebuilt with them
             for name, value in values.items():
                 self.config[self.subcommand][f"{section}.{name}"] = value  # what its config.yaml will say
                 log.info("facegan: --%s.%s %r, as in the checkpoint", section, name, value)
-            if values:  # rebuilt with the checkpoint's values of the settings left out
-                attribute = MODULES[section][0]
-                module = getattr(self, attribute)
-                hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
-                setattr(self, attribute, type(module)(**{**hparams, **values}))
+            attribute = MODULES[section][0]
+            module = getattr(self, attribute)
+            hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
+            setattr(self, attribute, type(module)(**{**hparams, **values}))
         return ckpt
 
     def before_fit(self) -> None:
@@ -312,10 +311,9 @@ class FaceGANCLI(LightningCLI):
                 # DiffAugment on all D sees: without it D wins on the built-in faces within a few hundred
                 # iterations (d_real/d_fake ~0.99/~0.01, at D lr 1e-4 too) and G collapses; with it ~0.9/0.1.
                 "model.augment": "color,translation",
-                # Faces in the first minutes on a CPU. Batches of 16: the images/s of 64 at 1 thread, but 4x
-                # the updates; at 16k images faces with eyes and hair, where batches of 64 still draw one
-                # repeated pattern. An EMA generator (configs/small_data.yaml's) for grids and exports: its
-                # half-life ramps up (0.05 x images seen), so early grids are not a blur of the first steps.
+                # Batches of 16: the images/s of 64 at 1 thread but 4x the updates (faces with eyes and hair
+                # at 16k images, where 64 still draw one pattern). An EMA generator for grids and exports:
+                # its half-life ramps up (0.05 x images seen), so early grids are no blur of the first steps.
                 "data.batch_size": 16,
                 "model.ema_kimg": 10.0,
             }
