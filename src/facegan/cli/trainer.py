@@ -148,9 +148,8 @@ class FaceGANCLI(LightningCLI):
                 self._ckpt_path = str(found)  # the saved config names the file
             if subcommand == "fit":  # the run (its logger's version) it continues
                 self._run_version = continue_run(config.trainer, Path(self._ckpt_path), root)
-        # LightningCLI would replace the model's settings by the checkpoint's right after parsing, silently
-        # overriding flags such as --model.arch; facegan compares them instead (_use_checkpoint), so the
-        # path is set aside until before_instantiate_classes (tests/test_resume.py checks it).
+        # Set aside until before_instantiate_classes: LightningCLI would silently replace the model's settings
+        # (--model.arch too) by the checkpoint's; _use_checkpoint compares them (tests/test_resume.py).
         if subcommand:
             config.ckpt_path = None
 
