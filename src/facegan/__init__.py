@@ -22,22 +22,16 @@ _EXPORTS = {
     "load_generator": "facegan.io.export",
 }
 
-__all__ = [
-    "FIDMonitor",
-    "FaceDataModule",
-    "FaceGAN",
-    "ProgressMonitor",
-    "SampleGridMonitor",
-    "__version__",
-    "export_generator",
-    "load_generator",
-]
+__all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from facegan.callbacks import FIDMonitor, ProgressMonitor, SampleGridMonitor
-    from facegan.data import FaceDataModule
-    from facegan.io.export import export_generator, load_generator
-    from facegan.training.module import FaceGAN
+    from facegan.callbacks import FIDMonitor as FIDMonitor
+    from facegan.callbacks import ProgressMonitor as ProgressMonitor
+    from facegan.callbacks import SampleGridMonitor as SampleGridMonitor
+    from facegan.data import FaceDataModule as FaceDataModule
+    from facegan.io.export import export_generator as export_generator
+    from facegan.io.export import load_generator as load_generator
+    from facegan.training.module import FaceGAN as FaceGAN
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

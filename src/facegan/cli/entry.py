@@ -1,22 +1,19 @@
-"""The ``facegan`` command (and ``python -m facegan``), and what it does not print.
-
-``fit``/``validate``/``test`` go to LightningCLI (:mod:`facegan.cli.trainer`), the others to
-:mod:`facegan.cli.tools`. A mistake is one line (an unknown option with the closest one), not 128 lines
-of usage; so is an error of facegan's own checks. Library notices a user cannot act on are silenced
-each where it is made, by its own text, never by a blanket filter: a new warning still shows
-(``tests/test_cli_output.py`` runs a default fit and a Ctrl-C and fails if any comes back).
-"""
+"""The ``facegan`` command: ``fit``/``validate``/``test`` to LightningCLI (:mod:`facegan.cli.trainer`), the
+others to :mod:`facegan.cli.tools`. A mistake, or an error of facegan's own checks, is one line. Library
+notices a user cannot act on are silenced one by one, by their text, so a new one still shows
+(``tests/test_cli_output.py`` fails if any comes back)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,21 +44,15 @@ WARNED = (
 )
 
 
-class _DropMessages(logging.Filter):
-    def __init__(self, pattern: str) -> None:
-        super().__init__()
-        self.pattern = re.compile(pattern)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.pattern.match(record.getMessage())
+@functools.cache  # one filter per pattern, which addFilter adds once
+def _drop(pattern: str) -> Callable[[logging.LogRecord], bool]:
+    return lambda record: not re.match(pattern, record.getMessage())
 
 
 def silence_library_notices() -> None:
     """Install the filters of :data:`LOGGED` and :data:`WARNED` (once)."""
     for name, pattern in LOGGED:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) and f.pattern.pattern == pattern for f in logger.filters):
-            logger.addFilter(_DropMessages(pattern))
+        logging.getLogger(name).addFilter(_drop(pattern))
     for message, category, module in WARNED:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
 

@@ -75,7 +75,8 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    available = ", ".join(["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else []), "auto"])
+    mps = ["mps"] if torch.backends.mps.is_available() else []
+    available = ", ".join(["cpu", *cuda, *mps, "auto"])
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -84,12 +85,7 @@ def _device(name: str) -> torch.device:
         raise ValueError(
             f"--device 'meta' holds shapes only and cannot make images; available here: {available}"
         )
-    index = device.index or 0
-    if (
-        device.type == "cpu"
-        or (device.type == "cuda" and index < torch.cuda.device_count())
-        or (device.type == "mps" and index == 0 and torch.backends.mps.is_available())
-    ):
+    if device.type == "cpu" or f"{device.type}:{device.index or 0}" in [*cuda, *(f"{m}:0" for m in mps)]:
         return device
     raise ValueError(f"--device {name!r} is not available here; available: {available}")
 

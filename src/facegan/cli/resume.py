@@ -1,12 +1,6 @@
-"""A CLI run's records and resuming it, so that nothing a run wrote is lost.
-
-A run writes ``config.yaml`` into its folder (the loggers get it too, :class:`SaveAndLogConfig`). ``fit
---ckpt_path last`` resumes the newest ``last.ckpt`` in the run that wrote it: the logger's own ``version``
-(W&B: ``id``, ``resume="allow"``) is set before it is built (:func:`continue_run`), ``metrics.csv`` is
-appended to (:func:`keep_csv_metrics`), the resume's config goes to ``config-resume-N.yaml``. A checkpoint
-keeps its recipe: the model/data settings a command leaves out are taken from it, and one the command
-gives (:func:`given_settings`) with another value is refused (:func:`recipe_changes`).
-"""
+"""A CLI run's records, and resuming it in the run that wrote the checkpoint (:func:`continue_run`,
+:func:`keep_csv_metrics`, ``config-resume-N.yaml``) with the checkpoint's recipe: a model/data setting a
+command leaves out is taken from it, one it gives (:func:`given_settings`) otherwise is refused."""
 
 from __future__ import annotations
 
@@ -98,12 +92,9 @@ def continue_run(trainer: Any, ckpt_path: Path, root: Path) -> str | None:
 
 
 def keep_csv_metrics(logger: CSVLogger, metrics: Path) -> None:
-    """Start ``logger``'s writer on an existing ``metrics.csv`` without losing its rows.
-
-    Lightning's writer deletes the file it finds when it starts, so the file is moved aside meanwhile
-    (a crash leaves it in ``.metrics.csv.resume``, which the next resume puts back) and the writer is told
-    its columns (``metrics_keys``), so that its first save appends to it.
-    """
+    """Start ``logger``'s writer on an existing ``metrics.csv`` without losing its rows: Lightning's writer
+    deletes the file it finds, so it is moved aside meanwhile (a crash leaves ``.metrics.csv.resume``, which
+    the next resume puts back), and the writer is told its columns so that its first save appends."""
     aside = metrics.with_name(".metrics.csv.resume")
     if aside.exists() and not metrics.exists():
         os.replace(aside, metrics)  # an earlier resume died in between
@@ -281,13 +272,9 @@ def keyed_by_class(value: Any) -> Any:
 
 
 class SaveAndLogConfig(SaveConfigCallback):
-    """Save ``config.yaml`` in the run folder and log :func:`logged_config` to every logger.
-
-    Lightning's callback writes to ``trainer.log_dir``, which for W&B is the ``save_dir`` every run shares
-    (each run replaced the last one's file, and a resume found no recipe beside its checkpoint). Global
-    rank 0 writes and logs; the other ranks learn that it is done. ``overwrite=False`` refuses an existing
-    file, as Lightning's callback does.
-    """
+    """Save ``config.yaml`` in the run folder (Lightning's writes to ``trainer.log_dir``, for W&B the
+    ``save_dir`` all runs share) and log :func:`logged_config` to every logger, on global rank 0;
+    ``overwrite=False`` refuses an existing file, as Lightning's callback does."""
 
     resuming = False  # set by the CLI: a resume writes config-resume-N.yaml beside the run's config.yaml
 

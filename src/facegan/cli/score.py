@@ -6,8 +6,7 @@
     python -m facegan score last.ckpt configs/celeba64.yaml --split val --save-stats celeba64.npz
 
 REAL may also be a facegan cache ``.pt`` or a config whose ``data:`` section builds a ``FaceDataModule``.
-The engine, crop and resize, latents (``--seed``) and real-statistics cache are FIDMonitor's, so both
-give the same number for the same images.
+Engine, crop and resize, latents and statistics cache are FIDMonitor's: both give the same number.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ TOOLS = {
     "prepare": prepare.HELP,
 }
 
+# what a subcommand reports in one line (CheckpointError is a ValueError)
+ERRORS = (ValueError, FileNotFoundError, BadImageError, WeightsError, HubError, WriteError, ImportError)
+
 
 def build_parser(prog: str = "python -m facegan") -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
@@ -101,16 +104,8 @@ def main(args: list[str] | None = None, prog: str = "python -m facegan") -> Path
             print(report(score(ns), ns))
             return Path(ns.json) if ns.json else None
         path = {"generate": generate, "export": export, "prepare": prepare.run}[ns.command](ns)
-    except (
-        ValueError,
-        FileNotFoundError,
-        BadImageError,
-        WeightsError,
-        HubError,
-        WriteError,
-        ImportError,
-    ) as error:
-        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)  # CheckpointError is a ValueError
+    except ERRORS as error:
+        print(f"facegan {ns.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"facegan {ns.command}: wrote {path}")
     if ns.command == "export" and ns.push_to_hub:

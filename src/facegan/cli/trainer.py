@@ -65,10 +65,9 @@ DEVICE_ERROR = re.compile(r"accelerator|devices|gpu backend|torch_xla", re.IGNOR
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, each save through :func:`facegan.io.atomic.atomic_write`: a crash at
-    any moment leaves the previous or the new complete file, never a truncated one (Lightning's stages it
-    in the system temp folder, then moves it: a plain copy across file systems). A save killed outright
-    leaves a temporary file, which the next save into that folder removes. Remote paths keep Lightning's."""
+    """Lightning's checkpoint writer through :func:`~facegan.io.atomic.atomic_write`: a crash leaves the old or
+    the new file, never a truncated one (Lightning's copies across file systems); the next save removes a
+    killed save's temporary file. Remote paths keep Lightning's writer."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -149,9 +148,8 @@ class FaceGANCLI(LightningCLI):
                 self._ckpt_path = str(found)  # the saved config names the file
             if subcommand == "fit":  # the run (its logger's version) it continues
                 self._run_version = continue_run(config.trainer, Path(self._ckpt_path), root)
-        # LightningCLI would replace the model's settings by the checkpoint's right after parsing, silently
-        # overriding flags such as --model.arch; facegan compares them instead (_use_checkpoint), so the
-        # path is set aside until before_instantiate_classes (tests/test_resume.py checks it).
+        # Set aside until before_instantiate_classes: LightningCLI would silently replace the model's settings
+        # (--model.arch too) by the checkpoint's; _use_checkpoint compares them (tests/test_resume.py).
         if subcommand:
             config.ckpt_path = None
 
@@ -214,7 +212,7 @@ class FaceGANCLI(LightningCLI):
         ckpt = Path(ckpt_path)
         checkpoint = load_checkpoint(ckpt)  # safe loading: a pickle is refused with one line
         refused: list[str] = []
-        adopted: dict[str, dict[str, Any]] = {section: {} for section in MODULES}
+        adopted: dict[str, dict[str, Any]] = {}  # section -> the checkpoint's values of settings left out
         for section, (attribute, key) in MODULES.items():
             module = getattr(self, attribute)
             if module is None:
@@ -226,7 +224,7 @@ class FaceGANCLI(LightningCLI):
                 if any(given == setting or given.startswith(f"{setting}.") for given in self.given):
                     refused.append(describe(section, name, before, after))
                 else:
-                    adopted[section][name] = before
+                    adopted.setdefault(section, {})[name] = before
         before = saved_precision(ckpt)
         if before not in (None, self.trainer.precision):
             refused.append(
@@ -241,15 +239,14 @@ class FaceGANCLI(LightningCLI):
             )
         for change in refused:
             log.warning("facegan: --allow_recipe_change: %s", change)
-        for section, values in adopted.items():
+        for section, values in adopted.items():  # the module rebuilt with them
             for name, value in values.items():
                 self.config[self.subcommand][f"{section}.{name}"] = value  # what its config.yaml will say
                 log.info("facegan: --%s.%s %r, as in the checkpoint", section, name, value)
-            if values:  # rebuilt with the checkpoint's values of the settings left out
-                attribute = MODULES[section][0]
-                module = getattr(self, attribute)
-                hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
-                setattr(self, attribute, type(module)(**{**hparams, **values}))
+            attribute = MODULES[section][0]
+            module = getattr(self, attribute)
+            hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
+            setattr(self, attribute, type(module)(**{**hparams, **values}))
         return ckpt
 
     def before_fit(self) -> None:
@@ -274,8 +271,7 @@ class FaceGANCLI(LightningCLI):
     def before_validate(self) -> None:
         self._use_checkpoint(required=True)
 
-    def before_test(self) -> None:
-        self._use_checkpoint(required=True)
+    before_test = before_validate
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -314,10 +310,9 @@ class FaceGANCLI(LightningCLI):
                 # DiffAugment on all D sees: without it D wins on the built-in faces within a few hundred
                 # iterations (d_real/d_fake ~0.99/~0.01, at D lr 1e-4 too) and G collapses; with it ~0.9/0.1.
                 "model.augment": "color,translation",
-                # Faces in the first minutes on a CPU. Batches of 16: the images/s of 64 at 1 thread, but 4x
-                # the updates; at 16k images faces with eyes and hair, where batches of 64 still draw one
-                # repeated pattern. An EMA generator (configs/small_data.yaml's) for grids and exports: its
-                # half-life ramps up (0.05 x images seen), so early grids are not a blur of the first steps.
+                # Batches of 16: the images/s of 64 at 1 thread but 4x the updates (faces with eyes and hair
+                # at 16k images, where 64 still draw one pattern). An EMA generator for grids and exports:
+                # its half-life ramps up (0.05 x images seen), so early grids are no blur of the first steps.
                 "data.batch_size": 16,
                 "model.ema_kimg": 10.0,
             }
