@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facegan.cli.generate import _device, _sampler, seeded
-from facegan.data.decode import BadImageError, error_message
+from facegan.data.decode import BadImageError, as_options, error_message
 from facegan.data.sources import resolve_source
 from facegan.io.atomic import atomic_write
 from facegan.io.export import is_export_folder
@@ -152,13 +152,6 @@ def _progress(images: RealImages, desc: str, ns: argparse.Namespace) -> RealImag
     return replace(images, batches=lambda: iter(tqdm(batches(), **bar)))
 
 
-def _as_options(message: str) -> str:
-    """``message`` with the data module's settings spelled as this command's options."""
-    for setting, option in OPTIONS.items():
-        message = message.replace(setting, option)
-    return message
-
-
 def score(ns: argparse.Namespace) -> dict[str, Any]:
     """The FID of ``ns.fake`` against ``ns.real``, as a dict; an unreadable image's error and a skipped
     one's warning name this command's options."""
@@ -170,7 +163,7 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
     with warnings.catch_warnings():  # restores showwarning
         show = warnings.showwarning
         warnings.showwarning = lambda message, *args, **kwargs: show(
-            _as_options(str(message)), *args, **kwargs
+            as_options(str(message), OPTIONS), *args, **kwargs
         )
         try:
             device = _device(ns.device)
@@ -186,7 +179,7 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
                 save_npz(ns.save_stats, stats.states)
             scores = fid(_progress(fake, "generated", ns).batches(), f"FAKE {ns.fake!r}")
         except BadImageError as error:
-            raise BadImageError(_as_options(error_message(error))) from error
+            raise BadImageError(as_options(error_message(error), OPTIONS)) from error
     return {
         **{key: scores[key] for key in ("fid", "kid", "kid_std", "kid_subset_size", "num_fake")},
         "num_real": stats.count,

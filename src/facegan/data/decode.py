@@ -219,3 +219,10 @@ def fingerprint(dataset: Dataset, kind: str | None, split: str, image_size: int,
     key.update(files=digest.hexdigest(), num_images=len(dataset.indices), crop_size=crop_size)
     key.update(decoder=DECODER_VERSION)  # how the files become pixels
     return key
+
+
+def as_options(message: str, options: dict[str, str]) -> str:
+    """``message`` with the data module's settings (``--data.*``) spelled as a command's ``options``."""
+    for setting, option in options.items():
+        message = message.replace(setting, option)
+    return message

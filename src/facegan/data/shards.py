@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from facegan.data.decode import DECODER_VERSION, BadImageError, FaceImageDataset
+from facegan.data.decode import DECODER_VERSION, BadImageError, FaceImageDataset, as_options
 from facegan.data.sources import SPLITS
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
 
@@ -105,13 +105,6 @@ class _Decode:
         """The error a worker met, with the advice spelled as ``prepare``'s options, or ``None``."""
         message = self.failure.value.decode("utf-8", "replace")
         return BadImageError(as_options(message, OPTIONS)) if message else None
-
-
-def as_options(message: str, options: dict[str, str]) -> str:
-    """``message`` with the data module's settings (``--data.*``) spelled as a command's ``options``."""
-    for setting, option in options.items():
-        message = message.replace(setting, option)
-    return message
 
 
 def _end_helpers_on_sigterm() -> None:
