@@ -1,12 +1,10 @@
 """``FaceGAN``: the LightningModule that trains a generator against a discriminator.
 
-``training_step`` is the optimizer choreography of Lightning's manual-optimization GAN recipe: ``fake =
-G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every ``n_disc_steps`` batches, a G
-update on the *same* ``fake`` (with ``g_fresh_latents``: fresh ones) through the freshly updated D
-(``toggle_optimizer`` freezes the other player). What each player minimizes is
-:class:`~facegan.training.objective.GANObjective`'s. Mixed precision works with every option: D's logits
-and the losses are float32, R1 runs in float32. ``sample()`` is the one way callbacks and tools get
-images out of the model; ``images_seen`` is the one count of training images, which callbacks read.
+``training_step`` is Lightning's manual-optimization GAN recipe (``toggle_optimizer`` freezes the other
+player): ``fake = G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every
+``n_disc_steps``, a G update on the same ``fake`` (or fresh ones) through the updated D. The losses are
+:class:`~facegan.training.objective.GANObjective`'s. ``sample()`` is how images leave the model;
+``images_seen`` is the one count of training images, which callbacks read.
 """
 
 from __future__ import annotations
@@ -29,21 +27,16 @@ from facegan.data.decode import NoImagesError
 from facegan.images import batch_images
 from facegan.training import distributed
 from facegan.training.objective import GANObjective, discriminator_metrics
-from facegan.training.settings import adam_pair, check_settings, networks
-
-# ------------------------------------------------------------------------------- the EMA generator
-# The average is parametrised by a half-life in images, not by a per-step decay: with a batch of ``B``
-# images, each update keeps ``beta = 0.5 ** (B / half_life_images)`` of the average, so the half-life
-# means the same whatever the batch size. Early in training the weights move fast and an average over
-# a long half-life would lag far behind them; the ramp-up caps the half-life at ``rampup * images_seen``
-# (StyleGAN2-ADA's ``ema_rampup``, 0.05 there; ``None`` disables it).
+from facegan.training.settings import check_settings, networks
 
 
 def ema_beta(
     batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
 ) -> float:
-    """Fraction of the average kept by one update that follows ``batch_images`` new images (all
-    processes'); the counts are host integers (``FaceGAN.images_seen``): no device."""
+    """Fraction of the EMA generator kept by an update after ``batch_images`` new images (all processes',
+    host counts): a half-life in images means the same at any batch size. Early on the weights move too
+    fast for a long average: the half-life is capped at ``rampup * images_seen`` (StyleGAN2-ADA's
+    ``ema_rampup``; ``None``: no cap)."""
     half_life = max(half_life_kimg * 1000.0, 1e-8)
     if rampup is not None:
         half_life = max(min(half_life, images_seen * rampup), 1e-8)
@@ -52,28 +45,20 @@ def ema_beta(
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied, not averaged
-    (facegan recomputes the BatchNorm statistics of whichever generator it samples from)."""
+    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied (facegan recomputes
+    the BatchNorm statistics of whichever generator it samples from)."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
 
-# ------------------------------------------------------------------ sampling: standing statistics
-# eval() switches BatchNorm to its running statistics, which lag behind a generator whose weights change
-# every step, so eval() outputs can be far worse than the training-mode ones. As in BigGAN, sampling
-# resets them and averages the batch statistics of a few fresh batches from the *current* weights
-# (torch.optim.swa_utils.update_bn: reset, cumulative average, momentum restored), in a copy of the
-# generator: eval() then matches training-mode outputs and each image depends on its latent only.
-
-
 @torch.no_grad()
 def recompute_batchnorm_stats(
     generator: nn.Module, latent_dim: int, num_batches: int = 16, batch_size: int = 64, seed: int = 0
 ) -> None:
-    """Replace ``generator``'s BatchNorm running statistics by standing statistics, from latents of
-    their own seeded RNG (the global RNG, and so training, is untouched)."""
+    """Replace ``generator``'s BatchNorm running statistics by standing statistics (BigGAN): the mean
+    batch statistics of fresh latents (``update_bn``) from their own seeded RNG, not the global one."""
     device = next(generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
     latents = (torch.randn(batch_size, latent_dim, device=device, generator=rng) for _ in range(num_batches))
@@ -81,29 +66,26 @@ def recompute_batchnorm_stats(
 
 
 class StandingStats:
-    """A copy of a generator with standing statistics (sampling never changes the module it samples
-    from: its running statistics are training state), made again whenever the generator's parameters
-    or buffers differ from the copy's snapshot: after a training step, ``load_state_dict``, a user's own
-    optimizer step or a training-mode forward, and only then."""
+    """A copy of a generator with standing statistics, for sampling. Eval-mode BatchNorm uses running
+    statistics that lag behind weights changing every step (eval outputs can be far worse than
+    training-mode ones); standing ones match training mode, and each image depends on its latent only.
+    A copy, as sampling must not change training state; made again whenever the generator's parameters
+    or buffers differ from the copy's snapshot (a training step, ``load_state_dict``, a user's own step,
+    a training-mode forward), and only then."""
 
     def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
         self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
-        self._generator_id: int | None = None
+        self._source: nn.Module | None = None  # the generator copied
         self._copy: nn.Module | None = None
-        self._buffers: list[torch.Tensor] = []  # the generator's buffers when the copy was made
+        self._buffers: list[Tensor] = []  # the source's buffers when the copy was made
 
     def _unchanged(self, generator: nn.Module) -> bool:
-        if self._copy is None or self._generator_id != id(generator):
+        if self._copy is None or self._source is not generator:
             return False
-        params, copied = list(generator.parameters()), list(self._copy.parameters())
-        buffers = list(generator.buffers())
+        now = [*generator.parameters(), *generator.buffers()]
+        then = [*self._copy.parameters(), *self._buffers]
         same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (a moved module: new copy)
-        return (
-            len(params) == len(copied)
-            and len(buffers) == len(self._buffers)
-            and all(same(now, then) for now, then in zip(params, copied, strict=True))
-            and all(same(now, then) for now, then in zip(buffers, self._buffers, strict=True))
-        )
+        return len(now) == len(then) and all(same(a, b) for a, b in zip(now, then, strict=True))
 
     @torch.no_grad()
     def net(self, generator: nn.Module) -> nn.Module:
@@ -115,19 +97,15 @@ class StandingStats:
             self._copy = None  # free the old copy before making the new one
             fresh = copy.deepcopy(generator).requires_grad_(False)
             recompute_batchnorm_stats(fresh, *self.settings)
-            self._generator_id, self._copy = id(generator), fresh
+            self._source, self._copy = generator, fresh
             self._buffers = [b.detach().clone() for b in generator.buffers()]
         assert self._copy is not None
         return self._copy
 
 
-# ------------------------------------------------------------------------------- training batches
 def check_batch(images: Tensor, image_size: int) -> None:
-    """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]``.
-
-    Meant for the first batch of a run (it reads the batch's range: one host sync). A batch entirely
-    in ``[0, 1]`` is refused: it is what torchvision's ``ToTensor`` gives, not facegan's convention.
-    """
+    """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]`` (one host
+    sync: for a fit's first batch). A batch in ``[0, 1]`` (torchvision's ``ToTensor``) is refused."""
     expected = f"(B, 3, {image_size}, {image_size})"
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
         raise ValueError(
@@ -149,32 +127,29 @@ def check_batch(images: Tensor, image_size: int) -> None:
 
 
 def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
-    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped: from
-    the loader's batch size and (per-process) sampler's length, so the same on every process, which the
-    batch's own size is not once ``skip_bad_images`` drops an image. ``None`` when the loader does not say.
-    """
+    """Images each process's training loader drew for batch ``batch_idx`` before any was skipped (the
+    same on every process, unlike the batch's size under ``skip_bad_images``); ``None`` if it does not say."""
     loader = trainer.train_dataloader
-    batch_size = getattr(loader, "batch_size", None)
     if isinstance(loader, DeviceBatches):
         return loader.batch_size
-    if not isinstance(loader, DataLoader) or batch_size is None:
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
         return None
     try:
-        total = len(loader.sampler)  # type: ignore[arg-type]
+        total = len(loader.sampler)  # type: ignore[arg-type]  # this process's sampler under DDP
     except TypeError:
         return None
-    return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))
+    size = loader.batch_size
+    return size if loader.drop_last else max(0, min(size, total - batch_idx * size))
 
 
 class ImageFeed:
-    """The training batches as D is fed them: a fit's first batch checked against the model, every batch
+    """The training batches as D is fed them: a fit's first batch checked against the model, each batch
     counted in :attr:`seen` (``FaceGAN.images_seen``) on the host, an epoch without images refused.
 
     Under DDP a batch counts what the loaders drew times the world size: the same on every rank without
-    communication, so all take the same decisions from it (``max_kimg``, kimg checkpoints, grids, FID).
-    Images skipped as unreadable leave the count at the epoch's last batch, where the processes sum
-    their epoch's images (one collective per epoch). A loader that does not say what it drew (a user's
-    own batch sampler or iterable) costs one all-reduce per batch instead.
+    communication, so all take the same decisions from it. Images skipped as unreadable are taken off at
+    the epoch's last batch, where the processes sum their epoch's images (one collective per epoch); a
+    loader that does not say what it drew costs one all-reduce per batch instead.
     """
 
     def __init__(self, image_size: int) -> None:
@@ -182,18 +157,12 @@ class ImageFeed:
         self.seen = 0  # images shown to D since the start of training, all processes together
         self.checked = False  # whether this fit's first batch was checked
         self.epoch_images = 0  # images trained on in this epoch, by this process
-        self.epoch_counted = 0  # what `seen` took in during this epoch
-
-    def start_fit(self) -> None:
-        self.checked = False
-
-    def start_epoch(self) -> None:
-        self.epoch_images = self.epoch_counted = 0
+        self.epoch_start = 0  # `seen` when this epoch started
 
     def admit(self, images: Tensor, batch_idx: int, module: L.LightningModule) -> int:
         """Count the batch ``images`` (``B`` may be 0: all skipped); its images over all processes.
 
-        ``ValueError`` for a first batch that does not match the model (one host sync per fit);
+        ``ValueError`` for a first batch that does not match the model;
         :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which no process
         had an image (every rank raises, or none does).
         """
@@ -207,10 +176,9 @@ class ImageFeed:
         drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else None
         step = n if world == 1 else drawn * world if drawn is not None else self._sum(module, n)
         self.seen += step
-        self.epoch_counted += step
         if batch_idx + 1 == trainer.num_training_batches:
             total = self.epoch_images if world == 1 else self._sum(module, self.epoch_images)
-            self.seen += total - self.epoch_counted  # images skipped as unreadable leave the count
+            self.seen = self.epoch_start + total  # images skipped as unreadable leave the count
             if not total:
                 raise NoImagesError(
                     f"FaceGAN: epoch {trainer.current_epoch} trained on no images: every batch was empty "
@@ -243,7 +211,7 @@ class FaceGAN(L.LightningModule):
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
         label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
             targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
-            clipped as Keras clips probabilities (see :mod:`facegan.training.objective`); 0 disables it.
+            clipped as Keras clips probabilities; 0 disables it.
         g_lr: generator Adam learning rate.
         d_lr: discriminator Adam learning rate.
         g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
@@ -254,10 +222,9 @@ class FaceGAN(L.LightningModule):
             reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
         augment: DiffAugment policy for every image D sees in training (reals, fakes, and the fakes G
             is trained through): comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``;
-            ``""`` for none (see :mod:`facegan.training.objective`).
+            ``""`` for none.
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
-            driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
-            :class:`~facegan.training.objective.AdaptiveStrength`).
+            driven by D's overfitting toward this (ADA: 0.6); ``None``: always.
         ada_kimg: thousands of images for that probability to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
@@ -271,8 +238,8 @@ class FaceGAN(L.LightningModule):
             0.05); ``None`` disables the ramp-up.
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
-        bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
-            before sampling (see :class:`StandingStats`).
+        bn_stat_batches: batches of fresh latents that recompute G's BatchNorm statistics before
+            sampling.
         channels_last: train with channels-last (NHWC) weights and batches: faster convolutions
             on GPUs with tensor cores, especially under ``bf16-mixed``.
         fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None`` uses
@@ -342,21 +309,18 @@ class FaceGAN(L.LightningModule):
         self.generator_ema: torch.nn.Module | None = None
         if ema_kimg is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        # What each player minimizes, for whichever networks the step passes it; the ADA strength.
         self.objective = GANObjective(
             loss, label_noise, augment, ada_target, ada_kimg, r1_gamma, r2_gamma, r1_every
         )
-        # torch.compile'd G and D for the training step (compile=True), outside the module tree.
-        self.compiled: dict[str, Callable[..., Tensor]] = {}
+        self.compiled: dict[str, Callable[..., Tensor]] = {}  # compile=True: outside the module tree
         seeded = torch.Generator().manual_seed(sample_seed)
         # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
         self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
-        self.feed = ImageFeed(image_size)  # checks and counts the training batches: images_seen
-        # images_seen is a Python int; checkpoints keep it as the tensor state_dict["images_seen"].
+        self.feed = ImageFeed(image_size)
+        # images_seen is a Python int (no device sync); checkpoints keep it as state_dict["images_seen"].
         self.register_state_dict_post_hook(_save_images_seen)
         self.register_load_state_dict_pre_hook(_load_images_seen)
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
-        # A copy of the sampling generator with BatchNorm standing statistics, made when its weights change.
         self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
 
     @property
@@ -372,14 +336,13 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics
-        (:class:`StandingStats`)."""
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics."""
         return self.standing_stats.net(self.sampling_generator)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
         """Images ``(n, 3, S, S)`` in ``[-1, 1]``, without gradients, from latents ``z`` ``(n, latent_dim)``
-        or ``n`` fresh ones; in eval mode with standing statistics for the current weights, so an image
+        or ``n`` fresh ones; in eval mode with standing statistics (:class:`StandingStats`), so an image
         depends on its latent only and matches what training-mode batch statistics produce."""
         latent_dim = self.hparams.latent_dim
         if z is None:
@@ -415,12 +378,12 @@ class FaceGAN(L.LightningModule):
 
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        self.feed.start_fit()
+        self.feed.checked = False  # each fit checks its first batch
         if distributed.is_distributed(self):  # seed_everything and resumes gave every process one stream
             distributed.decorrelate_ranks(self.global_rank)
 
     def on_train_epoch_start(self) -> None:
-        self.feed.start_epoch()
+        self.feed.epoch_images, self.feed.epoch_start = 0, self.feed.seen
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
@@ -429,7 +392,14 @@ class FaceGAN(L.LightningModule):
             self.compiled = {"g": torch.compile(self.generator), "d": torch.compile(self.discriminator)}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
+        hp = self.hparams  # the fused kernel when fused_adam says so (None: on CUDA)
+        fused = hp.fused_adam if hp.fused_adam is not None else self.device.type == "cuda"
+        kind = {"fused": True} if fused else {}
+        players = ((self.generator, hp.g_lr, hp.g_betas), (self.discriminator, hp.d_lr, hp.d_betas))
+        return [
+            torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=hp.adam_eps, **kind)
+            for net, lr, betas in players
+        ]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp, objective = self.hparams, self.objective
@@ -496,8 +466,9 @@ class FaceGAN(L.LightningModule):
 
     on_test_start = on_validation_start
 
-    def _evaluate(self, batch: Any, prefix: str) -> None:
-        real = batch_images(batch)
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """``val/d_real``: D's P(real) on held-out reals; far below ``train/d_real`` means D overfits."""
+        real, prefix = batch_images(batch), "test" if self.trainer.testing else "val"
         if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
             return
         fake = self.sample(z=torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
@@ -510,12 +481,7 @@ class FaceGAN(L.LightningModule):
             sync_dist=True,  # each process holds other images: the epoch's mean is over all of them
         )
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """``val/d_real``: D's P(real) on held-out reals; far below ``train/d_real`` means D overfits."""
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    test_step = validation_step
 
 
 def _save_images_seen(module: FaceGAN, state: dict[str, Any], prefix: str, metadata: Any) -> None:
@@ -523,13 +489,7 @@ def _save_images_seen(module: FaceGAN, state: dict[str, Any], prefix: str, metad
 
 
 def _load_images_seen(
-    module: FaceGAN,
-    state: dict[str, Any],
-    prefix: str,
-    metadata: Any,
-    strict: bool,
-    missing: list[str],
-    *_: Any,
+    module: FaceGAN, state: dict, prefix: str, meta: Any, strict: bool, missing: list, *_: Any
 ) -> None:
     if prefix + "images_seen" in state:
         module.feed.seen = int(state.pop(prefix + "images_seen"))

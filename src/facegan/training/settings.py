@@ -1,12 +1,11 @@
-"""What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks and
-optimizers they imply (a user's own networks, or the registry's built from ``arch``)."""
+"""What :class:`facegan.FaceGAN` accepts: its settings checked together, and the networks they imply
+(a user's own, or the registry's built from ``arch``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
-import torch
 from torch import nn
 
 from facegan.nets import FAMILIES, NetworkConfig, build_discriminator, build_generator
@@ -91,44 +90,25 @@ def networks(
             )
         latent_dim = own
     latent_dim = DEFAULT_LATENT_DIM if latent_dim is None else latent_dim
-    config = None if None not in nets.values() else network_config({**hp, "latent_dim": latent_dim})
-    generator, discriminator = nets["generator"], nets["discriminator"]
-    if generator is None:
-        generator = build_generator(cast(NetworkConfig, config))
-    if discriminator is None:
-        discriminator = build_discriminator(cast(NetworkConfig, config))
+    generator, discriminator, config = nets["generator"], nets["discriminator"], None
+    if generator is None or discriminator is None:  # arch's; None widths: the papers' (R3GAN's 768)
+        arch, spectral_norm, width = hp["arch"], hp["spectral_norm"], 768 if hp["arch"] == "r3gan" else 64
+        if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
+            spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
+        config = NetworkConfig(
+            arch=arch,
+            image_size=hp["image_size"],
+            latent_dim=latent_dim,
+            g_channels=width if hp["g_channels"] is None else hp["g_channels"],
+            d_channels=width if hp["d_channels"] is None else hp["d_channels"],
+            blocks_per_stage=hp["blocks_per_stage"] or 2,
+            spectral_norm=spectral_norm,
+        )
+        if generator is None:
+            generator = build_generator(config)
+        if discriminator is None:
+            discriminator = build_discriminator(config)
     if any(net is not None for net in nets.values()):  # a given network: the pair's shapes checked
         check_pair(generator, discriminator, latent_dim, hp["image_size"])
     records = {role: None if net is None else net_record(net, role) for role, net in nets.items()}
     return generator, discriminator, config, {"latent_dim": latent_dim, **records}
-
-
-def network_config(hp: Mapping[str, Any]) -> NetworkConfig:
-    """The :class:`~facegan.nets.NetworkConfig` of FaceGAN's hparams (``None`` widths: the papers', 64;
-    R3GAN's 768)."""
-    arch, spectral_norm = hp["arch"], hp["spectral_norm"]
-    width = 768 if arch == "r3gan" else 64
-    if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
-        spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
-    return NetworkConfig(
-        arch=arch,
-        image_size=hp["image_size"],
-        latent_dim=hp["latent_dim"],
-        g_channels=width if hp["g_channels"] is None else hp["g_channels"],
-        d_channels=width if hp["d_channels"] is None else hp["d_channels"],
-        blocks_per_stage=hp["blocks_per_stage"] or 2,
-        spectral_norm=spectral_norm,
-    )
-
-
-def adam_pair(
-    generator: nn.Module, discriminator: nn.Module, hp: Mapping[str, Any], device: torch.device
-) -> list[torch.optim.Optimizer]:
-    """``[Adam for G, Adam for D]``; the fused kernel when ``fused_adam`` says so (``None``: on CUDA)."""
-    fused = hp["fused_adam"] if hp["fused_adam"] is not None else device.type == "cuda"
-    kind = {"fused": True} if fused else {}
-    players = ((generator, hp["g_lr"], hp["g_betas"]), (discriminator, hp["d_lr"], hp["d_betas"]))
-    return [
-        torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=hp["adam_eps"], **kind)
-        for net, lr, betas in players
-    ]
