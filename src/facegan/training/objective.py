@@ -1,10 +1,8 @@
-"""The GAN objective in one place, given the networks at every call (as R3GAN's ``AdversarialTraining``
-and StyleGAN2-ADA's ``StyleGAN2Loss``): D's loss, lazy R1/R2, G's loss, and the augmentation of
-everything D sees (DiffAugment) at its adaptive strength (ADA). It never sees the LightningModule.
-
-Losses are pure functions of D's logits (never Sigmoid + BCELoss: breaks under AMP); ``sigmoid(logit)``
-is the probability D assigns to "real". Under autocast D's logits and the losses are float32, and
-R1/R2 run in float32 with autocast off.
+"""The GAN objective, given the networks at every call (as R3GAN's ``AdversarialTraining`` and
+StyleGAN2-ADA's ``StyleGAN2Loss``; it never sees the LightningModule): D's loss, lazy R1/R2, G's loss,
+and the augmentation of everything D sees (DiffAugment) at its adaptive strength (ADA). Losses are pure
+functions of D's logits (``sigmoid(logit)``: P(real); never Sigmoid + BCELoss, which breaks under AMP),
+float32 under autocast; R1/R2 run in float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("nonsaturating", "hinge", "rpgan")
-
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against any real ``target``:
@@ -26,8 +22,7 @@ def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
     return (F.softplus(logits) - target * logits).mean()
 
 
-KERAS_EPSILON = 1e-7  # Keras' backend epsilon: its BCE clips probabilities to [eps, 1 - eps]
-KERAS_LOGIT_CLIP = math.log((1.0 - KERAS_EPSILON) / KERAS_EPSILON)  # the same clip on logits: 16.118
+KERAS_LOGIT_CLIP = math.log((1.0 - 1e-7) / 1e-7)  # Keras' BCE clips probabilities to [1e-7, 1 - 1e-7]
 
 
 def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
@@ -92,17 +87,18 @@ def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
 
 
-def get_losses(
-    name: str,
-) -> tuple[Callable[[Tensor, Tensor, float], Tensor], Callable[[Tensor], Tensor]]:
-    """Return ``(d_loss, g_loss)`` for a loss name from :data:`LOSSES`."""
-    if name == "nonsaturating":
-        return nonsaturating_d_loss, nonsaturating_g_loss
-    if name == "hinge":
-        return hinge_d_loss, hinge_g_loss
-    if name == "rpgan":  # G's loss takes the paired real logits too (see GANObjective.generator_loss)
-        return rpgan_d_loss, rpgan_g_loss  # type: ignore[return-value]
-    raise ValueError(f"`loss` must be one of {LOSSES}, but got {name!r}")
+LOSSES: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {  # (D's loss, G's loss)
+    "nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss),
+    "hinge": (hinge_d_loss, hinge_g_loss),
+    "rpgan": (rpgan_d_loss, rpgan_g_loss),  # G's takes the paired real logits too
+}
+
+
+def get_losses(name: str) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """``(d_loss, g_loss)`` of a loss name from :data:`LOSSES`."""
+    if name not in LOSSES:
+        raise ValueError(f"`loss` must be one of {tuple(LOSSES)}, but got {name!r}")
+    return LOSSES[name]
 
 
 def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
@@ -117,19 +113,14 @@ def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str,
 
 
 # -------------------------------------------------- augmentation of what D sees: DiffAugment and ADA
-# DiffAugment (Zhao et al. 2020): D is shown augmented reals *and* augmented fakes, and G is trained
-# through the same augmentation, so D cannot memorise the training images and G is not pushed to
-# reproduce the augmentations. Each op is differentiable tensor arithmetic with random parameters per
-# image. A policy is comma-separated names from AUGMENTATIONS ("color,translation,cutout"; "" for none).
-#
-# Its strength, ADA (StyleGAN2-ADA, Karras et al. 2020): with `ada_target` set, each op applies to each
-# image with probability p (otherwise p = 1). p starts at 0; every INTERVAL D updates it moves by
-# sign(r_t - target) * N / (ada_kimg * 1000) (N: those updates' real images, all processes'), clamped
-# to [0, 1]. r_t is ADA's E[sign(D(aug(real)))] for the absolute losses; a relativistic D's scores have
-# no zero, so for `rpgan` it is E[sign(D(aug(real)) - D(aug(fake)))] on the loss's pairs. Both are 0
-# for a D that cannot tell and 1 for one that memorised the reals (ADA's target: 0.6). The signs are
-# summed on the device and the images counted on the host (no host sync per step), all-reduced once per
-# interval (p is the same on every rank); the state, partial sums included, goes into checkpoints.
+# DiffAugment (Zhao et al. 2020): D sees augmented reals *and* fakes, and G is trained through the same
+# augmentation, so D cannot memorise the training images and G does not learn the augmentations. Each op
+# is differentiable, with random parameters per image. ADA (Karras et al. 2020) sets its strength p:
+# every INTERVAL D updates p moves by sign(r_t - target) * N / (ada_kimg * 1000) (N: those updates' real
+# images, all processes'), clamped to [0, 1]. r_t is E[sign(D(aug(real)))], for `rpgan` (whose scores
+# have no zero) E[sign(D(aug(real)) - D(aug(fake)))]: 0 for a D that cannot tell, 1 for one that
+# memorised the reals. Signs are summed on the device, images counted on the host, both all-reduced
+# once per interval (no host sync per step; p is the same on every rank).
 
 
 def _uniform(x: Tensor, low: float, high: float) -> Tensor:
@@ -265,15 +256,7 @@ class GANObjective:
 
     ``D`` is whatever scores images ``(B, 3, S, S) -> (B,)`` logits (FaceGAN passes its compiled forward
     when ``compile=True``); :meth:`regularization` takes the eager network, since compiled graphs do
-    not support R1's double backward. D sees every image (reals, fakes and the fakes G is trained
-    through) through the policy ``augment`` at strength ``ada.p``.
-
-    Example:
-        >>> D = lambda images: images.mean(dim=(1, 2, 3))  # a stand-in D: (B, 3, S, S) -> (B,)
-        >>> objective = GANObjective(loss="hinge")
-        >>> real, fake = torch.ones(4, 3, 8, 8), -torch.ones(4, 3, 8, 8)
-        >>> float(objective.discriminator_loss(D, real, fake)[0]), float(objective.generator_loss(D, fake, real))
-        (0.0, 1.0)
+    not support R1's double backward. D sees every image through the policy ``augment`` at ``ada.p``.
     """
 
     def __init__(
