@@ -66,16 +66,14 @@ def recompute_batchnorm_stats(
 
 
 class StandingStats:
-    """A copy of a generator with standing statistics, for sampling. Eval-mode BatchNorm uses running
-    statistics that lag behind weights changing every step (eval outputs can be far worse than
-    training-mode ones); standing ones match training mode, and each image depends on its latent only.
-    A copy, as sampling must not change training state; made again whenever the generator's parameters
-    or buffers differ from the copy's snapshot (a training step, ``load_state_dict``, a user's own step,
-    a training-mode forward), and only then."""
+    """A copy of a generator with standing statistics, for sampling: eval-mode running statistics lag
+    behind weights that change every step (eval outputs can be far worse than training-mode ones);
+    standing ones match training mode, and each image depends on its latent only. Made again whenever
+    the generator's parameters or buffers differ from the copy's snapshot, and only then."""
 
     def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
         self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
-        self._source: nn.Module | None = None  # the generator copied
+        self._source: nn.Module | None = None
         self._copy: nn.Module | None = None
         self._buffers: list[Tensor] = []  # the source's buffers when the copy was made
 
@@ -84,7 +82,7 @@ class StandingStats:
             return False
         now = [*generator.parameters(), *generator.buffers()]
         then = [*self._copy.parameters(), *self._buffers]
-        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (a moved module: new copy)
+        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (moved: new copy)
         return len(now) == len(then) and all(same(a, b) for a, b in zip(now, then, strict=True))
 
     @torch.no_grad()
@@ -106,12 +104,12 @@ class StandingStats:
 def check_batch(images: Tensor, image_size: int) -> None:
     """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]`` (one host
     sync: for a fit's first batch). A batch in ``[0, 1]`` (torchvision's ``ToTensor``) is refused."""
-    expected = f"(B, 3, {image_size}, {image_size})"
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
         raise ValueError(
             f"FaceGAN: a training batch has shape {tuple(images.shape)}, but the model was built for "
-            f"image_size={image_size}: batches must be {expected}. Make the data and the model agree "
-            "(the CLI links --data.image_size to the model; in Python pass the same image_size to both)"
+            f"image_size={image_size}: batches must be (B, 3, {image_size}, {image_size}). Make the data "
+            "and the model agree (the CLI links --data.image_size to the model; in Python pass the same "
+            "image_size to both)"
         )
     if not images.is_floating_point():
         raise ValueError(
@@ -145,12 +143,9 @@ def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
 class ImageFeed:
     """The training batches as D is fed them: a fit's first batch checked against the model, each batch
     counted in :attr:`seen` (``FaceGAN.images_seen``) on the host, an epoch without images refused.
-
-    Under DDP a batch counts what the loaders drew times the world size: the same on every rank without
-    communication, so all take the same decisions from it. Images skipped as unreadable are taken off at
-    the epoch's last batch, where the processes sum their epoch's images (one collective per epoch); a
-    loader that does not say what it drew costs one all-reduce per batch instead.
-    """
+    Under DDP a batch counts what the loaders drew times the world size, the same on every rank without
+    communication; images skipped as unreadable leave the count at the epoch's last batch (one
+    collective per epoch). A loader that does not say what it drew costs one all-reduce per batch."""
 
     def __init__(self, image_size: int) -> None:
         self.image_size = image_size
@@ -161,11 +156,8 @@ class ImageFeed:
 
     def admit(self, images: Tensor, batch_idx: int, module: L.LightningModule) -> int:
         """Count the batch ``images`` (``B`` may be 0: all skipped); its images over all processes.
-
-        ``ValueError`` for a first batch that does not match the model;
-        :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which no process
-        had an image (every rank raises, or none does).
-        """
+        ``ValueError`` for a first batch that does not match the model; ``NoImagesError`` at the last
+        batch of an epoch in which no process had an image (every rank raises, or none does)."""
         n = images.shape[0]
         if n and not self.checked:
             check_batch(images, self.image_size)
@@ -197,9 +189,8 @@ class FaceGAN(L.LightningModule):
     """A GAN that learns to draw faces.
 
     Args:
-        arch: network family of the networks not given, ``"dcgan"`` (Radford et al., 32/64/128 px),
-            ``"keras"`` (the Keras DCGAN face example, 128 px), ``"resnet"`` (SNGAN's ResNet) or
-            ``"r3gan"`` (R3GAN's, 32/64/128 px).
+        arch: network family of the networks not given: ``"dcgan"`` (Radford et al.), ``"keras"``
+            (the Keras DCGAN face example, 128 px only), ``"resnet"`` (SNGAN's) or ``"r3gan"`` (R3GAN's).
         image_size: side of the square images in pixels (linked to the data module in the CLI).
         latent_dim: size of the latent vector ``z``; ``None``: the given generator's ``latent_dim``
             attribute, or 128 for ``arch``'s. A value other than the given generator's is refused.
@@ -209,9 +200,8 @@ class FaceGAN(L.LightningModule):
         spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
             BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
-        label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
-            targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
-            clipped as Keras clips probabilities; 0 disables it.
+        label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): targets
+            ``1 - label_noise * U(0, 1)`` for reals, ``-label_noise * U(0, 1)`` for fakes; 0: none.
         g_lr: generator Adam learning rate.
         d_lr: discriminator Adam learning rate.
         g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
@@ -220,9 +210,8 @@ class FaceGAN(L.LightningModule):
         n_disc_steps: discriminator updates per generator update.
         g_fresh_latents: the generator update draws fresh latents (the Keras example) instead of
             reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
-        augment: DiffAugment policy for every image D sees in training (reals, fakes, and the fakes G
-            is trained through): comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``;
-            ``""`` for none.
+        augment: DiffAugment policy for every image D sees in training, the fakes G is trained through
+            included: comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``; ``""``: none.
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
             driven by D's overfitting toward this (ADA: 0.6); ``None``: always.
         ada_kimg: thousands of images for that probability to go 0 -> 1.
@@ -234,16 +223,14 @@ class FaceGAN(L.LightningModule):
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
             32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
-        ema_rampup: cap the half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA:
-            0.05); ``None`` disables the ramp-up.
+        ema_rampup: cap that half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA: 0.05;
+            ``None``: no cap).
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
-        bn_stat_batches: batches of fresh latents that recompute G's BatchNorm statistics before
-            sampling.
+        bn_stat_batches: batches of fresh latents that recompute G's BatchNorm statistics for sampling.
         channels_last: train with channels-last (NHWC) weights and batches: faster convolutions
             on GPUs with tensor cores, especially under ``bf16-mixed``.
-        fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None`` uses
-            it when the model is on a CUDA device and PyTorch's default (foreach) elsewhere.
+        fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None``: on CUDA only.
         compile: ``torch.compile`` G and D for the training step (not for R1, whose double
             backward compiled graphs do not support); first steps are slow while it compiles.
         generator: your own generator instead of ``arch``'s: any ``nn.Module`` mapping ``z``

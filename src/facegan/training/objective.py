@@ -26,14 +26,11 @@ KERAS_LOGIT_CLIP = math.log((1.0 - 1e-7) / 1e-7)  # Keras' BCE clips probabiliti
 
 
 def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
-    """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
-
-    ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
-    important trick!"): Keras labels fakes 1 and reals 0 and adds ``label_noise * U(0, 1)`` to every
-    label, so here real targets are ``1 - noise`` and fake targets ``-noise``. A target below 0 makes
-    BCE on raw logits unbounded below, so the logits are clipped as Keras' BCE clips probabilities
-    (``|logit| <= 16.118``): the loss is then Keras' exactly, bounded, its gradient zero beyond the clip.
-    """
+    """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake). ``label_noise``
+    is the Keras DCGAN face example's "important trick": Keras labels fakes 1, reals 0, plus
+    ``label_noise * U(0, 1)``, so here real targets are ``1 - noise``, fake ones ``-noise``. A target
+    below 0 makes BCE on raw logits unbounded below, so the logits are clipped as Keras clips
+    probabilities (``|logit| <= 16.118``): the loss is Keras' exactly, its gradient zero beyond the clip."""
     if not label_noise:
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     real_target = 1.0 - label_noise * torch.rand_like(real_logits)
@@ -62,27 +59,22 @@ def hinge_g_loss(fake_logits: Tensor) -> Tensor:
 
 
 def rpgan_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
-    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): each real image is paired with
-    one generated image and D learns to score the real one higher: ``softplus(l_fake - l_real)``
-    ``== -log(sigmoid(l_real - l_fake))``. Only differences of logits matter, so D cannot win by
-    shifting all its scores."""
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): D scores each real image above its
+    paired fake, ``softplus(l_fake - l_real)``; only differences matter (no win by shifting all scores)."""
     if label_noise:
         raise ValueError("`label_noise` applies to the 'nonsaturating' loss only; set it to 0 for 'rpgan'")
     return F.softplus(fake_logits - real_logits).mean()
 
 
 def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
-    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same
-    pairs (``real_logits`` from D on the real batch, without gradient into G)."""
+    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same pairs."""
     return F.softplus(real_logits - fake_logits).mean()
 
 
 def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
-    """Zero-centered gradient penalty: the batch mean of ``|d logit / d image|^2``, differentiable
-    (``create_graph=True``) so it back-propagates into D. R1 (Mescheder et al. 2018) on reals, R2 on
-    fakes detached from G (R3GAN uses both). ``logits`` must come from ``images``, which require grad.
-    Compute it in float32: under a float16 autocast the squared input gradients overflow or underflow.
-    """
+    """Zero-centered gradient penalty, the batch mean of ``|d logit / d image|^2``, differentiable into D:
+    R1 (Mescheder et al. 2018) on reals, R2 on fakes. ``logits`` must come from ``images`` (requiring
+    grad); compute it in float32, as float16's squared input gradients overflow or underflow."""
     (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
 
@@ -102,8 +94,7 @@ def get_losses(name: str) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]
 
 
 def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-    """What a D step logs besides its loss: D's mean P(real) and sign accuracy (the same for every
-    loss) on reals and fakes."""
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes."""
     return {
         "train/d_real": torch.sigmoid(real_logits).mean(),
         "train/d_fake": torch.sigmoid(fake_logits).mean(),
@@ -287,14 +278,13 @@ class GANObjective:
     def discriminator_loss(
         self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, real_logits, fake_logits)``: D's loss on ``real`` and ``fake`` (detached: it trains D
-        only); logits ``(B,)``."""
+        """``(loss, real_logits, fake_logits)`` of D on ``real`` and ``fake`` (detached: trains D only)."""
         real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
         return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
 
     def penalty(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
-        """Zero-centered gradient penalty on ``images`` (R1 on reals, R2 on fakes: detached, so it
-        trains D only) through the augmentation, in float32 with autocast off."""
+        """The gradient penalty on ``images`` (detached: trains D only) through the augmentation, in
+        float32 with autocast off."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             images = images.detach().float().requires_grad_(True)
             return gradient_penalty(images, self.logits(D, images))
@@ -323,9 +313,8 @@ class GANObjective:
         weight: float = 1.0,
         all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
     ) -> dict[str, Any]:
-        """After a D update: feed ADA its signal (``D(real)``; ``D(real) - D(fake)`` for ``rpgan``;
-        ``weight`` 0 counts no image), once per interval adjust ``p`` with the sums over the processes
-        (``all_reduce_sum``); what to log."""
+        """After a D update: feed ADA its signal (``weight`` 0 counts no image), adjust ``p`` once per
+        interval from the sums over the processes (``all_reduce_sum``); what to log."""
         if not self.ada.adaptive:
             return {}
         self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)
@@ -333,8 +322,7 @@ class GANObjective:
         return self.ada.metrics()
 
     def generator_loss(self, D: Callable[[Tensor], Tensor], fake: Tensor, real: Tensor) -> Tensor:
-        """G's loss on ``fake`` through the current D (D frozen by the caller); the relativistic one
-        pairs them with ``real``."""
+        """G's loss on ``fake`` through the current D (frozen by the caller); ``rpgan`` pairs ``real``."""
         fake_logits = self.logits(D, fake)
         if self.loss != "rpgan":
             return self.g_loss_fn(fake_logits)

@@ -27,12 +27,9 @@ def check_settings(hp: Mapping[str, Any]) -> None:
             f"FaceGAN: `blocks_per_stage` applies to arch='r3gan' only (an integer >= 1); got "
             f"{hp['blocks_per_stage']} with arch={hp['arch']!r}"
         )
-    if hp["r1_gamma"] < 0 or hp["r1_every"] < 1:
-        raise ValueError(
-            f"FaceGAN: `r1_gamma` must be >= 0 and `r1_every` an integer >= 1, but got "
-            f"r1_gamma={hp['r1_gamma']}, r1_every={hp['r1_every']}"
-        )
     for name, rule, ok in (
+        ("r1_gamma", ">= 0", hp["r1_gamma"] >= 0),
+        ("r1_every", "an integer >= 1", hp["r1_every"] >= 1),
         ("n_disc_steps", "an integer >= 1", hp["n_disc_steps"] >= 1),
         ("label_noise", ">= 0", hp["label_noise"] >= 0),
         ("num_samples", ">= 1", hp["num_samples"] >= 1),
