@@ -84,13 +84,10 @@ def disable_reducer(module: L.LightningModule) -> None:
 def average_gradients(
     module: L.LightningModule, optimizer: torch.optim.Optimizer, images: int = 0
 ) -> Tensor | int:
-    """Average the gradients of ``optimizer``'s parameters over the processes, in one flat all-reduce.
-
-    Every process sends the same layout whatever its backward produced (no rank waits for a collective
-    the others skipped): a missing gradient contributes zeros and stays ``None`` only if no process has
-    one. ``images`` (this process's, in the step) travels along: returned summed over the processes, a
-    device tensor under DDP (no host sync), ``images`` itself in one process.
-    """
+    """Average the gradients of ``optimizer``'s parameters over the processes in one flat all-reduce,
+    the same layout from every process (a missing gradient sends zeros; it stays ``None`` only if no
+    process has one). ``images`` (this process's) travels along: returned summed over the processes, a
+    device tensor under DDP (no host sync), ``images`` itself in one process."""
     if not is_distributed(module):
         return images
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -128,9 +125,8 @@ def broadcast_buffers(module: L.LightningModule) -> None:
 
 
 def decorrelate_ranks(rank: int) -> None:
-    """Give each process its own random streams, deterministically from the current (shared) state:
-    ``seed_everything`` seeds every DDP process alike and a resume restores rank 0's states on all,
-    so the ranks' "different" fake batches (and augmentations) would be copies."""
+    """Give each process its own random streams, deterministically from the current shared state (left by
+    ``seed_everything`` or a resume): else the ranks' fake batches and augmentations would be copies."""
     seed = int(torch.randint(0, 2**62, (1,))) + rank
     torch.manual_seed(seed)
     random.seed(seed)
@@ -138,8 +134,7 @@ def decorrelate_ranks(rank: int) -> None:
 
 
 # ------------------------------------------------------------------------------- random states
-# Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
-# ``torch.load(weights_only=True)`` (facegan's only way) refuses; here every state is a tensor or plain.
+# Not Lightning's ``_collect_rng_states``: its NumPy ndarray is refused by ``torch.load(weights_only=True)``.
 
 
 def rng_states() -> dict[str, Any]:
@@ -167,9 +162,8 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 @contextmanager
 def random_streams_kept() -> Iterator[None]:
-    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`):
-    callbacks that build a network, iterate a ``DataLoader`` or miss a cache draw from them, which
-    would make the training depend on whether a metric is attached or its cache was warm."""
+    """Run a block without advancing the process's random streams: else a callback that builds a network,
+    iterates a ``DataLoader`` or misses a cache would change the training."""
     state = rng_states()
     try:
         yield

@@ -30,9 +30,6 @@ def cpu_has_bf16() -> bool:
 
 def trains_on_cpu(accelerator: Any) -> bool:
     """Whether a Trainer ``accelerator`` setting means the CPU (``"auto"``/``None``: no GPU here)."""
-    if accelerator == "cpu":
-        return True
-    if accelerator not in ("auto", None):
-        return False
-    mps = getattr(torch.backends, "mps", None)
-    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+    if accelerator in ("auto", None):
+        return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return accelerator == "cpu"

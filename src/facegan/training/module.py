@@ -4,13 +4,14 @@
 player): ``fake = G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every
 ``n_disc_steps``, a G update on the same ``fake`` (or fresh ones) through the updated D. The losses are
 :class:`~facegan.training.objective.GANObjective`'s. ``sample()`` is how images leave the model;
-``images_seen`` is the one count of training images, which callbacks read.
+``images_seen`` is the one count of training images, which callbacks read. The settings are checked
+together (:func:`check_settings`) and imply the networks (:func:`networks`: a user's own, or ``arch``'s).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Literal, cast
 
@@ -25,9 +26,10 @@ from torch.utils.data import DataLoader
 from facegan.data.cache import DeviceBatches
 from facegan.data.decode import NoImagesError
 from facegan.images import batch_images
+from facegan.nets import FAMILIES, NetworkConfig, build_discriminator, build_generator
+from facegan.nets.custom import build_from_record, check_pair, net_record
 from facegan.training import distributed
 from facegan.training.objective import GANObjective, discriminator_metrics
-from facegan.training.settings import check_settings, networks
 
 
 def ema_beta(
@@ -65,40 +67,15 @@ def recompute_batchnorm_stats(
     update_bn(latents, generator)
 
 
-class StandingStats:
-    """A copy of a generator with standing statistics, for sampling: eval-mode running statistics lag
-    behind weights that change every step (eval outputs can be far worse than training-mode ones);
-    standing ones match training mode, and each image depends on its latent only. Made again whenever
-    the generator's parameters or buffers differ from the copy's snapshot, and only then."""
-
-    def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
-        self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
-        self._source: nn.Module | None = None
-        self._copy: nn.Module | None = None
-        self._buffers: list[Tensor] = []  # the source's buffers when the copy was made
-
-    def _unchanged(self, generator: nn.Module) -> bool:
-        if self._copy is None or self._source is not generator:
-            return False
-        now = [*generator.parameters(), *generator.buffers()]
-        then = [*self._copy.parameters(), *self._buffers]
-        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (moved: new copy)
-        return len(now) == len(then) and all(same(a, b) for a, b in zip(now, then, strict=True))
-
-    @torch.no_grad()
-    def net(self, generator: nn.Module) -> nn.Module:
-        """``generator`` itself when it has no BatchNorm tracking statistics, else its standing copy."""
-        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-        if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
-            return generator
-        if not self._unchanged(generator):
-            self._copy = None  # free the old copy before making the new one
-            fresh = copy.deepcopy(generator).requires_grad_(False)
-            recompute_batchnorm_stats(fresh, *self.settings)
-            self._source, self._copy = generator, fresh
-            self._buffers = [b.detach().clone() for b in generator.buffers()]
-        assert self._copy is not None
-        return self._copy
+def _standing_copy(
+    standing: tuple[nn.Module, nn.Module, list[Tensor]] | None, gen: nn.Module
+) -> nn.Module | None:
+    """The copy of ``standing`` (source, copy, the source's buffers then) if it still matches ``gen``."""
+    if standing is None or standing[0] is not gen:
+        return None
+    now, then = [*gen.parameters(), *gen.buffers()], [*standing[1].parameters(), *standing[2]]
+    same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (moved: new copy)
+    return standing[1] if len(now) == len(then) and all(map(same, now, then)) else None
 
 
 def check_batch(images: Tensor, image_size: int) -> None:
@@ -183,6 +160,107 @@ class ImageFeed:
     def _sum(module: L.LightningModule, count: int) -> int:
         """``count`` summed over the processes (a collective and a host read)."""
         return int(distributed.all_reduce_sum(module, torch.tensor(float(count), device=module.device)))
+
+
+# ------------------------------------------------------- what FaceGAN accepts: settings and networks
+DEFAULT_LATENT_DIM = 128  # the registry's generators' latent size when `latent_dim` is left unset
+ARCH_ONLY = {"generator": ("g_channels",), "discriminator": ("d_channels", "spectral_norm")}
+
+
+def check_settings(hp: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first setting of ``hp`` (FaceGAN's hparams) that is out of range."""
+    if hp["arch"] == "keras" and (hp["g_channels"] is not None or hp["d_channels"] is not None):
+        raise ValueError(
+            "FaceGAN: `g_channels`/`d_channels` set the dcgan widths; the 'keras' architecture has "
+            "fixed widths, so leave them unset (null)"
+        )
+    if hp["blocks_per_stage"] is not None and (hp["arch"] != "r3gan" or hp["blocks_per_stage"] < 1):
+        raise ValueError(
+            f"FaceGAN: `blocks_per_stage` applies to arch='r3gan' only (an integer >= 1); got "
+            f"{hp['blocks_per_stage']} with arch={hp['arch']!r}"
+        )
+    for name, rule, ok in (
+        ("r1_gamma", ">= 0", hp["r1_gamma"] >= 0),
+        ("r1_every", "an integer >= 1", hp["r1_every"] >= 1),
+        ("n_disc_steps", "an integer >= 1", hp["n_disc_steps"] >= 1),
+        ("label_noise", ">= 0", hp["label_noise"] >= 0),
+        ("num_samples", ">= 1", hp["num_samples"] >= 1),
+        ("r2_gamma", ">= 0", hp["r2_gamma"] >= 0),
+        ("ema_kimg", "> 0 or null (no EMA)", hp["ema_kimg"] is None or hp["ema_kimg"] > 0),
+        ("ema_rampup", "> 0 or null", hp["ema_rampup"] is None or hp["ema_rampup"] > 0),
+    ):
+        if not ok:
+            raise ValueError(f"FaceGAN: `{name}` must be {rule}, but got {hp[name]}")
+    if hp["ada_target"] is not None and not (0 < hp["ada_target"] < 1 and hp["ada_kimg"] > 0):
+        raise ValueError(
+            f"FaceGAN: `ada_target` must be in (0, 1) (ADA: 0.6) or null, and `ada_kimg` > 0; got "
+            f"ada_target={hp['ada_target']}, ada_kimg={hp['ada_kimg']}"
+        )
+    if hp["ada_target"] is not None and not hp["augment"].strip(" ,"):
+        raise ValueError(
+            "FaceGAN: `ada_target` adapts the strength of the `augment` policy, which is empty; give "
+            "one, e.g. augment='color,translation' (--model.augment color,translation)"
+        )
+    if hp["label_noise"] and hp["loss"] != "nonsaturating":
+        raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
+
+
+def networks(
+    hp: Mapping[str, Any], given: dict[str, Any]
+) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
+    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (an
+    ``nn.Module`` or its record, :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig`
+    of ``arch``'s (``None`` when none is built); the hparams that record them: ``latent_dim`` (a given
+    generator's; else the argument, 128 when unset) and the ``generator``/``discriminator`` records."""
+    nets = {
+        role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
+        for role, net in given.items()
+    }
+    for role, names in ARCH_ONLY.items():
+        for name in names:
+            if nets[role] is not None and hp[name] is not None:
+                raise ValueError(
+                    f"FaceGAN: `{name}` sets up the registry's {role}; with your own {role} leave it "
+                    "unset (null) and configure your network itself"
+                )
+    latent_dim = hp["latent_dim"]
+    if nets["generator"] is not None:
+        own = getattr(nets["generator"], "latent_dim", None)
+        if isinstance(own, bool) or not isinstance(own, int) or own < 1:
+            raise ValueError(
+                f"FaceGAN: the generator {type(nets['generator']).__name__} has no integer `latent_dim` "
+                f"attribute (got {own!r}); set `self.latent_dim` in its __init__: facegan draws latents "
+                "of that size"
+            )
+        if latent_dim is not None and latent_dim != own:
+            raise ValueError(
+                f"FaceGAN: `latent_dim` is {latent_dim}, but the generator's `latent_dim` is {own}; leave "
+                "`latent_dim` unset (null): it is read from your generator"
+            )
+        latent_dim = own
+    latent_dim = DEFAULT_LATENT_DIM if latent_dim is None else latent_dim
+    generator, discriminator, config = nets["generator"], nets["discriminator"], None
+    if generator is None or discriminator is None:  # arch's; None widths: the papers' (R3GAN's 768)
+        arch, spectral_norm, width = hp["arch"], hp["spectral_norm"], 768 if hp["arch"] == "r3gan" else 64
+        if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
+            spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
+        config = NetworkConfig(
+            arch=arch,
+            image_size=hp["image_size"],
+            latent_dim=latent_dim,
+            g_channels=width if hp["g_channels"] is None else hp["g_channels"],
+            d_channels=width if hp["d_channels"] is None else hp["d_channels"],
+            blocks_per_stage=hp["blocks_per_stage"] or 2,
+            spectral_norm=spectral_norm,
+        )
+        if generator is None:
+            generator = build_generator(config)
+        if discriminator is None:
+            discriminator = build_discriminator(config)
+    if any(net is not None for net in nets.values()):  # a given network: the pair's shapes checked
+        check_pair(generator, discriminator, latent_dim, hp["image_size"])
+    records = {role: None if net is None else net_record(net, role) for role, net in nets.items()}
+    return generator, discriminator, config, {"latent_dim": latent_dim, **records}
 
 
 class FaceGAN(L.LightningModule):
@@ -291,7 +369,6 @@ class FaceGAN(L.LightningModule):
         given = {"generator": generator, "discriminator": discriminator}
         self.generator, self.discriminator, self.net_config, recorded = networks(self.hparams, given)
         self.hparams.update(recorded)  # latent_dim, and how to rebuild a given network
-        latent_dim = self.hparams.latent_dim
         # The EMA generator: a frozen copy, never optimized, never in DDP's reducer; in checkpoints.
         self.generator_ema: torch.nn.Module | None = None
         if ema_kimg is not None:
@@ -302,13 +379,13 @@ class FaceGAN(L.LightningModule):
         self.compiled: dict[str, Callable[..., Tensor]] = {}  # compile=True: outside the module tree
         seeded = torch.Generator().manual_seed(sample_seed)
         # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
-        self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
+        self.register_buffer("sample_z", torch.randn(num_samples, self.hparams.latent_dim, generator=seeded))
         self.feed = ImageFeed(image_size)
         # images_seen is a Python int (no device sync); checkpoints keep it as state_dict["images_seen"].
         self.register_state_dict_post_hook(_save_images_seen)
         self.register_load_state_dict_pre_hook(_load_images_seen)
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
-        self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
+        self._standing: tuple[nn.Module, nn.Module, list[Tensor]] | None = None  # standing_generator's
 
     @property
     def images_seen(self) -> int:
@@ -323,13 +400,28 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics."""
-        return self.standing_stats.net(self.sampling_generator)
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator`, or where it has BatchNorm
+        a copy with standing statistics: eval-mode running statistics lag behind weights that change every
+        step (eval outputs can be far worse than training-mode ones); standing ones match training mode,
+        and each image depends on its latent only. The copy (sampling leaves the training state alone) is
+        made again whenever the generator's parameters or buffers differ from its snapshot, only then."""
+        generator = self.sampling_generator
+        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+        if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
+            return generator
+        standing = _standing_copy(self._standing, generator)
+        if standing is None:
+            self._standing = None  # free the old copy before making the new one
+            standing = copy.deepcopy(generator).requires_grad_(False)
+            hp = self.hparams
+            recompute_batchnorm_stats(standing, hp.latent_dim, hp.bn_stat_batches, seed=hp.sample_seed)
+            self._standing = (generator, standing, [b.detach().clone() for b in generator.buffers()])
+        return standing
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
         """Images ``(n, 3, S, S)`` in ``[-1, 1]``, without gradients, from latents ``z`` ``(n, latent_dim)``
-        or ``n`` fresh ones; in eval mode with standing statistics (:class:`StandingStats`), so an image
+        or ``n`` fresh ones; in eval mode with standing statistics (:meth:`standing_generator`), so an image
         depends on its latent only and matches what training-mode batch statistics produce."""
         latent_dim = self.hparams.latent_dim
         if z is None:
@@ -354,7 +446,7 @@ class FaceGAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
-        if state.get("ada") is not None and self.objective.ada.adaptive:
+        if state.get("ada") is not None and self.objective.ada.target is not None:
             self.objective.ada.load_state_dict(state["ada"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:

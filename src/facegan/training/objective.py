@@ -35,10 +35,8 @@ def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: 
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     real_target = 1.0 - label_noise * torch.rand_like(real_logits)
     fake_target = -label_noise * torch.rand_like(fake_logits)
-    clip = KERAS_LOGIT_CLIP
-    return bce_with_logits(real_logits.clamp(-clip, clip), real_target) + bce_with_logits(
-        fake_logits.clamp(-clip, clip), fake_target
-    )
+    real, fake = (logits.clamp(-KERAS_LOGIT_CLIP, KERAS_LOGIT_CLIP) for logits in (real_logits, fake_logits))
+    return bce_with_logits(real, real_target) + bce_with_logits(fake, fake_target)
 
 
 def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:
@@ -198,13 +196,9 @@ class AdaptiveStrength:
         self.count = 0.0  # this interval's images (their weights), on the host
         self.steps = 0  # D updates observed in this interval
 
-    @property
-    def adaptive(self) -> bool:
-        return self.target is not None
-
     def observe(self, signal: Tensor, weight: float = 1.0) -> None:
         """Count one D update's ``signal`` ``(B,)``; ``weight`` 0 (a stand-in batch) counts no image."""
-        if not self.adaptive:
+        if self.target is None:
             return
         signs = torch.sign(signal.detach().float()).sum() * weight
         self.signs = signs if self.signs is None else self.signs + signs
@@ -228,7 +222,7 @@ class AdaptiveStrength:
 
     def metrics(self) -> dict[str, float]:
         """``train/aug_p`` and (after the first interval) ``train/r_t``; nothing at a fixed strength."""
-        if not self.adaptive:
+        if self.target is None:
             return {}
         return {"train/aug_p": self.p} | ({} if self.r_t is None else {"train/r_t": self.r_t})
 
@@ -269,7 +263,7 @@ class GANObjective:
 
     def augment(self, images: Tensor) -> Tensor:
         """What D sees in training: ``images`` through the policy (if any) at strength ``ada.p``."""
-        return diff_augment(images, self.policy, self.ada.p) if self.policy else images
+        return diff_augment(images, self.policy, self.ada.p)
 
     def logits(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
         """D's float32 logits ``(B,)`` of the augmented ``images`` (losses stay float32 under autocast)."""
@@ -315,7 +309,7 @@ class GANObjective:
     ) -> dict[str, Any]:
         """After a D update: feed ADA its signal (``weight`` 0 counts no image), adjust ``p`` once per
         interval from the sums over the processes (``all_reduce_sum``); what to log."""
-        if not self.ada.adaptive:
+        if self.ada.target is None:
             return {}
         self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)
         self.ada.update(all_reduce_sum)
