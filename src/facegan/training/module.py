@@ -140,8 +140,7 @@ class ImageFeed:
             check_batch(images, self.image_size)
             self.checked = True
         self.epoch_images += n
-        trainer = module.trainer
-        world = trainer.world_size
+        trainer, world = module.trainer, module.trainer.world_size
         drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else None
         step = n if world == 1 else drawn * world if drawn is not None else self._sum(module, n)
         self.seen += step
@@ -208,10 +207,9 @@ def check_settings(hp: Mapping[str, Any]) -> None:
 def networks(
     hp: Mapping[str, Any], given: dict[str, Any]
 ) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
-    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (an
-    ``nn.Module`` or its record, :mod:`facegan.nets.custom`), else ``arch``'s; the :class:`NetworkConfig`
-    of ``arch``'s (``None`` when none is built); the hparams that record them: ``latent_dim`` (a given
-    generator's; else the argument, 128 when unset) and the ``generator``/``discriminator`` records."""
+    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (a module
+    or its record, :mod:`facegan.nets.custom`), else ``arch``'s of ``config`` (``None`` if none is built);
+    the hparams recording them: ``latent_dim`` (a given generator's, else the argument or 128) and records."""
     nets = {
         role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
         for role, net in given.items()
@@ -275,8 +273,7 @@ class FaceGAN(L.LightningModule):
         g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
             ``r3gan``: width of its stages up to 32 px; ``None``: the papers' 64 (R3GAN's 768).
         d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
-        spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
-            BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
+        spectral_norm: spectrally normalize D's layers (a ``dcgan`` D drops BatchNorm); ``None``: resnet's.
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
         label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): targets
             ``1 - label_noise * U(0, 1)`` for reals, ``-label_noise * U(0, 1)`` for fakes; 0: none.
@@ -301,20 +298,18 @@ class FaceGAN(L.LightningModule):
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
             32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
-        ema_rampup: cap that half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA: 0.05;
-            ``None``: no cap).
+        ema_rampup: cap it at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA: 0.05; ``None``: never).
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
         bn_stat_batches: batches of fresh latents that recompute G's BatchNorm statistics for sampling.
         channels_last: train with channels-last (NHWC) weights and batches: faster convolutions
             on GPUs with tensor cores, especially under ``bf16-mixed``.
         fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None``: on CUDA only.
-        compile: ``torch.compile`` G and D for the training step (not for R1, whose double
-            backward compiled graphs do not support); first steps are slow while it compiles.
-        generator: your own generator instead of ``arch``'s: any ``nn.Module`` mapping ``z``
-            ``(N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]``, with a ``latent_dim`` attribute and
-            its ``__init__`` arguments kept as attributes of the same name (checkpoints and exports
-            rebuild it from them: see :mod:`facegan.nets.custom`). In YAML: ``class_path``/``init_args``.
+        compile: ``torch.compile`` G and D for the training step (not R1: compiled graphs lack its double
+            backward); the first steps are slow while it compiles.
+        generator: your own generator instead of ``arch``'s (YAML: ``class_path``/``init_args``): an
+            ``nn.Module``, ``z (N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]``, with ``latent_dim`` and
+            its ``__init__`` arguments kept as same-named attributes (checkpoints rebuild it from them).
         discriminator: your own discriminator instead of ``arch``'s: images ``(N, 3, S, S)`` to
             logits ``(N,)``, its ``__init__`` arguments kept as for ``generator``.
 
@@ -450,9 +445,8 @@ class FaceGAN(L.LightningModule):
             self.objective.ada.load_state_dict(state["ada"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
-            # Resuming a fit: the random streams continue where the checkpoint left them (N/2 steps +
-            # resume + N/2 = N steps straight); set before the first training iterator draws its
-            # shuffle seed. `FaceGAN.load_from_checkpoint` leaves the RNG alone.
+            # Resuming a fit: the random streams go on from the checkpoint (N/2 steps + resume + N/2 = N
+            # steps), set before the training iterator draws its shuffle seed; not for load_from_checkpoint.
             distributed.set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training

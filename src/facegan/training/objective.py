@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+Net = Callable[[Tensor], Tensor]  # D, or its compiled forward: images (B, 3, S, S) -> logits (B,)
+
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against any real ``target``:
@@ -102,14 +104,13 @@ def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str,
 
 
 # -------------------------------------------------- augmentation of what D sees: DiffAugment and ADA
-# DiffAugment (Zhao et al. 2020): D sees augmented reals *and* fakes, and G is trained through the same
-# augmentation, so D cannot memorise the training images and G does not learn the augmentations. Each op
-# is differentiable, with random parameters per image. ADA (Karras et al. 2020) sets its strength p:
-# every INTERVAL D updates p moves by sign(r_t - target) * N / (ada_kimg * 1000) (N: those updates' real
-# images, all processes'), clamped to [0, 1]. r_t is E[sign(D(aug(real)))], for `rpgan` (whose scores
-# have no zero) E[sign(D(aug(real)) - D(aug(fake)))]: 0 for a D that cannot tell, 1 for one that
-# memorised the reals. Signs are summed on the device, images counted on the host, both all-reduced
-# once per interval (no host sync per step; p is the same on every rank).
+# DiffAugment (Zhao et al. 2020): D sees augmented reals *and* fakes, G is trained through the same
+# differentiable ops (random per image), so D cannot memorise the reals. ADA (Karras et al. 2020): every
+# INTERVAL D updates, the probability p of each op moves by sign(r_t - target) * N / (ada_kimg * 1000)
+# (N: those updates' real images, all processes'), clamped to [0, 1]. r_t is E[sign(D(aug(real)))], for
+# `rpgan` (whose scores have no zero) E[sign(D(aug(real)) - D(aug(fake)))]: 0 for a D that cannot tell,
+# 1 for one that memorised the reals. Signs are summed on the device, images counted on the host, both
+# all-reduced once per interval (no host sync per step; p is the same on every rank).
 
 
 def _uniform(x: Tensor, low: float, high: float) -> Tensor:
@@ -265,18 +266,16 @@ class GANObjective:
         """What D sees in training: ``images`` through the policy (if any) at strength ``ada.p``."""
         return diff_augment(images, self.policy, self.ada.p)
 
-    def logits(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    def logits(self, D: Net, images: Tensor) -> Tensor:
         """D's float32 logits ``(B,)`` of the augmented ``images`` (losses stay float32 under autocast)."""
         return D(self.augment(images)).float()
 
-    def discriminator_loss(
-        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def discriminator_loss(self, D: Net, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(loss, real_logits, fake_logits)`` of D on ``real`` and ``fake`` (detached: trains D only)."""
         real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
         return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
 
-    def penalty(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    def penalty(self, D: Net, images: Tensor) -> Tensor:
         """The gradient penalty on ``images`` (detached: trains D only) through the augmentation, in
         float32 with autocast off."""
         with torch.autocast(device_type=images.device.type, enabled=False):
@@ -284,7 +283,7 @@ class GANObjective:
             return gradient_penalty(images, self.logits(D, images))
 
     def regularization(
-        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, d_updates: int
+        self, D: Net, real: Tensor, fake: Tensor, d_updates: int
     ) -> tuple[Tensor | float, dict[str, Tensor]]:
         """``(penalty to add to D's loss, what to log)``: R1 on ``real`` and R2 on ``fake``, each
         ``gamma / 2 * |grad|^2``, lazily every ``r1_every`` D updates (``d_updates``: those done so
@@ -315,7 +314,7 @@ class GANObjective:
         self.ada.update(all_reduce_sum)
         return self.ada.metrics()
 
-    def generator_loss(self, D: Callable[[Tensor], Tensor], fake: Tensor, real: Tensor) -> Tensor:
+    def generator_loss(self, D: Net, fake: Tensor, real: Tensor) -> Tensor:
         """G's loss on ``fake`` through the current D (frozen by the caller); ``rpgan`` pairs ``real``."""
         fake_logits = self.logits(D, fake)
         if self.loss != "rpgan":
