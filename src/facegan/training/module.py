@@ -1,11 +1,8 @@
-"""``FaceGAN``: the LightningModule that trains a generator against a discriminator.
-
-``training_step`` is Lightning's manual-optimization GAN recipe (``toggle_optimizer`` freezes the other
-player): ``fake = G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every
-``n_disc_steps``, a G update on the same ``fake`` (or fresh ones) through the updated D. The losses are
-:class:`~facegan.training.objective.GANObjective`'s. ``sample()`` is how images leave the model;
-``images_seen`` is the one count of training images, which callbacks read. The settings are checked
-together (:func:`check_settings`) and imply the networks (:func:`networks`: a user's own, or ``arch``'s).
+"""``FaceGAN``: the LightningModule that trains a generator against a discriminator by Lightning's
+manual-optimization GAN recipe: ``fake = G(z)`` once; a D update on ``real`` and ``fake.detach()``;
+every ``n_disc_steps``, a G update on the same ``fake`` (or fresh ones) through the updated D, with
+:class:`~facegan.training.objective.GANObjective`'s losses. Here too: its settings' checks, its networks
+(:func:`networks`), ``sample()`` (how images leave the model), ``images_seen`` (the one image count).
 """
 
 from __future__ import annotations
@@ -395,11 +392,10 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs and exports write: :attr:`sampling_generator`, or where it has BatchNorm
-        a copy with standing statistics: eval-mode running statistics lag behind weights that change every
-        step (eval outputs can be far worse than training-mode ones); standing ones match training mode,
-        and each image depends on its latent only. The copy (sampling leaves the training state alone) is
-        made again whenever the generator's parameters or buffers differ from its snapshot, only then."""
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator`, or if it has BatchNorm a
+        copy (sampling leaves training state alone) with standing statistics: eval-mode running ones lag
+        behind weights changing every step; standing ones match training mode, each image depending on its
+        latent only. Made again whenever the generator's parameters or buffers differ from its snapshot."""
         generator = self.sampling_generator
         norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
         if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
