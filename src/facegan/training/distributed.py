@@ -1,12 +1,8 @@
-"""Several processes: the process-group helpers that training and metrics share (plain
-torch.distributed; no Lightning needed to import), and each process's random streams.
-
-DDP and a GAN: Lightning wraps G and D in one ``DistributedDataParallel`` whose reducer expects a
-gradient for every parameter in every backward, but D's backward never reaches G ("parameters that
-were not used in producing loss"; ``find_unused_parameters=True`` only papers over it with a graph
-search per backward). As a plain PyTorch GAN with one wrapper per network does, facegan switches the
-reducer off (:func:`disable_reducer`) and all-reduces the stepping player's gradients right before
-``opt.step()`` (:func:`average_gradients`).
+"""Several processes: the helpers that training and metrics share (plain torch.distributed, importable
+without Lightning), and each process's random streams. Lightning's one ``DistributedDataParallel`` over
+G and D expects a gradient for every parameter in every backward, but D's never reaches G
+(``find_unused_parameters`` only papers over it): facegan switches its reducer off
+(:func:`disable_reducer`) and all-reduces the stepping player's gradients (:func:`average_gradients`).
 """
 
 from __future__ import annotations
@@ -35,16 +31,11 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
         return None
 
 
-def world_size(module: L.LightningModule) -> int:
-    """Number of training processes (1 outside a Trainer)."""
-    trainer = attached_trainer(module)
-    return trainer.world_size if trainer is not None else 1
-
-
 def is_distributed(module: L.LightningModule | None = None) -> bool:
     """Whether collectives are needed: an initialised process group of several processes (and, given
     ``module``, a Trainer of several: a module outside one trains alone)."""
-    if module is not None and world_size(module) < 2:
+    trainer = None if module is None else attached_trainer(module)
+    if module is not None and (trainer is None or trainer.world_size < 2):
         return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -93,15 +84,10 @@ def disable_reducer(module: L.LightningModule) -> None:
 def average_gradients(
     module: L.LightningModule, optimizer: torch.optim.Optimizer, images: int = 0
 ) -> Tensor | int:
-    """All-reduce (mean over processes) the gradients of ``optimizer``'s parameters, in one flat buffer.
-
-    Every process sends a buffer of the same layout whatever its own backward produced: a parameter
-    without a gradient on this process contributes zeros, and keeps ``grad = None`` afterwards only if
-    it has none on *every* process (so no rank ever waits for a collective the others skipped, and
-    the optimizers of all ranks see the same gradients). ``images`` (this process's images in the
-    step) travels in the same buffer: the return value is the step's images over all processes, a
-    device tensor under DDP (no host sync), ``images`` itself in one process.
-    """
+    """Average the gradients of ``optimizer``'s parameters over the processes in one flat all-reduce,
+    the same layout from every process (a missing gradient sends zeros; it stays ``None`` only if no
+    process has one). ``images`` (this process's) travels along: returned summed over the processes, a
+    device tensor under DDP (no host sync), ``images`` itself in one process."""
     if not is_distributed(module):
         return images
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -118,8 +104,7 @@ def average_gradients(
     dist.all_reduce(flat)  # one collective: the player's gradients, which ranks had them, the images
     n = flat.numel() - len(params) - 1
     grads, flags, count = flat[:n] / dist.get_world_size(), flat[n:-1], flat[-1]
-    # Which parameters some process had a gradient for is read on the host only where this process
-    # had none (rarely, and never in facegan's steps, whose backward reaches every parameter).
+    # Read on the host only where this process lacks a gradient (never in facegan's own steps).
     had = flags.tolist() if any(missing) else [1.0] * len(params)
     shares = grads.split([p.numel() for p in params])
     for p, synced, absent, anyone in zip(params, shares, missing, had, strict=True):
@@ -140,9 +125,8 @@ def broadcast_buffers(module: L.LightningModule) -> None:
 
 
 def decorrelate_ranks(rank: int) -> None:
-    """Give each process its own random streams, deterministically from the current (shared) state:
-    ``seed_everything`` seeds every DDP process alike and a resume restores rank 0's states on all,
-    so the ranks' "different" fake batches (and augmentations) would be copies."""
+    """Give each process its own random streams, deterministically from the current shared state (left by
+    ``seed_everything`` or a resume): else the ranks' fake batches and augmentations would be copies."""
     seed = int(torch.randint(0, 2**62, (1,))) + rank
     torch.manual_seed(seed)
     random.seed(seed)
@@ -150,8 +134,7 @@ def decorrelate_ranks(rank: int) -> None:
 
 
 # ------------------------------------------------------------------------------- random states
-# Not Lightning's ``_collect_rng_states``: it keeps NumPy's state as an ndarray, which
-# ``torch.load(weights_only=True)`` (facegan's only way) refuses; here every state is a tensor or plain.
+# Not Lightning's ``_collect_rng_states``: its NumPy ndarray is refused by ``torch.load(weights_only=True)``.
 
 
 def rng_states() -> dict[str, Any]:
@@ -179,9 +162,8 @@ def set_rng_states(state: dict[str, Any]) -> None:
 
 @contextmanager
 def random_streams_kept() -> Iterator[None]:
-    """Run a block without advancing any of the process's random streams (those of :func:`rng_states`):
-    callbacks that build a network, iterate a ``DataLoader`` or miss a cache draw from them, which
-    would make the training depend on whether a metric is attached or its cache was warm."""
+    """Run a block without advancing the process's random streams: else a callback that builds a network,
+    iterates a ``DataLoader`` or misses a cache would change the training."""
     state = rng_states()
     try:
         yield

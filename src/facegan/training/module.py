@@ -1,18 +1,14 @@
-"""``FaceGAN``: the LightningModule that trains a generator against a discriminator.
-
-``training_step`` is the optimizer choreography of Lightning's manual-optimization GAN recipe: ``fake =
-G(z)`` once; a D update on ``real`` and ``fake.detach()``; then, every ``n_disc_steps`` batches, a G
-update on the *same* ``fake`` (with ``g_fresh_latents``: fresh ones) through the freshly updated D
-(``toggle_optimizer`` freezes the other player). What each player minimizes is
-:class:`~facegan.training.objective.GANObjective`'s. Mixed precision works with every option: D's logits
-and the losses are float32, R1 runs in float32. ``sample()`` is the one way callbacks and tools get
-images out of the model; ``images_seen`` is the one count of training images, which callbacks read.
+"""``FaceGAN``: the LightningModule that trains a generator against a discriminator by Lightning's
+manual-optimization GAN recipe: ``fake = G(z)`` once; a D update on ``real`` and ``fake.detach()``;
+every ``n_disc_steps``, a G update on the same ``fake`` (or fresh ones) through the updated D, with
+:class:`~facegan.training.objective.GANObjective`'s losses. Here too: its settings' checks, its networks
+(:func:`networks`), ``sample()`` (how images leave the model), ``images_seen`` (the one image count).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Literal, cast
 
@@ -27,23 +23,19 @@ from torch.utils.data import DataLoader
 from facegan.data.cache import DeviceBatches
 from facegan.data.decode import NoImagesError
 from facegan.images import batch_images
+from facegan.nets import FAMILIES, NetworkConfig, build_discriminator, build_generator
+from facegan.nets.custom import build_from_record, check_pair, net_record
 from facegan.training import distributed
 from facegan.training.objective import GANObjective, discriminator_metrics
-from facegan.training.settings import adam_pair, check_settings, networks
-
-# ------------------------------------------------------------------------------- the EMA generator
-# The average is parametrised by a half-life in images, not by a per-step decay: with a batch of ``B``
-# images, each update keeps ``beta = 0.5 ** (B / half_life_images)`` of the average, so the half-life
-# means the same whatever the batch size. Early in training the weights move fast and an average over
-# a long half-life would lag far behind them; the ramp-up caps the half-life at ``rampup * images_seen``
-# (StyleGAN2-ADA's ``ema_rampup``, 0.05 there; ``None`` disables it).
 
 
 def ema_beta(
     batch_images: int, half_life_kimg: float, images_seen: int, rampup: float | None = None
 ) -> float:
-    """Fraction of the average kept by one update that follows ``batch_images`` new images (all
-    processes'); the counts are host integers (``FaceGAN.images_seen``): no device."""
+    """Fraction of the EMA generator kept by an update after ``batch_images`` new images (all processes',
+    host counts): a half-life in images means the same at any batch size. Early on the weights move too
+    fast for a long average: the half-life is capped at ``rampup * images_seen`` (StyleGAN2-ADA's
+    ``ema_rampup``; ``None``: no cap)."""
     half_life = max(half_life_kimg * 1000.0, 1e-8)
     if rampup is not None:
         half_life = max(min(half_life, images_seen * rampup), 1e-8)
@@ -52,88 +44,46 @@ def ema_beta(
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied, not averaged
-    (facegan recomputes the BatchNorm statistics of whichever generator it samples from)."""
+    """``ema <- beta * ema + (1 - beta) * model`` for parameters; buffers are copied (facegan recomputes
+    the BatchNorm statistics of whichever generator it samples from)."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
 
-# ------------------------------------------------------------------ sampling: standing statistics
-# eval() switches BatchNorm to its running statistics, which lag behind a generator whose weights change
-# every step, so eval() outputs can be far worse than the training-mode ones. As in BigGAN, sampling
-# resets them and averages the batch statistics of a few fresh batches from the *current* weights
-# (torch.optim.swa_utils.update_bn: reset, cumulative average, momentum restored), in a copy of the
-# generator: eval() then matches training-mode outputs and each image depends on its latent only.
-
-
 @torch.no_grad()
 def recompute_batchnorm_stats(
     generator: nn.Module, latent_dim: int, num_batches: int = 16, batch_size: int = 64, seed: int = 0
 ) -> None:
-    """Replace ``generator``'s BatchNorm running statistics by standing statistics, from latents of
-    their own seeded RNG (the global RNG, and so training, is untouched)."""
+    """Replace ``generator``'s BatchNorm running statistics by standing statistics (BigGAN): the mean
+    batch statistics of fresh latents (``update_bn``) from their own seeded RNG, not the global one."""
     device = next(generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
     latents = (torch.randn(batch_size, latent_dim, device=device, generator=rng) for _ in range(num_batches))
     update_bn(latents, generator)
 
 
-class StandingStats:
-    """A copy of a generator with standing statistics (sampling never changes the module it samples
-    from: its running statistics are training state), made again whenever the generator's parameters
-    or buffers differ from the copy's snapshot: after a training step, ``load_state_dict``, a user's own
-    optimizer step or a training-mode forward, and only then."""
-
-    def __init__(self, latent_dim: int, num_batches: int, seed: int, batch_size: int = 64) -> None:
-        self.settings = (latent_dim, num_batches, batch_size, seed)  # recompute_batchnorm_stats'
-        self._generator_id: int | None = None
-        self._copy: nn.Module | None = None
-        self._buffers: list[torch.Tensor] = []  # the generator's buffers when the copy was made
-
-    def _unchanged(self, generator: nn.Module) -> bool:
-        if self._copy is None or self._generator_id != id(generator):
-            return False
-        params, copied = list(generator.parameters()), list(self._copy.parameters())
-        buffers = list(generator.buffers())
-        same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (a moved module: new copy)
-        return (
-            len(params) == len(copied)
-            and len(buffers) == len(self._buffers)
-            and all(same(now, then) for now, then in zip(params, copied, strict=True))
-            and all(same(now, then) for now, then in zip(buffers, self._buffers, strict=True))
-        )
-
-    @torch.no_grad()
-    def net(self, generator: nn.Module) -> nn.Module:
-        """``generator`` itself when it has no BatchNorm tracking statistics, else its standing copy."""
-        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-        if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
-            return generator
-        if not self._unchanged(generator):
-            self._copy = None  # free the old copy before making the new one
-            fresh = copy.deepcopy(generator).requires_grad_(False)
-            recompute_batchnorm_stats(fresh, *self.settings)
-            self._generator_id, self._copy = id(generator), fresh
-            self._buffers = [b.detach().clone() for b in generator.buffers()]
-        assert self._copy is not None
-        return self._copy
+def _standing_copy(
+    standing: tuple[nn.Module, nn.Module, list[Tensor]] | None, gen: nn.Module
+) -> nn.Module | None:
+    """The copy of ``standing`` (source, copy, the source's buffers then) if it still matches ``gen``."""
+    if standing is None or standing[0] is not gen:
+        return None
+    now, then = [*gen.parameters(), *gen.buffers()], [*standing[1].parameters(), *standing[2]]
+    same = lambda a, b: a.device == b.device and torch.equal(a, b)  # noqa: E731 (moved: new copy)
+    return standing[1] if len(now) == len(then) and all(map(same, now, then)) else None
 
 
-# ------------------------------------------------------------------------------- training batches
 def check_batch(images: Tensor, image_size: int) -> None:
-    """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]``.
-
-    Meant for the first batch of a run (it reads the batch's range: one host sync). A batch entirely
-    in ``[0, 1]`` is refused: it is what torchvision's ``ToTensor`` gives, not facegan's convention.
-    """
-    expected = f"(B, 3, {image_size}, {image_size})"
+    """Raise ``ValueError`` unless ``images`` is a float ``(B, 3, S, S)`` batch in ``[-1, 1]`` (one host
+    sync: for a fit's first batch). A batch in ``[0, 1]`` (torchvision's ``ToTensor``) is refused."""
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, image_size, image_size):
         raise ValueError(
             f"FaceGAN: a training batch has shape {tuple(images.shape)}, but the model was built for "
-            f"image_size={image_size}: batches must be {expected}. Make the data and the model agree "
-            "(the CLI links --data.image_size to the model; in Python pass the same image_size to both)"
+            f"image_size={image_size}: batches must be (B, 3, {image_size}, {image_size}). Make the data "
+            "and the model agree (the CLI links --data.image_size to the model; in Python pass the same "
+            "image_size to both)"
         )
     if not images.is_floating_point():
         raise ValueError(
@@ -149,68 +99,51 @@ def check_batch(images: Tensor, image_size: int) -> None:
 
 
 def drawn_per_rank(trainer: L.Trainer, batch_idx: int) -> int | None:
-    """Images each process's training loader drew for batch ``batch_idx``, before any was skipped: from
-    the loader's batch size and (per-process) sampler's length, so the same on every process, which the
-    batch's own size is not once ``skip_bad_images`` drops an image. ``None`` when the loader does not say.
-    """
+    """Images each process's training loader drew for batch ``batch_idx`` before any was skipped (the
+    same on every process, unlike the batch's size under ``skip_bad_images``); ``None`` if it does not say."""
     loader = trainer.train_dataloader
-    batch_size = getattr(loader, "batch_size", None)
     if isinstance(loader, DeviceBatches):
         return loader.batch_size
-    if not isinstance(loader, DataLoader) or batch_size is None:
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
         return None
     try:
-        total = len(loader.sampler)  # type: ignore[arg-type]
+        total = len(loader.sampler)  # type: ignore[arg-type]  # this process's sampler under DDP
     except TypeError:
         return None
-    return batch_size if loader.drop_last else max(0, min(batch_size, total - batch_idx * batch_size))
+    size = loader.batch_size
+    return size if loader.drop_last else max(0, min(size, total - batch_idx * size))
 
 
 class ImageFeed:
-    """The training batches as D is fed them: a fit's first batch checked against the model, every batch
+    """The training batches as D is fed them: a fit's first batch checked against the model, each batch
     counted in :attr:`seen` (``FaceGAN.images_seen``) on the host, an epoch without images refused.
-
-    Under DDP a batch counts what the loaders drew times the world size: the same on every rank without
-    communication, so all take the same decisions from it (``max_kimg``, kimg checkpoints, grids, FID).
-    Images skipped as unreadable leave the count at the epoch's last batch, where the processes sum
-    their epoch's images (one collective per epoch). A loader that does not say what it drew (a user's
-    own batch sampler or iterable) costs one all-reduce per batch instead.
-    """
+    Under DDP a batch counts what the loaders drew times the world size, the same on every rank without
+    communication; images skipped as unreadable leave the count at the epoch's last batch (one
+    collective per epoch). A loader that does not say what it drew costs one all-reduce per batch."""
 
     def __init__(self, image_size: int) -> None:
         self.image_size = image_size
         self.seen = 0  # images shown to D since the start of training, all processes together
         self.checked = False  # whether this fit's first batch was checked
         self.epoch_images = 0  # images trained on in this epoch, by this process
-        self.epoch_counted = 0  # what `seen` took in during this epoch
-
-    def start_fit(self) -> None:
-        self.checked = False
-
-    def start_epoch(self) -> None:
-        self.epoch_images = self.epoch_counted = 0
+        self.epoch_start = 0  # `seen` when this epoch started
 
     def admit(self, images: Tensor, batch_idx: int, module: L.LightningModule) -> int:
         """Count the batch ``images`` (``B`` may be 0: all skipped); its images over all processes.
-
-        ``ValueError`` for a first batch that does not match the model (one host sync per fit);
-        :class:`~facegan.data.decode.NoImagesError` at the last batch of an epoch in which no process
-        had an image (every rank raises, or none does).
-        """
+        ``ValueError`` for a first batch that does not match the model; ``NoImagesError`` at the last
+        batch of an epoch in which no process had an image (every rank raises, or none does)."""
         n = images.shape[0]
         if n and not self.checked:
             check_batch(images, self.image_size)
             self.checked = True
         self.epoch_images += n
-        trainer = module.trainer
-        world = trainer.world_size
+        trainer, world = module.trainer, module.trainer.world_size
         drawn = drawn_per_rank(trainer, batch_idx) if world > 1 else None
         step = n if world == 1 else drawn * world if drawn is not None else self._sum(module, n)
         self.seen += step
-        self.epoch_counted += step
         if batch_idx + 1 == trainer.num_training_batches:
             total = self.epoch_images if world == 1 else self._sum(module, self.epoch_images)
-            self.seen += total - self.epoch_counted  # images skipped as unreadable leave the count
+            self.seen = self.epoch_start + total  # images skipped as unreadable leave the count
             if not total:
                 raise NoImagesError(
                     f"FaceGAN: epoch {trainer.current_epoch} trained on no images: every batch was empty "
@@ -225,25 +158,122 @@ class ImageFeed:
         return int(distributed.all_reduce_sum(module, torch.tensor(float(count), device=module.device)))
 
 
+# ------------------------------------------------------- what FaceGAN accepts: settings and networks
+DEFAULT_LATENT_DIM = 128  # the registry's generators' latent size when `latent_dim` is left unset
+ARCH_ONLY = {"generator": ("g_channels",), "discriminator": ("d_channels", "spectral_norm")}
+
+
+def check_settings(hp: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first setting of ``hp`` (FaceGAN's hparams) that is out of range."""
+    if hp["arch"] == "keras" and (hp["g_channels"] is not None or hp["d_channels"] is not None):
+        raise ValueError(
+            "FaceGAN: `g_channels`/`d_channels` set the dcgan widths; the 'keras' architecture has "
+            "fixed widths, so leave them unset (null)"
+        )
+    if hp["blocks_per_stage"] is not None and (hp["arch"] != "r3gan" or hp["blocks_per_stage"] < 1):
+        raise ValueError(
+            f"FaceGAN: `blocks_per_stage` applies to arch='r3gan' only (an integer >= 1); got "
+            f"{hp['blocks_per_stage']} with arch={hp['arch']!r}"
+        )
+    for name, rule, ok in (
+        ("r1_gamma", ">= 0", hp["r1_gamma"] >= 0),
+        ("r1_every", "an integer >= 1", hp["r1_every"] >= 1),
+        ("n_disc_steps", "an integer >= 1", hp["n_disc_steps"] >= 1),
+        ("label_noise", ">= 0", hp["label_noise"] >= 0),
+        ("num_samples", ">= 1", hp["num_samples"] >= 1),
+        ("r2_gamma", ">= 0", hp["r2_gamma"] >= 0),
+        ("ema_kimg", "> 0 or null (no EMA)", hp["ema_kimg"] is None or hp["ema_kimg"] > 0),
+        ("ema_rampup", "> 0 or null", hp["ema_rampup"] is None or hp["ema_rampup"] > 0),
+    ):
+        if not ok:
+            raise ValueError(f"FaceGAN: `{name}` must be {rule}, but got {hp[name]}")
+    if hp["ada_target"] is not None and not (0 < hp["ada_target"] < 1 and hp["ada_kimg"] > 0):
+        raise ValueError(
+            f"FaceGAN: `ada_target` must be in (0, 1) (ADA: 0.6) or null, and `ada_kimg` > 0; got "
+            f"ada_target={hp['ada_target']}, ada_kimg={hp['ada_kimg']}"
+        )
+    if hp["ada_target"] is not None and not hp["augment"].strip(" ,"):
+        raise ValueError(
+            "FaceGAN: `ada_target` adapts the strength of the `augment` policy, which is empty; give "
+            "one, e.g. augment='color,translation' (--model.augment color,translation)"
+        )
+    if hp["label_noise"] and hp["loss"] != "nonsaturating":
+        raise ValueError("FaceGAN: `label_noise` applies to loss='nonsaturating' only")
+
+
+def networks(
+    hp: Mapping[str, Any], given: dict[str, Any]
+) -> tuple[nn.Module, nn.Module, NetworkConfig | None, dict[str, Any]]:
+    """FaceGAN's ``(generator, discriminator, config, hparams)``: each network the one ``given`` (a module
+    or its record, :mod:`facegan.nets.custom`), else ``arch``'s of ``config`` (``None`` if none is built);
+    the hparams recording them: ``latent_dim`` (a given generator's, else the argument or 128) and records."""
+    nets = {
+        role: build_from_record(net, f"FaceGAN `{role}`") if isinstance(net, dict) else net
+        for role, net in given.items()
+    }
+    for role, names in ARCH_ONLY.items():
+        for name in names:
+            if nets[role] is not None and hp[name] is not None:
+                raise ValueError(
+                    f"FaceGAN: `{name}` sets up the registry's {role}; with your own {role} leave it "
+                    "unset (null) and configure your network itself"
+                )
+    latent_dim = hp["latent_dim"]
+    if nets["generator"] is not None:
+        own = getattr(nets["generator"], "latent_dim", None)
+        if isinstance(own, bool) or not isinstance(own, int) or own < 1:
+            raise ValueError(
+                f"FaceGAN: the generator {type(nets['generator']).__name__} has no integer `latent_dim` "
+                f"attribute (got {own!r}); set `self.latent_dim` in its __init__: facegan draws latents "
+                "of that size"
+            )
+        if latent_dim is not None and latent_dim != own:
+            raise ValueError(
+                f"FaceGAN: `latent_dim` is {latent_dim}, but the generator's `latent_dim` is {own}; leave "
+                "`latent_dim` unset (null): it is read from your generator"
+            )
+        latent_dim = own
+    latent_dim = DEFAULT_LATENT_DIM if latent_dim is None else latent_dim
+    generator, discriminator, config = nets["generator"], nets["discriminator"], None
+    if generator is None or discriminator is None:  # arch's; None widths: the papers' (R3GAN's 768)
+        arch, spectral_norm, width = hp["arch"], hp["spectral_norm"], 768 if hp["arch"] == "r3gan" else 64
+        if spectral_norm is None:  # the family's default (an unknown arch: NetworkConfig names it)
+            spectral_norm = arch in FAMILIES and FAMILIES[arch].spectral_norm_default
+        config = NetworkConfig(
+            arch=arch,
+            image_size=hp["image_size"],
+            latent_dim=latent_dim,
+            g_channels=width if hp["g_channels"] is None else hp["g_channels"],
+            d_channels=width if hp["d_channels"] is None else hp["d_channels"],
+            blocks_per_stage=hp["blocks_per_stage"] or 2,
+            spectral_norm=spectral_norm,
+        )
+        if generator is None:
+            generator = build_generator(config)
+        if discriminator is None:
+            discriminator = build_discriminator(config)
+    if any(net is not None for net in nets.values()):  # a given network: the pair's shapes checked
+        check_pair(generator, discriminator, latent_dim, hp["image_size"])
+    records = {role: None if net is None else net_record(net, role) for role, net in nets.items()}
+    return generator, discriminator, config, {"latent_dim": latent_dim, **records}
+
+
 class FaceGAN(L.LightningModule):
     """A GAN that learns to draw faces.
 
     Args:
-        arch: network family of the networks not given, ``"dcgan"`` (Radford et al., 32/64/128 px),
-            ``"keras"`` (the Keras DCGAN face example, 128 px), ``"resnet"`` (SNGAN's ResNet) or
-            ``"r3gan"`` (R3GAN's, 32/64/128 px).
+        arch: network family of the networks not given: ``"dcgan"`` (Radford et al.), ``"keras"``
+            (the Keras DCGAN face example, 128 px only), ``"resnet"`` (SNGAN's) or ``"r3gan"`` (R3GAN's).
         image_size: side of the square images in pixels (linked to the data module in the CLI).
         latent_dim: size of the latent vector ``z``; ``None``: the given generator's ``latent_dim``
             attribute, or 128 for ``arch``'s. A value other than the given generator's is refused.
         g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
             ``r3gan``: width of its stages up to 32 px; ``None``: the papers' 64 (R3GAN's 768).
         d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
-        spectral_norm: spectrally normalize every layer of D (a ``dcgan`` D then drops its
-            BatchNorm); ``None`` means the architecture's default (on for ``resnet`` only).
+        spectral_norm: spectrally normalize D's layers (a ``dcgan`` D drops BatchNorm); ``None``: resnet's.
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
-        label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): real
-            targets ``1 - label_noise * U(0, 1)``, fake targets ``-label_noise * U(0, 1)``, logits
-            clipped as Keras clips probabilities (see :mod:`facegan.training.objective`); 0 disables it.
+        label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): targets
+            ``1 - label_noise * U(0, 1)`` for reals, ``-label_noise * U(0, 1)`` for fakes; 0: none.
         g_lr: generator Adam learning rate.
         d_lr: discriminator Adam learning rate.
         g_betas: generator Adam betas (DCGAN: ``(0.5, 0.999)``).
@@ -252,12 +282,10 @@ class FaceGAN(L.LightningModule):
         n_disc_steps: discriminator updates per generator update.
         g_fresh_latents: the generator update draws fresh latents (the Keras example) instead of
             reusing the discriminator update's fakes (Lightning's GAN recipe; one G forward per batch).
-        augment: DiffAugment policy for every image D sees in training (reals, fakes, and the fakes G
-            is trained through): comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``;
-            ``""`` for none (see :mod:`facegan.training.objective`).
+        augment: DiffAugment policy for every image D sees in training, the fakes G is trained through
+            included: comma-separated names from ``"color"``, ``"translation"``, ``"cutout"``; ``""``: none.
         ada_target: adaptive augmentation (ADA): each op of ``augment`` applied with a probability
-            driven by D's overfitting toward this (ADA: 0.6); ``None``: always (see
-            :class:`~facegan.training.objective.AdaptiveStrength`).
+            driven by D's overfitting toward this (ADA: 0.6); ``None``: always.
         ada_kimg: thousands of images for that probability to go 0 -> 1.
         r1_gamma: weight of the R1 penalty ``gamma / 2 * |grad_x D(x_real)|^2``; 0 disables it.
             StyleGAN2-ADA starts from 0.0002 * S^2 / batch: 0.0128 at 64 px, batch 64.
@@ -267,22 +295,18 @@ class FaceGAN(L.LightningModule):
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
             32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
-        ema_rampup: cap the half-life at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA:
-            0.05); ``None`` disables the ramp-up.
+        ema_rampup: cap it at ``ema_rampup * images_seen`` early on (StyleGAN2-ADA: 0.05; ``None``: never).
         num_samples: number of fixed latents kept in the ``sample_z`` buffer (sample grids).
         sample_seed: seed of the fixed latents and of the BatchNorm standing statistics.
-        bn_stat_batches: batches of fresh latents used to recompute G's BatchNorm statistics
-            before sampling (see :class:`StandingStats`).
+        bn_stat_batches: batches of fresh latents that recompute G's BatchNorm statistics for sampling.
         channels_last: train with channels-last (NHWC) weights and batches: faster convolutions
             on GPUs with tensor cores, especially under ``bf16-mixed``.
-        fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None`` uses
-            it when the model is on a CUDA device and PyTorch's default (foreach) elsewhere.
-        compile: ``torch.compile`` G and D for the training step (not for R1, whose double
-            backward compiled graphs do not support); first steps are slow while it compiles.
-        generator: your own generator instead of ``arch``'s: any ``nn.Module`` mapping ``z``
-            ``(N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]``, with a ``latent_dim`` attribute and
-            its ``__init__`` arguments kept as attributes of the same name (checkpoints and exports
-            rebuild it from them: see :mod:`facegan.nets.custom`). In YAML: ``class_path``/``init_args``.
+        fused_adam: Adam's fused kernel (one launch per step for all parameters); ``None``: on CUDA only.
+        compile: ``torch.compile`` G and D for the training step (not R1: compiled graphs lack its double
+            backward); the first steps are slow while it compiles.
+        generator: your own generator instead of ``arch``'s (YAML: ``class_path``/``init_args``): an
+            ``nn.Module``, ``z (N, latent_dim)`` to ``(N, 3, S, S)`` in ``[-1, 1]``, with ``latent_dim`` and
+            its ``__init__`` arguments kept as same-named attributes (checkpoints rebuild it from them).
         discriminator: your own discriminator instead of ``arch``'s: images ``(N, 3, S, S)`` to
             logits ``(N,)``, its ``__init__`` arguments kept as for ``generator``.
 
@@ -337,27 +361,23 @@ class FaceGAN(L.LightningModule):
         given = {"generator": generator, "discriminator": discriminator}
         self.generator, self.discriminator, self.net_config, recorded = networks(self.hparams, given)
         self.hparams.update(recorded)  # latent_dim, and how to rebuild a given network
-        latent_dim = self.hparams.latent_dim
         # The EMA generator: a frozen copy, never optimized, never in DDP's reducer; in checkpoints.
         self.generator_ema: torch.nn.Module | None = None
         if ema_kimg is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        # What each player minimizes, for whichever networks the step passes it; the ADA strength.
         self.objective = GANObjective(
             loss, label_noise, augment, ada_target, ada_kimg, r1_gamma, r2_gamma, r1_every
         )
-        # torch.compile'd G and D for the training step (compile=True), outside the module tree.
-        self.compiled: dict[str, Callable[..., Tensor]] = {}
+        self.compiled: dict[str, Callable[..., Tensor]] = {}  # compile=True: outside the module tree
         seeded = torch.Generator().manual_seed(sample_seed)
         # Fixed latents: successive grids differ only because G changed. Persistent: resumes keep them.
-        self.register_buffer("sample_z", torch.randn(num_samples, latent_dim, generator=seeded))
-        self.feed = ImageFeed(image_size)  # checks and counts the training batches: images_seen
-        # images_seen is a Python int; checkpoints keep it as the tensor state_dict["images_seen"].
+        self.register_buffer("sample_z", torch.randn(num_samples, self.hparams.latent_dim, generator=seeded))
+        self.feed = ImageFeed(image_size)
+        # images_seen is a Python int (no device sync); checkpoints keep it as state_dict["images_seen"].
         self.register_state_dict_post_hook(_save_images_seen)
         self.register_load_state_dict_pre_hook(_load_images_seen)
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
-        # A copy of the sampling generator with BatchNorm standing statistics, made when its weights change.
-        self.standing_stats = StandingStats(latent_dim, bn_stat_batches, sample_seed)
+        self._standing: tuple[nn.Module, nn.Module, list[Tensor]] | None = None  # standing_generator's
 
     @property
     def images_seen(self) -> int:
@@ -372,14 +392,27 @@ class FaceGAN(L.LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema
 
     def standing_generator(self) -> torch.nn.Module:
-        """What :meth:`sample` runs and exports write: :attr:`sampling_generator` with standing statistics
-        (:class:`StandingStats`)."""
-        return self.standing_stats.net(self.sampling_generator)
+        """What :meth:`sample` runs and exports write: :attr:`sampling_generator`, or if it has BatchNorm a
+        copy (sampling leaves training state alone) with standing statistics: eval-mode running ones lag
+        behind weights changing every step; standing ones match training mode, each image depending on its
+        latent only. Made again whenever the generator's parameters or buffers differ from its snapshot."""
+        generator = self.sampling_generator
+        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+        if not any(isinstance(m, norms) and m.track_running_stats for m in generator.modules()):
+            return generator
+        standing = _standing_copy(self._standing, generator)
+        if standing is None:
+            self._standing = None  # free the old copy before making the new one
+            standing = copy.deepcopy(generator).requires_grad_(False)
+            hp = self.hparams
+            recompute_batchnorm_stats(standing, hp.latent_dim, hp.bn_stat_batches, seed=hp.sample_seed)
+            self._standing = (generator, standing, [b.detach().clone() for b in generator.buffers()])
+        return standing
 
     @torch.no_grad()
     def sample(self, n: int | None = None, z: Tensor | None = None, batch_size: int = 256) -> Tensor:
         """Images ``(n, 3, S, S)`` in ``[-1, 1]``, without gradients, from latents ``z`` ``(n, latent_dim)``
-        or ``n`` fresh ones; in eval mode with standing statistics for the current weights, so an image
+        or ``n`` fresh ones; in eval mode with standing statistics (:meth:`standing_generator`), so an image
         depends on its latent only and matches what training-mode batch statistics produce."""
         latent_dim = self.hparams.latent_dim
         if z is None:
@@ -404,23 +437,22 @@ class FaceGAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
-        if state.get("ada") is not None and self.objective.ada.adaptive:
+        if state.get("ada") is not None and self.objective.ada.target is not None:
             self.objective.ada.load_state_dict(state["ada"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
-            # Resuming a fit: the random streams continue where the checkpoint left them (N/2 steps +
-            # resume + N/2 = N steps straight); set before the first training iterator draws its
-            # shuffle seed. `FaceGAN.load_from_checkpoint` leaves the RNG alone.
+            # Resuming a fit: the random streams go on from the checkpoint (N/2 steps + resume + N/2 = N
+            # steps), set before the training iterator draws its shuffle seed; not for load_from_checkpoint.
             distributed.set_rng_states(state["rng"])
 
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        self.feed.start_fit()
+        self.feed.checked = False  # each fit checks its first batch
         if distributed.is_distributed(self):  # seed_everything and resumes gave every process one stream
             distributed.decorrelate_ranks(self.global_rank)
 
     def on_train_epoch_start(self) -> None:
-        self.feed.start_epoch()
+        self.feed.epoch_images, self.feed.epoch_start = 0, self.feed.seen
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
@@ -429,7 +461,14 @@ class FaceGAN(L.LightningModule):
             self.compiled = {"g": torch.compile(self.generator), "d": torch.compile(self.discriminator)}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return adam_pair(self.generator, self.discriminator, self.hparams, self.device)
+        hp = self.hparams  # the fused kernel when fused_adam says so (None: on CUDA)
+        fused = hp.fused_adam if hp.fused_adam is not None else self.device.type == "cuda"
+        kind = {"fused": True} if fused else {}
+        players = ((self.generator, hp.g_lr, hp.g_betas), (self.discriminator, hp.d_lr, hp.d_betas))
+        return [
+            torch.optim.Adam(net.parameters(), lr=lr, betas=betas, eps=hp.adam_eps, **kind)
+            for net, lr, betas in players
+        ]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp, objective = self.hparams, self.objective
@@ -496,8 +535,9 @@ class FaceGAN(L.LightningModule):
 
     on_test_start = on_validation_start
 
-    def _evaluate(self, batch: Any, prefix: str) -> None:
-        real = batch_images(batch)
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """``val/d_real``: D's P(real) on held-out reals; far below ``train/d_real`` means D overfits."""
+        real, prefix = batch_images(batch), "test" if self.trainer.testing else "val"
         if real.shape[0] == 0:  # every image of the batch was skipped as unreadable
             return
         fake = self.sample(z=torch.randn(real.shape[0], self.hparams.latent_dim, device=self.device))
@@ -510,12 +550,7 @@ class FaceGAN(L.LightningModule):
             sync_dist=True,  # each process holds other images: the epoch's mean is over all of them
         )
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """``val/d_real``: D's P(real) on held-out reals; far below ``train/d_real`` means D overfits."""
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    test_step = validation_step
 
 
 def _save_images_seen(module: FaceGAN, state: dict[str, Any], prefix: str, metadata: Any) -> None:
@@ -523,13 +558,7 @@ def _save_images_seen(module: FaceGAN, state: dict[str, Any], prefix: str, metad
 
 
 def _load_images_seen(
-    module: FaceGAN,
-    state: dict[str, Any],
-    prefix: str,
-    metadata: Any,
-    strict: bool,
-    missing: list[str],
-    *_: Any,
+    module: FaceGAN, state: dict, prefix: str, meta: Any, strict: bool, missing: list, *_: Any
 ) -> None:
     if prefix + "images_seen" in state:
         module.feed.seen = int(state.pop(prefix + "images_seen"))

@@ -1,10 +1,8 @@
-"""The GAN objective in one place, given the networks at every call (as R3GAN's ``AdversarialTraining``
-and StyleGAN2-ADA's ``StyleGAN2Loss``): D's loss, lazy R1/R2, G's loss, and the augmentation of
-everything D sees (DiffAugment) at its adaptive strength (ADA). It never sees the LightningModule.
-
-Losses are pure functions of D's logits (never Sigmoid + BCELoss: breaks under AMP); ``sigmoid(logit)``
-is the probability D assigns to "real". Under autocast D's logits and the losses are float32, and
-R1/R2 run in float32 with autocast off.
+"""The GAN objective, given the networks at every call (as R3GAN's ``AdversarialTraining`` and
+StyleGAN2-ADA's ``StyleGAN2Loss``; it never sees the LightningModule): D's loss, lazy R1/R2, G's loss,
+and the augmentation of everything D sees (DiffAugment) at its adaptive strength (ADA). Losses are pure
+functions of D's logits (``sigmoid(logit)``: P(real); never Sigmoid + BCELoss, which breaks under AMP),
+float32 under autocast; R1/R2 run in float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("nonsaturating", "hinge", "rpgan")
+Net = Callable[[Tensor], Tensor]  # D, or its compiled forward: images (B, 3, S, S) -> logits (B,)
 
 
 def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
@@ -26,27 +24,21 @@ def bce_with_logits(logits: Tensor, target: float | Tensor) -> Tensor:
     return (F.softplus(logits) - target * logits).mean()
 
 
-KERAS_EPSILON = 1e-7  # Keras' backend epsilon: its BCE clips probabilities to [eps, 1 - eps]
-KERAS_LOGIT_CLIP = math.log((1.0 - KERAS_EPSILON) / KERAS_EPSILON)  # the same clip on logits: 16.118
+KERAS_LOGIT_CLIP = math.log((1.0 - 1e-7) / 1e-7)  # Keras' BCE clips probabilities to [1e-7, 1 - 1e-7]
 
 
 def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
-    """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake).
-
-    ``label_noise > 0`` is the Keras DCGAN face example's trick ("add random noise to the labels -
-    important trick!"): Keras labels fakes 1 and reals 0 and adds ``label_noise * U(0, 1)`` to every
-    label, so here real targets are ``1 - noise`` and fake targets ``-noise``. A target below 0 makes
-    BCE on raw logits unbounded below, so the logits are clipped as Keras' BCE clips probabilities
-    (``|logit| <= 16.118``): the loss is then Keras' exactly, bounded, its gradient zero beyond the clip.
-    """
+    """Discriminator loss of the original GAN: BCE with targets 1 (real) and 0 (fake). ``label_noise``
+    is the Keras DCGAN face example's "important trick": Keras labels fakes 1, reals 0, plus
+    ``label_noise * U(0, 1)``, so here real targets are ``1 - noise``, fake ones ``-noise``. A target
+    below 0 makes BCE on raw logits unbounded below, so the logits are clipped as Keras clips
+    probabilities (``|logit| <= 16.118``): the loss is Keras' exactly, its gradient zero beyond the clip."""
     if not label_noise:
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     real_target = 1.0 - label_noise * torch.rand_like(real_logits)
     fake_target = -label_noise * torch.rand_like(fake_logits)
-    clip = KERAS_LOGIT_CLIP
-    return bce_with_logits(real_logits.clamp(-clip, clip), real_target) + bce_with_logits(
-        fake_logits.clamp(-clip, clip), fake_target
-    )
+    real, fake = (logits.clamp(-KERAS_LOGIT_CLIP, KERAS_LOGIT_CLIP) for logits in (real_logits, fake_logits))
+    return bce_with_logits(real, real_target) + bce_with_logits(fake, fake_target)
 
 
 def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:
@@ -67,47 +59,42 @@ def hinge_g_loss(fake_logits: Tensor) -> Tensor:
 
 
 def rpgan_d_loss(real_logits: Tensor, fake_logits: Tensor, label_noise: float = 0.0) -> Tensor:
-    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): each real image is paired with
-    one generated image and D learns to score the real one higher: ``softplus(l_fake - l_real)``
-    ``== -log(sigmoid(l_real - l_fake))``. Only differences of logits matter, so D cannot win by
-    shifting all its scores."""
+    """Relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN): D scores each real image above its
+    paired fake, ``softplus(l_fake - l_real)``; only differences matter (no win by shifting all scores)."""
     if label_noise:
         raise ValueError("`label_noise` applies to the 'nonsaturating' loss only; set it to 0 for 'rpgan'")
     return F.softplus(fake_logits - real_logits).mean()
 
 
 def rpgan_g_loss(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
-    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same
-    pairs (``real_logits`` from D on the real batch, without gradient into G)."""
+    """Generator side of the relativistic pairing loss: ``softplus(l_real - l_fake)`` on the same pairs."""
     return F.softplus(real_logits - fake_logits).mean()
 
 
 def gradient_penalty(images: Tensor, logits: Tensor) -> Tensor:
-    """Zero-centered gradient penalty: the batch mean of ``|d logit / d image|^2``, differentiable
-    (``create_graph=True``) so it back-propagates into D. R1 (Mescheder et al. 2018) on reals, R2 on
-    fakes detached from G (R3GAN uses both). ``logits`` must come from ``images``, which require grad.
-    Compute it in float32: under a float16 autocast the squared input gradients overflow or underflow.
-    """
+    """Zero-centered gradient penalty, the batch mean of ``|d logit / d image|^2``, differentiable into D:
+    R1 (Mescheder et al. 2018) on reals, R2 on fakes. ``logits`` must come from ``images`` (requiring
+    grad); compute it in float32, as float16's squared input gradients overflow or underflow."""
     (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.ndim))).mean()
 
 
-def get_losses(
-    name: str,
-) -> tuple[Callable[[Tensor, Tensor, float], Tensor], Callable[[Tensor], Tensor]]:
-    """Return ``(d_loss, g_loss)`` for a loss name from :data:`LOSSES`."""
-    if name == "nonsaturating":
-        return nonsaturating_d_loss, nonsaturating_g_loss
-    if name == "hinge":
-        return hinge_d_loss, hinge_g_loss
-    if name == "rpgan":  # G's loss takes the paired real logits too (see GANObjective.generator_loss)
-        return rpgan_d_loss, rpgan_g_loss  # type: ignore[return-value]
-    raise ValueError(f"`loss` must be one of {LOSSES}, but got {name!r}")
+LOSSES: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {  # (D's loss, G's loss)
+    "nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss),
+    "hinge": (hinge_d_loss, hinge_g_loss),
+    "rpgan": (rpgan_d_loss, rpgan_g_loss),  # G's takes the paired real logits too
+}
+
+
+def get_losses(name: str) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """``(d_loss, g_loss)`` of a loss name from :data:`LOSSES`."""
+    if name not in LOSSES:
+        raise ValueError(f"`loss` must be one of {tuple(LOSSES)}, but got {name!r}")
+    return LOSSES[name]
 
 
 def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-    """What a D step logs besides its loss: D's mean P(real) and sign accuracy (the same for every
-    loss) on reals and fakes."""
+    """What a D step logs besides its loss: D's mean P(real) and sign accuracy on reals and fakes."""
     return {
         "train/d_real": torch.sigmoid(real_logits).mean(),
         "train/d_fake": torch.sigmoid(fake_logits).mean(),
@@ -117,19 +104,13 @@ def discriminator_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str,
 
 
 # -------------------------------------------------- augmentation of what D sees: DiffAugment and ADA
-# DiffAugment (Zhao et al. 2020): D is shown augmented reals *and* augmented fakes, and G is trained
-# through the same augmentation, so D cannot memorise the training images and G is not pushed to
-# reproduce the augmentations. Each op is differentiable tensor arithmetic with random parameters per
-# image. A policy is comma-separated names from AUGMENTATIONS ("color,translation,cutout"; "" for none).
-#
-# Its strength, ADA (StyleGAN2-ADA, Karras et al. 2020): with `ada_target` set, each op applies to each
-# image with probability p (otherwise p = 1). p starts at 0; every INTERVAL D updates it moves by
-# sign(r_t - target) * N / (ada_kimg * 1000) (N: those updates' real images, all processes'), clamped
-# to [0, 1]. r_t is ADA's E[sign(D(aug(real)))] for the absolute losses; a relativistic D's scores have
-# no zero, so for `rpgan` it is E[sign(D(aug(real)) - D(aug(fake)))] on the loss's pairs. Both are 0
-# for a D that cannot tell and 1 for one that memorised the reals (ADA's target: 0.6). The signs are
-# summed on the device and the images counted on the host (no host sync per step), all-reduced once per
-# interval (p is the same on every rank); the state, partial sums included, goes into checkpoints.
+# DiffAugment (Zhao et al. 2020): D sees augmented reals *and* fakes, G is trained through the same
+# differentiable ops (random per image), so D cannot memorise the reals. ADA (Karras et al. 2020): every
+# INTERVAL D updates, the probability p of each op moves by sign(r_t - target) * N / (ada_kimg * 1000)
+# (N: those updates' real images, all processes'), clamped to [0, 1]. r_t is E[sign(D(aug(real)))], for
+# `rpgan` (whose scores have no zero) E[sign(D(aug(real)) - D(aug(fake)))]: 0 for a D that cannot tell,
+# 1 for one that memorised the reals. Signs are summed on the device, images counted on the host, both
+# all-reduced once per interval (no host sync per step; p is the same on every rank).
 
 
 def _uniform(x: Tensor, low: float, high: float) -> Tensor:
@@ -216,13 +197,9 @@ class AdaptiveStrength:
         self.count = 0.0  # this interval's images (their weights), on the host
         self.steps = 0  # D updates observed in this interval
 
-    @property
-    def adaptive(self) -> bool:
-        return self.target is not None
-
     def observe(self, signal: Tensor, weight: float = 1.0) -> None:
         """Count one D update's ``signal`` ``(B,)``; ``weight`` 0 (a stand-in batch) counts no image."""
-        if not self.adaptive:
+        if self.target is None:
             return
         signs = torch.sign(signal.detach().float()).sum() * weight
         self.signs = signs if self.signs is None else self.signs + signs
@@ -246,7 +223,7 @@ class AdaptiveStrength:
 
     def metrics(self) -> dict[str, float]:
         """``train/aug_p`` and (after the first interval) ``train/r_t``; nothing at a fixed strength."""
-        if not self.adaptive:
+        if self.target is None:
             return {}
         return {"train/aug_p": self.p} | ({} if self.r_t is None else {"train/r_t": self.r_t})
 
@@ -265,15 +242,7 @@ class GANObjective:
 
     ``D`` is whatever scores images ``(B, 3, S, S) -> (B,)`` logits (FaceGAN passes its compiled forward
     when ``compile=True``); :meth:`regularization` takes the eager network, since compiled graphs do
-    not support R1's double backward. D sees every image (reals, fakes and the fakes G is trained
-    through) through the policy ``augment`` at strength ``ada.p``.
-
-    Example:
-        >>> D = lambda images: images.mean(dim=(1, 2, 3))  # a stand-in D: (B, 3, S, S) -> (B,)
-        >>> objective = GANObjective(loss="hinge")
-        >>> real, fake = torch.ones(4, 3, 8, 8), -torch.ones(4, 3, 8, 8)
-        >>> float(objective.discriminator_loss(D, real, fake)[0]), float(objective.generator_loss(D, fake, real))
-        (0.0, 1.0)
+    not support R1's double backward. D sees every image through the policy ``augment`` at ``ada.p``.
     """
 
     def __init__(
@@ -295,29 +264,26 @@ class GANObjective:
 
     def augment(self, images: Tensor) -> Tensor:
         """What D sees in training: ``images`` through the policy (if any) at strength ``ada.p``."""
-        return diff_augment(images, self.policy, self.ada.p) if self.policy else images
+        return diff_augment(images, self.policy, self.ada.p)
 
-    def logits(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    def logits(self, D: Net, images: Tensor) -> Tensor:
         """D's float32 logits ``(B,)`` of the augmented ``images`` (losses stay float32 under autocast)."""
         return D(self.augment(images)).float()
 
-    def discriminator_loss(
-        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, real_logits, fake_logits)``: D's loss on ``real`` and ``fake`` (detached: it trains D
-        only); logits ``(B,)``."""
+    def discriminator_loss(self, D: Net, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, real_logits, fake_logits)`` of D on ``real`` and ``fake`` (detached: trains D only)."""
         real_logits, fake_logits = self.logits(D, real), self.logits(D, fake)
         return self.d_loss_fn(real_logits, fake_logits, self.label_noise), real_logits, fake_logits
 
-    def penalty(self, D: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
-        """Zero-centered gradient penalty on ``images`` (R1 on reals, R2 on fakes: detached, so it
-        trains D only) through the augmentation, in float32 with autocast off."""
+    def penalty(self, D: Net, images: Tensor) -> Tensor:
+        """The gradient penalty on ``images`` (detached: trains D only) through the augmentation, in
+        float32 with autocast off."""
         with torch.autocast(device_type=images.device.type, enabled=False):
             images = images.detach().float().requires_grad_(True)
             return gradient_penalty(images, self.logits(D, images))
 
     def regularization(
-        self, D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, d_updates: int
+        self, D: Net, real: Tensor, fake: Tensor, d_updates: int
     ) -> tuple[Tensor | float, dict[str, Tensor]]:
         """``(penalty to add to D's loss, what to log)``: R1 on ``real`` and R2 on ``fake``, each
         ``gamma / 2 * |grad|^2``, lazily every ``r1_every`` D updates (``d_updates``: those done so
@@ -340,18 +306,16 @@ class GANObjective:
         weight: float = 1.0,
         all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
     ) -> dict[str, Any]:
-        """After a D update: feed ADA its signal (``D(real)``; ``D(real) - D(fake)`` for ``rpgan``;
-        ``weight`` 0 counts no image), once per interval adjust ``p`` with the sums over the processes
-        (``all_reduce_sum``); what to log."""
-        if not self.ada.adaptive:
+        """After a D update: feed ADA its signal (``weight`` 0 counts no image), adjust ``p`` once per
+        interval from the sums over the processes (``all_reduce_sum``); what to log."""
+        if self.ada.target is None:
             return {}
         self.ada.observe(real_logits - fake_logits if self.loss == "rpgan" else real_logits, weight)
         self.ada.update(all_reduce_sum)
         return self.ada.metrics()
 
-    def generator_loss(self, D: Callable[[Tensor], Tensor], fake: Tensor, real: Tensor) -> Tensor:
-        """G's loss on ``fake`` through the current D (D frozen by the caller); the relativistic one
-        pairs them with ``real``."""
+    def generator_loss(self, D: Net, fake: Tensor, real: Tensor) -> Tensor:
+        """G's loss on ``fake`` through the current D (frozen by the caller); ``rpgan`` pairs ``real``."""
         fake_logits = self.logits(D, fake)
         if self.loss != "rpgan":
             return self.g_loss_fn(fake_logits)
