@@ -181,8 +181,7 @@ def score(ns: argparse.Namespace) -> dict[str, Any]:
         except BadImageError as error:
             raise BadImageError(as_options(error_message(error), OPTIONS)) from error
     return {
-        **{key: scores[key] for key in ("fid", "kid", "kid_std", "kid_subset_size", "num_fake")},
-        "num_real": stats.count,
+        **{key: scores[key] for key in ("fid", "kid", "kid_std", "kid_subset_size", "num_fake", "num_real")},
         "fake": str(ns.fake),
         "real": str(ns.real),
         "image_size": side,
