@@ -326,7 +326,10 @@ class FaceDataModule(L.LightningDataModule):
         self.setup()
         if self.shards is not None:
             return self.shards.fingerprint(split)
-        dataset = self.image_datasets[split] if split in self.image_datasets else self.real_dataset(split)
+        if split in self.image_datasets:
+            dataset: FaceImageDataset | ProceduralFaces = self.image_datasets[split]
+        else:
+            dataset = cast(ProceduralFaces, self.real_dataset(split))
         return fingerprint(dataset, self.kind, split, self.image_size, self.hparams.crop_size)
 
     @property
