@@ -48,6 +48,11 @@ class NetworkConfig:
         if self.arch == "r3gan":
             check_widths(self.image_size, self.g_channels, "g_channels")
             check_widths(self.image_size, self.d_channels, "d_channels")
+            if self.spectral_norm:  # its blocks' last layers start at zero: sigma 0, NaN weights
+                raise ValueError(
+                    "`spectral_norm` does not apply to arch='r3gan' (its residual blocks start at zero; "
+                    "R1 + R2 keep its D in check): leave it unset (null) or false"
+                )
 
 
 @dataclass(frozen=True)
