@@ -35,7 +35,7 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in FAMILIES:
-            raise ValueError(f"`arch` must be one of {ARCHITECTURES}, but got {self.arch!r}")
+            raise ValueError(f"`arch` must be one of {tuple(FAMILIES)}, but got {self.arch!r}")
         sizes = FAMILIES[self.arch].sizes
         if self.image_size not in sizes:
             raise ValueError(
@@ -86,7 +86,6 @@ FAMILIES: dict[str, Family] = {
         lambda c: R3GANDiscriminator(c.image_size, c.d_channels, c.blocks_per_stage),
     ),
 }
-ARCHITECTURES = tuple(FAMILIES)
 
 
 def build_generator(config: NetworkConfig) -> nn.Module:
