@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from facegan.nets import NetworkConfig
 from facegan.nets.r3gan import (
     ACTIVATION_GAIN,
     R3GANDiscriminator,
@@ -66,6 +67,12 @@ def test_widths_that_grouped_convolutions_cannot_split_are_refused():
     check_widths(64, 32, "g_channels")
     with pytest.raises(ValueError, match=r"`d_channels` must be a multiple of 16 for arch='r3gan' at 64 px"):
         check_widths(64, 24, "d_channels")
+
+
+def test_spectral_norm_is_refused_for_blocks_that_start_at_zero():
+    # spectral norm divides by the largest singular value, 0 for a block's last layer at init: NaN logits
+    with pytest.raises(ValueError, match=r"`spectral_norm` does not apply to arch='r3gan'"):
+        NetworkConfig(arch="r3gan", image_size=32, g_channels=16, d_channels=16, spectral_norm=True)
 
 
 def test_parameter_counts_match_the_architecture_by_hand():

@@ -35,7 +35,7 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in FAMILIES:
-            raise ValueError(f"`arch` must be one of {ARCHITECTURES}, but got {self.arch!r}")
+            raise ValueError(f"`arch` must be one of {tuple(FAMILIES)}, but got {self.arch!r}")
         sizes = FAMILIES[self.arch].sizes
         if self.image_size not in sizes:
             raise ValueError(
@@ -48,6 +48,11 @@ class NetworkConfig:
         if self.arch == "r3gan":
             check_widths(self.image_size, self.g_channels, "g_channels")
             check_widths(self.image_size, self.d_channels, "d_channels")
+            if self.spectral_norm:  # its blocks' last layers start at zero: sigma 0, NaN weights
+                raise ValueError(
+                    "`spectral_norm` does not apply to arch='r3gan' (its residual blocks start at zero; "
+                    "R1 + R2 keep its D in check): leave it unset (null) or false"
+                )
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,6 @@ FAMILIES: dict[str, Family] = {
         lambda c: R3GANDiscriminator(c.image_size, c.d_channels, c.blocks_per_stage),
     ),
 }
-ARCHITECTURES = tuple(FAMILIES)
 
 
 def build_generator(config: NetworkConfig) -> nn.Module:

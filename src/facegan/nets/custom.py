@@ -32,11 +32,6 @@ def shape_differences(a: dict[str, tuple[int, ...]], b: dict[str, tuple[int, ...
     return sorted(set(a) ^ set(b)) or [name for name in a if a[name] != b[name]]
 
 
-def _plain_json(value: Any) -> Any:
-    """``value`` as JSON would give it back (tuples as lists); ``ValueError`` when it is no JSON value."""
-    return json.loads(json.dumps(value, allow_nan=False))
-
-
 def net_record(net: nn.Module, role: str) -> dict[str, Any]:
     """``{"class_path", "init_args"}`` that rebuilds ``net`` (``role``: ``"generator"`` or
     ``"discriminator"``, for messages); ``ValueError`` saying what to change when it cannot be made."""
@@ -58,7 +53,8 @@ def net_record(net: nn.Module, role: str) -> dict[str, Any]:
                 "network from these arguments"
             )
         try:
-            init_args[param.name] = _plain_json(getattr(net, param.name))
+            value = json.dumps(getattr(net, param.name), allow_nan=False)  # no JSON value: ValueError
+            init_args[param.name] = json.loads(value)  # as a checkpoint gives it back: tuples as lists
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name}: its __init__ argument {param.name!r} is {getattr(net, param.name)!r}, which a "

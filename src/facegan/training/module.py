@@ -270,7 +270,8 @@ class FaceGAN(L.LightningModule):
         g_channels: ``dcgan``/``resnet``: width of G's last hidden layer (doubles towards 4x4);
             ``r3gan``: width of its stages up to 32 px; ``None``: the papers' 64 (R3GAN's 768).
         d_channels: ``dcgan``/``resnet``: width of D's first layer; ``None`` means 64.
-        spectral_norm: spectrally normalize D's layers (a ``dcgan`` D drops BatchNorm); ``None``: resnet's.
+        spectral_norm: spectrally normalize D's layers (a ``dcgan`` D drops BatchNorm; not for ``r3gan``);
+            ``None``: resnet's.
         loss: ``"nonsaturating"`` (BCE on logits), ``"hinge"`` or ``"rpgan"`` (relativistic pairing).
         label_noise: nonsaturating loss only: the Keras example's label noise (0.05 there): targets
             ``1 - label_noise * U(0, 1)`` for reals, ``-label_noise * U(0, 1)`` for fakes; 0: none.
