@@ -21,6 +21,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning_utilities.core.imports import RequirementCache
 
+from facegan.io.checkpoints import plain, public_hparams
 from facegan.io.runs import run_dir
 
 LAST = re.compile(r"last(-v\d+)?\.ckpt")  # what ModelCheckpoint(save_last=True) names
@@ -191,22 +192,17 @@ def given_settings(args: Sequence[str] | Mapping[str, Any]) -> set[str]:
     return given
 
 
-def plain(value: Any) -> Any:
-    """A setting as configs write it (tuples as lists), for comparing values from anywhere."""
-    return [plain(v) for v in value] if isinstance(value, list | tuple) else value
-
-
 def recipe_changes(
     saved: Mapping[str, Any] | None, now: Mapping[str, Any], cls: type, section: str
 ) -> list[tuple[str, Any, Any]]:
     """``(name, value in the checkpoint, value now)`` for each recipe setting of ``section`` that differs
     between the ``saved`` hyperparameters and ``now``; one the checkpoint predates counts as its default."""
-    saved = {k: v for k, v in (saved or {}).items() if not k.startswith("_")}
+    saved = public_hparams(saved)
     if not saved:  # a checkpoint without them (not written by LightningCLI): nothing to compare
         return []
     parameters = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
     saved = {**{p.name: p.default for p in parameters if p.default is not p.empty}, **saved}
-    names = sorted(name for name in set(now) - EXECUTION[section] if not name.startswith("_"))
+    names = sorted(set(public_hparams(now)) - EXECUTION[section])
     return [
         (name, saved.get(name), now[name]) for name in names if plain(saved.get(name)) != plain(now[name])
     ]

@@ -46,7 +46,7 @@ from facegan.cli.resume import (
 )
 from facegan.data import FaceDataModule
 from facegan.io.atomic import atomic_write, check_writable, remove_abandoned
-from facegan.io.checkpoints import load_checkpoint
+from facegan.io.checkpoints import load_checkpoint, public_hparams
 from facegan.io.runs import run_dir, run_root
 from facegan.training.hardware import BF16_FLAGS, cpu_has_bf16, trains_on_cpu
 from facegan.training.module import FaceGAN
@@ -245,8 +245,7 @@ class FaceGANCLI(LightningCLI):
                 log.info("facegan: --%s.%s %r, as in the checkpoint", section, name, value)
             attribute = MODULES[section][0]
             module = getattr(self, attribute)
-            hparams = {name: value for name, value in module.hparams.items() if not name.startswith("_")}
-            setattr(self, attribute, type(module)(**{**hparams, **values}))
+            setattr(self, attribute, type(module)(**{**public_hparams(module.hparams), **values}))
         return ckpt
 
     def before_fit(self) -> None:

@@ -62,7 +62,7 @@ def model_from_checkpoint(
     from facegan.training.module import FaceGAN  # here: importing this file needs no torchmetrics/W&B
 
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    hparams = public_hparams(checkpoint["hyper_parameters"])
     try:
         records = {role: hparams.get(role) for role in ("generator", "discriminator")}
         refuse_untrusted(records, f"checkpoint {str(path)!r}", trust_code)
@@ -78,6 +78,16 @@ def model_from_checkpoint(
         raise CheckpointError(f"checkpoint {str(path)!r} does not match FaceGAN: {error}") from None
     model.on_load_checkpoint(checkpoint)
     return model.eval()
+
+
+def public_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A module's hyperparameters without the ``_class_path``/``_instantiator`` LightningCLI adds."""
+    return {k: v for k, v in (hparams or {}).items() if not k.startswith("_")}
+
+
+def plain(value: Any) -> Any:
+    """A setting as configs write it (tuples as lists), for comparing or dumping values from anywhere."""
+    return [plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def evaluations_in(checkpoint: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from facegan.images import grid_image
 from facegan.io.atomic import WRITE_ERRNOS, WriteError, atomic_write
-from facegan.io.checkpoints import CheckpointError
+from facegan.io.checkpoints import CheckpointError, plain
 from facegan.io.hub import REPO_ID, download, is_repo_id, upload
 from facegan.nets import NetworkConfig, build_generator
 from facegan.nets.custom import (
@@ -263,11 +263,6 @@ def evaluation_rows(entry: Mapping[str, Any]) -> list[str]:
     return rows
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists (YAML without Python tags)."""
-    return [_plain(item) for item in value] if isinstance(value, tuple | list) else value
-
-
 def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) -> ModelCard:
     """The ``README.md`` of ``model``'s export as ``name`` (a Hub repo id or folder name): the generator,
     its hyperparameters, the last of ``evaluations`` (``FIDMonitor.history``) and how to load it."""
@@ -293,7 +288,7 @@ def model_card(model: Any, name: str, evaluations: Sequence[Mapping[str, Any]]) 
             ]
         )
     shown = min(len(model.sample_z), GRID_IMAGES)
-    recipe = yaml.safe_dump({"model": {k: _plain(v) for k, v in hparams.items()}}, sort_keys=False)
+    recipe = yaml.safe_dump({"model": {k: plain(v) for k, v in hparams.items()}}, sort_keys=False)
     body = f"""
 # {name}
 
