@@ -119,10 +119,39 @@ def test_standing_statistics_follow_the_generator_that_is_sampled():
     ema_images = gan.sample(z=z)
     ema, gan.generator_ema = gan.generator_ema, None
     raw_images = gan.sample(z=z)  # same step, another generator: its own standing statistics
-    recompute_batchnorm_stats(gan.generator, 16, num_batches=16, batch_size=64, seed=0)
+    recompute_batchnorm_stats(
+        gan.generator, 16, num_batches=gan.hparams.bn_stat_batches, batch_size=64, seed=0
+    )
     assert torch.equal(raw_images, gan.generator.eval()(z).float().clamp(-1, 1))
     assert not torch.allclose(raw_images, ema_images)
     gan.generator_ema = ema
+
+
+def test_standing_statistics_in_a_bf16_fit_are_computed_under_its_autocast():
+    """In a bf16-mixed fit the statistics come from G's forward under bf16 autocast, as in training;
+    outside a trainer in float32."""
+    import copy
+
+    import lightning as L
+
+    from facegan import FaceGAN
+
+    torch.manual_seed(0)
+    gan = FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8)
+    fp32, bf16 = copy.deepcopy(gan.generator), copy.deepcopy(gan.generator)
+    recompute_batchnorm_stats(fp32, 16, gan.hparams.bn_stat_batches, seed=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        recompute_batchnorm_stats(bf16, 16, gan.hparams.bn_stat_batches, seed=0)
+
+    def means(generator):
+        return [m.running_mean for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    assert not all(map(torch.equal, means(fp32), means(bf16)))  # the two are told apart
+    assert all(map(torch.equal, means(gan.standing_generator()), means(fp32)))
+    torch.manual_seed(0)
+    in_fit = FaceGAN(image_size=32, latent_dim=16, g_channels=8, d_channels=8)
+    in_fit.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False)
+    assert all(map(torch.equal, means(in_fit.standing_generator()), means(bf16)))
 
 
 def test_sample_outside_a_trainer_follows_loaded_and_changed_weights():
@@ -161,5 +190,5 @@ def test_sample_leaves_the_modules_own_weights_and_running_statistics_as_they_we
     assert standing is not gan.generator_ema and torch.equal(
         standing.eval()(gan.sample_z[:4]).clamp(-1, 1), images
     )
-    recompute_batchnorm_stats(gan.generator_ema, 16, num_batches=16, batch_size=64, seed=0)  # in place
+    recompute_batchnorm_stats(gan.generator_ema, 16, num_batches=8, batch_size=64, seed=0)  # in place
     assert torch.equal(gan.generator_ema.eval()(gan.sample_z[:4]).clamp(-1, 1), images)

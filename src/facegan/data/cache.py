@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from facegan.data.decode import FaceImageDataset
 from facegan.data.procedural import ProceduralFaces
-from facegan.images import from_uint8
+from facegan.images import from_uint8, to_uint8
 from facegan.io.atomic import WriteError, atomic_write, check_writable, remove_abandoned
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,21 @@ def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
     for i, image in enumerate(decoded_rows(dataset, num_workers, "decoding", skipped)):
         rows[i] = image
     return rows[: len(dataset) - len(skipped)]
+
+
+def _render_rows(faces: ProceduralFaces, indices: list[int]) -> torch.Tensor:
+    return to_uint8(torch.stack(faces.__getitems__(indices)))
+
+
+def render_all(faces: ProceduralFaces, num_workers: int = 0) -> torch.Tensor:
+    """Every built-in face of ``faces`` rendered once, ``(N, 3, S, S)`` uint8, by ``num_workers`` processes
+    (faces depend on their index only; the global RNG is left alone)."""
+    indices: Any = range(len(faces))
+    loader: DataLoader = DataLoader(
+        indices, batch_size=256, num_workers=num_workers, collate_fn=partial(_render_rows, faces),
+        generator=torch.Generator(),
+    )  # fmt: skip
+    return torch.cat(list(loader))
 
 
 def build_cache(
