@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,7 @@ from facegan.cli import main
 from facegan.nets import NetworkConfig, build_networks
 from facegan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 from facegan.training.module import ema_beta, update_ema
-from facegan.training.objective import gradient_penalty
+from facegan.training.objective import LeCamAnchors, gradient_penalty
 from tests.test_module import tiny_data, tiny_gan, tiny_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +135,122 @@ def test_lazy_r1_is_added_every_kth_d_step_only():
     assert calls == [0, 2, 4]
 
 
+# --------------------------------------------------------------------------------------- LeCam
+def test_lecam_penalty_is_the_one_sided_squared_distance_to_the_other_anchor():
+    anchors = LeCamAnchors()
+    anchors.update(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, -3.0]))  # first step: the means, 2 and -2
+    torch.testing.assert_close(anchors.anchors(), torch.tensor([2.0, -2.0]))
+    real = torch.tensor([0.0, -3.0], requires_grad=True)
+    fake = torch.tensor([1.0, 4.0], requires_grad=True)
+    value = anchors.penalty(real, fake)
+    # reals vs a_fake = -2: relu(2, -1)^2 -> mean(4, 0) = 2; fakes vs a_real = 2: relu(1, -2)^2 -> 0.5
+    assert value.item() == pytest.approx(2.5)
+    value.backward()  # d/dl mean(relu(l - a)^2) = 2 relu(l - a) / n, and minus that for a - l
+    torch.testing.assert_close(real.grad, torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(fake.grad, torch.tensor([-1.0, 0.0]))
+
+
+def test_lecam_anchors_are_zero_debiased_moving_averages_of_the_mean_logits():
+    anchors = LeCamAnchors()  # decay 0.99: a_t = sum_i 0.01 * 0.99^(t-i) m_i / (1 - 0.99^t)
+    anchors.update(torch.tensor([1.0, 3.0]), torch.tensor([-2.0]))
+    torch.testing.assert_close(anchors.anchors(), torch.tensor([2.0, -2.0]))
+    anchors.update(torch.tensor([4.0, 6.0, 8.0]), torch.tensor([0.0, 1.0]))
+    expected = [(0.99 * 2.0 + 6.0) / 1.99, (0.99 * -2.0 + 0.5) / 1.99]  # (0.99 m_1 + m_2) / (1 + 0.99)
+    torch.testing.assert_close(anchors.anchors(), torch.tensor(expected))
+    anchors.update(torch.tensor([100.0]), torch.tensor([100.0]), weight=0.0)  # a stand-in batch: kept
+    torch.testing.assert_close(anchors.anchors(), torch.tensor(expected))
+
+
+def test_lecam_anchors_are_the_same_on_every_process_from_the_means_over_all_images():
+    # Two processes as two threads whose all_reduce_sum adds what both sent (as torch.distributed would).
+    barrier, sent = threading.Barrier(2), [torch.zeros(0)] * 2
+    batches = [  # (real, fake, weight) per process and step; process 1's second batch is a stand-in
+        [
+            (torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]), 1.0),
+            (torch.tensor([5.0]), torch.tensor([1.0]), 1.0),
+        ],
+        [
+            (torch.tensor([8.0, 8.0]), torch.tensor([-4.0, -4.0]), 1.0),
+            (torch.tensor([9.0]), torch.tensor([9.0]), 0.0),
+        ],
+    ]
+    results: list[list[torch.Tensor]] = [[], []]
+
+    def process(rank: int) -> None:
+        def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+            sent[rank] = tensor
+            barrier.wait()
+            total = sent[0] + sent[1]
+            barrier.wait()  # both have read before either sends again
+            return total
+
+        anchors = LeCamAnchors()
+        for real, fake, weight in batches[rank]:
+            anchors.update(real, fake, weight, all_reduce_sum)
+            results[rank].append(anchors.anchors())
+
+    threads = [threading.Thread(target=process, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first = torch.tensor([5.0, -2.0])  # the means of all 4 reals (1, 3, 8, 8) and all 4 fakes
+    second = (0.99 * first + torch.tensor([5.0, 1.0])) / 1.99  # only process 0's images count
+    for rank in (0, 1):
+        torch.testing.assert_close(results[rank][0], first)
+        torch.testing.assert_close(results[rank][1], second)
+
+
+@pytest.mark.parametrize("lecam_weight", [0.0, 0.5])
+def test_the_d_step_adds_lecam_weight_times_the_penalty_and_nothing_at_zero(lecam_weight):
+    torch.manual_seed(0)
+    gan = tiny_gan(lecam_weight=lecam_weight)
+    seen: dict[str, torch.Tensor] = {}
+    discriminator_loss, manual_backward = gan.objective.discriminator_loss, gan.manual_backward
+
+    def record_d_loss(*args):
+        out = discriminator_loss(*args)
+        seen.setdefault("d_loss", out[0].detach())
+        seen.setdefault("real", out[1].detach())
+        seen.setdefault("fake", out[2].detach())
+        return out
+
+    def record_total(loss, *args, **kwargs):
+        seen.setdefault("total", loss.detach())  # the first call: the first D step's
+        manual_backward(loss, *args, **kwargs)
+
+    gan.objective.discriminator_loss, gan.manual_backward = record_d_loss, record_total
+    trainer = tiny_trainer(limit_train_batches=1)
+    trainer.fit(gan, tiny_data())
+    if not lecam_weight:
+        assert torch.equal(seen["total"], seen["d_loss"])  # bit for bit the loss without LeCam
+        assert gan.objective.lecam_anchors.state is None and "train/lecam" not in trainer.callback_metrics
+        return
+    # The first step's anchors are that batch's mean logits (zero-debiased), then the penalty on it.
+    real, fake = seen["real"], seen["fake"]
+    hand = (real - fake.mean()).clamp(min=0).pow(2).mean() + (real.mean() - fake).clamp(min=0).pow(2).mean()
+    torch.testing.assert_close(seen["total"], seen["d_loss"] + 0.5 * hand)
+    torch.testing.assert_close(trainer.callback_metrics["train/lecam"], hand)
+
+
+def test_lecam_anchors_survive_a_checkpoint(tmp_path):
+    gan = tiny_gan(lecam_weight=0.1)
+    trainer = tiny_trainer(limit_train_batches=3)
+    trainer.fit(gan, tiny_data())
+    trainer.save_checkpoint(tmp_path / "lecam.ckpt")
+    anchors = gan.objective.lecam_anchors.anchors()
+    assert torch.all(anchors != 0)
+    loaded = FaceGAN.load_from_checkpoint(tmp_path / "lecam.ckpt")
+    assert loaded.objective.lecam_weight == 0.1
+    assert torch.equal(loaded.objective.lecam_anchors.state, gan.objective.lecam_anchors.state)
+    assert torch.equal(loaded.objective.lecam_anchors.anchors(), anchors)
+
+
+def test_a_negative_lecam_weight_is_refused():
+    with pytest.raises(ValueError, match="`lecam_weight` must be >= 0, but got -0.1"):
+        tiny_gan(lecam_weight=-0.1)
+
+
 # ------------------------------------------------------------------------- networks and SN
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_resnet_shapes_widths_and_spectral_norm(size):
@@ -184,6 +301,7 @@ def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, ar
         r1_every=2,
         ema_kimg=0.1,
         augment="color,translation,cutout",
+        lecam_weight=0.3,
     )
     before = {k: v.clone() for k, v in gan.state_dict().items()}
     if plugin is None:
@@ -195,7 +313,7 @@ def test_mixed_precision_trains_with_every_option_and_stays_finite(precision, ar
     if plugin is not None:
         assert 0 < plugin.scaler.get_scale() < float("inf")  # the scaler ran and stayed finite
     metrics = trainer.callback_metrics
-    for key in ("train/d_loss", "train/g_loss", "train/r1"):
+    for key in ("train/d_loss", "train/g_loss", "train/r1", "train/lecam"):
         assert torch.isfinite(metrics[key]), key
     after = gan.state_dict()
     assert all(torch.isfinite(v.float()).all() for v in after.values())

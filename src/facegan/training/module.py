@@ -185,6 +185,7 @@ def check_settings(hp: Mapping[str, Any]) -> None:
         ("r2_gamma", ">= 0", hp["r2_gamma"] >= 0),
         ("ema_kimg", "> 0 or null (no EMA)", hp["ema_kimg"] is None or hp["ema_kimg"] > 0),
         ("ema_rampup", "> 0 or null", hp["ema_rampup"] is None or hp["ema_rampup"] > 0),
+        ("lecam_weight", ">= 0", hp["lecam_weight"] >= 0),
     ):
         if not ok:
             raise ValueError(f"FaceGAN: `{name}` must be {rule}, but got {hp[name]}")
@@ -294,6 +295,9 @@ class FaceGAN(L.LightningModule):
         r1_every: lazy regularization: compute R1 (and R2) every ``r1_every`` discriminator updates,
             scaled by it (StyleGAN2: 16; 1 is eager, as R3GAN), so it costs 1/16 of a D step.
         r2_gamma: weight of the R2 penalty ``gamma / 2 * |grad_x D(x_fake)|^2`` on generated images.
+        lecam_weight: weight of LeCam regularization (Tseng et al. 2021), which pulls D's logits on reals
+            toward a moving average of those on fakes and vice versa, for small datasets; 0 disables it.
+            The official scripts: 0.3 for BigGAN on CIFAR; far less for StyleGAN2 (3e-7 on FFHQ).
         blocks_per_stage: ``r3gan`` only: residual blocks per resolution; ``None``: the paper's 2.
         ema_kimg: half-life of the EMA generator in thousands of images (StyleGAN2-ADA: 10 at batch
             32), which grids, FID, ``generate`` and ``export`` then use; ``None`` trains without one.
@@ -345,6 +349,7 @@ class FaceGAN(L.LightningModule):
         r1_gamma: float = 0.0,
         r1_every: int = 16,
         r2_gamma: float = 0.0,
+        lecam_weight: float = 0.0,
         blocks_per_stage: int | None = None,
         ema_kimg: float | None = None,
         ema_rampup: float | None = 0.05,
@@ -369,7 +374,7 @@ class FaceGAN(L.LightningModule):
         if ema_kimg is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.objective = GANObjective(
-            loss, label_noise, augment, ada_target, ada_kimg, r1_gamma, r2_gamma, r1_every
+            loss, label_noise, augment, ada_target, ada_kimg, r1_gamma, r2_gamma, r1_every, lecam_weight
         )
         self.compiled: dict[str, Callable[..., Tensor]] = {}  # compile=True: outside the module tree
         seeded = torch.Generator().manual_seed(sample_seed)
@@ -437,13 +442,21 @@ class FaceGAN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         ada = self.objective.ada.state_dict()  # p and the partial sums of its interval
-        checkpoint["facegan"] = {"d_updates": self.d_updates, "rng": distributed.rng_states(), "ada": ada}
+        lecam = self.objective.lecam_anchors.state_dict()
+        checkpoint["facegan"] = {
+            "d_updates": self.d_updates,
+            "rng": distributed.rng_states(),
+            "ada": ada,
+            "lecam": lecam,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("facegan", {})
         self.d_updates = state.get("d_updates", 0)
         if state.get("ada") is not None and self.objective.ada.target is not None:
             self.objective.ada.load_state_dict(state["ada"], self.device)
+        if state.get("lecam") is not None:
+            self.objective.lecam_anchors.load_state_dict(state["lecam"], self.device)
         trainer = distributed.attached_trainer(self)
         if state.get("rng") is not None and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             # Resuming a fit: the random streams go on from the checkpoint (N/2 steps + resume + N/2 = N
@@ -499,8 +512,10 @@ class FaceGAN(L.LightningModule):
         self.toggle_optimizer(opt_d)
         d_loss, real_logits, fake_logits = objective.discriminator_loss(D, real, fake.detach())
         penalty, penalties = objective.regularization(self.discriminator, real, fake, self.d_updates)
+        sum_ranks = partial(distributed.all_reduce_sum, self)  # LeCam's means each D update, ADA's sums
+        lecam, lecam_logs = objective.lecam(real_logits, fake_logits, weight, sum_ranks)  # on every rank
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward((d_loss + penalty) * weight)
+        self.manual_backward((d_loss + penalty + lecam) * weight)
         shown = distributed.average_gradients(self, opt_d, real.shape[0] if weight else 0)
         if not weight and not int(shown):  # no process had an image: no step anywhere, as in one process
             self.untoggle_optimizer(opt_d)  # (a host read only in this rare stand-in step, on every rank)
@@ -508,13 +523,12 @@ class FaceGAN(L.LightningModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
         self.d_updates += 1
-        sum_ranks = partial(distributed.all_reduce_sum, self)  # ADA's sums, once per interval
         strength = objective.adapt(real_logits, fake_logits, weight, sum_ranks)  # on every rank
         if weight:
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
             kimg = torch.tensor(self.images_seen / 1000.0)  # on the host: no copy to the device
             metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach())
-            self.log_dict({**metrics, "train/kimg": kimg, **penalties, **strength})
+            self.log_dict({**metrics, "train/kimg": kimg, **penalties, **lecam_logs, **strength})
 
         # Generator, every n_disc_steps D updates: the same fakes (or fresh ones) through the updated D.
         if self.d_updates % hp.n_disc_steps:

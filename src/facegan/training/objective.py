@@ -1,8 +1,8 @@
 """The GAN objective, given the networks at every call (as R3GAN's ``AdversarialTraining`` and
-StyleGAN2-ADA's ``StyleGAN2Loss``; it never sees the LightningModule): D's loss, lazy R1/R2, G's loss,
-and the augmentation of everything D sees (DiffAugment) at its adaptive strength (ADA). Losses are pure
-functions of D's logits (``sigmoid(logit)``: P(real); never Sigmoid + BCELoss, which breaks under AMP),
-float32 under autocast; R1/R2 run in float32 with autocast off.
+StyleGAN2-ADA's ``StyleGAN2Loss``; it never sees the LightningModule): D's loss, lazy R1/R2, LeCam,
+G's loss, and the augmentation of everything D sees (DiffAugment) at its adaptive strength (ADA). Losses
+are pure functions of D's logits (``sigmoid(logit)``: P(real); never Sigmoid + BCELoss, which breaks
+under AMP), float32 under autocast; R1/R2 run in float32 with autocast off.
 """
 
 from __future__ import annotations
@@ -237,6 +237,62 @@ class AdaptiveStrength:
         self.signs = None if signs is None else torch.tensor(signs, dtype=torch.float32, device=device)
 
 
+# ---------------------------------------------------------------- LeCam regularization
+# LeCam (Tseng et al. 2021): D's logits on reals are pulled toward an anchor that follows its mean logit on
+# fakes, and those on fakes toward one following its mean on reals, which keeps D's outputs from drifting
+# apart under limited data. As in the official code (google/lecam-gan, its BigGAN and StyleGAN2 versions):
+# one-sided, ``relu(l_real - a_fake)^2 + relu(a_real - l_fake)^2`` (the paper's formula has no relu), on the
+# logits D trains on (after augmentation), against anchors already updated with this batch, decay 0.99.
+
+
+class LeCamAnchors:
+    """The anchors: moving averages of D's mean logits on reals and fakes, zero-debiased (the StyleGAN2
+    version's ``zero_debias=True``), from the means over every process (the same anchors on each)."""
+
+    def __init__(self, decay: float = 0.99) -> None:
+        self.decay = decay
+        # (3,) float32 on the device (no host sync): the averages of [mean real, mean fake, 1], whose last
+        # entry is 1 - decay^t, the debiasing divisor. None before the first update.
+        self.state: Tensor | None = None
+
+    def update(
+        self,
+        real_logits: Tensor,
+        fake_logits: Tensor,
+        weight: float = 1.0,
+        all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
+    ) -> None:
+        """Move the anchors toward this D update's mean logits over every process (``all_reduce_sum``:
+        one collective, called by every process); left where they are if no process had an image
+        (``weight`` 0: a stand-in batch)."""
+        real, fake = real_logits.detach().float(), fake_logits.detach().float()
+        counts = [real.new_full((), real.numel()), fake.new_full((), fake.numel())]  # filled on the device
+        total = all_reduce_sum(torch.stack([real.sum(), fake.sum(), *counts]) * weight)
+        observed = torch.cat([total[:2] / total[2:], total.new_ones(1)])  # [mean real, mean fake, 1]
+        state = torch.zeros_like(observed) if self.state is None else self.state
+        self.state = torch.where(total[2] > 0, state.lerp(observed, 1.0 - self.decay), state)
+
+    def anchors(self) -> Tensor:
+        """``(2,)``: the real and fake anchors (0 before any image)."""
+        state = torch.zeros(3) if self.state is None else self.state
+        return state[:2] / state[2].clamp_min(1.0 - self.decay)  # 1 - decay: the divisor after one update
+
+    def penalty(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """``mean(relu(l_real - a_fake)^2) + mean(relu(a_real - l_fake)^2)``, differentiable into D."""
+        anchor_real, anchor_fake = self.anchors()
+        return (
+            F.relu(real_logits - anchor_fake).square().mean()
+            + F.relu(anchor_real - fake_logits).square().mean()
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": None if self.state is None else self.state.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        values = state["state"]
+        self.state = None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
+
+
 class GANObjective:
     """FaceGAN's objective for any pair of networks (the arguments are :class:`~facegan.FaceGAN`'s).
 
@@ -255,12 +311,14 @@ class GANObjective:
         r1_gamma: float = 0.0,
         r2_gamma: float = 0.0,
         r1_every: int = 16,
+        lecam_weight: float = 0.0,
     ) -> None:
         self.loss, self.label_noise = loss, label_noise
         self.d_loss_fn, self.g_loss_fn = get_losses(loss)
         self.policy = parse_policy(augment)
         self.ada = AdaptiveStrength(ada_target, ada_kimg)
         self.r1_gamma, self.r2_gamma, self.r1_every = r1_gamma, r2_gamma, r1_every
+        self.lecam_weight, self.lecam_anchors = lecam_weight, LeCamAnchors()
 
     def augment(self, images: Tensor) -> Tensor:
         """What D sees in training: ``images`` through the policy (if any) at strength ``ada.p``."""
@@ -298,6 +356,22 @@ class GANObjective:
                 total = total + (0.5 * gamma * self.r1_every) * value
                 logs[f"train/{name}"] = value.detach()
         return total, logs
+
+    def lecam(
+        self,
+        real_logits: Tensor,
+        fake_logits: Tensor,
+        weight: float = 1.0,
+        all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor,
+    ) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """``(penalty to add to D's loss, what to log)``: ``lecam_weight`` times LeCam's regularizer on this
+        D update's logits, after the anchors moved with them (every process calls it at every D update);
+        0 and nothing, without a collective, when ``lecam_weight`` is 0."""
+        if not self.lecam_weight:
+            return 0.0, {}
+        self.lecam_anchors.update(real_logits, fake_logits, weight, all_reduce_sum)
+        value = self.lecam_anchors.penalty(real_logits, fake_logits)
+        return self.lecam_weight * value, {"train/lecam": value.detach()}
 
     def adapt(
         self,
