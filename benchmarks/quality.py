@@ -1,59 +1,93 @@
-"""Face quality for a fixed wall-clock budget: train a recipe, then FID against cached real statistics.
+"""Face quality by images shown: FID and KID of a recipe at equal numbers of images, one curve per run.
 
-    python benchmarks/quality.py --label baseline --minutes 30 --model.augment ""
-    python benchmarks/quality.py --label small-data --minutes 30 --config configs/small_data.yaml
+    python benchmarks/quality.py --label baseline --kimg 125,250,500 --model.augment ""
+    python benchmarks/quality.py --label small-data --kimg 250 --seeds 0,1,2 --config configs/small_data.yaml
+    python benchmarks/quality.py --label ema --kimg 125,250 --ema-kimg 5,10,20,40
 
 Trains with ``python -m facegan fit`` settings (any CLI argument is passed on) on
-``../shared/data/celeba-sample`` (5,000 aligned CelebA faces) at 64 px for ``--minutes`` of training
-time (Lightning's ``max_time``, checked after every batch; a recipe's ``max_epochs`` is lifted, a
-``--budget.max_kimg`` still applies; data setup and the real statistics are not counted), then computes FID and KID with the standard InceptionV3 features between ``--num-fake``
-generated images (2,000: FID is biased by the count, so compare equal counts only) and
-``--num-real`` real images (5,000; statistics cached on disk by :class:`facegan.FIDMonitor`, so only
-the first run pays for them). With an EMA generator, FID is also computed for the raw generator:
-the EMA's share of the result (``--no-raw-generator`` skips it).
+``../shared/data/celeba-sample`` (5,000 aligned CelebA faces) at 64 px until D has been shown the largest
+of ``--kimg`` thousand images (``--budget.max_kimg``; a recipe's ``max_epochs`` is lifted), and after the
+batch that reaches each listed count computes FID and KID with the standard InceptionV3 features between
+``--num-fake`` images of the EMA generator (G with ``--model.ema_kimg null``; 2,000: FID is biased by
+the count, so compare equal counts only) and ``--num-real`` real images (5,000; statistics cached on
+disk by :class:`facegan.FIDMonitor`, so only the first run pays for them). Recipes compare at equal
+images, not equal minutes: a faster step is a separate measurement (``train_seconds`` and
+``images_per_sec`` beside each point, scoring excluded).
 
-Prints one JSON line (label, minutes, kimg, fid, kid, fid_raw_generator, commit, ...) and appends it to
-``<out>/results.jsonl``; the run folder (checkpoints, sample grids) is ``<out>/<label>/``.
-``--threads N`` sets torch's intra-op threads (two runs side by side on 2 cores: 1 each).
+``--seeds 0,1,2`` trains the recipe once per seed (``--seed_everything``), one after the other, labelled
+``<label>-s<seed>``, each in its run folder ``<out>/<label>-s<seed>/``. ``--ema-kimg 5,10,20`` also keeps
+EMA copies of G with these half-lives (thousands of images; the model's ``ema_rampup``), scored at each
+point too: which half-life suits a recipe, from one run.
+
+Prints one JSON line per point and generator (label, seed, kimg, ema_kimg: the half-life scored or
+null for G, fid, kid, train_seconds, images_per_sec, commit, ...) and appends it to
+``<out>/results.jsonl`` as it is measured. ``--threads N`` sets torch's intra-op threads (two runs side
+by side on 2 cores: 1 each).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
+
+from facegan import FIDMonitor
+from facegan.cli import main as cli_main
+from facegan.training.module import ema_beta, update_ema
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def numbers(kind: type) -> Callable[[str], list]:
+    """An argparse type: a comma list of positive ``kind`` values, sorted, each once."""
+
+    def parse(text: str) -> list:
+        try:
+            values = sorted({kind(part) for part in text.split(",")})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
+        if kind is float and values[0] <= 0:
+            raise argparse.ArgumentTypeError(f"expected numbers > 0, got {text!r}")
+        return values
+
+    return parse
+
+
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", required=True, help="name of this run in the results")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
+    parser.add_argument(
+        "--kimg", type=numbers(float), default=[250.0], help="points of the curve, e.g. 125,250"
+    )
+    parser.add_argument("--seeds", type=numbers(int), default=[0], help="one run per seed, e.g. 0,1,2")
+    parser.add_argument("--ema-kimg", type=numbers(float), default=[], help="extra EMA half-lives, e.g. 5,20")
     parser.add_argument("--num-fake", type=int, default=2000)
     parser.add_argument("--num-real", type=int, default=5000)
     parser.add_argument("--data", default=str(SHARED / "data" / "celeba-sample"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default="benchmark_runs/quality")
     parser.add_argument(
-        "--no-raw-generator",
-        action="store_true",
-        help="with an EMA generator, skip the second FID of the raw generator (halves the scoring time)",
-    )
-    parser.add_argument(
         "--weights",
         default=os.environ.get("FACEGAN_FID_WEIGHTS")
         or str(SHARED / "fid" / "weights-inception-2015-12-05-6726825d.pth"),
         help="the FID Inception weights file (default: $FACEGAN_FID_WEIGHTS or ../shared/fid/)",
     )
-    return parser.parse_known_args(argv)
+    args, cli_args = parser.parse_known_args(argv)
+    if any(arg.startswith("--seed_everything") for arg in cli_args):
+        parser.error("give the seeds with --seeds (each run sets --seed_everything)")
+    return args, cli_args
 
 
 def commit() -> str:
@@ -64,65 +98,149 @@ def commit() -> str:
     )
 
 
-def main(argv: list[str]) -> dict:
-    from facegan import FIDMonitor
-    from facegan.cli import main as cli_main
+class EMACopies(L.Callback):
+    """EMA copies of ``pl_module.generator`` with other half-lives than the model's own (thousands of
+    images), updated after each generator step as FaceGAN updates its ``generator_ema`` (``ema_beta``
+    with the model's ``ema_rampup``, over the images since the last update): a few half-lives compared in
+    one run, at the cost of one weight average each per step."""
 
+    def __init__(self, half_lives_kimg: list[float]) -> None:
+        self.half_lives = half_lives_kimg
+        self.copies: dict[float, torch.nn.Module] = {}
+        self.updated_at = 0  # images_seen at the last update
+        self.d_updates = 0  # pl_module.d_updates then
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        generator = pl_module.generator
+        self.copies = {h: copy.deepcopy(generator).requires_grad_(False) for h in self.half_lives}
+        self.updated_at, self.d_updates = pl_module.images_seen, pl_module.d_updates
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        hp, seen = pl_module.hparams, pl_module.images_seen
+        if pl_module.d_updates == self.d_updates or pl_module.d_updates % hp.n_disc_steps:
+            return  # no generator step in this batch
+        for half_life, ema in self.copies.items():
+            update_ema(
+                ema, pl_module.generator, ema_beta(seen - self.updated_at, half_life, seen, hp.ema_rampup)
+            )
+        self.updated_at, self.d_updates = seen, pl_module.d_updates
+
+
+@contextlib.contextmanager
+def sampling_from(model: Any, generator: torch.nn.Module) -> Iterator[None]:
+    """``model.sample`` from ``generator`` inside ``with``: it stands in as ``generator_ema``. FaceGAN's
+    standing BatchNorm statistics are keyed on the generator object, so each gets its own."""
+    kept, model.generator_ema = model.generator_ema, generator
+    try:
+        yield
+    finally:
+        model.generator_ema = kept
+
+
+class QualityCurve(L.Callback):
+    """FID and KID after the batch that reaches each of ``points`` (images shown to D), of the model's
+    sampling generator and of each EMA copy: each result goes to ``emit`` with the training time and
+    rate so far, the scoring's time left out of both."""
+
+    def __init__(
+        self, fid: FIDMonitor, points: list[int], copies: EMACopies, emit: Callable[[dict], None]
+    ) -> None:
+        self.fid, self.pending, self.copies, self.emit = fid, list(points), copies, emit
+        self.start, self.start_seen, self.scoring = 0.0, 0, 0.0
+
+    def now(self, pl_module: Any) -> float:
+        if pl_module.device.type == "cuda":  # the batch's queued kernels belong to training
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.start, self.start_seen, self.scoring = self.now(pl_module), pl_module.images_seen, 0.0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        seen = pl_module.images_seen
+        if not self.pending or seen < self.pending[0]:
+            return
+        while self.pending and seen >= self.pending[0]:  # one batch may pass several points
+            self.pending.pop(0)
+        began = self.now(pl_module)
+        train_seconds = began - self.start - self.scoring
+        timing = {
+            "kimg": seen / 1000.0,
+            "train_seconds": round(train_seconds, 1),
+            "images_per_sec": round((seen - self.start_seen) / train_seconds, 2),
+            "steps": trainer.global_step,
+        }
+        own = pl_module.hparams.ema_kimg if pl_module.generator_ema is not None else None
+        generators = [(own, pl_module.sampling_generator), *self.copies.copies.items()]
+        for ema_kimg, generator in generators:
+            with sampling_from(pl_module, generator):
+                score = self.fid.evaluate(trainer, pl_module)
+            self.emit(
+                {**timing, "ema_kimg": ema_kimg, **{key: score[key] for key in ("fid", "kid", "kid_std")}}
+            )
+        self.scoring += self.now(pl_module) - began
+
+
+def main(argv: list[str]) -> list[dict]:
     args, cli_args = parse(argv)
     measured = commit()  # before training: what the run measures, whatever changes meanwhile
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_dir = Path(args.out) / args.label
-    seconds = round(args.minutes * 60)
-    cli = cli_main(
-        [
-            "--data.root", args.data,
-            "--data.image_size", "64",
-            "--trainer.default_root_dir", str(run_dir),
-            *cli_args,
-            "--trainer.max_epochs", "-1",  # after the recipe's (small_data.yaml stops at 100): time only
-            "--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}",
-        ],
-        run=False,
-    )  # fmt: skip
-    trainer, model = cli.trainer, cli.model
-    fid = FIDMonitor(
-        num_fake=args.num_fake, num_real=args.num_real, every_n_epochs=0, at_fit_end=False,
-        weights_path=args.weights,
-    )  # fmt: skip
-    trainer.callbacks.append(fid)
-    trainer.fit(model, cli.datamodule)
-    # the training stage as max_time counts it: data setup and the real statistics are not in it
-    (timer,) = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
-    train_seconds = timer.time_elapsed("train")
-    result = {
-        "label": args.label,
-        "minutes": args.minutes,
-        "train_seconds": round(train_seconds, 1),
-        "kimg": round(int(model.images_seen) / 1000.0, 2),
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "threads": torch.get_num_threads(),
-        "num_fake": args.num_fake,
-        "num_real": args.num_real,
-        "args": cli_args,
-        "commit": measured,
-    }
-    score = fid.evaluate(trainer, model)
-    result["fid"] = round(score["fid"], 2)
-    result["kid"] = score["kid"] and round(score["kid"], 5)
-    result["kid_std"] = score["kid_std"] and round(score["kid_std"], 5)
-    result["fid_seconds"] = round(fid.history[-1]["seconds"], 1)
-    if model.generator_ema is not None and not args.no_raw_generator:
-        # the same latents through the raw generator (standing statistics are kept per generator)
-        ema, model.generator_ema = model.generator_ema, None
-        result["fid_raw_generator"] = round(fid.evaluate(trainer, model)["fid"], 2)
-        model.generator_ema = ema
-    line = json.dumps(result)
-    print(line, flush=True)
-    with open(Path(args.out) / "results.jsonl", "a") as f:
-        f.write(line + "\n")
-    return result
+    out = Path(args.out)
+    results: list[dict] = []
+    engine = None  # the Inception network, loaded once for all seeds
+    for seed in args.seeds:
+        label = f"{args.label}-s{seed}"
+        cli = cli_main(
+            [
+                "--data.root", args.data,
+                "--data.image_size", "64",
+                "--trainer.default_root_dir", str(out / label),
+                *cli_args,
+                "--seed_everything", str(seed),
+                "--trainer.max_epochs", "-1",  # lifts the recipe's (small_data.yaml: 100): images decide
+                "--budget.max_kimg", str(args.kimg[-1]),
+            ],
+            run=False,
+        )  # fmt: skip
+        trainer, model = cli.trainer, cli.model
+        fid = FIDMonitor(
+            num_fake=args.num_fake, num_real=args.num_real, every_n_epochs=0, at_fit_end=False,
+            weights_path=args.weights,
+        )  # fmt: skip
+        fid.fid = engine
+
+        def emit(score: dict, label: str = label, seed: int = seed) -> None:
+            result = {
+                "label": label, "seed": seed, **score,
+                "fid": round(score["fid"], 2),
+                "kid": score["kid"] and round(score["kid"], 5),
+                "kid_std": score["kid_std"] and round(score["kid_std"], 5),
+                "threads": torch.get_num_threads(), "num_fake": args.num_fake, "num_real": args.num_real,
+                "args": cli_args, "commit": measured,
+            }  # fmt: skip
+            line = json.dumps(result)
+            print(line, flush=True)
+            with open(out / "results.jsonl", "a") as f:
+                f.write(line + "\n")
+            results.append(result)
+
+        copies = EMACopies(args.ema_kimg)
+        curve = QualityCurve(fid, [round(k * 1000) for k in args.kimg], copies, emit)
+        trainer.callbacks.extend([fid, copies, curve])  # in this order: the copies update before scoring
+        trainer.fit(model, cli.datamodule)
+        engine = fid.fid
+        if curve.pending:  # the recipe stopped first (max_steps, max_time, divergence)
+            print(
+                f"{label}: training stopped at {model.images_seen / 1000:g} kimg, before the points "
+                f"{[p / 1000 for p in curve.pending]}",
+                file=sys.stderr,
+            )
+    return results
 
 
 if __name__ == "__main__":
