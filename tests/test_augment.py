@@ -51,6 +51,22 @@ def test_cutout_zeroes_one_half_size_square_per_image():
         assert torch.equal(out[:, ~mask], src[:, ~mask])
 
 
+def test_color_equals_diffaugments_three_steps_with_the_same_draws():
+    """The reference (DiffAugment's rand_brightness, rand_saturation, rand_contrast, one after another),
+    with the same per-image draws in the same order, in float64."""
+    x = torch.rand(8, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    torch.manual_seed(5)
+    b, s, c = (torch.rand(8, 1, 1, 1, dtype=torch.float64) for _ in range(3))
+    b, s, c = b - 0.5, s * 2, c + 0.5  # U(-0.5, 0.5), U(0, 2), U(0.5, 1.5)
+    expected = x + b
+    gray = expected.mean(dim=1, keepdim=True)
+    expected = (expected - gray) * s + gray
+    mean = expected.mean(dim=(1, 2, 3), keepdim=True)
+    expected = (expected - mean) * c + mean
+    torch.manual_seed(5)
+    assert torch.allclose(color(x), expected, rtol=0, atol=1e-12)
+
+
 def test_color_changes_each_image_differently_but_not_a_gray_images_saturation():
     torch.manual_seed(3)
     x = torch.rand(8, 3, 16, 16) * 2 - 1

@@ -119,12 +119,16 @@ def _uniform(x: Tensor, low: float, high: float) -> Tensor:
 
 
 def color(x: Tensor) -> Tensor:
-    """Random brightness (+U(-0.5, 0.5)), saturation (x U(0, 2)) and contrast (x U(0.5, 1.5))."""
-    x = x + _uniform(x, -0.5, 0.5)
+    """Random brightness (+U(-0.5, 0.5)), saturation (x U(0, 2)) and contrast (x U(0.5, 1.5)), in that order.
+
+    The three steps ``x + b``, ``(x - gray) * s + gray``, ``(x - mean) * c + mean`` compose to one affine map
+    of ``x`` and its gray image: ``c*s*x + c*(1-s)*gray(x) + (1-c)*mean(x) + b`` (brightness moves the gray
+    image and the mean by ``b``; saturation keeps the mean). One pass over the batch instead of nine."""
+    brightness, saturation, contrast = _uniform(x, -0.5, 0.5), _uniform(x, 0.0, 2.0), _uniform(x, 0.5, 1.5)
     gray = x.mean(dim=1, keepdim=True)
-    x = (x - gray) * _uniform(x, 0.0, 2.0) + gray
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * _uniform(x, 0.5, 1.5) + mean
+    mean = gray.mean(dim=(2, 3), keepdim=True)
+    offset = gray * ((1 - saturation) * contrast) + (mean * (1 - contrast) + brightness)
+    return torch.addcmul(offset, x, saturation * contrast)
 
 
 def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
