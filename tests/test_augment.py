@@ -21,19 +21,23 @@ def test_every_augmentation_is_differentiable_and_keeps_the_shape(name):
 
 def test_translation_shifts_by_whole_pixels_and_fills_with_zeros():
     torch.manual_seed(1)
-    x = torch.rand(16, 3, 16, 16) + 1.0  # no zeros inside
+    x = (torch.rand(16, 3, 16, 16) + 1.0).requires_grad_(True)  # no zeros inside
     y = translation(x)  # up to 2 px each way at 16 px
+    upstream = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, upstream)
     shifts = set()
-    for src, out in zip(x, y, strict=True):
+    for src, out, up, got in zip(x.detach(), y.detach(), upstream, grad, strict=True):
         matches = []
         for dy in range(-2, 3):
             for dx in range(-2, 3):
-                expected = torch.zeros_like(src)
+                expected, expected_grad = torch.zeros_like(src), torch.zeros_like(src)
                 ys, xs = slice(max(0, -dy), min(16, 16 - dy)), slice(max(0, -dx), min(16, 16 - dx))
                 ys_src, xs_src = slice(max(0, dy), min(16, 16 + dy)), slice(max(0, dx), min(16, 16 + dx))
                 expected[:, ys, xs] = src[:, ys_src, xs_src]
+                expected_grad[:, ys_src, xs_src] = up[:, ys, xs]  # the adjoint: the opposite shift
                 if torch.equal(out, expected):
                     matches.append((dy, dx))
+                    assert torch.equal(got, expected_grad)
         assert len(matches) == 1
         shifts.add(matches[0])
     assert len(shifts) > 3  # random per image
