@@ -222,10 +222,11 @@ class FaceDataModule(L.LightningDataModule):
         if len(dataset) == 0:  # type: ignore[arg-type]
             where = f"{CELEBA_PARTITION}" if self.kind == "celeba" else f"{split}_fraction"
             raise ValueError(f"FaceDataModule: the {split!r} split of {self.root!r} is empty (see {where})")
-        uint8 = isinstance(dataset, Uint8Rows)
         # Mapped rows are gathered faster than a worker process can hand a batch over (measured:
-        # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores).
-        workers = 0 if uint8 and self.hparams.num_workers is None else self._workers()
+        # 75,000 images/s in process vs 18,000 through one worker at 64 px on 2 cores), and fewer than
+        # 1,024 images (the built-in faces' 164 for validation) are decoded before a worker has started.
+        in_process = isinstance(dataset, Uint8Rows) or len(dataset) < 1024  # type: ignore[arg-type]
+        workers = 0 if in_process and self.hparams.num_workers is None else self._workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
