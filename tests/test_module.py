@@ -65,13 +65,6 @@ def test_each_update_changes_only_its_own_network_and_both_step_every_batch():
     assert recorder.steps == [("D", False, True), ("G", True, False)] * 3
 
 
-@pytest.mark.parametrize(("fused_adam", "fused"), [(None, True), (True, True), (False, False)])
-def test_adam_is_fused_on_the_cpu_unless_turned_off(fused_adam, fused):
-    """torch's fused Adam runs on the CPU (7x faster per step at widths 32): on by default there."""
-    gan = FaceGAN(image_size=32, g_channels=8, d_channels=8, fused_adam=fused_adam)
-    assert [bool(opt.defaults["fused"]) for opt in gan.configure_optimizers()] == [fused, fused]
-
-
 def test_n_disc_steps_updates_generator_every_nth_batch():
     recorder = StepRecorder()
     gan = tiny_gan(n_disc_steps=2)

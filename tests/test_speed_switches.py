@@ -21,8 +21,9 @@ def test_channels_last_trains_with_nhwc_weights_and_matches_the_default_layout()
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # same training, another memory layout
 
 
-def test_fused_adam_is_used_when_asked_and_by_default_only_on_cuda():
-    for fused, expected in ((True, True), (None, False), (False, False)):
+def test_fused_adam_is_used_when_asked_and_by_default_on_the_cpu():
+    """torch's fused Adam runs on the CPU too (7x faster per step at widths 32): on by default there."""
+    for fused, expected in ((True, True), (None, True), (False, False)):
         optimizers = tiny_gan(fused_adam=fused).configure_optimizers()
         assert [bool(opt.defaults.get("fused")) for opt in optimizers] == [expected, expected]
     gan = tiny_gan(fused_adam=True)
