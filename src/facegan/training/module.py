@@ -413,7 +413,7 @@ class FaceGAN(L.LightningModule):
         if standing is None:
             self._standing = None  # free the old copy before making the new one
             standing = copy.deepcopy(generator).requires_grad_(False)
-            hp, trainer = self.hparams, self._trainer
+            hp, trainer = self.hparams, distributed.attached_trainer(self)
             # in a fit, at its precision (bf16 autocast: half the time), as G's training forward runs
             with trainer.precision_plugin.forward_context() if trainer else contextlib.nullcontext():
                 recompute_batchnorm_stats(standing, hp.latent_dim, hp.bn_stat_batches, seed=hp.sample_seed)
