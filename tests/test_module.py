@@ -1,3 +1,6 @@
+import csv
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -93,6 +96,60 @@ def test_training_logs_losses_d_outputs_and_images_seen():
     with pytest.raises(RuntimeError, match="Missing key.*images_seen"):
         fresh.load_state_dict({k: v for k, v in state.items() if k != "images_seen"})
     assert trainer.global_step == 6  # Lightning counts optimizer steps: one D + one G per batch
+
+
+class LoggedKeys(L.Callback):
+    """Per batch: the names FaceGAN passed to ``self.log`` and its ``train/d_real`` diagnostic; stops
+    training after batch ``stop_after`` (as a budget or early stopping does) if given."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.keys: list[set[str]] = []
+        self.d_real: list[float] = []
+        self.stop_after = stop_after
+
+    def on_train_start(self, trainer, pl_module):
+        log = pl_module.log
+
+        def recording(name, value, *args, **kwargs):
+            self.keys[-1].add(name)
+            return log(name, value, *args, **kwargs)
+
+        pl_module.log = recording  # log_dict calls self.log per value
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.keys.append(set())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.d_real.append(float(pl_module.diagnostics["train/d_real"]))
+        if batch_idx == self.stop_after:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("stop_after", [None, 3])
+def test_diagnostics_are_logged_only_where_a_logger_writes_them_and_are_that_batchs(tmp_path, stop_after):
+    """Lightning's self.log costs about 1 ms a value: the losses go every batch, D's diagnostics only at
+    the batches the loggers write (every 3rd here), the epoch's last and the one a callback stopped at."""
+    torch.manual_seed(0)
+    record = LoggedKeys(stop_after)
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = tiny_trainer(logger=logger, log_every_n_steps=3, limit_train_batches=7, callbacks=[record])
+    trainer.fit(tiny_gan(), tiny_data())
+    losses = {"train/d_loss", "train/g_loss"}
+    everything = losses | {
+        "train/d_real",
+        "train/d_fake",
+        "train/d_acc_real",
+        "train/d_acc_fake",
+        "train/kimg",
+    }
+    full = [2, 5, 6] if stop_after is None else [2, 3]  # written batches; the last (epoch end or stop)
+    assert record.keys == [everything if i in full else losses for i in range(len(record.keys))]
+    assert len(record.keys) == (7 if stop_after is None else 4)
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/d_real")]
+    written = [2, 5] if stop_after is None else [2, 3]  # Lightning writes no row for batch 6 (epoch end)
+    assert [float(row["train/d_real"]) for row in rows] == pytest.approx([record.d_real[i] for i in written])
+    assert float(trainer.callback_metrics["train/d_real"]) == pytest.approx(record.d_real[-1])
 
 
 def test_validation_and_test_report_d_outputs_on_held_out_faces():

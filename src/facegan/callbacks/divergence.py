@@ -23,7 +23,9 @@ class DivergenceMonitor(L.Callback):
     """Every ``check_every`` batches (one host sync each), look for a non-finite ``train/d_loss`` or
     ``train/g_loss`` or a collapsed discriminator: over the last ``window`` checks D's sign accuracy
     (``train/d_acc_real``, ``train/d_acc_fake``; the same meaning for every loss) averages at least
-    ``max_accuracy`` on reals *and* fakes, so G gets no useful gradient and rarely recovers.
+    ``max_accuracy`` on reals *and* fakes, so G gets no useful gradient and rarely recovers. The values
+    are the module's ``diagnostics`` of the batch (FaceGAN's, logged only at logging steps), else
+    ``trainer.callback_metrics``.
 
     ``action="stop"`` raises :class:`TrainingDiverged` naming the step and the last good checkpoint
     (raising writes no checkpoint of the damaged state); ``action="warn"`` logs it once per kind.
@@ -72,7 +74,7 @@ class DivergenceMonitor(L.Callback):
     ) -> None:
         if (batch_idx + 1) % self.check_every:
             return
-        found = self._check(trainer.callback_metrics)
+        found = self._check({**trainer.callback_metrics, **getattr(pl_module, "diagnostics", {})})
         # Under DDP, decide once for all processes (one collective per check, at the same batch on
         # every rank): if one rank stopped and the others went on, they would wait for it forever.
         together = self.action == "stop" and trainer.world_size > 1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
 
 from facegan.callbacks.kimg import images_seen
-from facegan.io.runs import logger_step
+from facegan.io.runs import logger_step, logs_this_batch
 
 
 class ProgressMonitor(L.Callback):
@@ -61,10 +61,9 @@ class ProgressMonitor(L.Callback):
         now = perf_counter()
         self._seconds += now - (now if self._mark is None else self._mark)
         self._mark = now
-        every = cast(Any, trainer).log_every_n_steps  # set by Lightning at runtime, not declared on Trainer
-        step = logger_step(trainer)
-        if not every or (step + 1) % every:  # Lightning's rule for the steps it logs at
+        if not logs_this_batch(trainer):
             return
+        step = logger_step(trainer)
         seen = images_seen(pl_module)
         if trainer.is_global_zero:
             self._log(trainer, step, seen - self._counted)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from facegan.data.cache import DeviceBatches
 from facegan.data.decode import NoImagesError
 from facegan.images import batch_images
+from facegan.io.runs import logs_this_batch
 from facegan.nets import FAMILIES, NetworkConfig, build_discriminator, build_generator
 from facegan.nets.custom import build_from_record, check_pair, net_record
 from facegan.training import distributed
@@ -386,6 +387,9 @@ class FaceGAN(L.LightningModule):
         self.register_state_dict_post_hook(_save_images_seen)
         self.register_load_state_dict_pre_hook(_load_images_seen)
         self.d_updates = 0  # a Python int (no host sync per step); saved in checkpoints
+        # The latest D diagnostics (train/d_real, d_fake, d_acc_real, d_acc_fake, kimg; R1/R2, LeCam and
+        # ADA's p as of their last step), on the device; logged in on_train_batch_end, read by DivergenceMonitor.
+        self.diagnostics: dict[str, Tensor] = {}
         self._standing: tuple[nn.Module, nn.Module, list[Tensor]] | None = None  # standing_generator's
 
     @property
@@ -467,11 +471,23 @@ class FaceGAN(L.LightningModule):
     # ------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
         self.feed.checked = False  # each fit checks its first batch
+        self.diagnostics = {}
         if distributed.is_distributed(self):  # seed_everything and resumes gave every process one stream
             distributed.decorrelate_ranks(self.global_rank)
 
     def on_train_epoch_start(self) -> None:
         self.feed.epoch_images, self.feed.epoch_start = 0, self.feed.seen
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Logs the batch's :attr:`diagnostics` when the loggers write this batch, at the epoch's last
+        batch (``callback_metrics`` for checkpoints and ``fit``'s caller) and when a callback stopped
+        training. Lightning's ``self.log`` costs about 1 ms a value on the host, a GPU step's time, so
+        values no logger writes are not logged; the losses are, every batch (progress bar, monitors)."""
+        trainer = self.trainer
+        if self.diagnostics and (
+            logs_this_batch(trainer) or trainer.should_stop or batch_idx + 1 == trainer.num_training_batches
+        ):
+            self.log_dict(self.diagnostics)
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
@@ -529,7 +545,7 @@ class FaceGAN(L.LightningModule):
             self.log("train/d_loss", d_loss.detach(), prog_bar=True)
             kimg = torch.tensor(self.images_seen / 1000.0)  # on the host: no copy to the device
             metrics = discriminator_metrics(real_logits.detach(), fake_logits.detach())
-            self.log_dict({**metrics, "train/kimg": kimg, **penalties, **lecam_logs, **strength})
+            self.diagnostics.update({**metrics, "train/kimg": kimg, **penalties, **lecam_logs, **strength})
 
         # Generator, every n_disc_steps D updates: the same fakes (or fresh ones) through the updated D.
         if self.d_updates % hp.n_disc_steps:
