@@ -238,3 +238,24 @@ def test_a_cache_folder_that_cannot_be_written_ends_the_cli_with_one_line(faces,
         "unchanged (FACEGAN_TRACEBACK=1 shows where)"
     )
     assert blocked.read_text() == "a file"
+
+
+@pytest.mark.filterwarnings("ignore:skipped")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoding_into_memory_keeps_the_order_and_leaves_out_unreadable_images(tmp_path, workers):
+    """Workers hand over one stacked block per batch (not one per image): the same rows, in order."""
+    folder = tmp_path / "faces"
+    for i in range(150):  # three batches of 64 indices
+        write_images(folder, [f"{i:03d}.png"], value=i)
+    (folder / "070.png").write_bytes(b"not an image")
+    dm = FaceDataModule(
+        root=str(folder), image_size=8, val_fraction=0.0, test_fraction=0.0, skip_bad_images=True
+    )
+    dm.setup("fit")
+    dataset = dm.image_datasets["train"]
+    rows = cache_module.decode_all(dataset, workers)  # the skip's warning comes from where it decoded
+    expected = torch.stack([dataset.load(i) for i in range(150) if i != 70])
+    assert rows.dtype == torch.uint8 and torch.equal(rows, expected)
+    skipped: list[int] = []
+    batches = list(cache_module.decoded_rows(dataset, workers, "decoding", skipped))
+    assert [b.shape[0] for b in batches] == [64, 63, 22] and skipped == [70]

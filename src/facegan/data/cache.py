@@ -30,15 +30,26 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 
-def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> list[tuple[int, torch.Tensor | None]]:
-    return [(index, dataset.load_or_skip(index)) for index in indices]
+def _load_rows(dataset: FaceImageDataset, indices: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """The readable images of ``indices`` stacked, ``(n, 3, S, S)`` uint8 (from a worker: one shared
+    memory block per batch, not one per image), and the indices of those skipped as unreadable."""
+    rows, skipped = [], []
+    for index in indices:
+        image = dataset.load_or_skip(index)
+        if image is None:
+            skipped.append(index)
+        else:
+            rows.append(image)
+    size = dataset.image_size
+    return torch.stack(rows) if rows else torch.empty(0, 3, size, size, dtype=torch.uint8), skipped
 
 
 def decoded_rows(
     dataset: FaceImageDataset, num_workers: int, verb: str, skipped: list[int]
 ) -> Iterator[torch.Tensor]:
-    """Every readable image of ``dataset`` (uint8 ``(3, S, S)``) in order, decoded by ``num_workers`` loader
-    workers, with a progress bar ("facegan: <verb> ..."); the indices of bad ones skipped go to ``skipped``."""
+    """Every readable image of ``dataset`` in order, in uint8 ``(n, 3, S, S)`` batches decoded by
+    ``num_workers`` loader workers, with a progress bar ("facegan: <verb> ..."); the indices of bad ones
+    skipped go to ``skipped``."""
     indices = range(len(dataset))  # the batches of indices are decoded by collate_fn, in the workers
     loader: DataLoader = DataLoader(
         indices,  # type: ignore[arg-type]
@@ -47,12 +58,9 @@ def decoded_rows(
         collate_fn=partial(_load_rows, dataset),
     )
     desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
-    for items in tqdm(loader, desc=desc, unit="batch"):
-        for index, image in items:
-            if image is None:
-                skipped.append(index)
-            else:
-                yield image
+    for rows, bad in tqdm(loader, desc=desc, unit="batch"):
+        skipped.extend(bad)
+        yield rows
 
 
 def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
@@ -61,9 +69,11 @@ def decode_all(dataset: FaceImageDataset, num_workers: int = 0) -> torch.Tensor:
     size = dataset.image_size
     rows = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
     skipped: list[int] = []
-    for i, image in enumerate(decoded_rows(dataset, num_workers, "decoding", skipped)):
-        rows[i] = image
-    return rows[: len(dataset) - len(skipped)]
+    done = 0
+    for batch in decoded_rows(dataset, num_workers, "decoding", skipped):
+        rows[done : done + batch.shape[0]] = batch
+        done += batch.shape[0]
+    return rows[:done]
 
 
 def _render_rows(faces: ProceduralFaces, indices: list[int]) -> torch.Tensor:
@@ -104,8 +114,8 @@ def build_cache(
     size = dataset.image_size
     skipped: list[int] = []
     with atomic_write(rows_path) as out:  # rows first: without the JSON they are never used
-        for image in decoded_rows(dataset, num_workers, "caching", skipped):
-            out.write(image.numpy().tobytes())
+        for rows in decoded_rows(dataset, num_workers, "caching", skipped):
+            out.write(rows.numpy().tobytes())
     count = len(dataset) - len(skipped)
     meta = {"key": blob, "count": count, "shape": [3, size, size], "dtype": "uint8", "skipped": skipped}
     with atomic_write(meta_path, "w") as out:
