@@ -9,6 +9,7 @@ import yaml
 
 from facegan import FaceGAN
 from facegan.cli import main
+from facegan.cli.trainer import FaceGANCLI
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -102,6 +103,31 @@ def test_every_architecture_is_selectable_from_flags_alone(arch):
     assert cli.model.hparams.arch == arch and cli.model.net_config.image_size == int(size)
     widths = (cli.model.hparams.g_channels, cli.model.hparams.d_channels)
     assert widths == ((None, None) if arch == "keras" else (32, 32))  # the CLI's CPU widths elsewhere
+
+
+@pytest.mark.parametrize(
+    ("args", "built"),
+    [
+        (["fit"], 1),
+        (["validate"], 1),
+        (["fit", "--trainer.default_root_dir", "test"], 3),  # two names: every parser, as LightningCLI
+    ],
+)
+def test_only_the_named_subcommands_parser_is_built(monkeypatch, capsys, args, built):
+    """LightningCLI builds one parser per subcommand (the Trainer, FaceGAN, data and callbacks read
+    for each): a command builds the one it names, unless another subcommand's name appears in it."""
+    calls = []
+    original = FaceGANCLI.add_arguments_to_parser  # called once per subcommand parser
+
+    def counting(self, parser):
+        calls.append(1)
+        return original(self, parser)
+
+    monkeypatch.setattr(FaceGANCLI, "add_arguments_to_parser", counting)
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    assert len(calls) == built
+    assert "arch: dcgan" in capsys.readouterr().out
 
 
 def test_help_lists_every_subcommand_and_the_installed_command_runs_them(tmp_path):
