@@ -24,8 +24,9 @@ def logs_this_batch(trainer: L.Trainer) -> bool:
     """Whether Lightning writes the loggers after the batch in progress (asked from ``training_step``
     or ``on_train_batch_end``): every ``log_every_n_steps`` batches, and every batch under
     ``fast_dev_run``. (It also writes when ``trainer.should_stop`` is set, which callbacks may do later.)"""
-    every = cast(Any, trainer).log_every_n_steps  # set by Lightning at runtime, not declared on Trainer
-    return bool(trainer.fast_dev_run) or bool(every) and (logger_step(trainer) + 1) % every == 0
+    settings = cast(Any, trainer)  # both set by Lightning at runtime, not declared on Trainer
+    every = settings.log_every_n_steps
+    return bool(settings.fast_dev_run) or bool(every) and (logger_step(trainer) + 1) % every == 0
 
 
 def last_batch_step(trainer: L.Trainer) -> int:
