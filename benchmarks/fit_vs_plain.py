@@ -9,7 +9,8 @@ writing a sample grid and a checkpoint every ``--every-kimg`` (the fit's per-epo
 checkpoints are switched off so both write the same files); the plain side is
 benchmarks/plain_recipe.py (its images decoded once into memory). The fit runs with its default
 data settings unless ``--fit-args`` says otherwise. Each repeat runs both as fresh processes, in
-alternating order, with ``--threads`` threads each (``OMP_NUM_THREADS``); ``--warmup`` pairs first
+alternating order (``--together``: at the same time, ``--threads 1`` each on 2 cores, so the VM's
+drift from minute to minute hits both alike), with ``--threads`` threads each (``OMP_NUM_THREADS``); ``--warmup`` pairs first
 (page cache, a ``--data.cache`` file) are not counted. Prints per side the training rate (images
 from the end of the first batch to the end of the run, grids and checkpoints included, divided by
 that time) and the whole run's wall time (start-up, decoding, everything), then the ratios
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +129,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each side")
     parser.add_argument("--fit-args", default="", help='extra fit flags ("{tmp}": a scratch folder)')
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each pair at the same time (with --threads 1 on 2 cores): a VM's drift hits both alike",
+    )
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"fit": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="fit_vs_plain-") as tmp:
         for repeat in range(args.warmup + args.repeats):  # the warm-up pairs are not counted
             order = ("fit", "plain") if repeat % 2 else ("plain", "fit")  # alternate who goes first
-            for side in order:
-                result = run(side, args, Path(tmp) / f"{side}-{repeat}")
+            jobs = [partial(run, side, args, Path(tmp) / f"{side}-{repeat}") for side in order]
+            if args.together:  # both at once: whatever the machine does meanwhile, it does to both
+                with ThreadPoolExecutor(2) as pool:
+                    pair = list(pool.map(lambda job: job(), jobs))
+            else:
+                pair = [job() for job in jobs]
+            for side, result in zip(order, pair, strict=True):
                 if repeat >= args.warmup:
                     results[side].append(result)
                 print(f"repeat {repeat}{' (warm-up)' if repeat < args.warmup else ''} {side}: "
@@ -141,7 +154,10 @@ def main() -> None:
     rate_ratio = [f["rate"] / p["rate"] for f, p in zip(fit, plain, strict=True)]
     wall_ratio = [p["wall"] / f["wall"] for f, p in zip(fit, plain, strict=True)]
     where = args.root or "built-in faces"
-    print(f"{where}, {args.kimg:g} kimg, {args.threads} thread(s) per side, {args.repeats} paired repeats")
+    how = "run together" if args.together else "alternating"
+    print(
+        f"{where}, {args.kimg:g} kimg, {args.threads} thread(s) per side, {args.repeats} paired repeats ({how})"
+    )
     print(f"fit {args.fit_args or '(default settings)'}: {spread([r['rate'] for r in fit])} images/s, "
           f"whole run {spread([r['wall'] for r in fit])} s")  # fmt: skip
     print(
