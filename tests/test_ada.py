@@ -4,6 +4,7 @@ every 4 D updates, from the signal the loss implies; each op applies to each ima
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 
@@ -98,12 +99,15 @@ def test_a_fit_logs_the_strength_and_d_sees_images_at_it():
     torch.manual_seed(0)
     gan = tiny_gan(augment="color", ada_target=0.6, ada_kimg=0.01)
     logged: list[dict] = []
-    original = gan.log_dict
-    gan.log_dict = lambda values, **kw: logged.append(dict(values)) or original(values, **kw)
+
+    class Diagnostics(L.Callback):  # each batch's, as logged where a logger writes (log_every_n_steps)
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.append({key: float(value) for key, value in pl_module.diagnostics.items()})
+
     seen: list[float] = []
     augment = gan.objective.augment
     gan.objective.augment = lambda images: seen.append(gan.objective.ada.p) or augment(images)
-    tiny_trainer(limit_train_batches=INTERVAL + 1).fit(gan, tiny_data())
+    tiny_trainer(limit_train_batches=INTERVAL + 1, callbacks=[Diagnostics()]).fit(gan, tiny_data())
     rows = [row for row in logged if "train/d_real" in row]  # the D updates' rows
     assert len(rows) == INTERVAL + 1
     assert [row["train/aug_p"] for row in rows][: INTERVAL - 1] == [0.0] * (INTERVAL - 1)
