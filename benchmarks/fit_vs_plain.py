@@ -8,9 +8,9 @@ Both sides train configs/small_data.yaml + configs/cpu_bf16.yaml for ``--kimg`` 
 writing a sample grid and a checkpoint every ``--every-kimg`` (the fit's per-epoch grids and
 checkpoints are switched off so both write the same files); the plain side is
 benchmarks/plain_recipe.py (its images decoded once into memory). The fit runs with its default
-data settings unless ``--fit-args`` says otherwise. Each repeat runs both as fresh processes, in
-alternating order (``--together``: at the same time, ``--threads 1`` each on 2 cores, so the VM's
-drift from minute to minute hits both alike), with ``--threads`` threads each (``OMP_NUM_THREADS``); ``--warmup`` pairs first
+data settings unless ``--fit-args`` says otherwise. Each repeat runs both as fresh processes with
+``--threads`` threads each (``OMP_NUM_THREADS``), in alternating order (``--together``: at the same
+time, ``--threads 1`` each on 2 cores, so the VM's drift hits both alike); ``--warmup`` pairs first
 (page cache, a ``--data.cache`` file) are not counted. Prints per side the training rate (images
 from the end of the first batch to the end of the run, grids and checkpoints included, divided by
 that time) and the whole run's wall time (start-up, decoding, everything), then the ratios
