@@ -56,6 +56,7 @@ def decoded_rows(
         batch_size=64,
         num_workers=num_workers,
         collate_fn=partial(_load_rows, dataset),
+        generator=torch.Generator(),  # its iterator's seed: not from the global RNG, which a resume restored
     )
     desc = f"facegan: {verb} {len(dataset)} images at {dataset.image_size} px"
     for rows, bad in tqdm(loader, desc=desc, unit="batch"):
