@@ -15,12 +15,16 @@ images, not equal minutes: a faster step is a separate measurement (``train_seco
 ``images_per_sec`` beside each point, scoring excluded).
 
 ``--seeds 0,1,2`` trains the recipe once per seed (``--seed_everything``), one after the other, labelled
-``<label>-s<seed>``, each in its run folder ``<out>/<label>-s<seed>/``. ``--ema-kimg 5,10,20`` also keeps
+``<label>-s<seed>``, each in its run folder ``<out>/<label>-s<seed>/``. ``--resume`` continues each from
+the newest ``last.ckpt`` in that folder, when there is one (exact resume: a run stopped by the end of a
+session, or one taken from 250 to 500 kimg): the points it has scored are not scored again, and
+``train_seconds`` goes on from the checkpoint's. ``--ema-kimg 5,10,20`` also keeps
 EMA copies of G with these half-lives (thousands of images; the model's ``ema_rampup``), scored at each
 point too: which half-life suits a recipe, from one run.
 
 Prints one JSON line per point and generator (label, seed, kimg, ema_kimg: the half-life scored or
-null for G, fid, kid, train_seconds, images_per_sec, commit, ...) and appends it to
+null for G, fid, kid, train_seconds and images_per_sec since since_kimg: 0, or where a resume began from
+a checkpoint that predates ``--resume``, commit, ...) and appends it to
 ``<out>/results.jsonl`` as it is measured. ``--threads N`` sets torch's intra-op threads (two runs side
 by side on 2 cores: 1 each).
 """
@@ -44,6 +48,7 @@ import torch
 
 from facegan import FIDMonitor
 from facegan.cli import main as cli_main
+from facegan.cli.resume import find_last_checkpoint
 from facegan.training.module import ema_beta, update_ema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +82,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--num-real", type=int, default=5000)
     parser.add_argument("--data", default=str(SHARED / "data" / "celeba-sample"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue each seed's run from its last.ckpt, if it has one"
+    )
     parser.add_argument("--out", default="benchmark_runs/quality")
     parser.add_argument(
         "--weights",
@@ -109,11 +117,34 @@ class EMACopies(L.Callback):
         self.copies: dict[float, torch.nn.Module] = {}
         self.updated_at = 0  # images_seen at the last update
         self.d_updates = 0  # pl_module.d_updates then
+        self.restored: dict[str, Any] = {}  # from a checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "copies": {h: ema.state_dict() for h, ema in self.copies.items()},
+            "updated_at": self.updated_at,
+            "d_updates": self.d_updates,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = state_dict
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         generator = pl_module.generator
         self.copies = {h: copy.deepcopy(generator).requires_grad_(False) for h in self.half_lives}
         self.updated_at, self.d_updates = pl_module.images_seen, pl_module.d_updates
+        if trainer.ckpt_path is None or not self.half_lives:
+            return
+        saved = self.restored.get("copies", {})
+        missing = [h for h in self.half_lives if h not in saved]
+        if missing:
+            raise ValueError(
+                f"--ema-kimg {','.join(f'{h:g}' for h in missing)}: {trainer.ckpt_path} has no EMA copy with "
+                "this half-life (the run did not keep one); resume without it, or start a new run"
+            )
+        for h, ema in self.copies.items():
+            ema.load_state_dict(saved[h])
+        self.updated_at, self.d_updates = self.restored["updated_at"], self.restored["d_updates"]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -149,14 +180,42 @@ class QualityCurve(L.Callback):
     ) -> None:
         self.fid, self.pending, self.copies, self.emit = fid, list(points), copies, emit
         self.start, self.start_seen, self.scoring = 0.0, 0, 0.0
+        self.scored: list[int] = []  # points done, kept in checkpoints with the training time so far
+        self.trained_before = 0.0  # seconds, the checkpoint's
 
     def now(self, pl_module: Any) -> float:
         if pl_module.device.type == "cuda":  # the batch's queued kernels belong to training
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
+    def train_seconds(self, at: float) -> float:
+        return self.trained_before + at - self.start - self.scoring
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "scored": self.scored,
+            "train_seconds": self.train_seconds(time.perf_counter()),
+            "start_seen": self.start_seen,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.scored = list(state_dict["scored"])
+        self.trained_before, self.start_seen = state_dict["train_seconds"], state_dict["start_seen"]
+
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        self.start, self.start_seen, self.scoring = self.now(pl_module), pl_module.images_seen, 0.0
+        seen = pl_module.images_seen
+        if trainer.ckpt_path is None or not self.trained_before:  # not resumed, or no state saved
+            self.start_seen, self.trained_before = seen, 0.0
+        self.start, self.scoring = self.now(pl_module), 0.0
+        self.pending = [p for p in self.pending if p not in self.scored]
+        passed = [p for p in self.pending if p <= seen]
+        if passed:
+            print(
+                f"{trainer.ckpt_path} is at {seen / 1000:g} kimg, past the unscored points "
+                f"{[p / 1000 for p in passed]}: those are left out",
+                file=sys.stderr,
+            )
+        self.pending = [p for p in self.pending if p > seen]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
@@ -164,15 +223,16 @@ class QualityCurve(L.Callback):
         seen = pl_module.images_seen
         if not self.pending or seen < self.pending[0]:
             return
-        while self.pending and seen >= self.pending[0]:  # one batch may pass several points
-            self.pending.pop(0)
+        reached = [p for p in self.pending if seen >= p]  # one batch may pass several points
+        self.pending = self.pending[len(reached) :]
         began = self.now(pl_module)
-        train_seconds = began - self.start - self.scoring
+        train_seconds = self.train_seconds(began)
         timing = {
             "kimg": seen / 1000.0,
             "train_seconds": round(train_seconds, 1),
             "images_per_sec": round((seen - self.start_seen) / train_seconds, 2),
             "steps": trainer.global_step,
+            "since_kimg": self.start_seen / 1000.0,  # train_seconds and images_per_sec are from there
         }
         own = pl_module.hparams.ema_kimg if pl_module.generator_ema is not None else None
         generators = [(own, pl_module.sampling_generator), *self.copies.copies.items()]
@@ -183,6 +243,7 @@ class QualityCurve(L.Callback):
                 {**timing, "ema_kimg": ema_kimg, **{key: score[key] for key in ("fid", "kid", "kid_std")}}
             )
         self.scoring += self.now(pl_module) - began
+        self.scored += reached
 
 
 def main(argv: list[str]) -> list[dict]:
@@ -232,7 +293,10 @@ def main(argv: list[str]) -> list[dict]:
         copies = EMACopies(args.ema_kimg)
         curve = QualityCurve(fid, [round(k * 1000) for k in args.kimg], copies, emit)
         trainer.callbacks.extend([fid, copies, curve])  # in this order: the copies update before scoring
-        trainer.fit(model, cli.datamodule)
+        last = find_last_checkpoint(out / label / "lightning_logs") if args.resume else None
+        if last is not None:
+            print(f"{label}: resuming from {last}", file=sys.stderr)
+        trainer.fit(model, cli.datamodule, ckpt_path=last)
         engine = fid.fid
         if curve.pending:  # the recipe stopped first (max_steps, max_time, divergence)
             print(

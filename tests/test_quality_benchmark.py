@@ -63,13 +63,14 @@ def stand_in(monkeypatch: pytest.MonkeyPatch, features: type[Pooled] = Levels) -
 
 
 def run(tmp_path, faces, *args: str) -> list[dict]:
-    """The benchmark's results, after checking that ``results.jsonl`` holds the same lines."""
+    """The benchmark's results, after checking that they are the last lines of ``results.jsonl``."""
     out = tmp_path / "out"
     results = quality.main(
         ["--label", "tiny", "--data", str(faces), "--out", str(out), "--num-fake", "4", "--num-real", "8",
          "--weights", str(FID_WEIGHTS), *args, *TINY]
     )  # fmt: skip
-    assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == results
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines[len(lines) - len(results) :]] == results
     return results
 
 
@@ -149,3 +150,26 @@ def test_an_ema_copy_is_the_ema_of_the_generators_weights_and_samples_with_its_o
     own.generator.load_state_dict(ema.state_dict())
     torch.testing.assert_close(swapped, own.sample(z=z))
     assert model.generator_ema is kept
+
+
+def test_a_resumed_run_scores_only_its_new_points_and_equals_the_run_without_a_stop(
+    tmp_path, faces, monkeypatch
+):
+    stand_in(monkeypatch)
+    ema = ["--ema-kimg", "0.004", "--model.ema_rampup", "null"]
+    # 40 faces, 36 for training in 4 batches of 8: each point is an epoch's end, where last.ckpt is written
+    first = run(tmp_path / "stopped", faces, "--kimg", "0.032", *ema)
+    resumed = run(tmp_path / "stopped", faces, "--kimg", "0.032,0.064", "--resume", *ema)
+    whole = run(tmp_path / "whole", faces, "--kimg", "0.032,0.064", *ema)
+    assert [(r["kimg"], r["ema_kimg"]) for r in first] == [(0.032, 10.0), (0.032, 0.004)]
+    assert [(r["kimg"], r["ema_kimg"]) for r in resumed] == [(0.064, 10.0), (0.064, 0.004)]
+    # exact resume, the EMA copy's weights included: the same scores as the run that never stopped
+    assert [r["fid"] for r in resumed] == [r["fid"] for r in whole[2:]]
+    assert [r["fid"] for r in first] == [r["fid"] for r in whole[:2]]
+    assert [r["since_kimg"] for r in first + resumed] == [0.0] * 4  # the training time goes on
+    assert resumed[0]["train_seconds"] > first[0]["train_seconds"]
+    assert resumed[0]["steps"] == 16  # 8 batches: D and G steps
+
+    # a copy the checkpoint does not hold cannot be made up from G's weights
+    with pytest.raises(ValueError, match=r"--ema-kimg 0\.002: .*last\.ckpt has no EMA copy"):
+        run(tmp_path / "stopped", faces, "--kimg", "0.12", "--resume", "--ema-kimg", "0.002,0.004")
