@@ -16,9 +16,10 @@ images, not equal minutes: a faster step is a separate measurement (``train_seco
 
 ``--seeds 0,1,2`` trains the recipe once per seed (``--seed_everything``), one after the other, labelled
 ``<label>-s<seed>``, each in its run folder ``<out>/<label>-s<seed>/``. ``--resume`` continues each from
-the newest ``last.ckpt`` in that folder, when there is one (exact resume: a run stopped by the end of a
-session, or one taken from 250 to 500 kimg): the points it has scored are not scored again, and
-``train_seconds`` goes on from the checkpoint's. ``--ema-kimg 5,10,20`` also keeps
+the newest ``last.ckpt`` in that folder, when there is one (a run stopped by the end of a session, or one
+taken from 250 to 500 kimg): the points it has scored are not scored again, and ``train_seconds`` goes
+on from the checkpoint's. The resume is exact from an epoch's end (the checkpoint written there); from
+one written mid-epoch (the budget's stop, Ctrl-C) the counts go on but that epoch's order is not kept. ``--ema-kimg 5,10,20`` also keeps
 EMA copies of G with these half-lives (thousands of images; the model's ``ema_rampup``), scored at each
 point too: which half-life suits a recipe, from one run.
 
