@@ -81,6 +81,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--ema-kimg", type=numbers(float), default=[], help="extra EMA half-lives, e.g. 5,20")
     parser.add_argument("--num-fake", type=int, default=2000)
     parser.add_argument("--num-real", type=int, default=5000)
+    parser.add_argument(
+        "--real",
+        default=None,
+        help="the real statistics: a FID cache .pt of these faces (with features, for KID) instead of "
+        "computing them; their cache key holds the files' modification times, which a copy or a new "
+        "mount of the faces changes",
+    )
     parser.add_argument("--data", default=str(SHARED / "data" / "celeba-sample"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument(
@@ -272,7 +279,7 @@ def main(argv: list[str]) -> list[dict]:
         trainer, model = cli.trainer, cli.model
         fid = FIDMonitor(
             num_fake=args.num_fake, num_real=args.num_real, every_n_epochs=0, at_fit_end=False,
-            weights_path=args.weights,
+            weights_path=args.weights, real=args.real,
         )  # fmt: skip
         fid.fid = engine
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import time
 
 import lightning as L
@@ -173,3 +174,13 @@ def test_a_resumed_run_scores_only_its_new_points_and_equals_the_run_without_a_s
     # a copy the checkpoint does not hold cannot be made up from G's weights
     with pytest.raises(ValueError, match=r"--ema-kimg 0\.002: .*last\.ckpt has no EMA copy"):
         run(tmp_path / "stopped", faces, "--kimg", "0.12", "--resume", "--ema-kimg", "0.002,0.004")
+
+
+def test_real_statistics_from_a_cache_file_score_as_the_images_did(tmp_path, faces, monkeypatch):
+    stand_in(monkeypatch)
+    first = run(tmp_path / "a", faces, "--kimg", "0.008")
+    (stats,) = (tmp_path / "cache" / "fid").glob("real-*.pt")
+    moved = shutil.copytree(faces, tmp_path / "moved")  # other paths and times: another cache key
+    again = run(tmp_path / "b", moved, "--kimg", "0.008", "--real", str(stats))
+    assert [(r["fid"], r["kid"]) for r in again] == [(r["fid"], r["kid"]) for r in first]
+    assert list((tmp_path / "cache" / "fid").glob("real-*.pt")) == [stats]  # nothing computed again
