@@ -73,7 +73,7 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, monkeypatch, work
 
 def test_a_folder_of_images_resumes_exactly_too(tmp_path, monkeypatch):
     """The training set is decoded at each start, after the checkpoint's random streams are restored:
-    the decoding must leave them alone (its loader drew its seed from them: 44 of 44 tensors differed)."""
+    the decoding must leave them alone (its loader drew its seed from them, and every weight differed)."""
     faces = pngs(tmp_path / "faces", 40, 32, 128, seed=0)
     data = ["--data.root", str(faces), "--data.image_size", "32", "--data.flip", "true"]
     for folder in ("straight", "resumed"):
